@@ -27,6 +27,22 @@ fi
 # mtime and size it recorded, so an edited file is compiled afresh.
 python3 -m compileall -q -q python/pyproxy_server python/pyproxy >/dev/null 2>&1 || true
 
+# The runtimes pinned for CI (.ci/versions, which .ci/run installs): another
+# version is said, not refused (a developer's may be newer).
+if [ -f .ci/versions ]; then
+  (
+    . .ci/versions
+    note() {
+      local have
+      have=$("$1" --version 2>/dev/null | head -1 | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1)
+      [ -z "$have" ] || [ "$have" = "$2" ] ||
+        echo "note: $1 $have runs the tests; CI pins $2 (.ci/versions)"
+    }
+    note deno "$DENO_VERSION"
+    note bun "$BUN_VERSION"
+  )
+fi
+
 # The Python and Bun suites run behind the Deno suite, one after the other,
 # each on 2 processes: all three mostly wait on Python servers (starting,
 # answering, timeouts), and one after the other they left the 2 cores half
@@ -38,8 +54,15 @@ others() {
   echo $? >"$log_dir/python.rc"
   if command -v bun >/dev/null 2>&1 && [ -d tests/bun ]; then
     {
-      # Bun resolves npm packages from node_modules (package.json mirrors deno.json).
-      bun install --frozen-lockfile >/dev/null 2>&1 || bun install >/dev/null 2>&1 || echo "warning: bun install failed"
+      # Bun resolves npm packages from node_modules (package.json mirrors deno.json),
+      # the versions bun.lock holds only: a plain `bun install` after a frozen one
+      # failed took whatever the registry had that day (and rewrote bun.lock), so
+      # the suite tested other packages than the lockfile says. A lockfile out of
+      # date is said, with bun's reason, and the suite runs on what is installed.
+      if ! bun install --frozen-lockfile >"$log_dir/bun-install.log" 2>&1; then
+        echo "warning: bun install --frozen-lockfile failed (bun.lock out of date with package.json? run bun install and commit bun.lock):"
+        cat "$log_dir/bun-install.log"
+      fi
       # Its files over 2 processes where this Bun has --parallel (most of them wait
       # on Python servers: ~48 -> ~30 s).
       parallel=""

@@ -18,6 +18,10 @@ import { closestName } from "./_closest_name.ts";
 import { ConfigError, StartError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
+import {
+  tokenFingerprint,
+  writeGeneratedToken,
+} from "./gateway/_generated_token_file.ts";
 import { PYTHON_MANIFEST } from "./runtime/python_manifest.ts";
 import {
   type GatewayConfig,
@@ -837,8 +841,14 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     startLog.release(true);
     // $PYPROXY_TOKEN only where that is the token (not a --token or one
     // from pyproxy.json); never the token itself (stdout may be logged).
-    // A generated token is shown: nobody else knows it (as Jupyter's).
-    const shown = config.tokenGenerated === true ? config.token : "<token>";
+    const generated = config.tokenGenerated === true
+      ? await generatedTokenShown(
+        runtime,
+        config,
+        Number(new URL(server.url).port),
+      )
+      : undefined;
+    const shown = generated?.shown ?? "<token>";
     const auth = config.token === undefined
       ? ""
       : ` -H "Authorization: Bearer ${
@@ -898,24 +908,20 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     }
     console.log(
       `  dashboard: ${server.url}/${
-        config.token === undefined ? "" : `?token=${shown}`
+        config.token === undefined
+          ? ""
+          : `?token=${generated?.inUrl ?? "<token>"}`
       }`,
     );
-    if (config.tokenGenerated === true) {
-      console.log(
-        `  token:     generated for ${
-          [
-            ...(config.allowEval ? ["--allow-eval"] : []),
-            ...(config.allowManage ? ["--allow-manage"] : []),
-          ].join(" and ") || "the inference routes beside --manage-token"
-        }, which would otherwise be open to every local user; every route but /healthz needs it (set PYPROXY_TOKEN or --token-file to choose one)`,
-      );
-    }
+    if (generated !== undefined) console.log(`  token:     ${generated.line}`);
     if (config.configPath) console.log(`  config:    ${config.configPath}`);
     for (const s of server.skippedModels) {
       console.log(`  skipped model ${s.name}: ${oneLine(s.error)}`);
     }
     await server.finished;
+    if (generated?.path !== undefined) {
+      await runtime.remove(generated.path).catch(() => {});
+    }
     return 0;
   } catch (err) {
     startLog?.release(false);
@@ -928,6 +934,56 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     printError(withPermissionHint(namingTheFlag(errorLine(err), err)));
     return 1;
   }
+}
+
+/**
+ * How the banner shows a token `serve` generated: itself on a terminal
+ * (nobody else knows it, as Jupyter's); elsewhere (a service's journald,
+ * `docker logs`, a file: kept, shipped, and read by more people than the
+ * gateway's user) written to a file of mode 0600 (removed at exit), whose
+ * path the banner gives with the token's fingerprint, or, when no such
+ * file can be written, not at all.
+ */
+async function generatedTokenShown(
+  runtime: Runtime,
+  config: {
+    token?: string | readonly string[];
+    allowEval: boolean;
+    allowManage: boolean;
+  },
+  port: number,
+): Promise<{ shown: string; inUrl: string; line: string; path?: string }> {
+  const token = String(config.token);
+  const purpose = `generated for ${
+    [
+      ...(config.allowEval ? ["--allow-eval"] : []),
+      ...(config.allowManage ? ["--allow-manage"] : []),
+    ].join(" and ") || "the inference routes beside --manage-token"
+  }, which would otherwise be open to every local user; every route but /healthz needs it`;
+  const choose = "set PYPROXY_TOKEN or --token-file to choose one";
+  if (runtime.stdoutIsTerminal?.() === true) {
+    return { shown: token, inUrl: token, line: `${purpose} (${choose})` };
+  }
+  const notPrinted =
+    "not printed, as this output is not a terminal and may be kept in a log";
+  const written = await writeGeneratedToken(runtime, token, port);
+  if ("path" in written) {
+    return {
+      shown: `$(cat ${shellWord(written.path)})`,
+      inUrl: `<the token in ${written.path}>`,
+      line:
+        `${purpose}; in ${written.path} (mode 0600, removed at exit; sha256 ${
+          tokenFingerprint(token)
+        }...), ${notPrinted} (${choose})`,
+      path: written.path,
+    };
+  }
+  return {
+    shown: "<token>",
+    inUrl: "<token>",
+    line:
+      `${purpose}; ${notPrinted}, nor written to a file (${written.unwritten}): ${choose}`,
+  };
 }
 
 /**

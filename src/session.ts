@@ -7,7 +7,8 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Logger } from "./logger.ts";
-import { createHmac, randomBytes } from "node:crypto";
+import { Buffer } from "node:buffer";
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import {
   AuthenticationError,
   CancelledError,
@@ -773,8 +774,8 @@ export class Session implements AsyncDisposable {
       if (clientNonce !== undefined) {
         const expected = createHmac("sha256", secret).update(
           `server:${clientNonce}`,
-        ).digest("hex");
-        if (result?.serverMac !== expected) {
+        ).digest();
+        if (!macMatches(result?.serverMac, expected)) {
           throw new AuthenticationError(
             `Cannot authenticate to ${where}: the server did not prove that it knows the secret (${
               result?.serverMac === undefined ? "no serverMac" : "bad serverMac"
@@ -1498,4 +1499,19 @@ function wireSpecOf(name: string, spec: ModelSpec): Record<string, unknown> {
     ...wire
   } = spec;
   return { ...wire, name };
+}
+
+/** Lower-case hex, as the server writes its MACs. */
+const HEX = /^[0-9a-f]*$/;
+
+/**
+ * Whether the server's `serverMac` (any JSON it sent) is the hex of
+ * `expected`, compared in constant time: a `!==` on the strings stops at the
+ * first differing character, so the time of each refusal told an impostor
+ * how much of a guess was right. The format and length checked first are no
+ * secret.
+ */
+function macMatches(mac: unknown, expected: Buffer): boolean {
+  return typeof mac === "string" && mac.length === expected.length * 2 &&
+    HEX.test(mac) && timingSafeEqual(Buffer.from(mac, "hex"), expected);
 }

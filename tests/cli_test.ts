@@ -1148,16 +1148,24 @@ Deno.test("main serve warns of tokens other users can read: --token and --manage
   }
 });
 
-Deno.test("main serve generates a token for --allow-eval or --allow-manage without one, prints it and requires it", async () => {
+Deno.test("main serve generates a token for --allow-eval or --allow-manage without one, writes it to a private file when its output is not a terminal, and requires it", async () => {
   const models = new URL("../examples/models", import.meta.url).pathname;
   // Without a token, every local user (any process reaches the loopback)
   // could run code as this user (eval) or import any .py of the models
-  // directory (manage): serve used to only warn.
+  // directory (manage): serve used to only warn. Printed on stdout, the
+  // token went to whatever keeps a service's output (journald, docker
+  // logs): its readers got code execution (security24). Here stdout is a
+  // pipe, as a service's.
+  await using state = await tempDir("pyproxy-cli-state-");
   const seen = new Set<string>();
   for (const flag of ["--allow-eval", "--allow-manage"]) {
     await using serve = await startServe(
       [flag, "--port", "0", "--workers", "1", "--models", models],
-      {},
+      {
+        XDG_STATE_HOME: state.path,
+        XDG_RUNTIME_DIR: "",
+        RUNTIME_DIRECTORY: "",
+      },
       /token: .*\n/,
     );
     assert.match(
@@ -1166,12 +1174,31 @@ Deno.test("main serve generates a token for --allow-eval or --allow-manage witho
         `token: +generated for ${flag}, which would otherwise be open to every local user`,
       ),
     );
-    const token = serve.banner.match(/Bearer ([A-Za-z0-9_-]{32})"/)?.[1];
-    assert.ok(token !== undefined, serve.banner);
-    assert.match(serve.banner, new RegExp(`dashboard: .*/\\?token=${token}`));
+    const url = serve.banner.match(/listening on (http:\/\/\S+)/)![1]!;
+    const port = new URL(url).port;
+    const path = `${state.path}/pyproxy/token-${port}`;
+    const token = (await Deno.readTextFile(path)).trim();
+    assert.match(token, /^[A-Za-z0-9_-]{32}$/);
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+    assert.equal(
+      (await Deno.stat(`${state.path}/pyproxy`)).mode! & 0o777,
+      0o700,
+    );
+    // Never on stdout: its path, and a fingerprint of it.
+    assert.ok(!serve.banner.includes(token), serve.banner);
+    assert.match(
+      serve.banner,
+      new RegExp(`Bearer \\$\\(cat ${path.replaceAll(".", "\\.")}\\)"`),
+    );
+    assert.match(serve.banner, /dashboard: .*\/\?token=<the token in /);
+    assert.match(
+      serve.banner,
+      new RegExp(
+        `in ${path} \\(mode 0600, removed at exit; sha256 [0-9a-f]{8}\\.\\.\\.\\), not printed, as this output is not a terminal`,
+      ),
+    );
     assert.ok(!seen.has(token), "a new token for every start");
     seen.add(token);
-    const url = serve.banner.match(/listening on (http:\/\/\S+)/)![1];
     const without = await fetch(`${url}/v1/models`);
     assert.equal(without.status, 401);
     await without.body?.cancel();
@@ -1183,6 +1210,26 @@ Deno.test("main serve generates a token for --allow-eval or --allow-manage witho
     serve.child.kill("SIGTERM");
     assert.equal((await serve.child.status).code, 0);
     assert.doesNotMatch(await serve.stderr, /enabled without a token/);
+    await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+  }
+  // Nowhere to write it: neither printed nor written, and said so.
+  {
+    await Deno.writeTextFile(`${state.path}/missing-file`, "");
+    await using serve = await startServe(
+      ["--allow-eval", "--port", "0", "--workers", "1", "--models", models],
+      {
+        XDG_STATE_HOME: `${state.path}/missing-file/x`,
+        XDG_RUNTIME_DIR: "",
+        RUNTIME_DIRECTORY: "",
+        HOME: "",
+      },
+      /token: .*\n/,
+    );
+    assert.match(
+      serve.banner,
+      /token: +generated for --allow-eval.*not printed, as this output is not a terminal .*, nor written to a file \(.*\): set PYPROXY_TOKEN or --token-file to choose one/,
+    );
+    assert.match(serve.banner, /Bearer <token>"/);
   }
   // A token of the user's own: nothing generated, and never printed.
   const own = "cli-eval-token-0123456789";
@@ -1193,6 +1240,67 @@ Deno.test("main serve generates a token for --allow-eval or --allow-manage witho
   assert.doesNotMatch(serve.banner, /generated/);
   assert.doesNotMatch(serve.banner, new RegExp(own));
   assert.match(serve.banner, /Bearer \$PYPROXY_TOKEN/);
+});
+
+Deno.test({
+  name:
+    "main serve prints the token it generated when its output is a terminal (the quick start)",
+  ignore: Deno.build.os !== "linux",
+}, async () => {
+  // script(1) gives serve a terminal for its stdout, as a person's shell.
+  const models = new URL("../examples/models", import.meta.url).pathname;
+  const command = [
+    Deno.execPath(),
+    "run",
+    "-A",
+    new URL("../mod.ts", import.meta.url).pathname,
+    "serve",
+    "--allow-eval",
+    "--port",
+    "0",
+    "--workers",
+    "1",
+    "--models",
+    models,
+  ].map((w) => `'${w}'`).join(" ");
+  const child = new Deno.Command("script", {
+    args: ["-q", "-e", "-f", "-c", command, "/dev/null"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  let banner = "";
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream())
+      .getReader();
+    // A terminal ends lines with \r\n, and "." stops at \r.
+    while (!/token: [^\n]*\n/.test(banner)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      banner += value;
+    }
+    reader.releaseLock();
+    const token = banner.match(/Bearer ([A-Za-z0-9_-]{32})"/)?.[1];
+    assert.ok(token !== undefined, banner);
+    assert.match(banner, new RegExp(`dashboard: .*/\\?token=${token}`));
+    assert.match(
+      banner,
+      /token: +generated for --allow-eval, .*\(set PYPROXY_TOKEN/,
+    );
+    assert.doesNotMatch(banner, /not printed/);
+  } finally {
+    // SIGTERM: script ends serve, its child, then itself (a SIGKILL left
+    // serve running without its terminal).
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // exited
+    }
+    await child.status;
+    await child.stdin.close().catch(() => {});
+    await stderr;
+  }
 });
 
 Deno.test("main serve imports no Python module from its working directory", async () => {

@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import { ConfigError } from "../src/errors.ts";
 import { loadConfig, resolveConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
+import { readTokenFiles } from "../src/gateway/_token_files.ts";
+import type { ResolvedConfig } from "../src/gateway/config.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
 import { tempDir, waitFor } from "./_harness.ts";
@@ -195,6 +197,84 @@ Deno.test("loadConfig reads the token files (one token a line, # comments) and n
   await Deno.writeTextFile(`${dir.path}/manage`, `${M1}\n`);
   const both = await load({ manageTokenFile: `${dir.path}/manage` });
   assert.deepEqual([both.token, both.manageToken], [[T1], [M1]]);
+});
+
+Deno.test({
+  name:
+    "readTokenFiles refuses a token file another user could write (theirs, in a directory of theirs, or linked from one), and takes a Kubernetes secret's layout (needs root to chown: ignored otherwise)",
+  ignore: Deno.build.os === "windows" || Deno.uid() !== 0,
+}, async () => {
+  // Only the mode was checked (a warning): a token file of another user's
+  // was read, and they could write a token of their own into it whatever
+  // its mode, or point a link of theirs at a file they can read; the
+  // gateway then let them in, with the management token to run code as its
+  // user (security24). Root chowns to uids without a user: no useradd.
+  const OTHER = 4242;
+  const FS_GROUP = 4243;
+  await using dir = await tempDir("pyproxy-token-file-owner-test-");
+  const rt = defaultRuntime();
+  const read = (path: string, runtime = rt, option = "tokenFile") =>
+    readTokenFiles(runtime, { [option]: path } as unknown as ResolvedConfig);
+  const refused = async (path: string, why: RegExp, option = "tokenFile") => {
+    const message = await configError(() => read(path, rt, option));
+    assert.match(message, new RegExp(`^${option}: cannot use ${path}: `));
+    assert.match(message, why);
+    assert.match(message, /could put a token of their own in it/);
+  };
+  const theirs = `${dir.path}/theirs`;
+  await Deno.writeTextFile(theirs, `${T1}\n`, { mode: 0o600 });
+  await Deno.chown(theirs, OTHER, OTHER);
+  await refused(theirs, /: it belongs to another user \(uid 4242\)/);
+  await refused(theirs, /\(and run code as this user\)/, "manageTokenFile");
+  // Root's file, in a directory of theirs: theirs to replace.
+  await Deno.mkdir(`${dir.path}/their-dir`, { mode: 0o755 });
+  await Deno.writeTextFile(`${dir.path}/their-dir/token`, `${T1}\n`, {
+    mode: 0o600,
+  });
+  await Deno.chown(`${dir.path}/their-dir`, OTHER, OTHER);
+  await refused(
+    `${dir.path}/their-dir/token`,
+    /its directory belongs to another user \(uid 4242\)/,
+  );
+  // Their link to a file of root's they can read (/etc/machine-id is 32
+  // characters: a token they know).
+  const known = `${dir.path}/known`;
+  await Deno.writeTextFile(known, `${T2}\n`, { mode: 0o644 });
+  await Deno.symlink(known, `${dir.path}/link`);
+  // The link's own owner (Deno.chown follows links): chown -h.
+  const chown = await new Deno.Command("chown", {
+    args: ["-h", `${OTHER}:${OTHER}`, `${dir.path}/link`],
+  }).output();
+  assert.ok(chown.success, new TextDecoder().decode(chown.stderr));
+  await Deno.chown(known, 0, 0);
+  await refused(`${dir.path}/link`, /belongs to another user \(uid 4242\)/);
+  // Every user can write it.
+  const open = `${dir.path}/open`;
+  await Deno.writeTextFile(open, `${T1}\n`);
+  await Deno.chmod(open, 0o666);
+  await refused(open, /every user can write to it \(mode 0666\)/);
+
+  // A Kubernetes secret with the pod's fsGroup: the volume root:fsGroup
+  // 3777 (sticky), the timestamped directory 2755, the file root:fsGroup
+  // 0440 (defaultMode 0440), reached through token -> ..data/token and
+  // ..data -> ..<time>. Root's, so taken by root and by the pod's user.
+  const secret = await kubeletSecret(`${dir.path}/secret`, `${T3}\n`);
+  const data = await Deno.realPath(`${dir.path}/secret/..data`);
+  await Deno.chmod(`${data}/token`, 0o440);
+  await Deno.chown(`${data}/token`, 0, FS_GROUP);
+  await Deno.chmod(data, 0o2755);
+  await Deno.chown(data, 0, FS_GROUP);
+  await Deno.chmod(`${dir.path}/secret`, 0o3777);
+  await Deno.chown(`${dir.path}/secret`, 0, FS_GROUP);
+  assert.deepEqual(await read(secret.path), { token: [T3] });
+  const podUser = { ...rt, uid: () => 1000 };
+  assert.deepEqual(await read(secret.path, podUser), { token: [T3] });
+  // The pod user's own file (a runAsUser's emptyDir): taken.
+  await Deno.chown(theirs, OTHER, OTHER);
+  assert.deepEqual(
+    await read(theirs, { ...rt, uid: () => OTHER }),
+    { token: [T1] },
+  );
 });
 
 /** A runtime counting the reads of `path`. */

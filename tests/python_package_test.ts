@@ -473,6 +473,45 @@ Deno.test("materializePythonPackage does not cache under a HOME that every user 
   }
 });
 
+Deno.test("materializePythonPackage does not cache through a link to nothing (~/.cache to a directory not made yet), whose target another user could make after the check", async () => {
+  // ~/.cache pointing into a directory every user can write, at a name not
+  // made yet: the check passed the path with the link in it, and whoever
+  // made the link's target between the check and the mkdir (here: at the
+  // first mkdir) got the copy in a directory of theirs (security24).
+  const tmp = await Deno.makeTempDir({ prefix: "pyproxy-dangling-cache-" });
+  const temp = join(tmp, `pyproxy-${Deno.uid()}`);
+  const home = join(tmp, "home");
+  const open = join(tmp, "open");
+  const target = join(open, "cache");
+  try {
+    await Deno.mkdir(home);
+    await Deno.mkdir(open);
+    await Deno.chmod(open, 0o777);
+    await Deno.symlink(target, join(home, ".cache"));
+    let raced = false;
+    const racing = {
+      ...withHome(home, tmp),
+      mkdir: async (path: string, mode?: number) => {
+        if (!raced) {
+          raced = true;
+          await Deno.mkdir(target, { mode: 0o777 });
+          await Deno.chmod(target, 0o777);
+        }
+        return await rt.mkdir(path, mode);
+      },
+    };
+    const dir = await materializePythonPackage(
+      racing,
+      new URL("https://x/"),
+      { fetch: offline },
+    );
+    assert.ok(dir.startsWith(`${temp}/`), dir);
+    assert.deepEqual([...Deno.readDirSync(target)], []);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
 Deno.test({
   name:
     "materializePythonPackage does not cache under a HOME in another user's directory (needs root to chown: ignored otherwise)",

@@ -15,7 +15,7 @@ import { decodedMessages, encodeFrame, startServer } from "./_harness.ts";
  * `serverMac` as `answer` makes it (or none). Records what it was sent.
  */
 function impostor(
-  answer: (clientNonce: string) => string | undefined,
+  answer: (clientNonce: string) => unknown,
   hello: Record<string, unknown> = {
     auth: "hmac-sha256",
     nonce: "00112233445566778899aabbccddeeff",
@@ -81,6 +81,22 @@ Deno.test("Session refuses a server that cannot prove it knows the secret, befor
         (n: string) =>
           createHmac("sha256", "other").update(`server:${n}`).digest("hex"),
       ],
+      // Compared in constant time (security24): a MAC of another length,
+      // another case or not a string is refused, never thrown over.
+      [
+        "the right one cut short",
+        (n: string) =>
+          createHmac("sha256", "s3cret").update(`server:${n}`).digest("hex")
+            .slice(0, 62),
+      ],
+      [
+        "the right one in capitals",
+        (n: string) =>
+          createHmac("sha256", "s3cret").update(`server:${n}`).digest("hex")
+            .toUpperCase(),
+      ],
+      ["a number", () => 42],
+      ["an array", () => ["ab".repeat(32)]],
     ] as const
   ) {
     await using fake = impostor(answer);

@@ -81,6 +81,7 @@ def parse_args(argv=None):
     parser.add_argument("--spin-us", type=int, default=DEFAULT_SPIN_US, help="microseconds a connection polls for the next request of a fast client before sleeping; 0 = never (default %d)" % DEFAULT_SPIN_US)
     parser.add_argument("--sched-batch", action="store_true", help="run under Linux SCHED_BATCH: a request that wakes the server does not preempt the process running on that core (an HTTP gateway's thread); ignored where the OS has no SCHED_BATCH")
     parser.add_argument("--host-pid", type=int, default=None, help="the pid of the host that started this server, when that is not its parent (a python wrapper runs it): once it is gone, the server ends its process group as it exits, as it does when it sees itself re-parented")
+    parser.add_argument("--max-unauthenticated", type=int, default=None, help="connections not authenticated yet kept at once; one more closes the oldest (default 1024, or a quarter of the soft fd limit when less)")
     parser.add_argument("--insecure-no-auth", action="store_true", help="accept connections without authentication (local experiments only)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     parser.add_argument("--log-name", default=None, help="log to <path>/logs/pythonserver<NAME>.log (letters, digits, '.', '_', '-'; default: the TCP port, else the --unix file name)")
@@ -96,6 +97,8 @@ def parse_args(argv=None):
         parser.error("--spin-us must be >= 0")
     if args.max_calls < 1:
         parser.error("--max-calls must be >= 1")
+    if args.max_unauthenticated is not None and args.max_unauthenticated < 1:
+        parser.error("--max-unauthenticated must be >= 1")
     if args.max_stuck_threads < 0:
         parser.error("--max-stuck-threads must be >= 0")
     if args.max_eval_sessions < 0:
@@ -596,7 +599,7 @@ def main(argv=None):
         raise SystemExit("pyproxy_server: --path %r is not a directory" % args.path)
     server = Server(root, args.id, secret=secret, max_frame_size=args.max_frame_size, threads=args.threads, max_calls=args.max_calls, spin=args.spin_us / 1e6,
                     max_stuck_threads=args.max_stuck_threads, max_elastic_threads=args.max_elastic_threads,
-                    max_eval_sessions=args.max_eval_sessions)
+                    max_eval_sessions=args.max_eval_sessions, max_unauthenticated=args.max_unauthenticated)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

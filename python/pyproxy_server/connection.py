@@ -444,6 +444,7 @@ class Connection(asyncio.BufferedProtocol):
         hello = {"event": "hello", "version": PROTOCOL_VERSION, "serverId": self.server.id, "pid": self.server.pid, "batch": True, "bytes": True, "metrics": True}
         if not self.authenticated:
             auth = "hmac-sha256"
+            self.server.awaiting_auth(self)
             self._nonce = secrets.token_hex(16)
             self._expected_mac = hmac.new(
                 self.server.secret.encode(), self._nonce.encode(), hashlib.sha256
@@ -452,6 +453,16 @@ class Connection(asyncio.BufferedProtocol):
             self._auth_timer = self._loop.call_later(self.AUTH_TIMEOUT, self._auth_timeout)
         hello["auth"] = auth
         self.send_event(hello)
+
+    def abort(self):
+        """Close at once, unflushed (a connection not authenticated, closed
+        for room: ``Server.awaiting_auth``)."""
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+        if self._transport is not None and not self._closed:
+            self._closing = True
+            self._transport.abort()
 
     def connection_lost(self, exc):
         self._closed = True
@@ -1054,6 +1065,7 @@ class Connection(asyncio.BufferedProtocol):
             ):
                 return self._refuse(rid, "Cannot authenticate: bad mac")
             self.authenticated = True
+            self.server.auth_succeeded(self)
             self._framer.max_frame_size = self._max_frame
             if self._auth_timer is not None:
                 self._auth_timer.cancel()

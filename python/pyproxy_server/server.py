@@ -86,6 +86,19 @@ class Server:
     EXIT_GRACE = 0.5
     # Call threads that may read spilled requests at the same time.
     SPILL_READERS = 2
+    # Connections not authenticated yet (each for Connection.AUTH_TIMEOUT at
+    # most) kept at once, by default (--max-unauthenticated): this, or a
+    # quarter of the soft fd limit when that is less. One more closes the
+    # oldest. A local user flooding a TCP port holds no more of this
+    # server's fds and memory than that, and the host, which authenticates
+    # within one round trip of its connect, still gets in as long as that
+    # many flood connections take longer to arrive (1024 at ~4000/s: 250 ms).
+    # Refusing the newest instead let a flood that keeps the slots full lock
+    # the host out (its reconnects); a cap of 128 was outrun (the host's own
+    # connections closed before their auth, 10 of 23 in a flood).
+    MAX_UNAUTHENTICATED = 1024
+    # Seconds between two warnings that such connections were closed.
+    UNAUTHENTICATED_LOG_EVERY = 10.0
 
     def __init__(
         self,
@@ -99,6 +112,7 @@ class Server:
         max_stuck_threads=16,
         max_elastic_threads=256,
         max_eval_sessions=1024,
+        max_unauthenticated=None,
     ):
         self.root = os.path.realpath(root)
         self.id = server_id
@@ -123,6 +137,12 @@ class Server:
         self.models = ModelRegistry(self.root)
         self.commands = {}
         self.connections = {}
+        # Connections not authenticated yet, oldest first (dict as an ordered set), and how many are kept.
+        self.unauthenticated = {}
+        self.max_unauthenticated = default_max_unauthenticated() if max_unauthenticated is None else max_unauthenticated
+        # Of them, closed to make room (MAX_UNAUTHENTICATED); the count at the last warning, and its time.
+        self.unauthenticated_dropped = 0
+        self._dropped_warned = (0, -1e9)
         self.requests_served = 0
         self.started = time.monotonic()
         self.executor = CallExecutor(threads, max_stuck=max_stuck_threads)
@@ -383,12 +403,42 @@ class Server:
     def connection_opened(self, conn):
         cid = "c%d" % next(self._connection_ids)
         self.connections[cid] = conn
-        log.info("connection %s opened", cid)
+        # Said once authenticated (auth_succeeded): a flood of connections
+        # that never are must not flood the log too (two lines each).
+        if conn.authenticated:
+            log.info("connection %s opened", cid)
         return cid
 
     def connection_closed(self, conn):
         self.connections.pop(conn.id, None)
-        log.info("connection %s closed", conn.id)
+        self.unauthenticated.pop(conn, None)
+        log.log(logging.INFO if conn.authenticated else logging.DEBUG, "connection %s closed", conn.id)
+
+    def awaiting_auth(self, conn):
+        """Counts ``conn`` among the connections not authenticated yet (until
+        ``authenticated`` or ``connection_closed``), closing the oldest of
+        them when there are ``max_unauthenticated`` already."""
+        waiting = self.unauthenticated
+        if len(waiting) >= self.max_unauthenticated:
+            oldest = next(iter(waiting))
+            del waiting[oldest]
+            oldest.abort()
+            self.unauthenticated_dropped += 1
+            warned, at = self._dropped_warned
+            now = time.monotonic()
+            if now - at >= self.UNAUTHENTICATED_LOG_EVERY:
+                self._dropped_warned = (self.unauthenticated_dropped, now)
+                log.warning(
+                    "closed %d connection(s) that had not authenticated, to keep at most %d such at once "
+                    "(a flood of connections from a local process?); %d so far",
+                    self.unauthenticated_dropped - warned, self.max_unauthenticated, self.unauthenticated_dropped,
+                )
+        waiting[conn] = None
+
+    def auth_succeeded(self, conn):
+        """``conn`` authenticated: no longer counted by ``awaiting_auth``."""
+        self.unauthenticated.pop(conn, None)
+        log.info("connection %s opened", conn.id)
 
     @property
     def in_flight(self):
@@ -463,3 +513,17 @@ def add_models_to_path(root):
     """
     if root not in sys.path:
         sys.path.append(root)
+
+
+def default_max_unauthenticated():
+    """``Server.MAX_UNAUTHENTICATED``, or a quarter of the soft fd limit when
+    that is less (at least 16): the connections the server keeps must leave
+    the fds that models, spill files and logs need."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):  # no resource module (Windows)
+        return Server.MAX_UNAUTHENTICATED
+    if soft == getattr(resource, "RLIM_INFINITY", -1) or soft <= 0:
+        return Server.MAX_UNAUTHENTICATED
+    return max(16, min(Server.MAX_UNAUTHENTICATED, soft // 4))

@@ -161,6 +161,71 @@ class AuthTest(ServerTestCase):
         self.assertEqual(self.connect().call("ping"), "pong")
 
 
+class UnauthenticatedFloodTest(ServerTestCase):
+    """Connections that never authenticate, more than the server keeps at once."""
+
+    args = ("--log-dir", "-", "--max-unauthenticated", "16")
+
+    def test_the_oldest_unauthenticated_connections_are_closed_and_the_host_still_gets_in(self):
+        # Each was held for AUTH_TIMEOUT (2 s) with no bound on how many: a
+        # local user opening them faster than that took an fd and a
+        # Connection each, without limit (security24).
+        cap = 16
+        flood = []
+        try:
+            for _ in range(cap + 40):
+                sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
+                flood.append(sock)
+            # The host connects in the middle of the flood, and calls.
+            host = self.connect()
+            self.assertEqual(host.call("ping"), "pong")
+            for _ in range(40):
+                flood.append(socket.create_connection(("127.0.0.1", self.server.port), timeout=5))
+            self.assertEqual(host.call("ping"), "pong")
+            # Kept: the newest `cap` of the flood and the host (the status's own is the host's).
+            self.assertLessEqual(host.call("serverStatus")["connections"], cap + 1)
+            # The first ones were closed (end of file after their hello), the last ones not.
+            for sock in (flood[0], flood[39]):
+                self.assertTrue(_closed_after_hello(sock), "an old connection left open")
+            self.assertFalse(_closed_after_hello(flood[-1], timeout=0.2))
+            log = self.server.stderr_text()
+            self.assertIn("connection(s) that had not authenticated, to keep at most 16", log)
+            # One warning for the lot (at most one every 10 s), and no line per connection
+            # until it authenticates: the host's.
+            self.assertEqual(log.count("had not authenticated"), 1, log)
+            self.assertEqual(log.count(" opened"), 1, log)
+        finally:
+            for sock in flood:
+                sock.close()
+
+
+def _closed_after_hello(sock, timeout=5.0):
+    """True when the peer closes ``sock`` (reset or end of file) within ``timeout`` s."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+class MaxUnauthenticatedDefaultTest(unittest.TestCase):
+    def test_a_quarter_of_the_soft_fd_limit_at_most(self):
+        import resource
+        from pyproxy_server.server import default_max_unauthenticated
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+            self.assertEqual(default_max_unauthenticated(), 64)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+            self.assertEqual(default_max_unauthenticated(), min(Server.MAX_UNAUTHENTICATED, min(hard, 65536) // 4))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 class InsecureTest(ServerTestCase):
     insecure = True
 

@@ -14,7 +14,7 @@ import { ConfigError } from "../errors.ts";
 import type { Plugin } from "../plugin.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { pluginProblem } from "../_plugin_problem.ts";
-import { untrustedPath } from "./_untrusted_path.ts";
+import { untrustedThroughLinks } from "./_untrusted_path.ts";
 
 /**
  * `import(url)` of the user's module, through a function made at run time:
@@ -155,13 +155,7 @@ export async function loadPluginModule(
   let untrusted: string | undefined;
   try {
     real = await runtime.realPath(path);
-    untrusted = real === path
-      ? await untrustedPath(runtime, path)
-      : (await untrustedPath(runtime, path, true)) ??
-        (await untrustedPath(runtime, real))?.replace(
-          /\bits directory\b|\bit\b/,
-          (w) => w === "it" ? real : `the directory of ${real}`,
-        );
+    untrusted = await untrustedThroughLinks(runtime, path, real);
   } catch (err) {
     throw fail(importProblem(err, real, runtime, readable()), err);
   }

@@ -16,6 +16,8 @@ import { TOKEN_UNUSABLE, usableToken } from "./config_schema.ts";
 import type { ResolvedConfig } from "./config.ts";
 import { MAX_TOKENS } from "./security.ts";
 import { forgetReadable, openToOthers } from "./_secret_file_mode.ts";
+import { untrustedThroughLinks } from "./_untrusted_path.ts";
+import { resolve } from "node:path";
 
 /** The largest token file read: 16 tokens with comments fit many times. */
 const MAX_TOKEN_FILE_BYTES = 64 * 1024;
@@ -109,7 +111,15 @@ async function readTokenFile(
     );
   }
   reading.set(path, stuck + 1);
-  const read = readWithin(runtime, path, fail).finally(() => {
+  const refuse = (why: string): never => {
+    throw new ConfigError(
+      `${option}: cannot use ${path}: ${why}, and whoever can write it could put a token of their own in it${
+        option === "manageTokenFile" ? " (and run code as this user)" : ""
+      }: make it, and its directory, this user's or root's, writable by no one else (a mounted Kubernetes secret is root's)`,
+      { details: { path: option, reason: why } },
+    );
+  };
+  const read = readWithin(runtime, path, fail, refuse).finally(() => {
     const left = reading.get(path)! - 1;
     if (left === 0) reading.delete(path);
     else reading.set(path, left);
@@ -142,6 +152,7 @@ async function readWithin(
   runtime: Runtime,
   path: string,
   fail: (why: string, cause?: unknown) => never,
+  refuse: (why: string) => never,
 ): Promise<string> {
   let bytes: Uint8Array | null;
   // Not a FIFO or a device: reading one could wait or never end.
@@ -162,6 +173,23 @@ async function readWithin(
       `more than a token file holds (at most ${MAX_TOKEN_FILE_BYTES} bytes)`,
     );
   }
+  // Its mode alone was checked (a warning): a file of another user's, or
+  // one in a directory of theirs, is theirs to write a token into (with
+  // chmod 600 too), or to replace with a link to a file they can read; the
+  // gateway then let them in. As the plugin modules and pyproxy.json are
+  // (what they hold runs as this user; a management token does too).
+  let untrusted: string | undefined;
+  try {
+    const given = resolve(path);
+    untrusted = await untrustedThroughLinks(
+      runtime,
+      given,
+      await runtime.realPath(given),
+    );
+  } catch (err) {
+    return fail((err as Error).message, err); // gone since the read
+  }
+  if (untrusted !== undefined) refuse(untrusted);
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch (err) {

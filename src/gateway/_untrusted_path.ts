@@ -55,3 +55,30 @@ export async function untrustedPath(
   }
   return undefined;
 }
+
+/**
+ * {@linkcode untrustedPath} of a file named through links: the link as a
+ * link (its owner and its directory), then the file it names (`real`, its
+ * real path) and that file's directory, phrased with `real`'s name; or
+ * `undefined` when each is trusted. A Kubernetes secret (`token` a link to
+ * `..data/token`, `..data` to a timestamped directory, all root's) passes;
+ * a link of another user's, or one in a directory they can write, does not:
+ * they could point it at any file they can read (`/etc/machine-id`).
+ *
+ * @example
+ * ```ts ignore
+ * const why = await untrustedThroughLinks(runtime, "/run/secrets/token", await runtime.realPath("/run/secrets/token"));
+ * ```
+ */
+export async function untrustedThroughLinks(
+  runtime: Runtime,
+  path: string,
+  real: string,
+): Promise<string | undefined> {
+  if (real === path) return await untrustedPath(runtime, path);
+  return (await untrustedPath(runtime, path, true)) ??
+    (await untrustedPath(runtime, real))?.replace(
+      /\bits directory\b|\bit\b/,
+      (w) => w === "it" ? real : `the directory of ${real}`,
+    );
+}

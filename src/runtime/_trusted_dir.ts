@@ -20,7 +20,8 @@ import type { Runtime } from "./types.ts";
  * verified, or add a `sitecustomize.py` beside it, which every worker's
  * Python then ran as this user. The resolved path is what to use: a link
  * on the way (in `/tmp`, its owner's to change) could otherwise point
- * elsewhere after the check. Where the runtime cannot tell owners
+ * elsewhere after the check; so is a link to nothing on the way (its
+ * target made by someone else after the check). Where the runtime cannot tell owners
  * (Windows, no `owner`/`uid`), `dir` as given is trusted.
  *
  * @example
@@ -37,6 +38,16 @@ export async function trustedDir(
   if (self === undefined || runtime.owner === undefined) return { path: dir };
   let existing = dir;
   while ((await runtime.stat(existing)) === null) {
+    // There, yet not found: a link to nothing (`~/.cache` to a directory
+    // not made yet). The path given ran through it, and whoever made what
+    // it points to first (a place of theirs, `/tmp/...`) between this
+    // check and the `mkdir` held the directory made in it.
+    if ((await runtime.owner(existing)) !== null) {
+      return {
+        untrusted:
+          `${existing} is a symbolic link to nothing: whoever makes what it points to would hold what is put there`,
+      };
+    }
     const up = dirname(existing);
     if (up === existing) return { path: dir };
     existing = up;

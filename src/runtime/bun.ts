@@ -456,6 +456,7 @@ export function bunRuntime(): Runtime {
       typeof process.getuid === "function" ? process.getuid() : undefined,
     realPath: (path) => realpath(path),
     readRegularFile,
+    stdoutIsTerminal: () => process.stdout.isTTY === true,
     tlsFetch(tls) {
       // Bun's fetch takes the TLS options per call.
       const options = {

@@ -590,6 +590,7 @@ export function denoRuntime(): Runtime {
     },
     realPath: (path) => Deno.realPath(path),
     readRegularFile,
+    stdoutIsTerminal: () => Deno.stdout.isTerminal(),
     tlsFetch(tls) {
       // One client for the exporter's life (its connections are reused).
       const client = Deno.createHttpClient({

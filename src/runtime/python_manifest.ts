@@ -46,9 +46,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 31656,
+      size: 32055,
       sha256:
-        "9821de55f5041d9dfadc7d897bc0b8a9ef5b31337e9d6aa6de6732a9223308da",
+        "1422c28a3b86ed85e5fb00ec604dbb8c1248cc131e70ce12e6f1ab361ac66202",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 72295,
+      size: 72775,
       sha256:
-        "4ad0e765e186907aa5b18cef3add49d99d8fc218652ebd5159b2ced15163cb1a",
+        "99cf73221a517fb5f85c2157c6109c5b73e48edc7ed55a0524e7f383628c910b",
     },
     {
       path: "pyproxy_server/declared.py",
@@ -220,9 +220,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 21209,
+      size: 24780,
       sha256:
-        "284eac765bb847ac091ea5c2b84e81e8ebb7a03d13ddf73add7876ce5fd95ed6",
+        "0378f1ca3f79fc50d7fa6d81b15497e5a0d3caf74c211f10d0ff839116dcfd90",
     },
     {
       path: "pyproxy_server/shallow_json.py",

@@ -583,6 +583,12 @@ export interface Runtime {
   tlsFetch?(tls: TlsFetchOptions): TlsFetch;
   /** An environment variable, or undefined. */
   env(name: string): string | undefined;
+  /**
+   * Whether this process's stdout is a terminal (someone reads it as it is
+   * written), not a pipe or a file that a service manager keeps
+   * (journald, `docker logs`). Optional: without it, not a terminal.
+   */
+  stdoutIsTerminal?(): boolean;
   /** The number of logical CPUs. */
   cpuCount(): number;
   /**

@@ -1,0 +1,116 @@
+/**
+ * Where `serve` puts the token it generated when its output is not a
+ * terminal: a file only this user can read, rather than a service's log.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { trustedDir } from "../runtime/_trusted_dir.ts";
+import type { Runtime } from "../runtime/types.ts";
+
+/**
+ * The directories tried, in order: systemd's `RuntimeDirectory=` (its
+ * first), the login session's runtime directory, then the XDG state
+ * directory (`~/.local/state`): each one this user's.
+ */
+function candidates(runtime: Runtime): string[] {
+  const dirs: string[] = [];
+  const systemd = runtime.env("RUNTIME_DIRECTORY")?.split(":")[0];
+  if (systemd) dirs.push(systemd);
+  const xdgRuntime = runtime.env("XDG_RUNTIME_DIR");
+  if (xdgRuntime) dirs.push(join(xdgRuntime, "pyproxy"));
+  const state = runtime.env("XDG_STATE_HOME");
+  const home = runtime.env("HOME");
+  if (state) dirs.push(join(state, "pyproxy"));
+  else if (home) dirs.push(join(home, ".local", "state", "pyproxy"));
+  return dirs;
+}
+
+/**
+ * Whether `dir` is a directory of this user's that no one else can write
+ * to (so nobody else put or can replace what is in it; a file of mode 0600
+ * there is this user's to read alone). systemd makes a `RuntimeDirectory=`
+ * 0755. Where owners are unknown, existence.
+ */
+async function onlyOwnerWrites(
+  runtime: Runtime,
+  dir: string,
+): Promise<boolean> {
+  const self = runtime.uid?.();
+  if (self === undefined || runtime.owner === undefined) {
+    return (await runtime.stat(dir))?.isDirectory === true;
+  }
+  const o = await runtime.owner(dir);
+  return o !== null && o.uid === self && (o.mode & 0o170000) === 0o040000 &&
+    (o.mode & 0o022) === 0;
+}
+
+/**
+ * Writes `token` to `token-<port>` (mode 0600) in the first of this
+ * user's private directories that works, and gives its path; or why none
+ * did. Printed on stdout, a generated token went wherever stdout goes: a
+ * service's goes to journald (read by the `adm` and `systemd-journal`
+ * groups, and shipped on by log collectors), a container's to `docker
+ * logs` and the cluster's log store; with `--allow-eval` that token runs
+ * code as the gateway's user. A file a previous start left is replaced.
+ *
+ * @example
+ * ```ts ignore
+ * const written = await writeGeneratedToken(runtime, token, 8000);
+ * if ("path" in written) console.log(`token in ${written.path}`);
+ * ```
+ */
+export async function writeGeneratedToken(
+  runtime: Runtime,
+  token: string,
+  port: number,
+): Promise<{ path: string } | { unwritten: string }> {
+  const problems: string[] = [];
+  for (const dir of candidates(runtime)) {
+    try {
+      const checked = await trustedDir(runtime, dir);
+      if ("untrusted" in checked) {
+        problems.push(checked.untrusted);
+        continue;
+      }
+      await runtime.mkdir(checked.path, 0o700);
+      if (!(await onlyOwnerWrites(runtime, checked.path))) {
+        problems.push(
+          `${checked.path} is not a directory of this user's that only it can write to`,
+        );
+        continue;
+      }
+      const path = join(checked.path, `token-${port}`);
+      // A private directory: nobody else put what is there.
+      await runtime.remove(path);
+      const file = await runtime.openWrite(path);
+      try {
+        await file.write(new TextEncoder().encode(`${token}\n`));
+      } finally {
+        await file.close();
+      }
+      return { path };
+    } catch (err) {
+      problems.push(`${dir}: ${(err as Error).message}`);
+    }
+  }
+  return {
+    unwritten: problems.length === 0
+      ? "no RUNTIME_DIRECTORY, XDG_RUNTIME_DIR, XDG_STATE_HOME or HOME"
+      : problems.join("; "),
+  };
+}
+
+/**
+ * A short fingerprint of `token` (the first 8 hex digits of its SHA-256),
+ * to tell which token a log speaks of without holding it.
+ *
+ * @example
+ * ```ts ignore
+ * console.log(tokenFingerprint("0123456789abcdef0123")); // 8 hex digits
+ * ```
+ */
+export function tokenFingerprint(token: string): string {
+  return createHash("sha256").update(token).digest("hex").slice(0, 8);
+}
