@@ -91,7 +91,11 @@ class StreamProducer:
                 _unshield(shielded)
             return self._burst(call)
         finally:
-            lock.release()
+            try:
+                lock.release()
+            except KeyboardInterrupt:  # fired as release was entered: it did nothing
+                lock.release_if_owned()
+                raise
 
     def _burst(self, call):
         try:
