@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 31656,
+      size: 32643,
       sha256:
-        "9821de55f5041d9dfadc7d897bc0b8a9ef5b31337e9d6aa6de6732a9223308da",
+        "b74ea42e9d23c10f8d398b8daade0a00485f43f7d9f4e1ad0cc496b19caf7e74",
     },
     {
       path: "pyproxy_server/array_like.py",
