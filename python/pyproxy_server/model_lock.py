@@ -45,15 +45,18 @@ _WAITING, _GRANTED, _LEFT = 0, 1, 2
 class _Waiter:
     """One queued ``acquire``: ``token`` is held until the waiter is handed
     the lock (``_GRANTED``) or leaves the queue (``_LEFT``: a cancel, a
-    timeout)."""
+    timeout). Or one queued ``queue(callback)``: no thread waits, the
+    hand-over calls ``callback``."""
 
-    __slots__ = ("token", "ident", "state")
+    __slots__ = ("token", "ident", "state", "callback")
 
-    def __init__(self, ident):
-        self.token = _allocate_lock()
-        self.token.acquire()
+    def __init__(self, ident, callback=None):
+        if callback is None:
+            self.token = _allocate_lock()
+            self.token.acquire()
         self.ident = ident
         self.state = _WAITING
+        self.callback = callback
 
 
 class ModelLock:
@@ -164,21 +167,46 @@ class ModelLock:
                     call.shielded = shielded = True
             if interrupted:  # its interrupt, if still pending, fires here: before any change
                 _pass_eval_breaker()
+        granted = None
         with self._mutex:
             waiters = self._waiters
             if waiters:
                 waiter = waiters.popleft()
                 waiter.state = _GRANTED
                 self._owner = waiter.ident
-                waiter.token.release()
+                if waiter.callback is None:
+                    waiter.token.release()
+                else:
+                    granted = waiter.callback
             else:
                 self._owner = None
                 self._held.release()
+        if granted is not None:
+            granted()
         if shielded:
             with call.lock:  # a cancel that came meanwhile fires now
                 call.shielded = False
                 if call.interrupted:
                     _interrupt_thread(call.thread_ident)
+
+    def queue(self, callback):
+        """Takes the lock for work that no thread waits for: ``callback()``
+        is called once the lock is this work's, now (the lock was free) or
+        at a ``release`` (on that thread: it must only schedule the work,
+        and not raise). The work runs on a thread of its own and ends with
+        ``release``; that thread may ``claim`` the lock first."""
+        with self._mutex:
+            free = self._held.acquire(False)
+            if free:
+                self._owner = None
+            else:
+                self._waiters.append(_Waiter(None, callback))
+        if free:
+            callback()
+
+    def claim(self):
+        """The lock handed to a ``queue``'s work is this thread's (``release_if_owned``)."""
+        self._owner = _get_ident()
 
     def release_if_owned(self):
         """``release`` when this thread still holds the lock: after an
@@ -202,9 +230,11 @@ def take(lock):
     call = current_call.get()
     if call is None or not _defer_interrupt(call):
         # No interrupt can come for this thread now (another thread's call,
-        # or a shield on already), or one did and fired in defer_interrupt,
-        # or it fired earlier (a parked stream's cancel: it waits for the
-        # model to close its generator).
+        # or a shield on already), or one did and fired in defer_interrupt
+        # (raised: no wait), or one fired earlier and was swallowed. A
+        # cancelled parked stream, whose cancel injects nothing, no longer
+        # comes here: it waits for the lock held, without a thread
+        # (StreamProducer._close_when_free).
         lock.acquire()
         return None
     if lock._held.acquire(False):

@@ -116,6 +116,23 @@ class ModelLockTest(unittest.TestCase):
         self.assertFalse(lock.locked())
 
 
+class QueuedWorkTest(unittest.TestCase):
+    def test_queued_work_is_handed_the_lock_in_its_turn_and_releases_it(self):
+        lock = ModelLock()
+        granted = []
+        lock.queue(lambda: granted.append("free"))  # free: at once
+        self.assertEqual(granted, ["free"])
+        self.assertTrue(lock.locked())
+        lock.queue(lambda: granted.append("second"))
+        self.assertEqual(granted, ["free"])
+        lock.release()  # handed over: still held, for the queued work
+        self.assertEqual(granted, ["free", "second"])
+        self.assertTrue(lock.locked())
+        lock.claim()
+        lock.release_if_owned()
+        self.assertFalse(lock.locked())
+
+
 class PublicLockTest(unittest.TestCase):
     def test_outside_a_call_it_is_a_plain_lock(self):
         lock = Lock()

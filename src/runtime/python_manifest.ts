@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 34131,
+      size: 34770,
       sha256:
-        "555b781554123b3d4ce177343fffb4a9f493ae5c2badb57d11ea3bda09ee3cf2",
+        "9c03837d63ac92caf63a440ce647f9d0d6648454c3b3d4682a0f04efda4be0df",
     },
     {
       path: "pyproxy_server/forked_child.py",
@@ -196,9 +196,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_lock.py",
-      size: 8193,
+      size: 9510,
       sha256:
-        "64740700835e59002e275efd4b7d0acae86f10b34d08b4726a79c1e7cf3481d7",
+        "5d7c8a1e2bd193001c61188ead0a777dafdd0b2be5235d30c89809b8a309f4ad",
     },
     {
       path: "pyproxy_server/model_metrics.py",
@@ -262,9 +262,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/stream_producer.py",
-      size: 8283,
+      size: 10240,
       sha256:
-        "aea6a5ec21fa6a28d8e189091151064baec5eba8cc032638975151c47276bcd2",
+        "6570e5eb4d6f46d9028062978e4571bf0cabcdc2175268c52feb20fba8354f5b",
     },
     {
       path: "pyproxy_server/wording.py",
