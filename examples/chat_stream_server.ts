@@ -21,8 +21,9 @@
 import { Pool } from "../mod.ts";
 
 const LLM = `
-import threading
 import time
+
+from pyproxy import Lock
 
 
 class Llm:
@@ -30,7 +31,9 @@ class Llm:
     timeout_ms = 180_000  # a long answer may take minutes: more than the default
 
     def __init__(self, options):
-        self.gpu = threading.Lock()  # one generation at a time on this worker
+        # One generation at a time on this worker; a request whose reader
+        # leaves while it waits for its turn leaves the wait (pyproxy.Lock).
+        self.gpu = Lock()
         self.generated = 0
 
     def execute(self, msg):

@@ -9,6 +9,9 @@ import type { ReadyLine } from "./python_server.ts";
 /** The most stderr kept for diagnostics. */
 const STDERR_TAIL_BYTES = 64 * 1024;
 
+/** The buffer stderr is read into, where the stream takes one. */
+const READ_BYTES = 16 * 1024;
+
 /**
  * Reads stdout up to the first newline (the ready line may arrive in pieces),
  * then keeps draining it in the background so the child never blocks on a
@@ -70,9 +73,21 @@ export function parseReadyLine(line: string): ReadyLine {
   };
 }
 
-/** Drains stderr forever, keeping the last {@linkcode STDERR_TAIL_BYTES}. */
+/**
+ * Drains stderr forever, keeping the last {@linkcode STDERR_TAIL_BYTES}.
+ *
+ * The bytes are copied into a ring of that size, never kept as the chunks
+ * read: Deno's chunk of a pipe is a view of a 64 KiB buffer, however few
+ * bytes it holds, so 64 KiB of a flood read a line or two at a time kept a
+ * thousand such buffers (the host's RSS grew by 100 MB per worker and stayed
+ * there: a 50,000-line flood took it from 68 to 176 MB). And where the
+ * stream takes a buffer of ours (a byte stream), it is read into one.
+ */
 export class StderrTail {
-  #chunks: Uint8Array[] = [];
+  /** Allocated at the first byte (most servers write little or nothing). */
+  #ring: Uint8Array | undefined;
+  /** Where the next byte goes in #ring. */
+  #end = 0;
   #size = 0;
   #done: Promise<void>;
   #onText: ((text: string) => void) | undefined;
@@ -91,14 +106,24 @@ export class StderrTail {
 
   async #read(stream: ReadableStream<Uint8Array>): Promise<void> {
     try {
-      for await (const chunk of stream) {
-        this.#push(chunk);
-        if (this.#onText !== undefined) {
-          try {
-            this.#onText(this.#decoder.decode(chunk, { stream: true }));
-          } catch {
-            // a logging callback must not stop the drain
-          }
+      // Into one buffer of ours where the stream can (a byte stream: Deno's
+      // pipes): a read of the default reader is a new 64 KiB buffer each, a
+      // flood's garbage (the host's RSS rose by ~70 MB and stayed there).
+      let byob: ReadableStreamBYOBReader | undefined;
+      try {
+        byob = stream.getReader({ mode: "byob" });
+      } catch {
+        // not a byte stream: chunks as they come
+      }
+      if (byob === undefined) {
+        for await (const chunk of stream) this.#take(chunk);
+      } else {
+        let buffer = new Uint8Array(READ_BYTES);
+        for (;;) {
+          const { value, done } = await byob.read(buffer);
+          if (done || value === undefined) break;
+          this.#take(value);
+          buffer = new Uint8Array(value.buffer); // the same memory, whole again
         }
       }
     } catch {
@@ -111,25 +136,31 @@ export class StderrTail {
     }
   }
 
-  #push(chunk: Uint8Array): void {
-    if (chunk.length >= STDERR_TAIL_BYTES) {
-      this.#chunks = [chunk.slice(chunk.length - STDERR_TAIL_BYTES)];
-      this.#size = STDERR_TAIL_BYTES;
-      return;
-    }
-    this.#chunks.push(chunk);
-    this.#size += chunk.length;
-    while (this.#size > STDERR_TAIL_BYTES) {
-      const head = this.#chunks[0]!;
-      const excess = this.#size - STDERR_TAIL_BYTES;
-      if (head.length <= excess) {
-        this.#chunks.shift();
-        this.#size -= head.length;
-      } else {
-        this.#chunks[0] = head.subarray(excess);
-        this.#size -= excess;
+  #take(chunk: Uint8Array): void {
+    this.#push(chunk);
+    if (this.#onText !== undefined) {
+      try {
+        this.#onText(this.#decoder.decode(chunk, { stream: true }));
+      } catch {
+        // a logging callback must not stop the drain
       }
     }
+  }
+
+  #push(chunk: Uint8Array): void {
+    const ring = this.#ring ??= new Uint8Array(STDERR_TAIL_BYTES);
+    const cap = ring.length;
+    if (chunk.length >= cap) {
+      ring.set(chunk.subarray(chunk.length - cap));
+      this.#end = 0;
+      this.#size = cap;
+      return;
+    }
+    const first = Math.min(chunk.length, cap - this.#end);
+    ring.set(chunk.subarray(0, first), this.#end);
+    if (first < chunk.length) ring.set(chunk.subarray(first), 0);
+    this.#end = (this.#end + chunk.length) % cap;
+    this.#size = Math.min(cap, this.#size + chunk.length);
   }
 
   /** Waits (at most `ms`) for stderr to reach its end, so a dying process's last words are kept. */
@@ -143,12 +174,16 @@ export class StderrTail {
   }
 
   text(): string {
-    const all = new Uint8Array(this.#size);
-    let pos = 0;
-    for (const c of this.#chunks) {
-      all.set(c, pos);
-      pos += c.length;
+    const ring = this.#ring;
+    if (ring === undefined) return "";
+    const start = (this.#end - this.#size + ring.length) % ring.length;
+    const decoder = new TextDecoder();
+    if (start + this.#size <= ring.length) {
+      return decoder.decode(ring.subarray(start, start + this.#size));
     }
-    return new TextDecoder().decode(all);
+    const all = new Uint8Array(this.#size);
+    all.set(ring.subarray(start));
+    all.set(ring.subarray(0, this.#end), ring.length - start);
+    return decoder.decode(all);
   }
 }

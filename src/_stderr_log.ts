@@ -17,6 +17,14 @@ import type { Logger } from "./logger.ts";
 const SERVER_RECORD =
   /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) /;
 
+/** A record's text as the server wrote it before escaping it into one line. */
+function unescape(line: string): string {
+  return line.replace(
+    /\\([\\nr])/g,
+    (_, c: string) => c === "n" ? "\n" : c === "r" ? "\r" : "\\",
+  );
+}
+
 type Level = "debug" | "info" | "warn" | "error" | "fatal";
 
 const LEVELS: Record<string, Level> = {
@@ -39,8 +47,9 @@ export interface StderrLogOptions {
 
 /**
  * Logs a child's stderr text a line at a time: a line in the server's log
- * format at its own level, any other line (tracebacks, C libraries) as a
- * warning. Past `maxLinesPerSecond`, lines are dropped and their number is
+ * format at its own level (a record with a traceback is one line, its
+ * newlines escaped as `\n` and its backslashes as `\\`: unescaped here),
+ * any other line (a thread's uncaught traceback, C libraries) as a warning. Past `maxLinesPerSecond`, lines are dropped and their number is
  * logged with the next line that is logged (or at {@linkcode StderrLog.end}).
  *
  * @example
@@ -124,8 +133,14 @@ export class StderrLog {
     const text = line.length > this.#maxChars
       ? `${line.slice(0, this.#maxChars)}… (${line.length} characters)`
       : line;
-    const level = LEVELS[SERVER_RECORD.exec(text)?.[1] ?? ""] ?? "warn";
-    this.#logger[level]("{id} stderr: {line}", { id: this.#id, line: text });
+    const own = LEVELS[SERVER_RECORD.exec(text)?.[1] ?? ""];
+    this.#logger[own ?? "warn"]("{id} stderr: {line}", {
+      id: this.#id,
+      // The server writes a record as one line, its traceback's newlines
+      // escaped: one record at its level, counted once (not a warning per
+      // line of the traceback).
+      line: own !== undefined && text.includes("\\") ? unescape(text) : text,
+    });
   }
 
   #reportDropped(): void {

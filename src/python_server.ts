@@ -554,8 +554,11 @@ export class PythonServer implements AsyncDisposable {
     const stderrLog = new StderrLog(
       options.logger ?? getLogger(["pyproxy", "python-server", "stderr"]),
       id,
-      // Its whole log, on purpose: more lines than a traceback's burst.
-      options.logDir === "-" ? { maxLinesPerSecond: 1000 } : {},
+      // Its whole log, on purpose: more lines than a traceback's burst, and
+      // a record with its traceback on one line (escaped) kept whole.
+      options.logDir === "-"
+        ? { maxLinesPerSecond: 1000, maxLineChars: 65_536 }
+        : {},
     );
     const onStderr = options.onStderr;
     const stderr = new StderrTail(

@@ -43,6 +43,21 @@ Deno.test("StderrLog logs whole lines across pieces, at the server's level or as
   });
 });
 
+Deno.test("StderrLog logs a record the server escaped into one line as one entry at its level, unescaped, counted once", () => {
+  const { logger, entries } = recordingLogger();
+  const log = new StderrLog(logger, "w1", { maxLinesPerSecond: 2 });
+  log.push(
+    '2026-12-05 01:33:49,123 ERROR [t] m: failed in C:\\\\tmp\\nTraceback (most recent call last):\\n  File "m.py"\\r\\nValueError: x\n',
+  );
+  log.push("a line of its own with \\n in it\n");
+  log.push("2026-12-05 01:33:49,124 INFO [t] m: dropped\n");
+  assert.deepEqual(lines(entries), [
+    'error 2026-12-05 01:33:49,123 ERROR [t] m: failed in C:\\tmp\nTraceback (most recent call last):\n  File "m.py"\r\nValueError: x',
+    "warn a line of its own with \\n in it",
+  ]);
+  assert.equal(log.dropped, 1);
+});
+
 Deno.test("StderrLog bounds lines and rate, and says how many it dropped", () => {
   const { logger, entries } = recordingLogger();
   let now = 1_000;
@@ -166,6 +181,10 @@ Deno.test("Pool with logDir '-': no log files, each worker's log reaches the poo
         "        def lines():\n" +
         "            for i in range(msg['n']):\n" +
         "                log.warning('line %d of the thread', i)\n" +
+        "            try:\n" +
+        "                1 / 0\n" +
+        "            except ZeroDivisionError:\n" +
+        "                log.exception('failed in C:\\\\temp\\nafter %d lines', i + 1)\n" +
         "        t = threading.Thread(target=lines)\n" +
         "        t.start()\n" +
         "        t.join()\n" +
@@ -185,6 +204,18 @@ Deno.test("Pool with logDir '-': no log files, each worker's log reaches the poo
       text.match(/ chatty: line \d+ of the thread$/gm)?.length,
       200,
       "none dropped at 200 lines in a burst",
+    );
+    // A record with a traceback (and a multi-line message): one entry at its
+    // level, whole; its lines were each a warning, each counted in the limit.
+    const failed = entries.filter(([, , p]) =>
+      String(p?.line ?? "").includes("Traceback") ||
+      String(p?.line ?? "").includes("ZeroDivisionError")
+    );
+    assert.equal(failed.length, 1, JSON.stringify(failed));
+    assert.equal(failed[0]![0], "error");
+    assert.match(
+      String(failed[0]![2]?.line),
+      /ERROR \[.*\] chatty: failed in C:\\temp\nafter 200 lines\nTraceback \(most recent call last\):\n {2}File .*\n(.*\n)*ZeroDivisionError: division by zero$/,
     );
     // The call's record: once, as the call's log event (with its model),
     // not again as a stderr line.

@@ -222,3 +222,39 @@ Deno.test("Pool: an eval beyond --max-elastic-threads fails at once with Overloa
   await pool.close();
   await pids.assertGone();
 });
+
+Deno.test("Pool: calls waiting for a model's own pyproxy.Lock leave their threads when they time out or are aborted", async () => {
+  // A model guarding a GPU of its own: with a threading.Lock, each call
+  // queued behind a long one held its thread until that call ended (stuck,
+  // and past --max-stuck-threads the worker went as wedged).
+  const pids = new PidTracker();
+  await using pool = await startPool(["--threads", "8"]);
+  pids.watch(pool);
+  await pool.addModel("own", {
+    source: await Deno.readTextFile(
+      new URL("../python/tests/models/own_lock.py", import.meta.url),
+    ),
+  });
+  const long = pool.execute("own", { seconds: ASLEEP });
+  long.catch(() => {});
+  await untilBusy(pool, 1);
+  const timedOut = [1, 2, 3].map(() =>
+    pool.execute("own", { seconds: 0 }, { timeout: 300 })
+  );
+  const abort = new AbortController();
+  const aborted = pool.execute("own", { seconds: 0 }, {
+    signal: abort.signal,
+  });
+  await untilBusy(pool, 5);
+  abort.abort();
+  await assert.rejects(aborted);
+  for (const call of timedOut) await assert.rejects(call, TimeoutError);
+  // Their threads are free (not stuck): only the long call runs.
+  await until(async () => {
+    const { threads } = await pool.request<ServerStatus>("serverStatus");
+    return threads !== undefined && threads.stuck === 0 &&
+      threads.running - threads.idle === 1;
+  });
+  await pool.close();
+  await pids.assertGone();
+});

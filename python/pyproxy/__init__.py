@@ -9,12 +9,15 @@ and ``host.set_header(name, value)`` choose a success's. ``metrics.counter``,
 ``metrics.gauge`` and ``metrics.histogram`` record model metrics that the
 gateway's ``GET /metrics`` exposes (docs/models.md, "Metrics").
 ``Tensor(data, shape, datatype=None)`` is a result the Open Inference
-Protocol (``/v2``) answers as that tensor (docs/models.md).
+Protocol (``/v2``) answers as that tensor (docs/models.md). ``Lock()`` is a
+lock of the model's own (a GPU, a client) whose wait a cancel of the call
+ends with ``CancelledError`` (docs/models.md, "Locks of a model's own").
 """
 
 from . import host, metrics
 from .host import HostError
+from .lock import Lock
 from .tensor import Tensor
-from pyproxy_server.errors import HTTPError
+from pyproxy_server.errors import CancelledError, HTTPError
 
-__all__ = ["host", "metrics", "HostError", "HTTPError", "Tensor"]
+__all__ = ["host", "metrics", "CancelledError", "HostError", "HTTPError", "Lock", "Tensor"]

@@ -524,6 +524,22 @@ class CallRunner:
                 pass
         raise CancelledError("Cannot complete %s: cancelled" % call.cmd)
 
+    @staticmethod
+    def hold(call):
+        """On the call's thread: park ``call`` with no ``resume``: neither an
+        ``unpark`` nor a cancel (nor its connection's loss) queues its next
+        part, only ``resume`` (a stream's close waiting for a busy model's
+        lock: ``StreamProducer``); the handler then returns ``PARK``."""
+        with call.lock:
+            call.state = PARKED
+            call.thread_ident = None
+            call.resume = None
+
+    def resume(self, call, handler):
+        """Loop thread: queue ``handler`` as the next part of ``call``, held
+        (``hold``)."""
+        self._resume(call, handler)
+
     def unpark(self, call, ready):
         """Loop thread: queue the next part of parked ``call`` when ``ready()``
         (checked under the call's lock, which it must not take). True when

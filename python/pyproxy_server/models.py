@@ -248,7 +248,7 @@ class ModelEntry:
         doc = cls.__dict__.get("__doc__")
         self.doc = inspect.cleandoc(doc) if isinstance(doc, str) else None
         self.module_name = module_name
-        self._lock = None if getattr(cls, "threadsafe", True) else threading.Lock()
+        self._lock = None if getattr(cls, "threadsafe", True) else model_lock.ModelLock()
         self.batch_size, self.batch_delay_ms = _batch_settings(cls, instance)
         _check_one_argument(cls, instance, "execute", "msg")
         if self.batch_size is not None:
@@ -310,7 +310,11 @@ class ModelEntry:
                 _unshield(call)
             return self._execute(msg)
         finally:
-            lock.release()
+            try:
+                lock.release()
+            except KeyboardInterrupt:  # fired as release was entered: it did nothing
+                lock.release_if_owned()
+                raise
 
     def _one_message_batch(self, msg):
         # execute_batch sees the ids of its messages, as in an executeBatch.
@@ -363,7 +367,11 @@ class ModelEntry:
                 _unshield(call)
             return self._check_batch(msgs, self._execute_batch(msgs))
         finally:
-            lock.release()
+            try:
+                lock.release()
+            except KeyboardInterrupt:  # fired as release was entered: it did nothing
+                lock.release_if_owned()
+                raise
 
     @property
     def lock(self):

@@ -83,15 +83,66 @@ class StreamProducer:
         lock = self._entry.lock
         if lock is None:
             return self._burst(call)
-        # The model runs one burst at a time; parked, it is free. A cancel
-        # ends a wait for a busy model.
-        shielded = model_lock.take(lock)
+        if self._started and call.is_cancelled():
+            # Resumed to end it (its cancel, its connection gone): its
+            # generator is closed holding the lock, and a call that is
+            # cancelled already cannot leave a wait. A busy model's lock
+            # is waited for with the call held, no thread blocked (each was
+            # a stuck thread until the model was free).
+            if not lock.acquire(False):
+                return self._close_when_free(call, lock)
+            shielded = None
+        else:
+            # The model runs one burst at a time; parked, it is free. A cancel
+            # ends a wait for a busy model.
+            try:
+                shielded = model_lock.take(lock)
+            except KeyboardInterrupt:
+                if not self._started:
+                    raise  # no generator yet: nothing to close
+                # Cancelled in the wait: the close waits as above (on_end's
+                # close blocked this thread until the model was free).
+                return self._close_when_free(call, lock)
         try:
             if shielded is not None:
                 _unshield(shielded)
             return self._burst(call)
         finally:
-            lock.release()
+            try:
+                lock.release()
+            except KeyboardInterrupt:  # fired as release was entered: it did nothing
+                lock.release_if_owned()
+                raise
+
+    def _close_when_free(self, call, lock):
+        """Holds the cancelled ``call`` (``CallRunner.hold``) until ``lock``
+        is handed to it; then ``_close_held`` ends it on a call thread."""
+        runner = call.connection.runner
+        loop = call.server.loop
+        CallRunner.hold(call)
+
+        def granted():
+            try:
+                loop.call_soon_threadsafe(runner.resume, call, self._close_held)
+            except RuntimeError:  # the loop closed: the server is exiting
+                pass
+
+        lock.queue(granted)
+        return PARK
+
+    def _close_held(self, call):
+        # The lock is this call's (queued by _close_when_free): close the
+        # generator, then the call ends as cancelled.
+        lock = self._entry.lock
+        lock.claim()
+        try:
+            return self._burst(call)
+        finally:
+            try:
+                lock.release()
+            except KeyboardInterrupt:  # fired as release was entered: it did nothing
+                lock.release_if_owned()
+                raise
 
     def _burst(self, call):
         try:

@@ -401,3 +401,91 @@ class ParkedStreamCloseTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ParkedStreamOfABusyModelTest(unittest.TestCase):
+    """A thread-unsafe model's parked streams cancelled while another call
+    holds the model: each closes its generator once the model is free,
+    holding no thread meanwhile."""
+
+    SOURCE = (
+        "import time\n"
+        "class Busy:\n"
+        "    threadsafe = False\n"
+        "    threaded = True\n"
+        "    def execute(self, msg):\n"
+        "        if 'seconds' in msg:\n"
+        "            return self.sleep(msg['seconds'])\n"
+        "        return self.items(msg)\n"
+        "    def sleep(self, seconds):\n"
+        "        print('started')\n"
+        "        deadline = time.monotonic() + seconds\n"
+        "        while time.monotonic() < deadline:\n"
+        "            time.sleep(0.01)\n"
+        "        return seconds\n"
+        "    def items(self, msg):\n"
+        "        i = 0\n"
+        "        try:\n"
+        "            while True:\n"
+        "                yield i\n"
+        "                i += 1\n"
+        "        finally:\n"
+        "            with open(msg['marker'], 'a') as f:\n"
+        "                f.write('closed\\n')\n"
+    )
+
+    def test_cancelled_parked_streams_wait_for_the_model_without_a_thread(self):
+        # They waited for the busy call in a plain acquire (a cancelled call
+        # cannot leave a wait), each on a thread that was soon stuck: past
+        # --max-stuck-threads the worker was killed as wedged, the busy
+        # call with it.
+        server = ServerProcess(args=("--threads", "2", "--max-stuck-threads", "1"))
+        tmp = tempfile.mkdtemp(prefix="pyproxy-busy-")
+        try:
+            c = server.connect()
+            c.call("addModel", name="busy", source=self.SOURCE)
+            markers = {rid: os.path.join(tmp, str(rid)) for rid in (10, 11, 12)}
+            for rid, marker in markers.items():
+                c.send({"id": rid, "cmd": "executeStream", "name": "busy", "msg": {"marker": marker}})
+            seen = {rid: 0 for rid in markers}
+            while any(n < ParkedStreamTest.WINDOW for n in seen.values()):
+                msg = c.recv(30)
+                if msg.get("event") == "item":
+                    seen[msg["id"]] += 1
+            deadline = time.monotonic() + 30
+            while c.call("serverStatus")["parkedCalls"] != 3:
+                self.assertLess(time.monotonic(), deadline, "never 3 parked calls")
+                time.sleep(0.01)
+            c.send({"id": 1, "cmd": "executeModel", "name": "busy", "msg": {"seconds": 600}})
+            while True:
+                msg = c.recv(30)
+                if msg.get("event") == "log" and msg.get("message") == "started":
+                    break
+            for rid in markers:
+                self.assertEqual(c.call("cancel", target=rid), {"cancelled": True})
+            # Held (parked), their threads free: only the busy call runs.
+            deadline = time.monotonic() + 10
+            while True:
+                status = c.call("serverStatus")
+                threads = status["threads"]
+                if status["parkedCalls"] == 3 and threads["running"] - threads["idle"] == 1:
+                    break
+                self.assertLess(time.monotonic(), deadline, "the cancelled streams hold threads: %r" % (status,))
+                time.sleep(0.01)
+            self.assertEqual(threads["stuck"], 0, threads)
+            for marker in markers.values():
+                self.assertFalse(os.path.exists(marker))  # not closed beside the busy call
+            # The model free: each closed (holding the lock), then answered.
+            self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
+            self.assertEqual(c.reply_for(1, 30)["error"]["type"], "CancelledError")
+            for rid, marker in markers.items():
+                self.assertEqual(c.reply_for(rid, 30)["error"]["type"], "CancelledError")
+                with open(marker) as f:
+                    self.assertEqual(f.read(), "closed\n")
+            status = c.call("serverStatus")
+            self.assertIsNone(status["wedged"])
+            self.assertEqual((status["parkedCalls"], status["threads"]["stuck"]), (0, 0), status)
+            self.assertEqual(c.call("executeModel", name="busy", msg={"seconds": 0}), 0)
+        finally:
+            server.kill()
+            shutil.rmtree(tmp, ignore_errors=True)

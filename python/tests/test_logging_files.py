@@ -92,6 +92,27 @@ class LogFileTest(unittest.TestCase):
         self.assertEqual(os.listdir(self.root), [])
         self.assertFalse(os.path.exists("-"))
 
+    def test_log_dir_dash_writes_a_record_with_a_traceback_as_one_line(self):
+        # The host reads stderr a line at a time: a traceback's lines were
+        # each a warning of its own, whatever the record's level.
+        err = io.StringIO()
+        with mock.patch("sys.__stderr__", err):
+            setup_logging(self.root, "slot0", "info", claim=True, log_dir="-")
+        log = logging.getLogger("pyproxy_server")
+        try:
+            raise ValueError("bad\nvalue")
+        except ValueError:
+            log.exception("failed in C:\\tmp\ron two lines\nthe second")
+        log.info("next")
+        lines = err.getvalue().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertRegex(
+            lines[0],
+            r"ERROR \[.*\] pyproxy_server: failed in C:\\\\tmp\\ron two lines\\nthe second\\n"
+            r"Traceback \(most recent call last\):\\n  File .*\\nValueError: bad\\nvalue$",
+        )
+        self.assertRegex(lines[1], r"INFO \[.*\] pyproxy_server: next$")
+
     # A log directory other users can write (--log-dir shared with a group,
     # or sticky as /tmp): what they put at a file's name beforehand is never
     # written through (own_file).

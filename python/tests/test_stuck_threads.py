@@ -348,3 +348,38 @@ class ModelLockHandOverTest(ServerTestCase):
         self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
         self.assertEqual(c.reply_for(1)["error"]["type"], "CancelledError")
         self.assertEqual(c.call("executeModel", name="g", msg={"seconds": 0}), {"slept": 0})
+
+
+class OwnLockTest(ServerTestCase):
+    args = ("--threads", "8", "--max-stuck-threads", "2")
+
+    def test_calls_waiting_for_a_models_own_pyproxy_lock_leave_at_once_when_cancelled(self):
+        # A thread-safe model that guards a GPU of its own: with a
+        # threading.Lock, callers queued behind a long call could not be
+        # cancelled (a stuck thread each); with pyproxy.Lock a cancel ends
+        # the wait with CancelledError.
+        c = self.connect()
+        c.call("addModel", name="o", file="own_lock.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "o", "msg": {"seconds": ASLEEP}})
+        wait_started(c, (1,))
+        waiters = (2, 3, 4, 5)
+        c.send(*[{"id": i, "cmd": "executeModel", "name": "o", "msg": {"seconds": 0}} for i in waiters])
+        for _ in range(500):  # until all five run (four wait in the lock): polled, nothing is sent
+            threads = c.call("serverStatus")["threads"]
+            if threads["running"] - threads["idle"] == 1 + len(waiters):
+                break
+            time.sleep(0.01)
+        self.assertEqual(threads["running"] - threads["idle"], 1 + len(waiters), threads)
+        for i in waiters:
+            self.assertEqual(c.call("cancel", target=i), {"cancelled": True})
+        for i in waiters:
+            reply = c.reply_for(i, timeout=5)  # with a threading.Lock: only when call 1 ends (never here)
+            self.assertEqual(reply["error"]["type"], "CancelledError", reply)
+        status = c.call("serverStatus")
+        self.assertEqual(status["threads"]["stuck"], 0, status["threads"])
+        self.assertIsNone(status["wedged"])
+        self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
+        self.assertEqual(c.reply_for(1)["error"]["type"], "CancelledError")
+        # Nothing left the lock held: the next call takes it, and it is free after.
+        self.assertEqual(c.call("executeModel", name="o", msg={"seconds": 0}), {"slept": 0, "free": True})
+        self.assertEqual(c.call("executeModel", name="o", msg={"seconds": 0}), {"slept": 0, "free": True})

@@ -16,15 +16,21 @@ export const PYTHON_MANIFEST: PythonManifest = {
   files: [
     {
       path: "pyproxy/__init__.py",
-      size: 978,
+      size: 1206,
       sha256:
-        "60eb59de055f2faeb810cedbc8f04a0127c50972ba78f42d1c70ddd26eecbefb",
+        "0604a8e413ad7e239ec6c6e4b0d170c34c0c4beee65f5bcd1eef0a115ddc182d",
     },
     {
       path: "pyproxy/host.py",
       size: 15944,
       sha256:
         "079098e3ff7575ec5702a3ac43b47dd9b679796040c4e551130991c0e32a0022",
+    },
+    {
+      path: "pyproxy/lock.py",
+      size: 3050,
+      sha256:
+        "019dc7a7e3cf2c892d7f66849a2492d6e63053902d9ba6cdbc6830d1120b2c23",
     },
     {
       path: "pyproxy/metrics.py",
@@ -46,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 32055,
+      size: 33042,
       sha256:
-        "1422c28a3b86ed85e5fb00ec604dbb8c1248cc131e70ce12e6f1ab361ac66202",
+        "65d8378e610113104dd5e01f7aab43a23257faa6e47e1e77f5aeae9cea5924a4",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -124,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 34131,
+      size: 34770,
       sha256:
-        "555b781554123b3d4ce177343fffb4a9f493ae5c2badb57d11ea3bda09ee3cf2",
+        "9c03837d63ac92caf63a440ce647f9d0d6648454c3b3d4682a0f04efda4be0df",
     },
     {
       path: "pyproxy_server/forked_child.py",
@@ -190,9 +196,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_lock.py",
-      size: 2520,
+      size: 9510,
       sha256:
-        "41bae5813b87398cacb92dcc54da6fa679236ed582377d5d4f35dcc995e1215a",
+        "5d7c8a1e2bd193001c61188ead0a777dafdd0b2be5235d30c89809b8a309f4ad",
     },
     {
       path: "pyproxy_server/model_metrics.py",
@@ -202,9 +208,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 62463,
+      size: 62807,
       sha256:
-        "802be66ffcf0226176e75b0e8bd6dcf69d5c37324be3c8020510861f88c43cf7",
+        "596d0e77554dd3a46d042af14353fa63d4189e06b6a726628a25c184757c7a7e",
     },
     {
       path: "pyproxy_server/own_file.py",
@@ -256,9 +262,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/stream_producer.py",
-      size: 8114,
+      size: 10240,
       sha256:
-        "8b61ab9ae111baa826b3d8fccfa77338690b07b51c899c296a78ae44165436f4",
+        "6570e5eb4d6f46d9028062978e4571bf0cabcdc2175268c52feb20fba8354f5b",
     },
     {
       path: "pyproxy_server/wording.py",

@@ -9,8 +9,9 @@ class HandOver:
 
     def __init__(self, lock):
         self._lock = lock
-        self.acquire = lock.acquire
-        self.release = lock.release
+
+    def __getattr__(self, name):  # acquire, acquire_for, release...
+        return getattr(self._lock, name)
 
     def locked(self):
         return False

@@ -1,0 +1,84 @@
+"""``Lock``: a lock of the model's own whose wait a cancel of the call ends.
+
+A model that guards something of its own (a GPU, a client that is not
+thread-safe) with a ``threading.Lock`` makes a call that waits for it
+uncancellable: ``acquire`` is C code, where the cancel's interrupt cannot
+fire, so a call whose client left (or whose timeout passed) holds its
+thread until the lock is free, and the worker counts it as stuck (past
+``--max-stuck-threads`` it is killed as wedged). ``pyproxy.Lock`` waits as
+a ``threadsafe = False`` model's calls do: a cancel wakes the waiter, which
+raises ``CancelledError`` without the lock; waiters take the lock first
+come, first served, and an idle waiter costs no CPU::
+
+    from pyproxy import Lock
+
+    gpu = Lock()
+
+    class Model:
+        def execute(self, msg):
+            with gpu:               # CancelledError if the call is cancelled meanwhile
+                return generate(msg)
+
+Outside a call (a thread of the model's own, ``__init__``, ``close``) it is a
+plain lock. ``acquire(blocking=True, timeout=-1)``, ``release()`` and
+``locked()`` are ``threading.Lock``'s.
+"""
+
+import threading
+
+from pyproxy_server.call import current_call
+from pyproxy_server.errors import CancelledError
+from pyproxy_server.execution import CallRunner
+from pyproxy_server.model_lock import ModelLock
+
+__all__ = ["Lock"]
+
+_get_ident = threading.get_ident
+_defer_interrupt = CallRunner.defer_interrupt
+_unshield = CallRunner.unshield
+
+
+def _cancelled():
+    return CancelledError("Cannot acquire lock: the call was cancelled")
+
+
+class Lock(ModelLock):
+    """A ``threading.Lock`` whose ``acquire`` in a call raises
+    ``CancelledError`` when the call is cancelled (see the module docstring).
+
+    Example::
+
+        from pyproxy import Lock
+
+        client_lock = Lock()
+        with client_lock:
+            client.send(msg)
+    """
+
+    __slots__ = ()
+
+    def acquire(self, blocking=True, timeout=-1):
+        """Takes the lock: True, or False when not ``blocking`` or after
+        ``timeout`` seconds. In a call, ``CancelledError`` (without the lock)
+        when the call is cancelled before or while it waits."""
+        call = current_call.get()
+        if call is None or not blocking or call.thread_ident != _get_ident():
+            return ModelLock.acquire(self, blocking, timeout)
+        try:
+            shielded = _defer_interrupt(call)
+        except KeyboardInterrupt:  # the cancel's interrupt, still pending
+            raise _cancelled() from None
+        if not shielded:
+            if call.interrupted:  # cancelled already (its interrupt caught by the model)
+                raise _cancelled()
+            return ModelLock.acquire(self, True, timeout)  # a shield is on: no cancel can come
+        got = self.acquire_for(call, timeout)
+        try:
+            _unshield(call)
+        except KeyboardInterrupt:
+            if got:
+                self.release()  # a call has one interrupt: none comes here
+            raise _cancelled() from None
+        return got
+
+    __enter__ = acquire
