@@ -258,3 +258,24 @@ Deno.test("Pool: calls waiting for a model's own pyproxy.Lock leave their thread
   await pool.close();
   await pids.assertGone();
 });
+
+Deno.test("Pool: a call cancelled while it holds a pyproxy.Lock releases it as it ends, for the next call", async () => {
+  const pids = new PidTracker();
+  await using pool = await startPool(["--threads", "4"]);
+  pids.watch(pool);
+  const source = await Deno.readTextFile(
+    new URL("../python/tests/models/own_lock.py", import.meta.url),
+  );
+  await pool.addModel("own", { source });
+  // Before: the lock stayed held for good, and every later call waited.
+  await assert.rejects(
+    pool.execute("own", { keep: true }, { timeout: 300 }),
+    TimeoutError,
+  );
+  assert.deepEqual(
+    await pool.execute("own", { seconds: 0 }, { timeout: 10_000 }),
+    { slept: 0, free: true },
+  );
+  await pool.close();
+  await pids.assertGone();
+});

@@ -22,6 +22,13 @@ come, first served, and an idle waiter costs no CPU::
 Outside a call (a thread of the model's own, ``__init__``, ``close``) it is a
 plain lock. ``acquire(blocking=True, timeout=-1)``, ``release()`` and
 ``locked()`` are ``threading.Lock``'s.
+
+A call that ends cancelled still holding a ``Lock`` it took on its thread
+releases it as it ends: the cancel's interrupt can fire as a ``with``'s
+``__exit__`` is entered, before its ``release`` (a ``threading.Lock``'s
+exit is C code, where it cannot), and the lock would be held for good.
+Hand a lock from one call to another only through calls that are not
+cancelled, or use a plain ``threading.Lock`` for that.
 """
 
 import threading
@@ -40,6 +47,35 @@ _unshield = CallRunner.unshield
 
 def _cancelled():
     return CancelledError("Cannot acquire lock: the call was cancelled")
+
+
+def _held_by(call, lock):
+    """Counts ``lock`` among those ``call`` took on its thread; the first one
+    makes the call's end (``Call.on_end``, on that thread) release those it
+    still holds if it was cancelled."""
+    held = call.held_locks
+    if held is None:
+        held = call.held_locks = [lock]
+        previous = call.on_end
+        ident = _get_ident()
+
+        def release_held():
+            # The call's own clean-up first (a stream's generator closed: its
+            # ``with`` blocks release what they hold), then what is left, if
+            # the call ends on the thread that took it (an interrupt fires on
+            # the call's thread, which then ends it).
+            try:
+                if previous is not None:
+                    previous()
+            finally:
+                if call.interrupted and _get_ident() == ident:
+                    for one in held:
+                        if one._owner == ident and one.locked():
+                            one.release()
+
+        call.on_end = release_held
+    elif lock not in held:
+        held.append(lock)
 
 
 class Lock(ModelLock):
@@ -62,8 +98,13 @@ class Lock(ModelLock):
         ``timeout`` seconds. In a call, ``CancelledError`` (without the lock)
         when the call is cancelled before or while it waits."""
         call = current_call.get()
-        if call is None or not blocking or call.thread_ident != _get_ident():
+        if call is None or call.thread_ident != _get_ident():
             return ModelLock.acquire(self, blocking, timeout)
+        if not blocking:
+            got = ModelLock.acquire(self, False)
+            if got:
+                _held_by(call, self)
+            return got
         try:
             shielded = _defer_interrupt(call)
         except KeyboardInterrupt:  # the cancel's interrupt, still pending
@@ -71,8 +112,14 @@ class Lock(ModelLock):
         if not shielded:
             if call.interrupted:  # cancelled already (its interrupt caught by the model)
                 raise _cancelled()
-            return ModelLock.acquire(self, True, timeout)  # a shield is on: no cancel can come
+            # A shield is on: no cancel can come.
+            got = ModelLock.acquire(self, True, timeout)
+            if got:
+                _held_by(call, self)
+            return got
         got = self.acquire_for(call, timeout)
+        if got:
+            _held_by(call, self)  # shielded: no interrupt fires before it counts
         try:
             _unshield(call)
         except KeyboardInterrupt:

@@ -115,6 +115,7 @@ class Call:
         "sink",
         "on_end",
         "http",
+        "held_locks",
         "_cancelled",
     )
 
@@ -164,6 +165,11 @@ class Call:
         # The HTTP status and headers the model chose (``http_meta``): None
         # until it sets one, so a plain call's reply pays one test for it.
         self.http = None
+        # The ``pyproxy.Lock``s this call took on its thread (None until it
+        # takes one): those it still holds when it ends cancelled are
+        # released (``pyproxy.lock``), as an interrupt that fires as a
+        # ``with``'s ``__exit__`` is entered skips the release.
+        self.held_locks = None
 
     @property
     def cancelled(self):

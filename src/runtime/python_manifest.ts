@@ -28,9 +28,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/lock.py",
-      size: 3050,
+      size: 4883,
       sha256:
-        "019dc7a7e3cf2c892d7f66849a2492d6e63053902d9ba6cdbc6830d1120b2c23",
+        "1d29ac9a513366f0238a339cc573f5bd6b4c5ae70f85aec3d20fa5b5085d588d",
     },
     {
       path: "pyproxy/metrics.py",
@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 13191,
+      size: 13525,
       sha256:
-        "abb3523e0a9dacaa2febdc0a8f7ec34cd70d8229299a6ee8ccdcd0a2652ac154",
+        "60fe7a2c1faa6bd2ec98202763cbca1a82faee9b7b59a23f6320da4a8425e274",
     },
     {
       path: "pyproxy_server/call_executor.py",

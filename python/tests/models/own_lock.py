@@ -13,6 +13,13 @@ class Model:
     threaded = True
 
     def execute(self, msg):
+        if msg.get("keep"):
+            # Takes the lock and keeps it until the call is cancelled: a
+            # cancel's interrupt that fires as a ``with``'s ``__exit__`` is
+            # entered leaves a call in this state (its release skipped).
+            gpu.acquire()
+            while True:
+                time.sleep(0.01)
         with gpu:
             print("started")
             deadline = time.monotonic() + msg.get("seconds", 0)
