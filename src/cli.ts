@@ -19,6 +19,7 @@ import { ConfigError, StartError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
 import {
+  removeGeneratedToken,
   tokenFingerprint,
   writeGeneratedToken,
 } from "./gateway/_generated_token_file.ts";
@@ -920,7 +921,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     }
     await server.finished;
     if (generated?.path !== undefined) {
-      await runtime.remove(generated.path).catch(() => {});
+      await removeGeneratedToken(runtime, generated.path, String(config.token));
     }
     return 0;
   } catch (err) {

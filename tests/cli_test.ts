@@ -1244,6 +1244,50 @@ Deno.test("main serve generates a token for --allow-eval or --allow-manage witho
 
 Deno.test({
   name:
+    "main serve at exit removes its generated token's file only while it holds its token: a second gateway on the same port and another address replaced it",
+  ignore: Deno.build.os !== "linux", // 127.0.0.2 is a loopback address
+}, async () => {
+  // Two gateways of one user, 127.0.0.1:P and 127.0.0.2:P, share the file
+  // token-P: the second's replaced the first's, and the first's exit
+  // removed it, leaving the running second gateway's token nowhere
+  // (newcomer24).
+  const models = new URL("../examples/models", import.meta.url).pathname;
+  await using state = await tempDir("pyproxy-cli-state-");
+  const env = {
+    XDG_STATE_HOME: state.path,
+    XDG_RUNTIME_DIR: "",
+    RUNTIME_DIRECTORY: "",
+  };
+  const args = ["--allow-eval", "--workers", "1", "--models", models];
+  await using first = await startServe(
+    [...args, "--host", "127.0.0.1", "--port", "0"],
+    env,
+    /token: .*\n/,
+  );
+  const port = new URL(first.url!).port;
+  const path = `${state.path}/pyproxy/token-${port}`;
+  await using second = await startServe(
+    [...args, "--host", "127.0.0.2", "--port", port],
+    env,
+    /token: .*\n/,
+  );
+  assert.match(second.banner, new RegExp(`in ${path} \\(mode 0600`));
+  const token = (await Deno.readTextFile(path)).trim();
+  first.child.kill("SIGTERM");
+  assert.equal((await first.child.status).code, 0);
+  assert.equal((await Deno.readTextFile(path)).trim(), token);
+  const res = await fetch(`${second.url}/v1/models`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  assert.equal(res.status, 200);
+  await res.body?.cancel();
+  second.child.kill("SIGTERM");
+  assert.equal((await second.child.status).code, 0);
+  await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+});
+
+Deno.test({
+  name:
     "main serve prints the token it generated when its output is a terminal (the quick start)",
   ignore: Deno.build.os !== "linux",
 }, async () => {

@@ -253,6 +253,42 @@ Deno.test({
   await Deno.writeTextFile(open, `${T1}\n`);
   await Deno.chmod(open, 0o666);
   await refused(open, /every user can write to it \(mode 0666\)/);
+  // Root's file in root's private directory, below a directory every user
+  // can write (no sticky bit) or one of theirs: they rename the private
+  // directory away and put theirs in its place, then back, and a read
+  // between the swaps, checked after, took their token (113 requests of
+  // theirs let in over 30 s of swaps; newcomer24).
+  for (
+    const [mode, owner, why] of [
+      [
+        0o777,
+        0,
+        /every user can write to .*\/above, a directory above it \(mode 0777\)/,
+      ],
+      [
+        0o755,
+        OTHER,
+        /\/above, a directory above it, belongs to another user \(uid 4242\)/,
+      ],
+    ] as const
+  ) {
+    await Deno.mkdir(`${dir.path}/above/private`, { recursive: true });
+    await Deno.chmod(`${dir.path}/above/private`, 0o700);
+    await Deno.writeTextFile(`${dir.path}/above/private/token`, `${T1}\n`, {
+      mode: 0o600,
+    });
+    await Deno.chmod(`${dir.path}/above`, mode);
+    await Deno.chown(`${dir.path}/above`, owner, owner);
+    await refused(`${dir.path}/above/private/token`, why);
+    // Through a link of root's in a private directory, too.
+    await Deno.symlink(
+      `${dir.path}/above/private/token`,
+      `${dir.path}/to-above`,
+    );
+    await refused(`${dir.path}/to-above`, why);
+    await Deno.remove(`${dir.path}/to-above`);
+    await Deno.remove(`${dir.path}/above`, { recursive: true });
+  }
 
   // A Kubernetes secret with the pod's fsGroup: the volume root:fsGroup
   // 3777 (sticky), the timestamped directory 2755, the file root:fsGroup

@@ -148,6 +148,7 @@ Deno.test("serve refuses a plugin module with one error line naming it and what 
     "channels.ts": 'export default () => ({ name: "channels" });\n',
     "misnamed.ts": 'export default () => ({ name: "quotas" });\n',
     "open.ts": 'export default () => ({ name: "open" });\n',
+    "below/private/mod.ts": 'export default () => ({ name: "below" });\n',
     "conf/options.json": JSON.stringify({
       plugins: { object: { module: "../object.ts", options: { a: 1 } } },
     }),
@@ -168,6 +169,10 @@ Deno.test("serve refuses a plugin module with one error line naming it and what 
     }),
   });
   await Deno.chmod(`${d}/open.ts`, 0o666);
+  // Its own directory private, one above it not: whoever can write there
+  // puts a directory of theirs in its place (newcomer24).
+  await Deno.chmod(`${d}/below/private`, 0o700);
+  await Deno.chmod(`${d}/below`, 0o777);
   const cases: Array<[string[], RegExp]> = [
     [
       ["--plugin", `${d}/none.ts`],
@@ -212,6 +217,10 @@ Deno.test("serve refuses a plugin module with one error line naming it and what 
     [
       ["--plugin", `${d}/open.ts`],
       /open\.ts: every user can write to it \(mode 0666\), and its code would run with the gateway's permissions/,
+    ],
+    [
+      ["--plugin", `${d}/below/private/mod.ts`],
+      /mod\.ts: every user can write to \S+\/below, a directory above it \(mode 0777\), and its code would run with the gateway's permissions/,
     ],
     [
       ["--plugin", "https://plugins.example/quota.ts"],

@@ -103,6 +103,32 @@ export async function writeGeneratedToken(
 }
 
 /**
+ * Removes the file {@linkcode writeGeneratedToken} wrote at `path`, at
+ * exit, only while it still holds `token`: the name is the port's alone,
+ * so a second gateway of this user on the same port and another address
+ * (`127.0.0.2:8000` beside `127.0.0.1:8000`, `::1`) replaced it with its
+ * own token, which the first one's exit removed, leaving that running
+ * gateway's token nowhere. A file that cannot be read is left alone.
+ *
+ * @example
+ * ```ts ignore
+ * await removeGeneratedToken(runtime, "/run/pyproxy/token-8000", token);
+ * ```
+ */
+export async function removeGeneratedToken(
+  runtime: Runtime,
+  path: string,
+  token: string,
+): Promise<void> {
+  try {
+    const text = new TextDecoder().decode(await runtime.readFile(path));
+    if (text.trim() === token) await runtime.remove(path);
+  } catch {
+    // Gone already, or no longer readable by this user: not ours to remove.
+  }
+}
+
+/**
  * A short fingerprint of `token` (the first 8 hex digits of its SHA-256),
  * to tell which token a log speaks of without holding it.
  *

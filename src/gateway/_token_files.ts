@@ -115,7 +115,7 @@ async function readTokenFile(
     throw new ConfigError(
       `${option}: cannot use ${path}: ${why}, and whoever can write it could put a token of their own in it${
         option === "manageTokenFile" ? " (and run code as this user)" : ""
-      }: make it, and its directory, this user's or root's, writable by no one else (a mounted Kubernetes secret is root's)`,
+      }: make it, and its directory, this user's or root's, writable by no one else, below directories no other user can change (a mounted Kubernetes secret is root's)`,
       { details: { path: option, reason: why } },
     );
   };
