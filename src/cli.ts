@@ -849,6 +849,13 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
         Number(new URL(server.url).port),
       )
       : undefined;
+    if (generated?.lost !== undefined) {
+      // A gateway whose every route needs a token nobody has, yet whose
+      // /healthz says ok: a probe would keep it, unusable, for good.
+      printError(generated.lost);
+      await server.shutdown();
+      return 1;
+    }
     const shown = generated?.shown ?? "<token>";
     const auth = config.token === undefined
       ? ""
@@ -953,7 +960,9 @@ async function generatedTokenShown(
     allowManage: boolean;
   },
   port: number,
-): Promise<{ shown: string; inUrl: string; line: string; path?: string }> {
+): Promise<
+  { shown: string; inUrl: string; line: string; path?: string; lost?: string }
+> {
   const token = String(config.token);
   const purpose = `generated for ${
     [
@@ -979,11 +988,14 @@ async function generatedTokenShown(
       path: written.path,
     };
   }
+  // Nobody could call it: the start fails rather than serve a gateway
+  // that only /healthz answers.
   return {
     shown: "<token>",
     inUrl: "<token>",
-    line:
-      `${purpose}; ${notPrinted}, nor written to a file (${written.unwritten}): ${choose}`,
+    line: "",
+    lost:
+      `Cannot start: a token was ${purpose}; it is ${notPrinted}, nor written to a file (${written.unwritten}), so nobody could call the gateway: ${choose}, or give the service a writable RuntimeDirectory= or XDG_STATE_HOME`,
   };
 }
 

@@ -1212,24 +1212,34 @@ Deno.test("main serve generates a token for --allow-eval or --allow-manage witho
     assert.doesNotMatch(await serve.stderr, /enabled without a token/);
     await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
   }
-  // Nowhere to write it: neither printed nor written, and said so.
+  // Nowhere to write it: neither printed nor written, so nobody could call
+  // the gateway; before, it ran on, its /healthz ok (newcomer24).
   {
     await Deno.writeTextFile(`${state.path}/missing-file`, "");
-    await using serve = await startServe(
-      ["--allow-eval", "--port", "0", "--workers", "1", "--models", models],
+    const { code, stdout, stderr } = await cli(
+      [
+        "serve",
+        "--allow-eval",
+        "--port",
+        "0",
+        "--workers",
+        "1",
+        "--models",
+        models,
+      ],
       {
         XDG_STATE_HOME: `${state.path}/missing-file/x`,
         XDG_RUNTIME_DIR: "",
         RUNTIME_DIRECTORY: "",
         HOME: "",
       },
-      /token: .*\n/,
     );
+    assert.equal(code, 1, stderr);
     assert.match(
-      serve.banner,
-      /token: +generated for --allow-eval.*not printed, as this output is not a terminal .*, nor written to a file \(.*\): set PYPROXY_TOKEN or --token-file to choose one/,
+      stderr,
+      /error: Cannot start: a token was generated for --allow-eval.*not printed, as this output is not a terminal .*, nor written to a file \(.*\), so nobody could call the gateway: set PYPROXY_TOKEN or --token-file to choose one/,
     );
-    assert.match(serve.banner, /Bearer <token>"/);
+    assert.doesNotMatch(stdout, /listening on/);
   }
   // A token of the user's own: nothing generated, and never printed.
   const own = "cli-eval-token-0123456789";
