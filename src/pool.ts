@@ -1757,7 +1757,9 @@ export class Pool implements AsyncDisposable {
    * read: the calls already made come as items (those cut off as
    * `ShuttingDownError`s), then the loop throws a `ShuttingDownError`. The
    * same for a failure every later row would have too: the model out of
-   * service (`ModelUnavailableError`), no worker left to take calls and
+   * service (`ModelUnavailableError`), the model (or the `version` asked
+   * for) no longer in the pool (`ModelNotFoundError`: removed mid-run, or
+   * never added), no worker left to take calls and
    * none coming back (`NoWorkerError`: every worker `failed` after a
    * restart storm, or the pinned `worker` gone); a retry of the run can
    * start from the last item's `index` + 1.
@@ -1803,7 +1805,7 @@ export class Pool implements AsyncDisposable {
           ? capacity
           : concurrency,
       },
-      (error) => this.#endsEach(error, call.worker),
+      (error) => this.#endsEach(error, name, call.version, call.worker),
     );
   }
 
@@ -1837,13 +1839,29 @@ export class Pool implements AsyncDisposable {
    * Whether a row's failure is one every later row of an `executeEach` run
    * would have too, so that the run ends with it instead of reading the
    * rest of its source and yielding each row failed at once: the pool
-   * closing; the model out of service (until an update); no worker able to
+   * closing; the model out of service (until an update); the model (its
+   * version) not in the pool now: a worker's `ModelNotFoundError` while the
+   * pool still has it (a worker behind an update) does not end the run; no
+   * worker able to
    * take calls and none coming back (every one `failed` after a restart
    * storm, or the pinned `worker` gone).
    */
-  #endsEach(error: unknown, pinned: string | undefined): boolean {
+  #endsEach(
+    error: unknown,
+    name: string,
+    version: string | undefined,
+    pinned: string | undefined,
+  ): boolean {
     if (error instanceof ShuttingDownError) return this.#closing;
     if (error instanceof ModelUnavailableError) return true;
+    // Only on a failed row: no lookup for the rows that succeed.
+    if ((error as Error | null)?.name === "ModelNotFoundError") {
+      try {
+        return !this.#registry.has(this.resolveModel(name, version));
+      } catch {
+        return true; // the version is gone
+      }
+    }
     if (!(error instanceof NoWorkerError)) return false;
     const alive = (w: Worker) =>
       w.state === "ready" || w.state === "starting" ||

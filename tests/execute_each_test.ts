@@ -540,3 +540,48 @@ Deno.test("Pool.executeEach: a concurrency above what the pool takes is lowered 
     await pool.close();
   }
 });
+
+Deno.test("Pool.executeEach: its model removed mid-run (or never added) ends the run with ModelNotFoundError, the rest of the source unread", async () => {
+  await using pool = await Pool.start({ workers: 2, handleSignals: false });
+  await pool.addModel("score", { source: MODEL, class: "Score" });
+  let pulled = 0;
+  const rows = function* () {
+    for (let id = 100; id < 20_100; id++) {
+      pulled++;
+      yield { id, ms: 10 };
+    }
+  };
+  const items: EachResult<{ id: number }, unknown>[] = [];
+  let removing: Promise<unknown> | undefined;
+  await assert.rejects(
+    async () => {
+      for await (
+        const r of pool.executeEach("score", rows(), { concurrency: 8 })
+      ) {
+        items.push(r);
+        if (items.length === 10) removing = pool.removeModel("score");
+      }
+    },
+    (e) => (e as Error).name === "ModelNotFoundError",
+  );
+  await removing;
+  // Before: all 20 000 rows read and yielded, each a ModelNotFoundError
+  // but those the model answered.
+  assert.ok(pulled < 10 + 8 + 64, `${pulled} rows read`);
+  assert.equal(items.length, pulled);
+  assert.deepEqual(items.map((r) => r.index), [...Array(pulled).keys()]);
+  assert.ok(items.slice(0, 10).every((r) => r.ok));
+
+  // A model the pool never had: the first row's error, not 1000 of them.
+  pulled = 0;
+  await assert.rejects(
+    async () => {
+      for await (const _ of pool.executeEach("nope", rows())) {
+        // each row fails
+      }
+    },
+    (e) => (e as Error).name === "ModelNotFoundError",
+  );
+  assert.ok(pulled <= 2 * 64 + 1, `${pulled} rows read`);
+  assert.equal(pool.status().inFlight, 0);
+});
