@@ -1761,7 +1761,10 @@ export class Pool implements AsyncDisposable {
    * for) no longer in the pool (`ModelNotFoundError`: removed mid-run, or
    * never added), no worker left to take calls and
    * none coming back (`NoWorkerError`: every worker `failed` after a
-   * restart storm, or the pinned `worker` gone); a retry of the run can
+   * restart storm, or the pinned `worker` gone or refusing the model for
+   * good). A run pinned to a `worker` waits for it while it restarts
+   * (within each row's timeout), where a pinned `execute` fails at once
+   * with `NoWorkerError`; a retry of the run can
    * start from the last item's `index` + 1.
    * Like Python's `multiprocessing`
    * `Pool.imap` (`imap_unordered` with `ordered: false`).
@@ -1791,10 +1794,14 @@ export class Pool implements AsyncDisposable {
     const { concurrency, ordered: _ordered, signal: _signal, ...call } =
       options;
     const { running, capacity } = this.#eachWindow(name, call.version);
+    const pinned = call.worker;
     return executeEach<I, T>(
       inputs,
-      (input, abort) =>
-        this.execute<T>(name, input, { ...call, signal: abort }),
+      pinned === undefined
+        ? (input, abort) =>
+          this.execute<T>(name, input, { ...call, signal: abort })
+        : (input, abort) =>
+          this.#eachPinned<T>(name, input, { ...call, signal: abort }, pinned),
       {
         ...options,
         // More pending than the pool takes without refusing would make the
@@ -1805,8 +1812,51 @@ export class Pool implements AsyncDisposable {
           ? capacity
           : concurrency,
       },
-      (error) => this.#endsEach(error, name, call.version, call.worker),
+      (error) => this.#endsEach(error, name, call.version, pinned),
     );
+  }
+
+  /**
+   * A row of an `executeEach` run pinned to worker `pinned`: a pinned call
+   * fails at once with `NoWorkerError` while its worker restarts (it does
+   * not wait in the queue as the others do), so the row waits for the
+   * worker to be back and goes then, within its timeout: it never ran.
+   * Without this a worker's restart in the middle of a run yielded the rest
+   * of its source as failed rows in a blink (19 485 of 20 000 in 0.3 s).
+   */
+  async #eachPinned<T>(
+    name: string,
+    input: unknown,
+    options: ExecuteOptions & { signal: AbortSignal },
+    pinned: string,
+  ): Promise<T> {
+    const timeout = options.timeout ?? this.#opts.requestTimeout;
+    const deadline = timeout === undefined ? Infinity : Date.now() + timeout;
+    while (true) {
+      try {
+        return await this.execute<T>(name, input, options);
+      } catch (error) {
+        if (
+          !(error instanceof NoWorkerError) || options.signal.aborted ||
+          this.#closing || Date.now() >= deadline || !this.#comingBack(pinned)
+        ) throw error;
+      }
+      await this.#backAgain([pinned], {
+        timeout: deadline - Date.now(),
+        signal: options.signal,
+      });
+      if (timeout !== undefined) {
+        options = { ...options, timeout: Math.max(1, deadline - Date.now()) };
+      }
+    }
+  }
+
+  /** Whether worker `id` is not ready now but is on its way back (a restart). */
+  #comingBack(id: string): boolean {
+    const w = this.#supervisor.get(id);
+    return w !== undefined && !modelReady(w) &&
+      (w.state === "starting" || w.state === "restarting" ||
+        w.state === "ready" || this.#supervisor.settling(w));
   }
 
   /**
@@ -1869,8 +1919,10 @@ export class Pool implements AsyncDisposable {
       this.#supervisor.settling(w);
     const workers = this.#supervisor.workers;
     if (pinned === undefined) return !workers.some(alive);
-    const w = workers.find((w) => w.id === pinned);
-    return w === undefined || !alive(w);
+    // Pinned: its rows wait while it restarts (#eachPinned); a worker that
+    // is there and ready, or draining, refuses the rows for good (a placed
+    // model it does not hold, a slot being removed).
+    return !this.#comingBack(pinned);
   }
 
   /**

@@ -585,3 +585,30 @@ Deno.test("Pool.executeEach: its model removed mid-run (or never added) ends the
   assert.ok(pulled <= 2 * 64 + 1, `${pulled} rows read`);
   assert.equal(pool.status().inFlight, 0);
 });
+
+Deno.test("Pool.executeEach pinned to a worker: its rows wait while it restarts instead of failing at once with NoWorkerError", async () => {
+  await using pool = await Pool.start({ workers: 2, handleSignals: false });
+  await pool.addModel("score", { source: MODEL, class: "Score" });
+  const rows = function* () {
+    for (let id = 100; id < 400; id++) yield { id, die: id === 150 };
+  };
+  const failed: unknown[] = [];
+  let ok = 0;
+  for await (
+    const r of pool.executeEach("score", rows(), {
+      concurrency: 8,
+      worker: "w1",
+    })
+  ) {
+    if (r.ok) ok++;
+    else failed.push(r.error);
+  }
+  // Before: every row made while w1 restarted failed at once (19 485 of
+  // 20 000 rows in 0.3 s): NoWorkerError "worker w1 is restarting".
+  assert.deepEqual(failed.filter((e) => e instanceof NoWorkerError), []);
+  // The rows in flight when it died, that one among them.
+  assert.ok(failed.length >= 1 && failed.length <= 8, `${failed.length}`);
+  assert.ok(failed.every((e) => e instanceof WorkerCrashedError));
+  assert.equal(ok + failed.length, 300);
+  assert.deepEqual(pool.status().workers.map((w) => w.restarts), [1, 0]);
+});
