@@ -252,6 +252,9 @@ export interface ExecuteEachOptions extends
   >,
   EachOptions {}
 
+/** The longest an `executeEach` row waits for room in a full queue before it tries again. */
+const ROOM_RETRY_MS = 1000;
+
 /** The most calls `executeEach` keeps pending by default. */
 const EACH_WINDOW_MAX = 8192;
 
@@ -1778,7 +1781,7 @@ export class Pool implements AsyncDisposable {
    * without refusing (that plus `maxQueue`, × `batch_size`) is lowered to
    * it: the rest would only have been `OverloadedError` items. The other
    * callers' calls share the queue: a row that finds it full waits for a
-   * queued call to leave, within its timeout. Each call goes through
+   * call to leave (a slot or a place in the queue), within its timeout. Each call goes through
    * {@linkcode Pool.execute} with the other options (and the plugins' call
    * hooks).
    *
@@ -1821,7 +1824,7 @@ export class Pool implements AsyncDisposable {
    * A row of an `executeEach` run. Two failures of a call that never ran
    * wait and go again, within the row's timeout, instead of being the
    * row's item: the pool's queue full (`OverloadedError`: other callers
-   * filled it; the row waits for a queued call to leave), and, for a run
+   * filled it; the row waits for a call to leave), and, for a run
    * pinned to worker `pinned`, `NoWorkerError` while that worker restarts (a
    * pinned call does not wait in the queue as the others do). Each made
    * the run read the rest of its source as failed rows in a blink: 20 000
@@ -1879,7 +1882,12 @@ export class Pool implements AsyncDisposable {
         signal.removeEventListener("abort", done);
         resolve();
       };
-      const timer = setTimeoutOrNever(done, deadline - Date.now());
+      // At least once a second too: a call that left before this row
+      // waited (its continuation ran after a hook's await) woke none.
+      const timer = setTimeoutOrNever(
+        done,
+        Math.min(ROOM_RETRY_MS, deadline - Date.now()),
+      );
       signal.addEventListener("abort", done, { once: true });
       this.#roomWaits.add(done);
     });
@@ -3115,12 +3123,12 @@ export class Pool implements AsyncDisposable {
   /** A slot freed up: queued calls that can go now are sent. */
   #pumpQueue(): void {
     if (this.#router.queued > 0) this.#router.pump(false);
-    // executeEach rows that found the queue full go again.
-    if (
-      this.#roomWaits.size > 0 && this.#router.queued < this.#opts.maxQueue
-    ) {
-      for (const wake of [...this.#roomWaits]) wake();
-    }
+    // An executeEach row that found the queue full goes again: a slot or a
+    // place in the queue freed up (with maxQueue 0 the queue is always
+    // "full": a free slot is the room). One per call that left, the one
+    // that waited longest: waking every row made each release cost as
+    // many OverloadedErrors as rows waited.
+    if (this.#roomWaits.size > 0) this.#roomWaits.values().next().value!();
   }
 
   /**

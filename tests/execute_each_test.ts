@@ -657,3 +657,38 @@ Deno.test("Pool.executeEach beside another caller that filled the queue: its row
   }
   assert.equal(pool.status().queue, 0);
 });
+
+Deno.test("Pool.executeEach with maxQueue 0 beside another caller holding every slot: its rows go as slots free up", async () => {
+  await using pool = await Pool.start({
+    workers: 1,
+    maxInFlightPerWorker: 2,
+    maxQueue: 0,
+    handleSignals: false,
+  });
+  await pool.addModel("score", { source: MODEL, class: "Score" });
+  const others = Array.from(
+    { length: 2 },
+    (_, i) => pool.execute("score", { id: 1000 + i, ms: 300 }),
+  );
+  for (const call of others) call.catch(() => {}); // awaited below
+  await until(
+    () => Promise.resolve(pool.status().inFlight === 2),
+    "the other caller's calls to hold both slots",
+  );
+  const failed: unknown[] = [];
+  let ok = 0;
+  for await (
+    const r of pool.executeEach(
+      "score",
+      Array.from({ length: 20 }, (_, i) => ({ id: 100 + i, ms: 10 })),
+      // A row that waited past this fails: room must wake it, not time.
+      { timeout: 10_000 },
+    )
+  ) {
+    if (r.ok) ok++;
+    else failed.push(r.error);
+  }
+  assert.deepEqual(failed, []);
+  assert.equal(ok, 20);
+  assert.equal((await Promise.all(others)).length, 2);
+});
