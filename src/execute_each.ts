@@ -65,7 +65,7 @@ export type EachResult<I, T> =
  * call is left running and no rejection unhandled. The source's own error
  * is thrown, after the same clean-up. A failure for which `endsRun`
  * returns true (`Pool.executeEach`: the pool closed, no worker left, the model
- * out of service) ends the run: no more
+ * out of service or gone) ends the run: no more
  * inputs are read, the pending calls' items come, then it is thrown.
  *
  * @example

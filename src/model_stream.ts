@@ -522,6 +522,8 @@ export class ModelStream<T = unknown>
       }
       if (this.#slot !== undefined) this.#sent(event);
       this.#wake();
+    } else if (event.event === "windowFull") {
+      this.#serverFull(event.acked);
     } else if (event.event === "streamStart") {
       if (typeof event.id === "number") this.#target = event.id;
       if (typeof event.serverId === "string") this.#worker = event.serverId;
@@ -635,6 +637,29 @@ export class ModelStream<T = unknown>
     if (!this.#parked && this.#windowFull()) {
       this.#parked = true;
       this.#slot!.park();
+    }
+  }
+
+  /**
+   * The server parks the call: its window is full by its own count (as it
+   * was when the server had the acks up to `acked`). This side's count of
+   * the window's bytes can fall short of the server's (it sees the items
+   * parsed: `[1.0, 2.0]` written `[1,2]`, half the bytes), and a reader
+   * that stopped then held its slot until its idle timeout: the slot goes
+   * back now, unless an ack sent since opens the window anyway.
+   */
+  #serverFull(acked: unknown): void {
+    if (
+      this.#ended || this.#slot === undefined || this.#parked ||
+      typeof acked !== "number" || this.#ackedSeq > acked
+    ) return;
+    this.#parked = true;
+    this.#slot.park();
+    // Items read and not acknowledged yet: their ack opens the window.
+    if (this.#ackTimer !== undefined && !this.#ackSoon) {
+      clearTimeout(this.#ackTimer);
+      this.#ackSoon = true;
+      this.#ackTimer = setTimeout(() => this.#sendAck(), 0);
     }
   }
 

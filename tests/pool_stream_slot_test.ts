@@ -21,6 +21,8 @@ class Counter:
         while msg.get("n") is None or i < msg["n"]:
             if msg.get("big"):
                 yield {"i": i, "text": msg.get("char", "x") * msg["big"]}
+            elif msg.get("floats"):
+                yield {"i": i, "v": [1.0] * msg["floats"]}
             else:
                 yield {"i": i}
             i += 1
@@ -164,6 +166,37 @@ async function poolExecuteStreamStreamParkedBy(pool: Pool): Promise<void> {
     await countsAre(pool, 0, 0, "the cancelled stream to end");
   }
 }
+
+Deno.test("Pool.executeStream: a stream whose server counts more bytes than this side (floats written 1.0) gives its slot back when the server parks it", async () => {
+  await using dir = await modelsDir();
+  await using pool = await startPool(dir.path, { maxInFlightPerWorker: 1 });
+  // 50 000 floats a item: 200 kB as the server writes them (`1.0,`), 100 kB
+  // parsed and counted here (`1,`). The server's 1 MiB window is full after
+  // 6 items; this side's count says 600 kB, and the stream kept its slot
+  // (a stopped reader held the worker until its idle timeout) before the
+  // server's windowFull event.
+  const stream = pool.executeStream<{ i: number; v: number[] }>(
+    "counter",
+    { floats: 50_000 },
+    { timeout: 60_000 },
+  );
+  try {
+    const first = await stream.next();
+    assert.equal(first.value.i, 0);
+    await countsAre(pool, 0, 1, "the stream of floats to park");
+    assert.deepEqual(await pool.execute("plain", { x: 1 }), { x: 1 });
+    for (let i = 1; i < 20; i++) {
+      const item = await stream.next();
+      assert.equal(item.value.i, i);
+      assert.equal(item.value.v.length, 50_000);
+    }
+    // Read past its window: parked again, still counted once.
+    await countsAre(pool, 0, 1, "the stream to park again");
+  } finally {
+    stream.cancel();
+  }
+  await countsAre(pool, 0, 0, "the cancelled stream to end");
+});
 
 Deno.test("Pool.executeStream: a parked stream cancelled, timed out or on a killed worker leaves no count behind", async () => {
   await using dir = await modelsDir();

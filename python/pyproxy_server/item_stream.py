@@ -100,8 +100,22 @@ class ItemStream:
         """The window is full: park the call (``CallRunner.park``) unless an
         ack opened it meanwhile. True: parked, ``resume(call)`` runs when the
         reader catches up (or a cancel comes); False: go on. Raises
-        ``CancelledError`` when the call was cancelled."""
-        return CallRunner.park(self._call, resume, self._full)
+        ``CancelledError`` when the call was cancelled.
+
+        First the client is told, ``{"event": "windowFull", "id", "acked"}``
+        (``acked``: the last item acknowledged as the window was full), so
+        that it counts the call parked even where its own count of the
+        window's bytes falls short of this one (it sees items parsed: ``1.0``
+        written as ``1``); a client that acknowledged more since ignores it.
+        Sent before parking: after the items, before anything a resumed
+        burst or the call's end sends."""
+        call = self._call
+        with self._lock:
+            acked = self._acked
+            full = self._full()
+        if full:
+            call.send_event({"event": "windowFull", "acked": acked})
+        return CallRunner.park(call, resume, self._full)
 
     def ack(self, seq):
         """Acknowledge every item up to ``seq`` (cumulative; a ``seq`` past

@@ -83,6 +83,47 @@ class ItemStreamTest(unittest.TestCase):
 
 
 class ExecuteStreamTest(unittest.TestCase):
+    def test_a_full_window_is_told_before_the_call_parks(self):
+        # windowFull {acked}: the host counts the call parked even where its
+        # own count of the window's bytes falls short of the server's.
+        server = ServerProcess()
+        try:
+            c = server.connect()
+            c.call("addModel", name="counter", source=self.SOURCE)
+            c.send({"id": 50, "cmd": "executeStream", "name": "counter", "msg": {"n": 100}})
+            seen = []
+            full = []
+
+            def read_until_full():
+                while True:
+                    msg = c.recv(5)
+                    if msg.get("event") == "item":
+                        seen.append(msg["seq"])
+                    elif msg.get("event") == "windowFull":
+                        self.assertEqual(msg["id"], 50)
+                        full.append(msg["acked"])
+                        return
+                    elif msg.get("id") == 50 and "ok" in msg:
+                        self.fail("the stream ended: %r" % msg)
+
+            read_until_full()
+            self.assertEqual((seen, full), (list(range(64)), [-1]))
+            c.send({"id": 51, "cmd": "itemAck", "target": 50, "seq": 9})
+            read_until_full()
+            self.assertEqual((seen, full), (list(range(74)), [-1, 9]))
+            c.send({"id": 52, "cmd": "itemAck", "target": 50, "seq": 99})
+            while True:
+                msg = c.recv(5)
+                if msg.get("id") == 50 and "ok" in msg:
+                    break
+                if msg.get("event") == "item":
+                    seen.append(msg["seq"])
+            self.assertEqual(msg["result"], {"items": 100})
+            self.assertEqual(seen, list(range(100)))
+            self.assertEqual(full, [-1, 9])  # never full once acked past the end
+        finally:
+            server.kill()
+
     SOURCE = (
         "class Counter:\n"
         "    def execute(self, msg):\n"
@@ -244,7 +285,7 @@ class ParkedStreamTest(unittest.TestCase):
                 self.assertIn(msg["id"], seen)
                 self.assertEqual(msg["seq"], seen[msg["id"]])
                 seen[msg["id"]] += 1
-            elif msg.get("event") != "streamStart":
+            elif msg.get("event") not in ("streamStart", "windowFull"):
                 self.fail("unexpected message %r" % (msg,))
 
     def parked(self, n):

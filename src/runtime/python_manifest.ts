@@ -178,9 +178,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/item_stream.py",
-      size: 4664,
+      size: 5349,
       sha256:
-        "7e5da969cd4307c5d502567f804c1d71845b3585b07704fbf8b71a3b8f21484b",
+        "f41b50a7fb32d892215b733ad60b649965581e0873c91b10bb6af5d6964c85cf",
     },
     {
       path: "pyproxy_server/json_problem.py",
