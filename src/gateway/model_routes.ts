@@ -904,23 +904,27 @@ async function* streamEvents(
       else retire.addEventListener("abort", onRetire, { once: true });
     });
   try {
-    let next: IteratorResult<unknown>;
-    if (first !== undefined) next = first;
-    else {
-      const read = await Promise.race(
+    // The next item, or why the stream stops first: whichever the race
+    // took, the token's retirement wins (the items' end may have come first).
+    const read = async (): Promise<
+      IteratorResult<unknown> | "retired" | "stop"
+    > => {
+      const r = await Promise.race(
         retired === undefined
           ? [items.next(), stopped]
           : [items.next(), stopped, retired],
       );
-      if (read === "retired" || retire?.aborted) {
-        yield stopEvent("retired");
+      return r === "retired" || retire?.aborted ? "retired" : r;
+    };
+    let next: IteratorResult<unknown>;
+    if (first !== undefined) next = first;
+    else {
+      const r = await read();
+      if (r === "retired" || r === "stop") {
+        yield stopEvent(r);
         return;
       }
-      if (read === "stop") {
-        yield stopEvent("stop");
-        return;
-      }
-      next = read;
+      next = r;
       if (!next.done) onFirstItem?.();
     }
     while (!next.done) {
@@ -932,21 +936,12 @@ async function* streamEvents(
         data: stringifyJson(next.value ?? null)!,
       };
       outcome.items = seq;
-      const read = await Promise.race(
-        retired === undefined
-          ? [items.next(), stopped]
-          : [items.next(), stopped, retired],
-      );
-      // Whichever the race took: the items' end may have come first.
-      if (read === "retired" || retire?.aborted) {
-        yield stopEvent("retired");
+      const r = await read();
+      if (r === "retired" || r === "stop") {
+        yield stopEvent(r);
         return;
       }
-      if (read === "stop") {
-        yield stopEvent("stop");
-        return;
-      }
-      next = read;
+      next = r;
     }
     outcome.status = 200;
     yield { event: "end", data: { items: seq } };
