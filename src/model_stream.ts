@@ -204,8 +204,9 @@ export interface ExecuteStreamOptions {
    * token, bounded apart from a long generation's `timeout`. Past it the
    * model's call is cancelled and the stream ends with a `TimeoutError` whose
    * `details` are `{bound: "firstItemTimeout", firstItemTimeout, waited}`
-   * (`waited`: `"queue"` when no worker had taken the call, so it never ran
-   * and a retry is safe; else `"worker"`). A number > 0; `Infinity`: none.
+   * (`waited`: `"queue"` when the model had not started, the call waiting
+   * for a worker or on it for a `threadsafe = False` model's turn, so a retry
+   * is safe; else `"worker"`). A number > 0; `Infinity`: none.
    * @default {Infinity}
    */
   firstItemTimeout?: number;
@@ -609,7 +610,9 @@ export class ModelStream<T = unknown>
     const waited = this.#worker === undefined ? "queue" : "worker";
     const error = new TimeoutError(
       `Cannot stream ${name}: no first item within ${ms} ms (firstItemTimeout)${
-        waited === "queue" ? ", waiting for a worker all that time" : ""
+        waited === "queue"
+          ? ", before it started (waiting for a worker, or on its worker for a threadsafe = False model's turn)"
+          : ""
       }`,
       { details: { bound: "firstItemTimeout", firstItemTimeout: ms, waited } },
     );

@@ -70,7 +70,7 @@ Deno.test("Pool.executeStream firstItemTimeout: no first item in time ends the s
   ).catch((err) => err);
   assert.ok(queued instanceof TimeoutError, String(queued));
   assert.equal(queued.details.waited, "queue");
-  assert.match(queued.message, /waiting for a worker/);
+  assert.match(queued.message, /before it started \(waiting for a worker/);
   await Deno.writeTextFile(gate, "");
   assert.deepEqual(await ahead, [0]);
 
@@ -94,4 +94,42 @@ Deno.test("Pool.executeStream firstItemTimeout: no first item in time ends the s
       RangeError,
     );
   }
+});
+
+Deno.test('Pool.executeStream firstItemTimeout: a stream waiting on its worker for a threadsafe = False model\'s turn never started: waited "queue"', async () => {
+  await using dir = await modelsDir();
+  await using pool = await Pool.start({
+    workers: 1,
+    modelsDir: dir.path,
+    handleSignals: false,
+  });
+  await pool.addModel("solo", {
+    source: GATED.replace(
+      "class Gated:",
+      "class Gated:\n    threadsafe = False",
+    ),
+  });
+  const gate = `${dir.path}/gate`;
+  const ahead = read(pool.executeStream("solo", { gate, n: 1 }));
+  ahead.catch(() => {}); // awaited below; a failed assertion leaves it to the close
+  await until(
+    () => Promise.resolve(pool.status().workers[0]!.inFlight === 1),
+    "the call ahead to run",
+  );
+  const waiting = await read(
+    pool.executeStream("solo", {}, { firstItemTimeout: 200 }),
+  ).catch((err) => err);
+  assert.ok(waiting instanceof TimeoutError, String(waiting));
+  // Before: "worker", which says it ran (a retry not safe), though it had
+  // only waited for the model's lock.
+  assert.equal(waiting.details.waited, "queue");
+  await Deno.writeTextFile(gate, "");
+  assert.deepEqual(await ahead, [0]);
+  // Its turn came: a stream that starts still says "worker".
+  const late = await read(
+    pool.executeStream("solo", { gate: `${dir.path}/never` }, {
+      firstItemTimeout: 200,
+    }),
+  ).catch((err) => err);
+  assert.equal(late.details.waited, "worker");
 });

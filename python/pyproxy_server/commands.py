@@ -165,8 +165,10 @@ def install(server):
         # behind and runs the next bursts itself (StreamProducer.run).
         msg = call.msg
         entry = get_model(msg.get("name"))
-        call.send_event({"event": "streamStart", "serverId": server.id, "pid": os.getpid()})
-        return StreamProducer(entry, msg.get("msg"), call, streams).run(call)
+        # Sent as the model starts (after a threadsafe = False model's turn):
+        # a stream cancelled before has not run, and the host says so.
+        start = {"event": "streamStart", "serverId": server.id, "pid": os.getpid()}
+        return StreamProducer(entry, msg.get("msg"), call, streams, start).run(call)
 
     def item_ack(call):
         target = call.msg.get("target")

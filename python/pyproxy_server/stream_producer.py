@@ -56,9 +56,11 @@ _NONE = object()
 class StreamProducer:
     """The model side of one ``executeStream`` call; ``run`` is every burst's handler."""
 
-    def __init__(self, entry, msg, call, streams):
+    def __init__(self, entry, msg, call, streams, start_event=None):
         self._entry = entry
         self._msg = msg
+        # The ``streamStart`` event, sent as the model starts (first burst).
+        self._start_event = start_event
         self.stream = ItemStream(call)
         # server.item_streams, where itemAck finds the stream while it runs.
         self._streams = streams
@@ -150,6 +152,8 @@ class StreamProducer:
                 raise CancelledError("Cannot complete %s: cancelled" % call.cmd)
             if not self._started:
                 self._started = True
+                if self._start_event is not None:
+                    call.send_event(self._start_event)
                 items = self._entry.open_stream(self._msg)
                 if inspect.isasyncgen(items):
                     self._agen = items

@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 9750,
+      size: 9897,
       sha256:
-        "845c0af69ed69387575c0ef39ef0a232f1b3bca6572769e4e3b6763646fe5f20",
+        "2e559f8d10b48a0304df6fb0b3f3d757bdb1f5da9a0779150f6ea4b212d1b1b9",
     },
     {
       path: "pyproxy_server/connection.py",
@@ -262,9 +262,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/stream_producer.py",
-      size: 10240,
+      size: 10480,
       sha256:
-        "6570e5eb4d6f46d9028062978e4571bf0cabcdc2175268c52feb20fba8354f5b",
+        "50d997e7b044cfafc8e8f6dbf0b9214adcfcbc2c98934a1b784a67cdf5b5618e",
     },
     {
       path: "pyproxy_server/wording.py",
