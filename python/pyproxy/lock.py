@@ -36,7 +36,7 @@ import threading
 from pyproxy_server.call import current_call
 from pyproxy_server.errors import CancelledError
 from pyproxy_server.execution import CallRunner
-from pyproxy_server.model_lock import ModelLock
+from pyproxy_server.model_lock import ModelLock, check_timeout
 
 __all__ = ["Lock"]
 
@@ -97,6 +97,8 @@ class Lock(ModelLock):
         """Takes the lock: True, or False when not ``blocking`` or after
         ``timeout`` seconds. In a call, ``CancelledError`` (without the lock)
         when the call is cancelled before or while it waits."""
+        if timeout != -1:
+            check_timeout(blocking, timeout)  # before the call is shielded or a waiter queued
         call = current_call.get()
         if call is None or call.thread_ident != _get_ident():
             return ModelLock.acquire(self, blocking, timeout)

@@ -25,7 +25,7 @@ raised the interrupt calls ``release_if_owned`` (the interrupt fired as
 at most, so that clean-up runs without one.
 """
 
-__all__ = ["ModelLock", "take"]
+__all__ = ["ModelLock", "check_timeout", "take"]
 
 import collections
 import threading
@@ -35,8 +35,26 @@ from .execution import CallRunner, _interrupt_thread, _pass_eval_breaker
 
 _allocate_lock = threading.Lock
 _get_ident = threading.get_ident
+_TIMEOUT_MAX = threading.TIMEOUT_MAX
 _defer_interrupt = CallRunner.defer_interrupt
 _unshield = CallRunner.unshield
+
+
+def check_timeout(blocking, timeout):
+    """Raises as ``threading.Lock.acquire`` does for a ``timeout`` it refuses
+    (negative other than -1, too large, not a number, given with
+    ``blocking=False``), before any waiter is queued: a waiter queued by an
+    ``acquire`` that then raised was handed the lock by the next
+    ``release``, which nobody took, and the lock was held for good (a
+    model's ``acquire(timeout=deadline - time.monotonic())`` past its
+    deadline). Only called for a timeout other than -1."""
+    if not blocking:
+        raise ValueError("can't specify a timeout for a non-blocking call")
+    if timeout < 0:
+        raise ValueError("timeout value must be a non-negative number")
+    if timeout > _TIMEOUT_MAX:
+        raise OverflowError("timeout value is too large")
+
 
 # ``_Waiter.state`` values.
 _WAITING, _GRANTED, _LEFT = 0, 1, 2
@@ -91,6 +109,8 @@ class ModelLock:
     def acquire(self, blocking=True, timeout=-1):
         """Takes the lock as ``threading.Lock.acquire`` does (no cancel ends
         this wait): True when taken."""
+        if timeout != -1:
+            check_timeout(blocking, timeout)
         if self._held.acquire(False):
             self._owner = _get_ident()
             return True
@@ -168,26 +188,30 @@ class ModelLock:
             if interrupted:  # its interrupt, if still pending, fires here: before any change
                 _pass_eval_breaker()
         granted = None
-        with self._mutex:
-            waiters = self._waiters
-            if waiters:
-                waiter = waiters.popleft()
-                waiter.state = _GRANTED
-                self._owner = waiter.ident
-                if waiter.callback is None:
-                    waiter.token.release()
+        try:
+            with self._mutex:
+                waiters = self._waiters
+                if waiters:
+                    waiter = waiters.popleft()
+                    waiter.state = _GRANTED
+                    self._owner = waiter.ident
+                    if waiter.callback is None:
+                        waiter.token.release()
+                    else:
+                        granted = waiter.callback
                 else:
-                    granted = waiter.callback
-            else:
-                self._owner = None
-                self._held.release()
-        if granted is not None:
-            granted()
-        if shielded:
-            with call.lock:  # a cancel that came meanwhile fires now
-                call.shielded = False
-                if call.interrupted:
-                    _interrupt_thread(call.thread_ident)
+                    self._owner = None  # None already when not held
+                    self._held.release()  # RuntimeError when not held
+            if granted is not None:
+                granted()
+        finally:
+            # Also after a release of a lock not held (which a model may catch):
+            # a shield left on made the call's cancel never fire.
+            if shielded:
+                with call.lock:  # a cancel that came meanwhile fires now
+                    call.shielded = False
+                    if call.interrupted:
+                        _interrupt_thread(call.thread_ident)
 
     def queue(self, callback):
         """Takes the lock for work that no thread waits for: ``callback()``

@@ -383,3 +383,38 @@ class OwnLockTest(ServerTestCase):
         # Nothing left the lock held: the next call takes it, and it is free after.
         self.assertEqual(c.call("executeModel", name="o", msg={"seconds": 0}), {"slept": 0, "free": True})
         self.assertEqual(c.call("executeModel", name="o", msg={"seconds": 0}), {"slept": 0, "free": True})
+
+
+class OwnLockMisuseTest(ServerTestCase):
+    args = ("--threads", "8", "--max-stuck-threads", "8")
+
+    def test_an_acquire_whose_timeout_is_refused_leaves_the_lock_as_it_was(self):
+        # acquire(timeout=deadline - time.monotonic()) past its deadline
+        # raised ValueError (as threading.Lock's does) after queueing a
+        # waiter: the holder's release handed the lock to that waiter, which
+        # nobody was, and every later call waited for it for good.
+        c = self.connect()
+        c.call("addModel", name="o", file="own_lock.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "o", "msg": {"seconds": ASLEEP}})
+        wait_started(c, (1,))
+        for timeout, refused in ((-0.5, "ValueError"), (None, "TypeError"), (1e300, "OverflowError")):
+            self.assertEqual(c.call("executeModel", name="o", msg={"timeout": timeout}), {"refused": refused})
+        self.assertEqual(c.call("executeModel", name="o", msg={"timeout": 0}), {"got": False})
+        self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
+        self.assertEqual(c.reply_for(1)["error"]["type"], "CancelledError")
+        # Was: held by nobody, this call waited until its timeout (False), the next for ever.
+        self.assertEqual(c.call("executeModel", name="o", msg={"timeout": 5}), {"got": True})
+        self.assertEqual(c.call("executeModel", name="o", msg={"seconds": 0}), {"slept": 0, "free": True})
+
+    def test_a_call_that_released_the_lock_it_did_not_hold_can_be_cancelled(self):
+        # The release's RuntimeError (which the model caught) left the call
+        # shielded from its cancel's interrupt: the cancel never ended it, a
+        # stuck thread until the worker was replaced.
+        c = self.connect()
+        c.call("addModel", name="o", file="own_lock.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "o", "msg": {"releaseFree": True}})
+        wait_started(c, (1,))
+        self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
+        reply = c.reply_for(1, timeout=5)  # was: never
+        self.assertEqual(reply["error"]["type"], "CancelledError", reply)
+        self.assertEqual(c.call("executeModel", name="o", msg={"seconds": 0}), {"slept": 0, "free": True})

@@ -28,9 +28,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/lock.py",
-      size: 4883,
+      size: 5019,
       sha256:
-        "1d29ac9a513366f0238a339cc573f5bd6b4c5ae70f85aec3d20fa5b5085d588d",
+        "b4471f477f1466b61813f3b26c779da25ee3991a78bcb0d93b3523ceda43c59b",
     },
     {
       path: "pyproxy/metrics.py",
@@ -196,9 +196,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_lock.py",
-      size: 9510,
+      size: 10754,
       sha256:
-        "5d7c8a1e2bd193001c61188ead0a777dafdd0b2be5235d30c89809b8a309f4ad",
+        "a8f130ea82859d81eaa68eb1d3eb0b4dcd45769fc41bb170e4408f1f1ee5959f",
     },
     {
       path: "pyproxy_server/model_metrics.py",
