@@ -90,7 +90,7 @@ class ModelLock:
         call = take(lock)            # in a call: a cancel ends the wait
     """
 
-    __slots__ = ("_held", "_mutex", "_waiters", "_owner", "__weakref__")
+    __slots__ = ("_held", "_mutex", "_waiters", "_owner", "_holder", "__weakref__")
 
     def __init__(self):
         # Held while someone owns the lock, and across hand-overs: while
@@ -101,6 +101,9 @@ class ModelLock:
         self._waiters = collections.deque()
         # The owner's thread ident (None when free): see release_if_owned.
         self._owner = None
+        # The call that holds a ``pyproxy.Lock`` (``pyproxy.lock``), else
+        # None: set by its ``acquire`` in a call, cleared by every release.
+        self._holder = None
 
     def locked(self):
         """True while someone holds the lock."""
@@ -190,6 +193,7 @@ class ModelLock:
         granted = None
         try:
             with self._mutex:
+                self._holder = None
                 waiters = self._waiters
                 if waiters:
                     waiter = waiters.popleft()

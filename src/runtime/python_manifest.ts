@@ -28,9 +28,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/lock.py",
-      size: 5019,
+      size: 5185,
       sha256:
-        "b4471f477f1466b61813f3b26c779da25ee3991a78bcb0d93b3523ceda43c59b",
+        "b0db67eb84694e8e3f8031377ecc45f4d53e86647a3aac5c2e911ad52f77ba9c",
     },
     {
       path: "pyproxy/metrics.py",
@@ -196,9 +196,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_lock.py",
-      size: 10754,
+      size: 10979,
       sha256:
-        "a8f130ea82859d81eaa68eb1d3eb0b4dcd45769fc41bb170e4408f1f1ee5959f",
+        "cba8ca5fe1b21c2eda03f4b1582d9d6452f2136a9208745d77195369dac94457",
     },
     {
       path: "pyproxy_server/model_metrics.py",
