@@ -100,9 +100,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 72775,
+      size: 72948,
       sha256:
-        "99cf73221a517fb5f85c2157c6109c5b73e48edc7ed55a0524e7f383628c910b",
+        "ca77b26fe9b9498fe23b5968979a8c1574556ed09eef1a7a2845d18d5f9f0fc8",
     },
     {
       path: "pyproxy_server/declared.py",
@@ -226,9 +226,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 24780,
+      size: 26304,
       sha256:
-        "0378f1ca3f79fc50d7fa6d81b15497e5a0d3caf74c211f10d0ff839116dcfd90",
+        "48ce3ab699bbae36bfdb84c5278cc17fd9206b8cfdec6079a2a635607ff51a26",
     },
     {
       path: "pyproxy_server/shallow_json.py",
