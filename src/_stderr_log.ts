@@ -49,7 +49,10 @@ export interface StderrLogOptions {
  * Logs a child's stderr text a line at a time: a line in the server's log
  * format at its own level (a record with a traceback is one line, its
  * newlines escaped as `\n` and its backslashes as `\\`: unescaped here),
- * any other line (a thread's uncaught traceback, C libraries) as a warning. Past `maxLinesPerSecond`, lines are dropped and their number is
+ * any other line (a thread's uncaught traceback, C libraries) as a warning. A
+ * line longer than `maxLineChars` is cut, `… (N characters)`; one of the
+ * server's records is one entry even when it is read in pieces, any other
+ * line without an end yet is logged in cuts. Past `maxLinesPerSecond`, lines are dropped and their number is
  * logged with the next line that is logged (or at {@linkcode StderrLog.end}).
  *
  * @example
@@ -66,6 +69,12 @@ export class StderrLog {
   #logger: Logger;
   #id: string;
   #partial = "";
+  /**
+   * Characters past the kept `#partial` of a server record longer than
+   * `maxLineChars` whose line has not ended yet (0: none): dropped, and
+   * counted in its one entry's "… (N characters)".
+   */
+  #over = 0;
   #max: number;
   #maxChars: number;
   #now: () => number;
@@ -93,14 +102,36 @@ export class StderrLog {
     for (;;) {
       const nl = text.indexOf("\n", start);
       if (nl < 0) break;
-      const piece = text.slice(start, nl);
-      this.#line(this.#partial === "" ? piece : this.#partial + piece);
+      if (this.#over > 0) {
+        this.#line(
+          this.#partial,
+          this.#partial.length + this.#over + nl - start,
+        );
+        this.#over = 0;
+      } else {
+        const piece = text.slice(start, nl);
+        this.#line(this.#partial === "" ? piece : this.#partial + piece);
+      }
       this.#partial = "";
       start = nl + 1;
     }
     if (start < text.length) {
-      // Bounded: a line without an end is logged in cuts.
+      if (this.#over > 0) {
+        this.#over += text.length - start;
+        return;
+      }
       this.#partial += text.slice(start);
+      if (this.#partial.length <= this.#maxChars) return;
+      if (SERVER_RECORD.test(this.#partial)) {
+        // A record of the server's, longer than a line may be (read in
+        // pieces): one entry at its level, cut, as when it is read whole.
+        // Its rest was logged as lines of their own, warnings of escaped
+        // text, each counted in the rate limit.
+        this.#over = this.#partial.length - this.#maxChars;
+        this.#partial = this.#partial.slice(0, this.#maxChars);
+        return;
+      }
+      // Bounded: any other line without an end is logged in cuts.
       while (this.#partial.length > this.#maxChars) {
         this.#line(this.#partial.slice(0, this.#maxChars));
         this.#partial = this.#partial.slice(this.#maxChars);
@@ -110,12 +141,16 @@ export class StderrLog {
 
   /** The stream ended: logs an unfinished last line and what was dropped. */
   end(): void {
-    if (this.#partial !== "") this.#line(this.#partial);
+    if (this.#partial !== "") {
+      this.#line(this.#partial, this.#partial.length + this.#over);
+    }
     this.#partial = "";
+    this.#over = 0;
     this.#reportDropped();
   }
 
-  #line(raw: string): void {
+  /** Logs a line; `length`: its length before a cut (`raw` is its start). */
+  #line(raw: string, length = raw.length): void {
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
     if (line.trim() === "") return;
     const now = this.#now();
@@ -130,8 +165,8 @@ export class StderrLog {
     }
     this.#inWindow++;
     this.#reportDropped();
-    const text = line.length > this.#maxChars
-      ? `${line.slice(0, this.#maxChars)}… (${line.length} characters)`
+    const text = length > this.#maxChars
+      ? `${line.slice(0, this.#maxChars)}… (${length} characters)`
       : line;
     const own = LEVELS[SERVER_RECORD.exec(text)?.[1] ?? ""];
     this.#logger[own ?? "warn"]("{id} stderr: {line}", {

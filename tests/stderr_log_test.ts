@@ -85,6 +85,31 @@ Deno.test("StderrLog bounds lines and rate, and says how many it dropped", () =>
   ]);
 });
 
+Deno.test("StderrLog logs a server record longer than a line may be, read in pieces, as one entry at its level, cut", () => {
+  const { logger, entries } = recordingLogger();
+  const log = new StderrLog(logger, "w1", { maxLineChars: 48 });
+  const head = "2026-12-05 01:33:49,123 ERROR [t] m: ";
+  // 100 characters in pieces of 16 (the host reads stderr 16 KiB at a
+  // time), then the next record: its rest came as warnings of escaped text.
+  const record = head + "a\\nb" + "x".repeat(100 - head.length - 4);
+  for (let i = 0; i < record.length; i += 16) log.push(record.slice(i, i + 16));
+  log.push("\n" + head + "next\n");
+  log.push(head + "y".repeat(50)); // no end yet: kept, then at the end
+  assert.equal(entries.length, 2);
+  log.end();
+  assert.deepEqual(lines(entries), [
+    `error ${head}a\nbxxxxxxx… (100 characters)`,
+    `error ${head}next`,
+    `error ${head}${"y".repeat(11)}… (87 characters)`,
+  ]);
+  // Any other line without an end is still logged in cuts (a progress bar).
+  log.push("z".repeat(100));
+  assert.deepEqual(lines(entries).slice(3), [
+    `warn ${"z".repeat(48)}`,
+    `warn ${"z".repeat(48)}`,
+  ]);
+});
+
 Deno.test("PythonServer logs its server's stderr: the whole log when the log file cannot be opened", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-log-" });
   const { logger, entries } = recordingLogger();
@@ -185,6 +210,7 @@ Deno.test("Pool with logDir '-': no log files, each worker's log reaches the poo
         "                1 / 0\n" +
         "            except ZeroDivisionError:\n" +
         "                log.exception('failed in C:\\\\temp\\nafter %d lines', i + 1)\n" +
+        "            log.warning('big %s end', 'x' * 100000)\n" +
         "        t = threading.Thread(target=lines)\n" +
         "        t.start()\n" +
         "        t.join()\n" +
@@ -192,7 +218,7 @@ Deno.test("Pool with logDir '-': no log files, each worker's log reaches the poo
     });
     await pool.execute("chatty", { n: 200 });
     const seen = () => lines(entries).join("\n");
-    for (let i = 0; i < 200 && !/line 199 of the thread/.test(seen()); i++) {
+    for (let i = 0; i < 200 && !/ chatty: big x/.test(seen()); i++) {
       await new Promise((r) => setTimeout(r, 20));
     }
     const text = seen();
@@ -216,6 +242,15 @@ Deno.test("Pool with logDir '-': no log files, each worker's log reaches the poo
     assert.match(
       String(failed[0]![2]?.line),
       /ERROR \[.*\] chatty: failed in C:\\temp\nafter 200 lines\nTraceback \(most recent call last\):\n {2}File .*\n(.*\n)*ZeroDivisionError: division by zero$/,
+    );
+    // A record longer than a line may be (64 KiB), read in pieces: one
+    // entry at its level, cut; its rest was a warning of its own.
+    const big = entries.filter(([, , p]) => /xxx/.test(String(p?.line ?? "")));
+    assert.equal(big.length, 1, "one entry");
+    assert.equal(big[0]![0], "warn");
+    assert.match(
+      String(big[0]![2]?.line),
+      /^\S+ \S+ WARNING \[.*\] chatty: big x+… \(100\d\d\d characters\)$/,
     );
     // The call's record: once, as the call's log event (with its model),
     // not again as a stderr line.

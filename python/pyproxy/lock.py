@@ -36,7 +36,7 @@ import threading
 from pyproxy_server.call import current_call
 from pyproxy_server.errors import CancelledError
 from pyproxy_server.execution import CallRunner
-from pyproxy_server.model_lock import ModelLock
+from pyproxy_server.model_lock import ModelLock, check_timeout
 
 __all__ = ["Lock"]
 
@@ -50,27 +50,30 @@ def _cancelled():
 
 
 def _held_by(call, lock):
-    """Counts ``lock`` among those ``call`` took on its thread; the first one
-    makes the call's end (``Call.on_end``, on that thread) release those it
-    still holds if it was cancelled."""
+    """Makes ``call`` the holder of ``lock``, which it just took on its
+    thread; the first one makes the call's end (``Call.on_end``) release
+    those it still holds if it was cancelled."""
+    lock._holder = call
     held = call.held_locks
     if held is None:
         held = call.held_locks = [lock]
         previous = call.on_end
-        ident = _get_ident()
 
         def release_held():
             # The call's own clean-up first (a stream's generator closed: its
-            # ``with`` blocks release what they hold), then what is left, if
-            # the call ends on the thread that took it (an interrupt fires on
-            # the call's thread, which then ends it).
+            # ``with`` blocks release what they hold), then what it still
+            # holds: by its holder (every release clears it), not by thread:
+            # a stream goes on on any thread and frees its thread while
+            # parked, where another stream may take the lock, and a stream
+            # that took the lock on one thread and was cancelled on another
+            # kept it for good.
             try:
                 if previous is not None:
                     previous()
             finally:
-                if call.interrupted and _get_ident() == ident:
+                if call.interrupted:
                     for one in held:
-                        if one._owner == ident and one.locked():
+                        if one._holder is call and one.locked():
                             one.release()
 
         call.on_end = release_held
@@ -97,6 +100,8 @@ class Lock(ModelLock):
         """Takes the lock: True, or False when not ``blocking`` or after
         ``timeout`` seconds. In a call, ``CancelledError`` (without the lock)
         when the call is cancelled before or while it waits."""
+        if timeout != -1:
+            check_timeout(blocking, timeout)  # before the call is shielded or a waiter queued
         call = current_call.get()
         if call is None or call.thread_ident != _get_ident():
             return ModelLock.acquire(self, blocking, timeout)

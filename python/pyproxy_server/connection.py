@@ -573,7 +573,10 @@ class Connection(asyncio.BufferedProtocol):
             try:
                 items = self._framer.feed(data)
             except FrameError as exc:
-                log.warning("connection %s: %s; closing", self.id, exc.message)
+                if self.authenticated:
+                    log.warning("connection %s: %s; closing", self.id, exc.message)
+                else:  # a flood's stray bytes: not a line each
+                    self.server.unauthenticated_refused(self, exc.message)
                 self._closing = True
                 self._transport.abort()
                 return
@@ -1091,7 +1094,7 @@ class Connection(asyncio.BufferedProtocol):
         return None
 
     def _refuse(self, rid, message):
-        log.warning("connection %s: %s; closing", self.id, message)
+        self.server.unauthenticated_refused(self, message)
         self.enqueue(self.encode_error(rid, AuthenticationError(message).to_wire()))
         self._closing = True
         self._loop.call_soon(self.close)

@@ -25,7 +25,7 @@ raised the interrupt calls ``release_if_owned`` (the interrupt fired as
 at most, so that clean-up runs without one.
 """
 
-__all__ = ["ModelLock", "take"]
+__all__ = ["ModelLock", "check_timeout", "take"]
 
 import collections
 import threading
@@ -35,8 +35,26 @@ from .execution import CallRunner, _interrupt_thread, _pass_eval_breaker
 
 _allocate_lock = threading.Lock
 _get_ident = threading.get_ident
+_TIMEOUT_MAX = threading.TIMEOUT_MAX
 _defer_interrupt = CallRunner.defer_interrupt
 _unshield = CallRunner.unshield
+
+
+def check_timeout(blocking, timeout):
+    """Raises as ``threading.Lock.acquire`` does for a ``timeout`` it refuses
+    (negative other than -1, too large, not a number, given with
+    ``blocking=False``), before any waiter is queued: a waiter queued by an
+    ``acquire`` that then raised was handed the lock by the next
+    ``release``, which nobody took, and the lock was held for good (a
+    model's ``acquire(timeout=deadline - time.monotonic())`` past its
+    deadline). Only called for a timeout other than -1."""
+    if not blocking:
+        raise ValueError("can't specify a timeout for a non-blocking call")
+    if timeout < 0:
+        raise ValueError("timeout value must be a non-negative number")
+    if timeout > _TIMEOUT_MAX:
+        raise OverflowError("timeout value is too large")
+
 
 # ``_Waiter.state`` values.
 _WAITING, _GRANTED, _LEFT = 0, 1, 2
@@ -72,7 +90,7 @@ class ModelLock:
         call = take(lock)            # in a call: a cancel ends the wait
     """
 
-    __slots__ = ("_held", "_mutex", "_waiters", "_owner", "__weakref__")
+    __slots__ = ("_held", "_mutex", "_waiters", "_owner", "_holder", "__weakref__")
 
     def __init__(self):
         # Held while someone owns the lock, and across hand-overs: while
@@ -83,6 +101,9 @@ class ModelLock:
         self._waiters = collections.deque()
         # The owner's thread ident (None when free): see release_if_owned.
         self._owner = None
+        # The call that holds a ``pyproxy.Lock`` (``pyproxy.lock``), else
+        # None: set by its ``acquire`` in a call, cleared by every release.
+        self._holder = None
 
     def locked(self):
         """True while someone holds the lock."""
@@ -91,6 +112,8 @@ class ModelLock:
     def acquire(self, blocking=True, timeout=-1):
         """Takes the lock as ``threading.Lock.acquire`` does (no cancel ends
         this wait): True when taken."""
+        if timeout != -1:
+            check_timeout(blocking, timeout)
         if self._held.acquire(False):
             self._owner = _get_ident()
             return True
@@ -168,26 +191,31 @@ class ModelLock:
             if interrupted:  # its interrupt, if still pending, fires here: before any change
                 _pass_eval_breaker()
         granted = None
-        with self._mutex:
-            waiters = self._waiters
-            if waiters:
-                waiter = waiters.popleft()
-                waiter.state = _GRANTED
-                self._owner = waiter.ident
-                if waiter.callback is None:
-                    waiter.token.release()
+        try:
+            with self._mutex:
+                self._holder = None
+                waiters = self._waiters
+                if waiters:
+                    waiter = waiters.popleft()
+                    waiter.state = _GRANTED
+                    self._owner = waiter.ident
+                    if waiter.callback is None:
+                        waiter.token.release()
+                    else:
+                        granted = waiter.callback
                 else:
-                    granted = waiter.callback
-            else:
-                self._owner = None
-                self._held.release()
-        if granted is not None:
-            granted()
-        if shielded:
-            with call.lock:  # a cancel that came meanwhile fires now
-                call.shielded = False
-                if call.interrupted:
-                    _interrupt_thread(call.thread_ident)
+                    self._owner = None  # None already when not held
+                    self._held.release()  # RuntimeError when not held
+            if granted is not None:
+                granted()
+        finally:
+            # Also after a release of a lock not held (which a model may catch):
+            # a shield left on made the call's cancel never fire.
+            if shielded:
+                with call.lock:  # a cancel that came meanwhile fires now
+                    call.shielded = False
+                    if call.interrupted:
+                        _interrupt_thread(call.thread_ident)
 
     def queue(self, callback):
         """Takes the lock for work that no thread waits for: ``callback()``

@@ -143,6 +143,11 @@ class Server:
         # Of them, closed to make room (MAX_UNAUTHENTICATED); the count at the last warning, and its time.
         self.unauthenticated_dropped = 0
         self._dropped_warned = (0, -1e9)
+        # Connections closed before they authenticated (a bad mac, no auth in
+        # time, a bad frame: ``unauthenticated_refused``); the count at the
+        # last warning, and its time.
+        self.unauthenticated_refusals = 0
+        self._refusals_warned = (0, -1e9)
         self.requests_served = 0
         self.started = time.monotonic()
         self.executor = CallExecutor(threads, max_stuck=max_stuck_threads)
@@ -434,6 +439,30 @@ class Server:
                     self.unauthenticated_dropped - warned, self.max_unauthenticated, self.unauthenticated_dropped,
                 )
         waiting[conn] = None
+
+    def unauthenticated_refused(self, conn, message):
+        """Logs why ``conn``, not authenticated, is closed: the first such
+        warning, then at most one every ``UNAUTHENTICATED_LOG_EVERY`` s,
+        counting the connections closed since the last one. A local process
+        flooding the port with connections that each sent a bad mac or a
+        stray frame (or nothing, for ``Connection.AUTH_TIMEOUT``) made a
+        warning line each: thousands a second, where the flood's connections
+        themselves are logged by none."""
+        self.unauthenticated_refusals += 1
+        warned, at = self._refusals_warned
+        now = time.monotonic()
+        if now - at < self.UNAUTHENTICATED_LOG_EVERY:
+            return
+        self._refusals_warned = (self.unauthenticated_refusals, now)
+        others = self.unauthenticated_refusals - warned - 1
+        if others == 0:
+            log.warning("connection %s: %s; closing", conn.id, message)
+        else:
+            log.warning(
+                "connection %s: %s; closing (and %d other connection(s) closed before they authenticated since "
+                "the last such line, %d so far)",
+                conn.id, message, others, self.unauthenticated_refusals,
+            )
 
     def auth_succeeded(self, conn):
         """``conn`` authenticated: no longer counted by ``awaiting_auth``."""

@@ -20,7 +20,7 @@ from pyproxy_server.framer import Framer
 from pyproxy_server.server import Server
 from pyproxy_server.spill import SpillSettings
 
-from ._client import MODELS_DIR, Client, ServerProcess, copy_models, frame, mac
+from ._client import MODELS_DIR, Client, ServerProcess, copy_models, encode, frame, mac
 
 
 class ServerTestCase(unittest.TestCase):
@@ -207,6 +207,35 @@ class UnauthenticatedFloodTest(ServerTestCase):
         finally:
             for sock in flood:
                 sock.close()
+
+
+class UnauthenticatedRefusalFloodTest(ServerTestCase):
+    args = ("--log-dir", "-")
+
+    def test_connections_refused_before_auth_are_not_a_warning_each(self):
+        # A local process flooding the port with connections that each sent
+        # a bad mac, a stray frame or an HTTP request made a warning line
+        # each (2000 connections: 2000 lines; with --log-dir -, into the
+        # host's log at up to 1000 a second).
+        for i in range(60):
+            sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
+            try:
+                hello = Client(sock).recv()
+                sock.sendall(
+                    encode({"id": 1, "cmd": "auth", "mac": "0" * 64}) if i % 3 == 0
+                    else encode({"id": 1, "cmd": "ping"}) if i % 3 == 1
+                    else b"GET / HTTP/1.1\r\n\r\n"
+                )
+                self.assertIn("nonce", hello)
+                self.assertTrue(_closed_after_hello(sock), "a refused connection left open")
+            finally:
+                sock.close()
+        host = self.connect()
+        self.assertEqual(host.call("ping"), "pong")
+        log = self.server.stderr_text()
+        # The first says why; the next one (10 s on at the earliest) counts the rest.
+        self.assertEqual(log.count(" WARNING "), 1, log)
+        self.assertIn("connection c1: Cannot authenticate: bad mac; closing", log)
 
 
 def _closed_after_hello(sock, timeout=5.0):

@@ -383,3 +383,125 @@ class OwnLockTest(ServerTestCase):
         # Nothing left the lock held: the next call takes it, and it is free after.
         self.assertEqual(c.call("executeModel", name="o", msg={"seconds": 0}), {"slept": 0, "free": True})
         self.assertEqual(c.call("executeModel", name="o", msg={"seconds": 0}), {"slept": 0, "free": True})
+
+
+class OwnLockMisuseTest(ServerTestCase):
+    args = ("--threads", "8", "--max-stuck-threads", "8")
+
+    def test_an_acquire_whose_timeout_is_refused_leaves_the_lock_as_it_was(self):
+        # acquire(timeout=deadline - time.monotonic()) past its deadline
+        # raised ValueError (as threading.Lock's does) after queueing a
+        # waiter: the holder's release handed the lock to that waiter, which
+        # nobody was, and every later call waited for it for good.
+        c = self.connect()
+        c.call("addModel", name="o", file="own_lock.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "o", "msg": {"seconds": ASLEEP}})
+        wait_started(c, (1,))
+        for timeout, refused in ((-0.5, "ValueError"), (None, "TypeError"), (1e300, "OverflowError")):
+            self.assertEqual(c.call("executeModel", name="o", msg={"timeout": timeout}), {"refused": refused})
+        self.assertEqual(c.call("executeModel", name="o", msg={"timeout": 0}), {"got": False})
+        self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
+        self.assertEqual(c.reply_for(1)["error"]["type"], "CancelledError")
+        # Was: held by nobody, this call waited until its timeout (False), the next for ever.
+        self.assertEqual(c.call("executeModel", name="o", msg={"timeout": 5}), {"got": True})
+        self.assertEqual(c.call("executeModel", name="o", msg={"seconds": 0}), {"slept": 0, "free": True})
+
+    def test_a_call_that_released_the_lock_it_did_not_hold_can_be_cancelled(self):
+        # The release's RuntimeError (which the model caught) left the call
+        # shielded from its cancel's interrupt: the cancel never ended it, a
+        # stuck thread until the worker was replaced.
+        c = self.connect()
+        c.call("addModel", name="o", file="own_lock.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "o", "msg": {"releaseFree": True}})
+        wait_started(c, (1,))
+        self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
+        reply = c.reply_for(1, timeout=5)  # was: never
+        self.assertEqual(reply["error"]["type"], "CancelledError", reply)
+        self.assertEqual(c.call("executeModel", name="o", msg={"seconds": 0}), {"slept": 0, "free": True})
+
+
+def read_items(c, rid, n):
+    """Reads until stream ``rid`` sent ``n`` items (its window); keeps the rest in ``c.events``."""
+    seen = 0
+    while seen < n:
+        msg = c.recv()
+        if msg.get("event") == "item" and msg.get("id") == rid:
+            seen += 1
+        elif msg.get("event") != "streamStart":
+            c.events.append(msg)
+
+
+def read_log(c, message):
+    for i, event in enumerate(c.events):
+        if event.get("event") == "log" and event.get("message") == message:
+            return c.events.pop(i)
+    while True:
+        msg = c.recv()
+        if msg.get("event") == "log" and msg.get("message") == message:
+            return msg
+        c.events.append(msg)
+
+
+class OwnLockStreamTest(ServerTestCase):
+    WINDOW = 64
+
+    def parked(self, c, n):
+        for _ in range(500):  # polled, nothing is sent
+            if c.call("serverStatus")["parkedCalls"] == n:
+                return
+            time.sleep(0.01)
+        self.fail("never %d parked calls" % n)
+
+    def locked(self, c):
+        return c.call("executeModel", name="s", msg={"mode": "state"}) == [{"locked": True}]
+
+
+class OwnLockParkedHolderTest(OwnLockStreamTest):
+    args = ("--threads", "1", "--max-stuck-threads", "2")
+
+    def test_a_cancelled_stream_leaves_the_lock_another_parked_stream_took_on_its_thread(self):
+        # Stream 1 took and released the lock on the only call thread, then
+        # parked; stream 2 took it on that thread and parked inside its
+        # `with`. Stream 1's cancel released the locks "it still held" by
+        # thread: stream 2's, which a third call could then take while
+        # stream 2's generation went on (two on the GPU at once).
+        c = self.connect()
+        c.call("addModel", name="s", file="own_lock_stream.py")
+        c.send({"id": 1, "cmd": "executeStream", "name": "s", "msg": {"mode": "takeThenRun"}})
+        read_items(c, 1, self.WINDOW)
+        c.send({"id": 2, "cmd": "executeStream", "name": "s", "msg": {"mode": "holdAcross"}})
+        read_items(c, 2, self.WINDOW)
+        self.parked(c, 2)
+        self.assertTrue(self.locked(c))
+        self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
+        self.assertEqual(c.reply_for(1)["error"]["type"], "CancelledError")
+        self.assertTrue(self.locked(c))  # was: False, stream 2 still in its `with`
+        self.assertEqual(c.call("cancel", target=2), {"cancelled": True})
+        self.assertEqual(c.reply_for(2)["error"]["type"], "CancelledError")
+        self.assertFalse(self.locked(c))
+
+
+class OwnLockResumedElsewhereTest(OwnLockStreamTest):
+    args = ("--threads", "2", "--max-stuck-threads", "2")
+
+    def test_a_stream_cancelled_on_another_thread_than_the_one_that_took_the_lock_releases_it(self):
+        # A stream takes the lock, parks, and goes on on the other call
+        # thread (the one it parked on is busy); cancelled there holding the
+        # lock (as an interrupt that fires as a `with`'s `__exit__` is entered
+        # leaves it), it kept the lock for good: the clean-up released only
+        # what the call took on the thread it ended on.
+        c = self.connect()
+        c.call("addModel", name="s", file="own_lock_stream.py")
+        c.send({"id": 1, "cmd": "executeStream", "name": "s", "msg": {"mode": "keep"}})
+        read_items(c, 1, self.WINDOW)
+        self.parked(c, 1)
+        # The thread the stream parked on (the last idle one) takes this call.
+        c.send({"id": 2, "cmd": "executeModel", "name": "s", "msg": {"mode": "sleep", "seconds": 1}})
+        read_log(c, "sleeping")
+        self.assertEqual(c.call("itemAck", target=1, seq=self.WINDOW - 1), {"acked": True})
+        read_log(c, "resumed on another thread")
+        self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
+        self.assertEqual(c.reply_for(1)["error"]["type"], "CancelledError")
+        self.assertEqual(c.reply_for(2, timeout=10)["result"], ["slept"])
+        self.assertFalse(self.locked(c))  # was: held by nobody for good
+        self.assertEqual(c.call("executeModel", name="s", msg={"mode": "take"}, timeout=5), ["took"])

@@ -28,9 +28,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/lock.py",
-      size: 4883,
+      size: 5185,
       sha256:
-        "1d29ac9a513366f0238a339cc573f5bd6b4c5ae70f85aec3d20fa5b5085d588d",
+        "b0db67eb84694e8e3f8031377ecc45f4d53e86647a3aac5c2e911ad52f77ba9c",
     },
     {
       path: "pyproxy/metrics.py",
@@ -100,9 +100,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 72775,
+      size: 72948,
       sha256:
-        "99cf73221a517fb5f85c2157c6109c5b73e48edc7ed55a0524e7f383628c910b",
+        "ca77b26fe9b9498fe23b5968979a8c1574556ed09eef1a7a2845d18d5f9f0fc8",
     },
     {
       path: "pyproxy_server/declared.py",
@@ -196,9 +196,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/model_lock.py",
-      size: 9510,
+      size: 10979,
       sha256:
-        "5d7c8a1e2bd193001c61188ead0a777dafdd0b2be5235d30c89809b8a309f4ad",
+        "cba8ca5fe1b21c2eda03f4b1582d9d6452f2136a9208745d77195369dac94457",
     },
     {
       path: "pyproxy_server/model_metrics.py",
@@ -226,9 +226,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 24780,
+      size: 26304,
       sha256:
-        "0378f1ca3f79fc50d7fa6d81b15497e5a0d3caf74c211f10d0ff839116dcfd90",
+        "48ce3ab699bbae36bfdb84c5278cc17fd9206b8cfdec6079a2a635607ff51a26",
     },
     {
       path: "pyproxy_server/shallow_json.py",

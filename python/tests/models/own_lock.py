@@ -20,6 +20,26 @@ class Model:
             gpu.acquire()
             while True:
                 time.sleep(0.01)
+        if "timeout" in msg:
+            # acquire(timeout=deadline - time.monotonic()) past its deadline,
+            # or another timeout threading.Lock refuses.
+            try:
+                got = gpu.acquire(timeout=msg["timeout"])
+            except (ValueError, TypeError, OverflowError) as exc:
+                return {"refused": type(exc).__name__}
+            if got:
+                gpu.release()
+            return {"got": got}
+        if msg.get("releaseFree"):
+            # Releases the lock it does not hold, catches the RuntimeError,
+            # then works on until cancelled.
+            try:
+                gpu.release()
+            except RuntimeError:
+                pass
+            print("started")
+            while True:
+                time.sleep(0.01)
         with gpu:
             print("started")
             deadline = time.monotonic() + msg.get("seconds", 0)
