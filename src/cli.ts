@@ -15,6 +15,7 @@ import {
 } from "@logtape/logtape";
 import { autoscale } from "../plugins/autoscale.ts";
 import { closestName } from "./_closest_name.ts";
+import { journaldFormatter } from "./_journald_formatter.ts";
 import { ConfigError, StartError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
 import { defaultRuntime } from "./runtime/mod.ts";
@@ -178,8 +179,10 @@ Options:
                             not make a worker preempt the gateway's thread)
       --log-level <level>   trace, debug, info, warning, error, fatal; or
                             category=level, e.g. pyproxy.pool=debug (repeatable)
-      --log-format <format> text (default) or json: one JSON object a line on
-                            stderr, with its date, level, logger and properties
+      --log-format <format> text (default); json: one JSON object a line on
+                            stderr, with its date, level, logger and properties;
+                            journald: each line with its syslog priority (<3>)
+                            for journalctl -p, no time stamp
       --debug               Include Python tracebacks in error responses, worker
                             stderr in /v1/status, model option values
   -h, --help                Show this help
@@ -697,7 +700,11 @@ async function setupLogging(config: ResolvedConfig): Promise<StartLog> {
   // message holding a newline (a traceback a model printed) over lines.
   const toConsole = getConsoleSink({
     levelMap: toStderr,
-    ...(config.logFormat === "json" ? { formatter: jsonLinesFormatter } : {}),
+    ...(config.logFormat === "json"
+      ? { formatter: jsonLinesFormatter }
+      : config.logFormat === "journald"
+      ? { formatter: journaldFormatter() }
+      : {}),
   });
   // What this function writes itself (the records held while starting)
   // does not pass through LogTape, which drops a record its sink throws on:

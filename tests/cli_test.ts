@@ -625,6 +625,42 @@ Deno.test("main serve --log-format json writes one JSON object a line, a traceba
   );
 });
 
+Deno.test("main serve --log-format journald writes each line with its record's syslog priority, no time stamp", async () => {
+  await using models = await tempDir();
+  await Deno.writeTextFile(
+    `${models.path}/noisy.py`,
+    "import logging, sys\n\nclass Noisy:\n    def __init__(self, options):\n" +
+      "        print('loading', file=sys.stderr)\n" +
+      "        try:\n            1 / 0\n        except Exception:\n" +
+      "            logging.getLogger('noisy').exception('init failed')\n\n" +
+      "    def execute(self, msg):\n        return msg\n",
+  );
+  await using serve = await startServe([
+    "--port=0",
+    "--workers=1",
+    `--models=${models.path}`,
+    "--log-format=journald",
+  ]);
+  serve.child.kill("SIGTERM");
+  assert.equal((await serve.child.status).code, 0);
+  const lines = (await serve.stderr).split("\n").filter((l) => l !== "");
+  // Every line: journald reads the priority of each (SyslogLevelPrefix=).
+  for (const line of lines) {
+    assert.match(line, /^<[2-7]>/, line);
+  }
+  // The traceback's lines at the error's priority, each.
+  const at = lines.findIndex((l) => l.includes("init failed"));
+  assert.match(lines[at]!, /^<3>\[ERR\] pyproxy·python·noisy: /);
+  const tb = lines.slice(at, at + 8).join("\n");
+  assert.match(tb, /^<3>Traceback \(most recent call last\):/m);
+  assert.match(tb, /^<3>ZeroDivisionError/m);
+  assert.ok(lines.some((l) => /^<4>.*loading/.test(l)), lines.join("\n"));
+  assert.ok(
+    lines.some((l) => l === "<6>[INF] pyproxy·gateway: Stopped"),
+    lines.join("\n"),
+  );
+});
+
 Deno.test("main serve names 50 models on its banner and counts the rest", async () => {
   await using models = await tempDir();
   for (let i = 0; i < 53; i++) {
@@ -773,7 +809,7 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
       ["serve", "--log-format", "xml"],
       {},
       1,
-      /^error: logFormat: expected one of text, json \(at command line: --log-format\)$/,
+      /^error: logFormat: expected one of text, json, journald \(at command line: --log-format\)$/,
     ],
     [
       ["serve", "--python", "-x"],

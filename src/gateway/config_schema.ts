@@ -369,14 +369,18 @@ export interface GatewayConfig {
   logLevels?: Record<string, LogLevel> | undefined;
   /**
    * How `serve` writes its log to stderr: `"text"` (default, for a
-   * terminal) or `"json"` (one JSON object a line, for a log shipper).
+   * terminal), `"json"` (one JSON object a line, for a log shipper) or
+   * `"journald"` (each line with its syslog priority, `<4>`, for a systemd
+   * service).
    */
   logFormat?: LogFormat | undefined;
 }
 
 /**
  * The log formats of `serve` (`logFormat`, `--log-format`): `"text"` lines
- * for a terminal, or `"json"`, one JSON object a line (JSON Lines).
+ * for a terminal, `"json"`, one JSON object a line (JSON Lines), or
+ * `"journald"`, text lines each prefixed with its syslog priority (`<4>`)
+ * for systemd-journald, without a time stamp.
  *
  * @example
  * ```ts
@@ -384,7 +388,7 @@ export interface GatewayConfig {
  * const format: LogFormat = "json";
  * ```
  */
-export type LogFormat = "text" | "json";
+export type LogFormat = "text" | "json" | "journald";
 
 /**
  * Whether a client can present `token`: a request's bearer token is read
@@ -868,7 +872,10 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   debug: v.optional(bool()),
   logLevel: v.optional(level()),
   logFormat: v.optional(
-    v.picklist(["text", "json"], "expected one of text, json"),
+    v.picklist(
+      ["text", "json", "journald"],
+      "expected one of text, json, journald",
+    ),
   ),
   logLevels: v.optional(
     v.pipe(
