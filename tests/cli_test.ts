@@ -569,17 +569,20 @@ Deno.test({
   }
 });
 
+/**
+ * A model that writes to stderr and logs a traceback while it loads: a
+ * record held while starting, and one that spans lines.
+ */
+const NOISY = "import logging, sys\n\nclass Noisy:\n" +
+  "    def __init__(self, options):\n" +
+  "        print('loading', file=sys.stderr)\n" +
+  "        try:\n            1 / 0\n        except Exception:\n" +
+  "            logging.getLogger('noisy').exception('init failed')\n\n" +
+  "    def execute(self, msg):\n        return msg\n";
+
 Deno.test("main serve --log-format json writes one JSON object a line, a traceback's newlines inside it", async () => {
   await using models = await tempDir();
-  // A record while starting (held, then written), and one that spans lines.
-  await Deno.writeTextFile(
-    `${models.path}/noisy.py`,
-    "import logging, sys\n\nclass Noisy:\n    def __init__(self, options):\n" +
-      "        print('loading', file=sys.stderr)\n" +
-      "        try:\n            1 / 0\n        except Exception:\n" +
-      "            logging.getLogger('noisy').exception('init failed')\n\n" +
-      "    def execute(self, msg):\n        return msg\n",
-  );
+  await Deno.writeTextFile(`${models.path}/noisy.py`, NOISY);
   await using serve = await startServe([
     "--port=0",
     "--workers=1",
@@ -627,14 +630,7 @@ Deno.test("main serve --log-format json writes one JSON object a line, a traceba
 
 Deno.test("main serve --log-format journald writes each line with its record's syslog priority, no time stamp", async () => {
   await using models = await tempDir();
-  await Deno.writeTextFile(
-    `${models.path}/noisy.py`,
-    "import logging, sys\n\nclass Noisy:\n    def __init__(self, options):\n" +
-      "        print('loading', file=sys.stderr)\n" +
-      "        try:\n            1 / 0\n        except Exception:\n" +
-      "            logging.getLogger('noisy').exception('init failed')\n\n" +
-      "    def execute(self, msg):\n        return msg\n",
-  );
+  await Deno.writeTextFile(`${models.path}/noisy.py`, NOISY);
   await using serve = await startServe([
     "--port=0",
     "--workers=1",

@@ -42,21 +42,39 @@ async function requests(
   return Number(m?.[1] ?? 0);
 }
 
+/**
+ * A gateway's configuration directory: `models/<file>` holding `source`, and
+ * `write` / `load` of its pyproxy.json (`base` under every `write`).
+ */
+async function configDir(
+  dir: string,
+  file: string,
+  source: string,
+  base: object,
+  workers: number,
+) {
+  await Deno.mkdir(`${dir}/models`);
+  await Deno.writeTextFile(`${dir}/models/${file}`, source);
+  const write = (config: object) =>
+    Deno.writeTextFile(
+      `${dir}/pyproxy.json`,
+      JSON.stringify({ modelsDir: "models", ...base, ...config }),
+    );
+  const load = () =>
+    loadConfig({ path: `${dir}/pyproxy.json`, cli: { port: 0, workers } });
+  return { write, load };
+}
+
 Deno.test("GatewayServer.reload ends the model and eval streams of a token it retires (the model's generator and the eval's code cancelled), and keeps the others", async () => {
   await using dir = await tempDir("pyproxy-token-streams-test-");
-  await Deno.mkdir(`${dir.path}/models`);
-  await Deno.writeTextFile(`${dir.path}/models/ticker.py`, TICKER);
-  const write = (file: object) =>
-    Deno.writeTextFile(
-      `${dir.path}/pyproxy.json`,
-      JSON.stringify({ modelsDir: "models", allowEval: true, ...file }),
-    );
+  const { write, load } = await configDir(
+    dir.path,
+    "ticker.py",
+    TICKER,
+    { allowEval: true },
+    2,
+  );
   await write({ token: [T1, T2] });
-  const load = () =>
-    loadConfig({
-      path: `${dir.path}/pyproxy.json`,
-      cli: { port: 0, workers: 2 },
-    });
   await withLogs(async (records) => {
     await using server = await serve(await load(), { reloadConfig: load });
     const stream = async (token: string, marker: string) => {
@@ -175,19 +193,14 @@ class Slow:
 
 Deno.test("A token retired while its model stream waits for the first item: answered 401 as its next request is, the model's call cancelled", async () => {
   await using dir = await tempDir("pyproxy-token-streams-test-");
-  await Deno.mkdir(`${dir.path}/models`);
-  await Deno.writeTextFile(`${dir.path}/models/slow.py`, SLOW);
-  const write = (file: object) =>
-    Deno.writeTextFile(
-      `${dir.path}/pyproxy.json`,
-      JSON.stringify({ modelsDir: "models", ...file }),
-    );
+  const { write, load } = await configDir(
+    dir.path,
+    "slow.py",
+    SLOW,
+    {},
+    1,
+  );
   await write({ token: [T1, T2] });
-  const load = () =>
-    loadConfig({
-      path: `${dir.path}/pyproxy.json`,
-      cli: { port: 0, workers: 1 },
-    });
   await withLogs(async () => {
     await using server = await serve(await load(), { reloadConfig: load });
     const res = fetch(`${server.url}/v1/models/slow/stream`, {
@@ -212,19 +225,14 @@ Deno.test("A token retired while its model stream waits for the first item: answ
 
 Deno.test("A token retired while its model stream with ?early=1 waits for the first item: the stream's only event is Unauthorized, the model's call cancelled", async () => {
   await using dir = await tempDir("pyproxy-token-streams-test-");
-  await Deno.mkdir(`${dir.path}/models`);
-  await Deno.writeTextFile(`${dir.path}/models/slow.py`, SLOW);
-  const write = (file: object) =>
-    Deno.writeTextFile(
-      `${dir.path}/pyproxy.json`,
-      JSON.stringify({ modelsDir: "models", ...file }),
-    );
+  const { write, load } = await configDir(
+    dir.path,
+    "slow.py",
+    SLOW,
+    {},
+    1,
+  );
   await write({ token: [T1, T2] });
-  const load = () =>
-    loadConfig({
-      path: `${dir.path}/pyproxy.json`,
-      cli: { port: 0, workers: 1 },
-    });
   await withLogs(async () => {
     await using server = await serve(await load(), { reloadConfig: load });
     const res = await fetch(`${server.url}/v1/models/slow/stream?early=1`, {
