@@ -36,6 +36,7 @@ import {
   readWorkerResources,
 } from "./process_resources.ts";
 import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
+import { modelStreamRoutes } from "./model_stream_routes.ts";
 import { forwardHeaderList } from "./_forward_headers.ts";
 import { workerRoutes } from "./worker_routes.ts";
 import { hasModel, workersOf } from "./_pool_reads.ts";
@@ -813,6 +814,7 @@ export function createGateway(
   });
 
   app.route("/", modelRoutes(ctx));
+  app.route("/", modelStreamRoutes(ctx));
   app.route("/", workerRoutes(ctx));
   app.route("/", evalRoutes(ctx));
   app.route("/", channelRoutes(ctx));
