@@ -35,28 +35,7 @@ import { type SseEvent, sseResponse } from "./sse.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import { TOKEN_RETIRED, type TokenHold } from "./_token_holders.ts";
 import { explainedTimeout } from "./_timeout_explained.ts";
-
-/**
- * A stream's bound on its first item (`ExecuteStreamOptions.firstItemTimeout`):
- * `?firstItemTimeout=` (400 unless an integer >= 1), which may only lower
- * the gateway's `limits.streamFirstItemTimeout`; `undefined`: none.
- */
-function firstItemTimeout(
-  ctx: RouteContext,
-  value: string | undefined,
-): number | undefined {
-  const limit = ctx.streamFirstItemTimeout;
-  if (value === undefined) return limit;
-  const ms = Number(value);
-  if (!Number.isInteger(ms) || ms < 1) {
-    throw httpError(
-      400,
-      "InvalidRequestError",
-      "Cannot stream: firstItemTimeout must be an integer >= 1 (ms)",
-    );
-  }
-  return limit === undefined || ms < limit ? ms : limit;
-}
+import { firstItemTimeout } from "./_first_item_timeout.ts";
 
 /**
  * `?early=` of the stream route: `1`/`true` (or bare `?early`) sends the
