@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { startGateway, type TestGateway, until } from "./_gateway_harness.ts";
+import {
+  startGateway,
+  type TestGateway,
+  until,
+  withLogs,
+} from "./_gateway_harness.ts";
 
 // A model that thinks (an LLM's prompt, its turn behind other streams)
 // until its gate file exists, then fails or yields its items.
@@ -13,6 +18,17 @@ class Gated:
             raise ValueError("model failed before its first item")
         for i in range(msg.get("n", 2)):
             yield {"token": "t%d" % i}
+`;
+
+// A model that sets a header before its first item, and logs the request id
+// it was called with.
+const HEADED = `import logging
+from pyproxy import host
+class Headed:
+    def execute(self, msg):
+        logging.getLogger("headed").warning("called with %s", host.request_id())
+        host.set_header("X-Tokens-Left", "41")
+        yield "a"
 `;
 
 /** Writes `file` into the models directory and loads it as `name` by PUT. */
@@ -265,4 +281,44 @@ Deno.test("Gateway model stream ?early=1: the gateway's stop before the first it
   } finally {
     await gw[Symbol.asyncDispose]();
   }
+});
+
+Deno.test("Gateway model stream ?early=1: its request id (the client's, else a new one the model gets too) is the response's X-Request-Id; a model's headers set before the first item are not sent, one warning a minute per model", async () => {
+  await withLogs(async (records) => {
+    await using gw = await startGateway({ allowManage: true });
+    await putModel(gw, "headed", "headed.py", HEADED);
+    const stream = (headers: Record<string, string> = {}) =>
+      gw.fetch("/v1/models/headed/stream?early=1", {
+        method: "POST",
+        body: "{}",
+        headers,
+      });
+    const made = await stream();
+    assert.equal(made.status, 200);
+    const id = made.headers.get("x-request-id");
+    assert.match(id ?? "", /^[0-9a-f-]{36}$/);
+    assert.match(await made.text(), /event: end/);
+    // Not sent: the 200 and its headers went out before the model set it.
+    assert.equal(made.headers.get("x-tokens-left"), null);
+    const sent = await stream({ "x-request-id": "early-client-1" });
+    assert.equal(sent.headers.get("x-request-id"), "early-client-1");
+    assert.match(await sent.text(), /event: end/);
+    // The model was called with each (its log line carries it).
+    const called = records.filter((r) =>
+      String(r.message.join("")).includes("called with")
+    ).map((r) => String(r.message.join("")));
+    assert.ok(
+      called.some((m) => m.includes(`called with ${id}`)),
+      called.join("\n"),
+    );
+    assert.ok(called.some((m) => m.includes("called with early-client-1")));
+    const warnings = records.filter((r) =>
+      r.level === "warning" &&
+      String(r.properties.names).includes("X-Tokens-Left")
+    );
+    assert.equal(warnings.length, 1, "one warning for two streams");
+    assert.equal(warnings[0]!.properties.model, "headed");
+    assert.equal(warnings[0]!.properties.requestId, id);
+    assert.match(String(warnings[0]!.message.join("")), /\?early=1/);
+  }, "info");
 });

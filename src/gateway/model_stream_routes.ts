@@ -8,7 +8,11 @@
 import { type Context, Hono } from "hono";
 import { ModelHTTPError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
-import { errorResponse, httpError } from "./error_response.ts";
+import {
+  errorResponse,
+  httpError,
+  REQUEST_ID_HEADER,
+} from "./error_response.ts";
 import { forwardedHeaders } from "./_forward_headers.ts";
 import {
   callTimeout,
@@ -51,6 +55,44 @@ function earlyHeaders(value: string | undefined): boolean {
     "Cannot stream: early must be 1, true, 0 or false",
   );
 }
+
+/**
+ * Logs the headers a model set before the first item of an early stream
+ * (`?early=1`): its 200 and headers went out before the model set them, and
+ * a header cannot follow the status line (nor would a trailer reach a
+ * browser's `fetch`), so they are not sent. A warning, at most once a minute
+ * per model (`refusedHeaderWarnings`, under `?early=1 <model>`), naming at
+ * most 10 of them: a model that always sets one would write a line per
+ * stream, and a debug line went unseen.
+ */
+function warnEarlyHeaders(
+  ctx: Pick<RouteContext, "logger" | "refusedHeaderWarnings">,
+  model: string,
+  meta: ResponseMeta,
+  requestId: string,
+): void {
+  const names = Object.keys(meta.headers ?? {});
+  if (names.length === 0) return;
+  const warned = ctx.refusedHeaderWarnings;
+  const key = `?early=1 ${model}`;
+  const now = Date.now();
+  const last = warned.get(key);
+  if (last !== undefined && now - last < EARLY_HEADER_WARNING_MS) return;
+  if (last === undefined && warned.size >= 1024) warned.clear();
+  warned.set(key, now);
+  ctx.logger.warn(
+    "Model {model} set headers before the first item of a stream asked for with ?early=1, whose headers had gone out (request id {requestId}): not sent: {names} (said at most once a minute per model)",
+    {
+      model,
+      requestId,
+      names: names.slice(0, 10).map((n) => JSON.stringify(n.slice(0, 64)))
+        .join(", ") + (names.length > 10 ? `, ... (${names.length})` : ""),
+    },
+  );
+}
+
+/** How often an early stream's dropped headers are logged at most, per model. */
+const EARLY_HEADER_WARNING_MS = 60_000;
 
 /**
  * The model stream routes (`POST /v1/models/{name}/stream`, and of a
@@ -200,6 +242,7 @@ export function modelStreamRoutes(ctx: RouteContext): Hono {
           open: ctx.runtime.streamHeadersWithBody === true,
           endWith: idle.promise,
           keepAliveMs: ctx.streamKeepAlive,
+          headers: { [REQUEST_ID_HEADER]: failure.requestId() },
         },
       );
     };
@@ -249,12 +292,13 @@ export function modelStreamRoutes(ctx: RouteContext): Hono {
       // answered at once with its 404 (the pool's, as without them).
       if (early && catalog.describe(pool, name) === undefined) early = false;
       if (early) {
+        // Its id is the response's X-Request-Id, sent before any error
+        // could make one: made now if the client sent none, and the model's
+        // too (its log lines carry the id the client has).
+        options.requestId = failure.requestId();
         // Sent before the first item: a model's headers come too late.
-        options.onResponseMeta = () =>
-          ctx.logger.debug(
-            "Dropped the headers model {model} set before its first item: its stream's headers went out early (?early=1)",
-            { model: name },
-          );
+        options.onResponseMeta = (m) =>
+          warnEarlyHeaders(ctx, name, m, failure.requestId());
       }
       ctx.tracing?.callOptions(c.req.raw, name, options);
       items = executeStream.call(pool, name, body, options);
