@@ -38,6 +38,31 @@ class Gate:
             raise
         yield {"step": [2.5]}
 `,
+  "late.py": `import os
+import time
+
+
+class Late:
+    """Waits (up to 30 s) for the file msg["gate"][0], then yields one item.
+
+    Writes the path + ".cancelled" when interrupted while it waits; refuses
+    a firstItemTimeout parameter (the transport's, never the model's).
+    """
+
+    def execute(self, msg):
+        if "firstItemTimeout" in msg.get("parameters", {}):
+            raise ValueError("the model got firstItemTimeout")
+        gate = msg["gate"][0]
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(gate) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            with open(gate + ".cancelled", "w") as f:
+                f.write("cancelled")
+            raise
+        yield {"step": [1.5]}
+`,
   "ticker.py": `import time
 
 
@@ -450,4 +475,123 @@ Deno.test("gRPC ModelStreamInfer: grpc.streamWindow sets the infers a stream run
   s.call.end();
   assert.equal((await s.ended).code, grpc.status.OK);
   assert.equal(s.responses.length, 9);
+});
+
+Deno.test("gRPC ModelStreamInfer: limits.streamFirstItemTimeout and the request's firstItemTimeout parameter bound a yielding model's first item: an error response DEADLINE_EXCEEDED with its bound, the call cancelled, the stream going on", async () => {
+  await using gw = await gateway({
+    // requestTimeout: without the bound, a late call ends at it (not 30 s).
+    limits: {
+      streamFirstItemTimeout: 700,
+      requestTimeout: 5000,
+      streamIdleTimeout: 600_000,
+    },
+  });
+  const late = (
+    id: string,
+    gate: string,
+    parameters: Record<string, unknown> = {},
+  ) => ({
+    model_name: "late",
+    id,
+    inputs: [bytesInput("gate", `${gw.dir}/${gate}`)],
+    parameters: {
+      triton_enable_empty_final_response: { bool_param: true },
+      ...parameters,
+    },
+  });
+  await Deno.writeTextFile(`${gw.dir}/open`, "open");
+  const s = streamCall(gw.client);
+  s.send(late("limit", "never-limit"));
+  s.send(
+    late("asked", "never-asked", { firstItemTimeout: { int64_param: 150 } }),
+  );
+  // The request may only lower the gateway's bound.
+  s.send(
+    late("above", "never-above", { firstItemTimeout: { int64_param: 60000 } }),
+  );
+  s.send(
+    late("bad", "never-bad", { firstItemTimeout: { string_param: "soon" } }),
+  );
+  // Within its bound: its item, and the model never sees the parameter.
+  s.send(late("opened", "open", { firstItemTimeout: { int64_param: 60000 } }));
+  const of = (id: string) =>
+    s.responses.filter((r) =>
+      (r.infer_response as { id?: string } | null)?.id === id
+    );
+  const final = (r: Record<string, unknown> | undefined) =>
+    (r?.infer_response as {
+      parameters?: Record<string, { bool_param?: boolean }>;
+    } | undefined)?.parameters?.triton_final_response?.bool_param === true;
+  await until(
+    "each request's final response",
+    () =>
+      Promise.resolve(
+        ["limit", "asked", "above", "bad", "opened"].every((id) =>
+          of(id).some(final)
+        ),
+      ),
+  );
+  s.call.end();
+  assert.equal((await s.ended).code, grpc.status.OK);
+  const params = (r: Record<string, unknown> | undefined) => {
+    const p = (r?.infer_response as {
+      parameters: Record<
+        string,
+        { string_param?: string; bool_param?: boolean }
+      >;
+    }).parameters;
+    return Object.fromEntries(
+      Object.entries(p).map(([k, v]) => [k, v.string_param || v.bool_param]),
+    );
+  };
+  for (
+    const [id, wording] of [
+      ["limit", /within 700 ms, the gateway's limits\.streamFirstItemTimeout/],
+      ["asked", /within 150 ms, the request's firstItemTimeout parameter/],
+      ["above", /within 700 ms, the gateway's limits\.streamFirstItemTimeout/],
+    ] as const
+  ) {
+    const [only, ...more] = of(id);
+    assert.equal(more.length, 0, JSON.stringify(s.responses));
+    assert.match(
+      String(only?.error_message),
+      new RegExp(
+        `^Cannot stream model 'late': no first item ${wording.source}`,
+      ),
+      JSON.stringify(only),
+    );
+    const { waited, ...rest } = params(only);
+    assert.deepEqual(rest, {
+      triton_final_response: true,
+      grpc_status: "DEADLINE_EXCEEDED",
+      error_type: "TimeoutError",
+      bound: "firstItemTimeout",
+    });
+    assert.ok(waited === "queue" || waited === "worker", String(waited));
+  }
+  const [bad] = of("bad");
+  assert.equal(
+    bad?.error_message,
+    "Cannot stream: firstItemTimeout must be an integer >= 1 (ms)",
+  );
+  assert.deepEqual(params(bad), {
+    triton_final_response: true,
+    grpc_status: "INVALID_ARGUMENT",
+    error_type: "InvalidRequestError",
+  });
+  const opened = of("opened");
+  assert.equal(opened.length, 2, JSON.stringify(opened));
+  assert.equal(opened[0]?.error_message, "");
+  // Each late call was cancelled in Python (the one that started: a call
+  // still queued never ran).
+  for (const id of ["limit", "asked", "above"]) {
+    const { waited } = params(of(id)[0]);
+    if (waited === "worker") {
+      await until(
+        `Python to be interrupted (${id})`,
+        () => exists(`${gw.dir}/never-${id}.cancelled`),
+      );
+    }
+  }
+  assert.equal((await counted(gw, "late")).byStatus["504"], 3);
 });

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { startGateway, type TestGateway, until } from "./_gateway_harness.ts";
+import {
+  startGateway,
+  type TestGateway,
+  until,
+  withLogs,
+} from "./_gateway_harness.ts";
+import { startGatewayProcess } from "./_gateway_process.ts";
 
 // A model that thinks (an LLM's prompt, its turn behind other streams)
 // until its gate file exists, then fails or yields its items.
@@ -13,6 +19,17 @@ class Gated:
             raise ValueError("model failed before its first item")
         for i in range(msg.get("n", 2)):
             yield {"token": "t%d" % i}
+`;
+
+// A model that sets a header before its first item, and logs the request id
+// it was called with.
+const HEADED = `import logging
+from pyproxy import host
+class Headed:
+    def execute(self, msg):
+        logging.getLogger("headed").warning("called with %s", host.request_id())
+        host.set_header("X-Tokens-Left", "41")
+        yield "a"
 `;
 
 /** Writes `file` into the models directory and loads it as `name` by PUT. */
@@ -265,4 +282,103 @@ Deno.test("Gateway model stream ?early=1: the gateway's stop before the first it
   } finally {
     await gw[Symbol.asyncDispose]();
   }
+});
+
+Deno.test("Gateway model stream ?early=1: its request id (the client's, else a new one the model gets too) is the response's X-Request-Id; a model's headers set before the first item are not sent, one warning a minute per model", async () => {
+  await withLogs(async (records) => {
+    await using gw = await startGateway({ allowManage: true });
+    await putModel(gw, "headed", "headed.py", HEADED);
+    const stream = (headers: Record<string, string> = {}) =>
+      gw.fetch("/v1/models/headed/stream?early=1", {
+        method: "POST",
+        body: "{}",
+        headers,
+      });
+    const made = await stream();
+    assert.equal(made.status, 200);
+    const id = made.headers.get("x-request-id");
+    assert.match(id ?? "", /^[0-9a-f-]{36}$/);
+    assert.match(await made.text(), /event: end/);
+    // Not sent: the 200 and its headers went out before the model set it.
+    assert.equal(made.headers.get("x-tokens-left"), null);
+    const sent = await stream({ "x-request-id": "early-client-1" });
+    assert.equal(sent.headers.get("x-request-id"), "early-client-1");
+    assert.match(await sent.text(), /event: end/);
+    // The model was called with each (its log line carries it).
+    const called = records.filter((r) =>
+      String(r.message.join("")).includes("called with")
+    ).map((r) => String(r.message.join("")));
+    assert.ok(
+      called.some((m) => m.includes(`called with ${id}`)),
+      called.join("\n"),
+    );
+    assert.ok(called.some((m) => m.includes("called with early-client-1")));
+    const warnings = records.filter((r) =>
+      r.level === "warning" &&
+      String(r.properties.names).includes("X-Tokens-Left")
+    );
+    assert.equal(warnings.length, 1, "one warning for two streams");
+    assert.equal(warnings[0]!.properties.model, "headed");
+    assert.equal(warnings[0]!.properties.requestId, id);
+    assert.match(String(warnings[0]!.message.join("")), /\?early=1/);
+  }, "info");
+});
+
+// The drain's rule for a stream without its first item, early or not: a call
+// still queued ends at once (it never ran: retry elsewhere), one that runs
+// is a call in flight and gets the grace, as execute's do (a chat model's
+// time to first token is often well within it; ending it at the drain's
+// start would fail a stream that could finish).
+Deno.test("Gateway model stream on SIGTERM's drain, ?early=1 or not: a stream still queued ends at once with ShuttingDownError; one whose model runs gets the grace, its first item during the drain sent and the stream ended", async () => {
+  await using gw = await startGatewayProcess({
+    workers: 2,
+    models: [{ name: "gated", file: "gated.py" }],
+    limits: {
+      shutdownGrace: 20_000,
+      streamKeepAlive: 100,
+      maxInFlightPerWorker: 1,
+    },
+  }, { "gated.py": GATED });
+  const stream = (query: string, gate: string) =>
+    gw.fetch(`/v1/models/gated/stream${query}`, {
+      method: "POST",
+      body: JSON.stringify({ gate: `${gw.dir}/${gate}` }),
+    });
+  const status = async () => await (await gw.fetch("/v1/status")).json();
+  // One running on each worker, then two queued behind them.
+  const earlyRunning = await stream("?early=1", "gate-early");
+  assert.equal(earlyRunning.status, 200);
+  const plainRunning = stream("", "gate-plain");
+  await until(async () => (await status()).inFlight === 2, "both to run");
+  const earlyQueued = await stream("?early=1", "never");
+  assert.equal(earlyQueued.status, 200);
+  const plainQueued = stream("", "never");
+  await until(async () => (await status()).queue === 2, "two queued");
+  const early = new TextReader(earlyRunning.body!);
+  await early.until((t) => t.includes(": keep-alive"));
+
+  const stopped = gw.shutdown();
+  await gw.draining;
+  // Queued: ended at once, before any gate opens (they never ran).
+  const queuedText = await earlyQueued.text();
+  assert.equal(
+    (eventData(queuedText, "error") as { error: { type: string } }).error.type,
+    "ShuttingDownError",
+    queuedText,
+  );
+  const plainQueuedRes = await plainQueued;
+  assert.equal(plainQueuedRes.status, 503);
+  assert.equal(
+    (await plainQueuedRes.json()).error.type,
+    "ShuttingDownError",
+  );
+  // Running: their first items come during the drain, and are sent.
+  await Deno.writeTextFile(`${gw.dir}/gate-early`, "");
+  await Deno.writeTextFile(`${gw.dir}/gate-plain`, "");
+  const earlyText = await early.rest();
+  assert.match(earlyText, /event: end\ndata: \{"items":2\}/, earlyText);
+  const plainRes = await plainRunning;
+  assert.equal(plainRes.status, 200);
+  assert.match(await plainRes.text(), /event: end\ndata: \{"items":2\}/);
+  await stopped;
 });

@@ -39,6 +39,12 @@ export interface GrpcInferCall {
    * stream: the transport's, not passed to the model).
    */
   emptyFinal: boolean;
+  /**
+   * Its `firstItemTimeout` parameter (pyproxy's, of a stream: ms, the
+   * transport's, not passed to the model), as the text the stream route's
+   * `?firstItemTimeout=` would be; `undefined` when not given.
+   */
+  firstItemTimeout?: string;
 }
 
 const ENCODER = new TextEncoder();
@@ -207,6 +213,7 @@ export function decodeModelInferRequest(bytes: Uint8Array): GrpcInferCall {
   const {
     binary_data_output: _,
     triton_enable_empty_final_response: emptyFinal,
+    firstItemTimeout,
     ...rest
   } = parameters;
   const body: Record<string, unknown> = {
@@ -227,7 +234,19 @@ export function decodeModelInferRequest(bytes: Uint8Array): GrpcInferCall {
     binary,
     raw: isRaw,
     emptyFinal: emptyFinal === true,
+    // Checked by the route as its query's (a bool or a string that is no
+    // integer is its 400).
+    ...(firstItemTimeout === undefined
+      ? {}
+      : { firstItemTimeout: parameterText(firstItemTimeout) }),
   };
+}
+
+/** A parameter's value as text (an int64 beyond ±2^53 is `JSON.rawJSON`'s). */
+function parameterText(value: unknown): string {
+  return typeof value === "object" && value !== null && "rawJSON" in value
+    ? String(value.rawJSON)
+    : String(value);
 }
 
 /** A shape's int64 beyond ±2^53, as exact JSON where the runtime can. */

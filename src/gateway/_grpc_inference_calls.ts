@@ -136,7 +136,12 @@ export async function inferRest(
     body.set(b, at);
     at += b.byteLength;
   }
-  return await rest(`${modelPath(infer.name, infer.version)}/infer`, {
+  // A stream's bound on its first item, as the route takes it (the stream
+  // route's query parameter): checked there.
+  const query = accept === undefined || infer.firstItemTimeout === undefined
+    ? ""
+    : `?firstItemTimeout=${encodeURIComponent(infer.firstItemTimeout)}`;
+  return await rest(`${modelPath(infer.name, infer.version)}/infer${query}`, {
     method: "POST",
     body,
     headers: {

@@ -108,17 +108,39 @@ export function ok(res: Response, body: Uint8Array): Answer {
 
 /** A REST error's message: its JSON `error` (or `error.message`), else its text. */
 export async function errorMessage(res: Response): Promise<string> {
+  return (await restError(res)).message;
+}
+
+/** A REST error as a gRPC stream's error response tells it. */
+export interface RestError {
+  /** Its message: {@linkcode errorMessage}'s. */
+  message: string;
+  /** Its `error.type` (`TimeoutError`), when its body has one. */
+  type?: string;
+  /** A timeout's `error.bound` (`firstItemTimeout`), when it has one. */
+  bound?: string;
+  /** A timeout's `error.waited` (`queue`, `worker`), when it has one. */
+  waited?: string;
+}
+
+/** A REST error's message, and its type and a timeout's bound and wait. */
+export async function restError(res: Response): Promise<RestError> {
   const text = await res.text().catch(() => "");
-  let message = text || `HTTP ${res.status}`;
+  const out: RestError = { message: text || `HTTP ${res.status}` };
   try {
     const body = JSON.parse(text) as { error?: unknown };
-    const error = body.error as string | { message?: unknown } | undefined;
-    if (typeof error === "string") message = error;
-    else if (typeof error?.message === "string") message = error.message;
+    const error = body.error as string | Record<string, unknown> | undefined;
+    if (typeof error === "string") out.message = error;
+    else if (typeof error === "object" && error !== null) {
+      if (typeof error.message === "string") out.message = error.message;
+      if (typeof error.type === "string") out.type = error.type;
+      if (typeof error.bound === "string") out.bound = error.bound;
+      if (typeof error.waited === "string") out.waited = error.waited;
+    }
   } catch {
     // Not JSON: the text as it is.
   }
-  return message;
+  return out;
 }
 
 /**

@@ -23,6 +23,25 @@ export const GrpcStatus = {
   UNAUTHENTICATED: 16,
 } as const;
 
+/** The names of the statuses, by code (`4`: `DEADLINE_EXCEEDED`). */
+const STATUS_NAMES: ReadonlyMap<number, string> = new Map(
+  Object.entries(GrpcStatus).map(([name, code]) => [code, name]),
+);
+
+/**
+ * The name of gRPC status `code` (`grpc.StatusCode`'s in grpcio), or
+ * `UNKNOWN` for a code this module does not name.
+ *
+ * @example
+ * ```ts
+ * import { grpcStatusName } from "./_grpc_status.ts";
+ * console.log(grpcStatusName(4)); // "DEADLINE_EXCEEDED"
+ * ```
+ */
+export function grpcStatusName(code: number): string {
+  return STATUS_NAMES.get(code) ?? "UNKNOWN";
+}
+
 /**
  * The gRPC status of a REST status: docs/gateway.md, "gRPC" (the table).
  *

@@ -28,8 +28,18 @@ import {
 import { INFERENCE_STREAM_TYPE } from "./_inference_stream.ts";
 import { streamItems } from "./_grpc_stream_items.ts";
 import { inferResponse, inferRest } from "./_grpc_inference_calls.ts";
-import { errorMessage, type RestCall } from "./_grpc_rest.ts";
-import { GrpcStatus, percentEncode } from "./_grpc_status.ts";
+import {
+  errorMessage,
+  type RestCall,
+  type RestError,
+  restError,
+} from "./_grpc_rest.ts";
+import {
+  GrpcStatus,
+  grpcStatusName,
+  grpcStatusOf,
+  percentEncode,
+} from "./_grpc_status.ts";
 import { resetIfFull, unreadOf, writeCounted } from "./_grpc_unread.ts";
 
 /** Options of {@linkcode streamInfer}. */
@@ -71,11 +81,17 @@ function frame(message: Uint8Array): Uint8Array {
  * A `ModelStreamInferResponse` of an error (`error_message` 1) for a request.
  * An error is the request's last response: its `infer_response` says so with
  * Triton's `triton_final_response`, as a success's last does (a client that
- * waits for the final flag waited for ever after an error).
+ * waits for the final flag waited for ever after an error). An error the
+ * REST route answered with a status (`error`: before a yielding model's
+ * first item) adds string parameters: `grpc_status`, the name of the status
+ * a unary call would have ended with (`DEADLINE_EXCEEDED` for a 504),
+ * `error_type` (`TimeoutError`), and a timeout's `bound` and `waited`, as
+ * the REST body's.
  */
 function errorResponse(
   message: string,
   request?: { name: string; version: string; id?: string },
+  error?: RestError & { status: number },
 ): Uint8Array {
   const w = new ProtoWriter(message.length + 128).string(1, message);
   if (request !== undefined) {
@@ -83,12 +99,26 @@ function errorResponse(
     const r = new ProtoWriter(128).string(1, request.name)
       .string(2, request.version).string(3, request.id ?? "")
       // parameters (4): a map entry, key 1, value 2 (InferParameter,
-      // bool_param 1).
+      // bool_param 1, string_param 3).
       .message(
         4,
         new ProtoWriter(32).string(1, "triton_final_response")
           .message(2, new ProtoWriter(4).bool(1, true)),
       );
+    if (error !== undefined) {
+      const string = (key: string, value: string | undefined) => {
+        if (value === undefined) return;
+        r.message(
+          4,
+          new ProtoWriter(key.length + value.length + 16).string(1, key)
+            .message(2, new ProtoWriter(value.length + 8).string(3, value)),
+        );
+      };
+      string("grpc_status", grpcStatusName(error.status));
+      string("error_type", error.type);
+      string("bound", error.bound);
+      string("waited", error.waited);
+    }
     w.message(2, r);
   }
   return w.finish();
@@ -258,7 +288,13 @@ export function streamInfer(
           });
         }
         if (!res.ok) {
-          write(errorResponse(await errorMessage(res), request));
+          const error = await restError(res);
+          write(
+            errorResponse(error.message, request, {
+              ...error,
+              status: grpcStatusOf(res.status),
+            }),
+          );
           return;
         }
         if (

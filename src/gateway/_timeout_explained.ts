@@ -28,7 +28,10 @@ const TIMED_OUT = /: timed out (after \d+ ms|in the pool queue)$/;
  * (a stream that timed out after its first item) it says the stream ran all
  * that time and how many items it sent: the timeout covers the whole stream,
  * not each item (`limits.streamIdleTimeout`, the other bound, ends it with a
- * `StreamIdleError` of its own). Only on the error path: nothing per call.
+ * `StreamIdleError` of its own). A stream's `firstItemTimeout` names the
+ * request's setting as `firstItemParam` (the stream route's
+ * `?firstItemTimeout=`, gRPC's parameter). Only on the error path: nothing
+ * per call.
  *
  * @example
  * ```ts ignore
@@ -46,10 +49,17 @@ export function explainedTimeout(
   name: string,
   timeoutParam: string | undefined,
   itemsSent?: number,
+  firstItemParam = "?firstItemTimeout=",
 ): unknown {
   if (!(err instanceof TimeoutError)) return err;
   if (err.details.bound === "firstItemTimeout") {
-    return firstItemLate(err, asked, name, ctx.streamFirstItemTimeout);
+    return firstItemLate(
+      err,
+      asked,
+      name,
+      ctx.streamFirstItemTimeout,
+      firstItemParam,
+    );
   }
   // The pool's model calls say where they waited (callTimedOut); a batched
   // call's own timer, the whole call's, only its wording.
@@ -108,6 +118,7 @@ function firstItemLate(
   asked: string,
   name: string,
   limit: number | undefined,
+  param: string,
 ): TimeoutError {
   const ms = err.details.firstItemTimeout;
   const model = name === asked
@@ -117,7 +128,7 @@ function firstItemLate(
     `Cannot stream ${model}: no first item within ${ms} ms, ${
       ms === limit
         ? "the gateway's limits.streamFirstItemTimeout (serve --stream-first-item-timeout)"
-        : "the request's ?firstItemTimeout="
+        : `the request's ${param}`
     }; ${
       err.details.waited === "queue"
         ? "it waited all that time for a worker and never ran (each had limits.maxInFlightPerWorker calls running: safe to retry)"

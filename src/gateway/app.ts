@@ -36,6 +36,8 @@ import {
   readWorkerResources,
 } from "./process_resources.ts";
 import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
+import { modelStreamRoutes } from "./model_stream_routes.ts";
+import { wantsInferenceStream } from "./_inference_stream.ts";
 import { forwardHeaderList } from "./_forward_headers.ts";
 import { workerRoutes } from "./worker_routes.ts";
 import { hasModel, workersOf } from "./_pool_reads.ts";
@@ -545,9 +547,12 @@ export function createGateway(
     // error of their paths (auth, Host, 404, 405, drain, the routes' own) in
     // that shape, same status and headers. Only error responses of `/v2`
     // and `:verb` paths pay for it.
+    // Not for ModelStreamInfer's own requests: its error response carries
+    // the error's type and a timeout's bound and wait (_grpc_stream_infer.ts).
     if (
       c.res.status >= 400 &&
-      (isInferenceProtocolPath(c.req.path) || isPredictPath(c.req.path))
+      (isInferenceProtocolPath(c.req.path) || isPredictPath(c.req.path)) &&
+      !wantsInferenceStream(c.req.raw)
     ) {
       const shaped = await inferenceProtocolError(c.res);
       // Not merged with the old response's headers (Hono's setter would).
@@ -813,6 +818,7 @@ export function createGateway(
   });
 
   app.route("/", modelRoutes(ctx));
+  app.route("/", modelStreamRoutes(ctx));
   app.route("/", workerRoutes(ctx));
   app.route("/", evalRoutes(ctx));
   app.route("/", channelRoutes(ctx));

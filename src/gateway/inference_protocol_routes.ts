@@ -49,6 +49,7 @@ import {
   modelSuccessHeaders,
 } from "./model_routes.ts";
 import { explainedTimeout } from "./_timeout_explained.ts";
+import { firstItemTimeout } from "./_first_item_timeout.ts";
 import { versionKey } from "../_model_version.ts";
 import { ModelHTTPError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
@@ -466,7 +467,20 @@ export function inferenceProtocolRoutes(
       if (watched !== undefined) options.signal = watched.signal;
       ctx.tracing?.callOptions(request, name, options);
       if (model.streams === true && pool.executeStream !== undefined) {
-        const { signal: _, onResponseMeta: __, ...streamOptions } = options;
+        const { signal: _, onResponseMeta: __, ...streamOptions }: {
+          firstItemTimeout?: number;
+        } & typeof options = options;
+        // Its bound on its first item: the gateway's, or the lower one of
+        // the gRPC request's firstItemTimeout parameter (the transport's
+        // query: only its requests get here).
+        const firstItemMs = firstItemTimeout(
+          ctx,
+          new URL(request.url).searchParams.get("firstItemTimeout") ??
+            undefined,
+        );
+        if (firstItemMs !== undefined) {
+          streamOptions.firstItemTimeout = firstItemMs;
+        }
         // Ended, its model's call cancelled, when a reload or a token file
         // retires the token it was opened with.
         const hold = ctx.tokenHolders?.holdRequest(request);
@@ -554,7 +568,17 @@ export function inferenceProtocolRoutes(
         modelErrorHeaders(ctx, name, err, requestId, request);
         res = errorResponse(
           await hideDir(
-            explainedTimeout(ctx, err, user, name, undefined),
+            // A stream's first item: gRPC's parameter, the only request
+            // that sets one here.
+            explainedTimeout(
+              ctx,
+              err,
+              user,
+              name,
+              undefined,
+              undefined,
+              "firstItemTimeout parameter",
+            ),
             request,
           ),
           ctx.debug(request),

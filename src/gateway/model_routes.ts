@@ -40,14 +40,10 @@ import {
   readBinaryBody,
   readJsonBody,
 } from "./read_json_body.ts";
-import { type SseEvent, sseResponse } from "./sse.ts";
 import { modelView } from "./_model_view.ts";
 import { modelEntries, statusOf, workersOf } from "./_pool_reads.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
-import { TOKEN_RETIRED, type TokenHold } from "./_token_holders.ts";
 import type { RouteContext } from "./route_context.ts";
-import { stringifyJson } from "../_exact_json.ts";
-import { errorBodyMessage } from "./_gateway_tracing.ts";
 import { jsonResponse } from "./json_response.ts";
 import { answerBody, jsonAnswer } from "./_answer_body.ts";
 import { MAX_MODEL_TIMEOUT, MODEL_TIMEOUT_SHAPE } from "../_model_timeout.ts";
@@ -185,7 +181,10 @@ export function defaultGone(
  * that names its route, rather than an alias of `/versions/2` (no gateway
  * model name has an `@`; a library's model named so is called as it is).
  */
-function internalName(ctx: RouteContext, name: string): Error | undefined {
+export function internalName(
+  ctx: RouteContext,
+  name: string,
+): Error | undefined {
   const at = name.indexOf("@");
   if (at < 0) return undefined;
   const model = name.slice(0, at);
@@ -388,7 +387,7 @@ function notJson(name: string, contentType: string): Error {
  * inputs: the default that runs it, when the one it arrived for went away
  * while its body came in ({@linkcode defaultGone}).
  */
-function checkCallInput(
+export function checkCallInput(
   ctx: RouteContext,
   name: string,
   input: { body: unknown; contentType?: string },
@@ -405,7 +404,7 @@ function checkCallInput(
  * An execute or stream call's input: a binary body (`isBinaryType`) as
  * bytes with its `contentType` for the model, else the JSON body.
  */
-async function readCallInput(
+export async function readCallInput(
   ctx: RouteContext,
   request: Request,
   name: string,
@@ -789,249 +788,13 @@ function requestLine(
   }
 }
 
-/**
- * How a stream's failure is answered: `debug` and `hide` as for execute's
- * errors, the logger for unexpected ones, and the stream's request id (the
- * client's, or one made up at its first use).
- */
-interface StreamFailure {
-  model: string;
-  debug: boolean;
-  hide: (err: unknown) => Promise<unknown>;
-  logger: RouteContext["logger"];
-  refusedHeaderWarnings: RouteContext["refusedHeaderWarnings"];
-  exposedHeaders: RouteContext["exposedHeaders"];
-  requestId: () => string;
-  /** The stream's request (for CORS, the names of a model's error headers). */
-  request: Request;
-  /** The gateway's tracing, told of an error after the first item. */
-  tracing: RouteContext["tracing"];
-  /**
-   * `err` as the client sees it when it ended the stream after `items`
-   * items (`undefined`: before its first, as the 504 of a stream that
-   * waited for it says): a timeout names the model and its setting
-   * (explainedTimeout).
-   */
-  explain: (err: unknown, items: number | undefined) => unknown;
-}
-
-/**
- * How a model stream ended, for the metrics once its response closes:
- * `status` 200 for `end`, the error's status for `error`, 499 (as left)
- * until one of them is sent; `items` the items sent; `modelAnswered` false
- * for an error before the first item that was not the model's (a 404 of a
- * model gone: counted as `_unknown`, as the route's own 404).
- */
-interface StreamOutcome {
-  status: number;
-  items: number;
-  modelAnswered: boolean;
-}
-
-/**
- * A stream's bound on its first item (`ExecuteStreamOptions.firstItemTimeout`):
- * `?firstItemTimeout=` (400 unless an integer >= 1), which may only lower
- * the gateway's `limits.streamFirstItemTimeout`; `undefined`: none.
- */
-function firstItemTimeout(
-  ctx: RouteContext,
-  value: string | undefined,
-): number | undefined {
-  const limit = ctx.streamFirstItemTimeout;
-  if (value === undefined) return limit;
-  const ms = Number(value);
-  if (!Number.isInteger(ms) || ms < 1) {
-    throw httpError(
-      400,
-      "InvalidRequestError",
-      "Cannot stream: firstItemTimeout must be an integer >= 1 (ms)",
-    );
-  }
-  return limit === undefined || ms < limit ? ms : limit;
-}
-
-/**
- * `?early=` of the stream route: `1`/`true` (or bare `?early`) sends the
- * response's 200 and headers at once, before the first item; `0`/`false`
- * or absent: with it. 400 for anything else.
- */
-function earlyHeaders(value: string | undefined): boolean {
-  if (value === undefined || value === "0" || value === "false") return false;
-  if (value === "" || value === "1" || value === "true") return true;
-  throw httpError(
-    400,
-    "InvalidRequestError",
-    "Cannot stream: early must be 1, true, 0 or false",
+/** The 404 of a model the gateway does not have. */
+export function modelNotFound(name: string): Error {
+  return httpError(
+    404,
+    "ModelNotFoundError",
+    `Cannot find model ${name.length <= 64 ? `'${name}'` : quoteShort(name)}`,
   );
-}
-
-/**
- * The SSE events of a model stream: `item` (with the item's index as `id`),
- * then `end` `{"items": n}`, or `error` `{"error": ...}` (as execute's
- * error bodies) when the model fails after its first item, or `error` with a
- * `ShuttingDownError` when the gateway stops. `outcome.status` is the
- * status the metrics count the stream with once it ends: 200 for `end`, the
- * error's status for `error`, 499 (as left) until one of them is sent.
- * `first` undefined: the response went out before the first item
- * (`?early=1`), which is read here as the others are, and whose error is
- * the `error` event the route would have answered as its status;
- * `onFirstItem` is told when it comes.
- */
-async function* streamEvents(
-  items: AsyncIterableIterator<unknown> & { cancel(): void },
-  first: IteratorResult<unknown> | undefined,
-  stop: AbortSignal,
-  failure: StreamFailure,
-  outcome: StreamOutcome,
-  retire: AbortSignal | undefined,
-  onFirstItem?: () => void,
-): AsyncGenerator<SseEvent> {
-  let seq = 0;
-  let onStop: (() => void) | undefined;
-  const stopped = new Promise<"stop">((resolve) => {
-    onStop = () => resolve("stop");
-    if (stop.aborted) onStop();
-    else stop.addEventListener("abort", onStop, { once: true });
-  });
-  // Its token retired: the hold cancelled the items already (the model's
-  // generator with them), whether or not the client was reading.
-  let onRetire: (() => void) | undefined;
-  const retired = retire === undefined
-    ? undefined
-    : new Promise<"retired">((resolve) => {
-      onRetire = () => resolve("retired");
-      if (retire.aborted) onRetire();
-      else retire.addEventListener("abort", onRetire, { once: true });
-    });
-  try {
-    // The next item, or why the stream stops first: whichever the race
-    // took, the token's retirement wins (the items' end may have come first).
-    const read = async (): Promise<
-      IteratorResult<unknown> | "retired" | "stop"
-    > => {
-      const r = await Promise.race(
-        retired === undefined
-          ? [items.next(), stopped]
-          : [items.next(), stopped, retired],
-      );
-      return r === "retired" || retire?.aborted ? "retired" : r;
-    };
-    let next: IteratorResult<unknown>;
-    if (first !== undefined) next = first;
-    else {
-      const r = await read();
-      if (r === "retired" || r === "stop") {
-        yield stopEvent(r);
-        return;
-      }
-      next = r;
-      if (!next.done) onFirstItem?.();
-    }
-    while (!next.done) {
-      // Always as JSON: a string item is `"to"`, not `to` (encodeSse writes a
-      // string as it is), so a client parses every item the same way.
-      yield {
-        event: "item",
-        id: seq++,
-        data: stringifyJson(next.value ?? null)!,
-      };
-      outcome.items = seq;
-      const r = await read();
-      if (r === "retired" || r === "stop") {
-        yield stopEvent(r);
-        return;
-      }
-      next = r;
-    }
-    outcome.status = 200;
-    yield { event: "end", data: { items: seq } };
-  } catch (err) {
-    // Before the first item (early headers): the error the route's status
-    // would have been, a model gone counted as the route's own 404.
-    if (seq === 0) outcome.modelAnswered = err instanceof ModelHTTPError;
-    yield await errorEvent(err, failure, outcome, seq === 0 ? undefined : seq);
-  } finally {
-    stop.removeEventListener("abort", onStop!);
-    if (onRetire !== undefined) retire?.removeEventListener("abort", onRetire);
-    items.cancel();
-  }
-
-  /** The `error` event of a stream ended by a retired token or the gateway's stop. */
-  function stopEvent(why: "retired" | "stop"): SseEvent {
-    items.cancel();
-    if (why === "retired") {
-      outcome.status = 401;
-      return {
-        event: "error",
-        data: {
-          error: {
-            type: "Unauthorized",
-            message: TOKEN_RETIRED,
-            requestId: failure.requestId(),
-          },
-        },
-      };
-    }
-    outcome.status = 503;
-    const error = {
-      error: {
-        type: "ShuttingDownError",
-        message: "Cannot complete stream: the gateway is shutting down",
-        requestId: failure.requestId(),
-      },
-    };
-    failure.tracing?.streamFailed(
-      failure.request,
-      503,
-      errorBodyMessage(error, 503),
-    );
-    return { event: "error", data: error };
-  }
-}
-
-/**
- * The `error` event that ends a model stream (`{"error": ...}` as execute's
- * error bodies) after `items` items when its model's call failed;
- * `outcome.status` becomes its error's status.
- */
-async function errorEvent(
-  err: unknown,
-  failure: StreamFailure,
-  outcome: { status: number },
-  items?: number,
-): Promise<SseEvent> {
-  const shown = failure.explain(err, items);
-  const res = streamError(err, failure, await failure.hide(shown));
-  outcome.status = res.status;
-  const data = await res.json();
-  // Its span ends with this error, not with the 200 the stream began with.
-  failure.tracing?.streamFailed(
-    failure.request,
-    res.status,
-    errorBodyMessage(data, res.status),
-  );
-  return { event: "error", data };
-}
-
-/**
- * The error response of a stream that failed with `err` (`shown`: as the
- * client sees it), logged when unexpected (500) as execute's are.
- */
-function streamError(
-  err: unknown,
-  failure: StreamFailure,
-  shown: unknown,
-): Response {
-  const requestId = failure.requestId();
-  modelErrorHeaders(failure, failure.model, err, requestId, failure.request);
-  const res = errorResponse(shown, failure.debug, requestId);
-  if (res.status === 500) {
-    failure.logger.warn("Stream failed (request id {requestId}): {error}", {
-      error: err,
-      requestId,
-    });
-  }
-  return res;
 }
 
 /**
@@ -1045,12 +808,7 @@ function streamError(
 export function modelRoutes(ctx: RouteContext): Hono {
   const { pool, catalog } = ctx;
   const app = new Hono();
-  const notFound = (name: string) =>
-    httpError(
-      404,
-      "ModelNotFoundError",
-      `Cannot find model ${name.length <= 64 ? `'${name}'` : quoteShort(name)}`,
-    );
+  const notFound = modelNotFound;
 
   // jsonResponse: with --debug a model's options are shown, and may hold a BigInt.
   app.get("/v1/models", (c) => {
@@ -1205,289 +963,6 @@ export function modelRoutes(ctx: RouteContext): Hono {
       c.req.param("version"),
     );
   });
-
-  const hideDir = modelsDirHider(ctx);
-  const stream = async (
-    c: Context,
-    name: string,
-    version: string | undefined,
-  ) => {
-    // The client's request id goes with the call (the app's middleware
-    // echoes it); an error answered or sent as an event has one either way.
-    const clientId = clientRequestId(c.req.raw);
-    let requestId = clientId;
-    const failure: StreamFailure = {
-      model: name,
-      debug: ctx.debug(c.req.raw),
-      hide: (err) => hideDir(err, c.req.raw),
-      logger: ctx.logger,
-      refusedHeaderWarnings: ctx.refusedHeaderWarnings,
-      exposedHeaders: ctx.exposedHeaders,
-      requestId: () => requestId ??= crypto.randomUUID(),
-      request: c.req.raw,
-      tracing: ctx.tracing,
-      explain: (err, items) =>
-        explainedTimeout(
-          ctx,
-          err,
-          asked,
-          failure.model,
-          c.req.query("timeout"),
-          items,
-        ),
-    };
-    if (name.length > MAX_NAME) {
-      return errorResponse(notFound(name), false, failure.requestId());
-    }
-    // A model with versions: the one asked for, else its default.
-    const asked = name;
-    if (version !== undefined) {
-      const found = findVersion(ctx, name, version);
-      if (typeof found !== "string") {
-        ctx.metrics.start("_unknown")(404);
-        return errorResponse(found, false, failure.requestId());
-      }
-      name = found;
-    } else if (pool.resolveModel !== undefined) {
-      name = pool.resolveModel(name);
-      const alias = name === asked ? internalName(ctx, name) : undefined;
-      if (alias !== undefined) {
-        ctx.metrics.start("_unknown")(404);
-        return errorResponse(alias, false, failure.requestId());
-      }
-    }
-    failure.model = name;
-    const executeStream = pool.executeStream;
-    if (executeStream === undefined) {
-      return errorResponse(
-        httpError(
-          501,
-          "NotImplemented",
-          "Cannot stream: this gateway's pool has no executeStream",
-        ),
-        false,
-        failure.requestId(),
-      );
-    }
-    const done = ctx.metrics.start(name);
-    const label = name;
-    const started = performance.now();
-    let items:
-      | (AsyncIterableIterator<unknown> & { cancel(): void })
-      | undefined;
-    let first: IteratorResult<unknown>;
-    // Until the first item there is no response body whose cancel would tell
-    // that the client left: a client that disconnects while the model thinks
-    // (an LLM's prompt) cancels it as it does an execute call (499).
-    let watched: WatchedCall | undefined;
-    const onLeave = () => items?.cancel();
-    // Held by its token (when tokens are set): a reload or a token file
-    // that retires it ends the stream (its model's call cancelled).
-    let hold: TokenHold | undefined;
-    // The stream stays in flight in the metrics until it ends, and counts
-    // with how it ended (an LLM's streams are the gateway's load).
-    // `items`: the items it sent (pyproxy_stream_items_total).
-    const outcome: StreamOutcome = {
-      status: 499,
-      items: 0,
-      modelAnswered: true,
-    };
-    // A client that takes no event for the pool's streamIdleTimeout (its
-    // socket full, so the events are not pulled) gets its stream cancelled:
-    // the response then ends with the error, whether or not it can still
-    // take it.
-    const idle = Promise.withResolvers<SseEvent>();
-    // The headers the model set before its first item (its status is the
-    // event stream's 200), given with that item.
-    let meta: ResponseMeta | undefined;
-    const onResponseMeta = (m: ResponseMeta): void => {
-      meta = m;
-    };
-    const onIdle = (error: Error): void =>
-      void errorEvent(error, failure, outcome).then(idle.resolve);
-    // ?early=1: the 200 and its headers at once, `: keep-alive` comments
-    // until the first item (a proxy's read timeout then bounds the silence,
-    // not the time to first token), and an error before it as the stream's
-    // `error` event, the body the status would have had.
-    const earlyStream = (
-      items: AsyncIterableIterator<unknown> & { cancel(): void },
-      hold: TokenHold | undefined,
-    ): Response => {
-      let itemsSent: ((items: number) => void) | undefined;
-      const onFirstItem = () => {
-        itemsSent = ctx.metrics.firstItem(
-          label,
-          (performance.now() - started) / 1000,
-        );
-      };
-      return sseResponse(
-        streamEvents(
-          items,
-          undefined,
-          ctx.stopSignal,
-          failure,
-          outcome,
-          hold?.signal,
-          onFirstItem,
-        ),
-        {
-          onClose: () => {
-            hold?.release();
-            items.cancel();
-            done(outcome.status, outcome.modelAnswered);
-            itemsSent?.(outcome.items);
-          },
-          open: ctx.runtime.streamHeadersWithBody === true,
-          endWith: idle.promise,
-          keepAliveMs: ctx.streamKeepAlive,
-        },
-      );
-    };
-    let early = false;
-    try {
-      let timeout = callTimeout(ctx, name, c.req.query("timeout"));
-      early = earlyHeaders(c.req.query("early"));
-      const firstItemMs = firstItemTimeout(
-        ctx,
-        c.req.query("firstItemTimeout"),
-      );
-      const input = await readCallInput(ctx, c.req.raw, name);
-      if (
-        name !== asked && version === undefined &&
-        defaultGone(ctx, asked, name)
-      ) {
-        name = pool.resolveModel!(asked);
-        failure.model = name;
-        checkCallInput(ctx, name, input);
-        timeout = callTimeout(ctx, name, c.req.query("timeout"));
-      }
-      const { body, contentType } = input;
-      const key = c.req.query("key");
-      const options: {
-        key?: string;
-        timeout: number;
-        onIdle: typeof onIdle;
-        requestId?: string;
-        contentType?: string;
-        headers?: Record<string, string>;
-        onResponseMeta: (m: ResponseMeta) => void;
-        traceparent?: string;
-        tracestate?: string;
-        onSend?: (worker: string) => void;
-        firstItemTimeout?: number;
-      } = key === undefined
-        ? { timeout, onIdle, onResponseMeta }
-        : { key, timeout, onIdle, onResponseMeta };
-      if (firstItemMs !== undefined) options.firstItemTimeout = firstItemMs;
-      if (clientId !== undefined) options.requestId = clientId;
-      if (contentType !== undefined) options.contentType = contentType;
-      if (ctx.forwardHeaders.length > 0) {
-        const headers = forwardedHeaders(c.req.raw, ctx.forwardHeaders);
-        if (headers !== undefined) options.headers = headers;
-      }
-      // Early headers only for a model the pool has: an unknown one is
-      // answered at once with its 404 (the pool's, as without them).
-      if (early && catalog.describe(pool, name) === undefined) early = false;
-      if (early) {
-        // Sent before the first item: a model's headers come too late.
-        options.onResponseMeta = () =>
-          ctx.logger.debug(
-            "Dropped the headers model {model} set before its first item: its stream's headers went out early (?early=1)",
-            { model: name },
-          );
-      }
-      ctx.tracing?.callOptions(c.req.raw, name, options);
-      items = executeStream.call(pool, name, body, options);
-      hold = ctx.tokenHolders?.holdRequest(c.req.raw, onLeave);
-      // The response's body tells that the client left: its cancel
-      // cancels the items (onClose).
-      if (early) return earlyStream(items, hold);
-      watched = ctx.disconnects?.watch(c.req.raw);
-      watched?.signal.addEventListener("abort", onLeave, { once: true });
-      // Until the first item the status can still say what went wrong (404,
-      // 422, 504...); after it, an error is the stream's last event.
-      first = await items.next();
-    } catch (err) {
-      hold?.release();
-      const res = watched?.aborted
-        ? new Response(null, { status: 499 })
-        : streamError(
-          err,
-          failure,
-          await hideDir(
-            explainedTimeout(ctx, err, asked, name, c.req.query("timeout")),
-            c.req.raw,
-          ),
-        );
-      done(res.status, err instanceof ModelHTTPError);
-      return res;
-    } finally {
-      watched?.signal.removeEventListener("abort", onLeave);
-      watched?.end();
-    }
-    if (watched?.aborted) {
-      hold?.release();
-      items.cancel();
-      done(499);
-      return new Response(null, { status: 499 });
-    }
-    if (hold?.signal.aborted) {
-      // Retired while the model made its first item: answered as the
-      // token's next request is.
-      hold.release();
-      const res = errorResponse(
-        httpError(401, "Unauthorized", TOKEN_RETIRED),
-        false,
-        failure.requestId(),
-      );
-      done(401);
-      return res;
-    }
-    // Its time to first token, and its items when it ends.
-    const itemsSent = first.done
-      ? undefined
-      : ctx.metrics.firstItem(label, (performance.now() - started) / 1000);
-    const res = sseResponse(
-      streamEvents(
-        items,
-        first,
-        ctx.stopSignal,
-        failure,
-        outcome,
-        hold?.signal,
-      ),
-      {
-        onClose: () => {
-          hold?.release();
-          items.cancel();
-          // Its first item came: any error since is the model's.
-          done(outcome.status, true);
-          itemsSent?.(outcome.items);
-        },
-        open: ctx.runtime.streamHeadersWithBody === true,
-        endWith: idle.promise,
-        keepAliveMs: ctx.streamKeepAlive,
-      },
-    );
-    if (meta === undefined) return res;
-    return modelSuccessHeaders(
-      ctx,
-      name,
-      res,
-      meta,
-      c.req.raw,
-      failure.requestId,
-      true,
-    );
-  };
-  app.post(
-    "/v1/models/:name/stream",
-    (c) => stream(c, c.req.param("name"), undefined),
-  );
-  app.post(
-    "/v1/models/:name/versions/:version/stream",
-    (c) => stream(c, c.req.param("name"), c.req.param("version")),
-  );
 
   const put = async (
     c: Context,

@@ -112,7 +112,8 @@ export interface RouteContext {
   compression: ResponseCompression | undefined;
   /**
    * When the log last warned of each model's refused `HTTPError` headers
-   * (ms since the epoch): at most once a minute per model.
+   * (ms since the epoch): at most once a minute per model; under
+   * `?early=1 <model>`, of the headers an early stream could not send.
    */
   refusedHeaderWarnings: Map<string, number>;
   /** The model headers each response got, for CORS to expose. */
