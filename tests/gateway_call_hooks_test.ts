@@ -5,6 +5,7 @@
 // never with pool.request, which goes around the hooks).
 import assert from "node:assert/strict";
 import type { ModelCall, Plugin } from "../src/plugin.ts";
+import { tokenId } from "../src/gateway/security.ts";
 import { startGateway } from "./_gateway_harness.ts";
 
 Deno.test("Gateway: a call held by a plugin's hung async onCall past ?timeout= is a 504 naming the plugin (waited: plugin), not a wait for hookTimeout", async () => {
@@ -68,4 +69,74 @@ Deno.test("Gateway: every model route's call reaches onCall once (execute, strea
       ["execute", "echo"],
     ],
   );
+});
+
+Deno.test("Gateway: onCall's call.caller is the id of the token that let the request in, on every model route, whatever headers the client sends", async () => {
+  const acme = "tenant-acme-0123456789";
+  const globex = "tenant-globex-0123456";
+  const admin = "operator-manage-0123456";
+  const calls: ModelCall[] = [];
+  const rec: Plugin = {
+    name: "rec",
+    onCall(call) {
+      calls.push(call);
+    },
+  };
+  await using gw = await startGateway(
+    {
+      token: [acme, globex],
+      manageToken: admin,
+      forwardHeaders: ["x-tenant"],
+    },
+    {},
+    { plugins: [rec] },
+  );
+  const post = async (token: string, path: string, body: unknown) => {
+    const res = await gw.fetch(path, {
+      method: "POST",
+      // A header naming another tenant changes nothing: the token decides.
+      headers: { authorization: `Bearer ${token}`, "x-tenant": "globex" },
+      body: JSON.stringify(body),
+    });
+    await res.body?.cancel();
+    assert.ok(res.ok, `${path}: ${res.status}`);
+  };
+  // The direct path (a plain execute) and the routed one (a query string).
+  await post(acme, "/v1/models/echo/execute", { a: 1 });
+  await post(globex, "/v1/models/echo/execute?timeout=5000", { a: 2 });
+  await post(acme, "/v1/models/echo/stream", { a: 3 });
+  await post(globex, "/v2/models/echo/infer", {
+    inputs: [{ name: "a", shape: [1], datatype: "INT64", data: [4] }],
+  });
+  await post(acme, "/v1/models/echo:predict", { instances: [{ a: 5 }] });
+  await post(admin, "/v1/models/echo/execute", { a: 6 });
+  assert.deepEqual(
+    calls.map((c) => [c.kind, c.caller]),
+    [
+      ["execute", tokenId(acme)],
+      ["execute", tokenId(globex)],
+      ["stream", tokenId(acme)],
+      ["execute", tokenId(globex)],
+      ["execute", tokenId(acme)],
+      ["execute", tokenId(admin)],
+    ],
+  );
+  assert.equal(tokenId(acme), "9836675667cddc8d");
+  // The client's header still reaches the model's host.headers().
+  assert.deepEqual(calls[0]!.headers, { "x-tenant": "globex" });
+});
+
+Deno.test("Gateway: without a token, onCall's call.caller is absent", async () => {
+  const calls: ModelCall[] = [];
+  await using gw = await startGateway({}, {}, {
+    plugins: [{ name: "rec", onCall: (call) => void calls.push(call) }],
+  });
+  const res = await gw.fetch("/v1/models/echo/execute", {
+    method: "POST",
+    body: JSON.stringify({ a: 1 }),
+  });
+  await res.body?.cancel();
+  assert.equal(res.status, 200);
+  assert.equal(calls.length, 1);
+  assert.equal("caller" in calls[0]!, false);
 });

@@ -62,6 +62,7 @@ import {
   originGuard,
   requestAuthority,
   requestHostChecker,
+  tokenIdentifier,
   tokenMatcher,
 } from "./security.ts";
 
@@ -449,6 +450,7 @@ export function createGateway(
       options.runtime ?? defaultRuntime(),
     ),
     tokenHolders: tokens === undefined ? undefined : new TokenHolders(),
+    callers: tokens === undefined ? undefined : new WeakMap(),
   };
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
@@ -628,6 +630,7 @@ export function createGateway(
           ? {}
           : { manageToken: manageTokens, manageRoute }),
         webSocketPath: isChannelPath,
+        onAuthenticated: (c, id) => ctx.callers!.set(c.req.raw, id),
       });
     // Replaced as a whole by a reload: a request sees the old tokens or
     // the new ones, never a mix.
@@ -890,6 +893,8 @@ export function createGateway(
   // `let`: a reload replaces them (one closure variable read, as before).
   let tokenMatches = anyTokenMatcher(tokens, manageTokens);
   const execute = modelExecutor(ctx, true);
+  // The id of the token fastName let the request in with (read at once).
+  let fastCaller: string | undefined;
   const fastName = (request: Request): string | undefined => {
     if (cors !== undefined || request.method !== "POST" || signal.aborted) {
       return undefined;
@@ -918,7 +923,9 @@ export function createGateway(
     if (headers.get("sec-fetch-site") !== null) return undefined;
     if (tokenMatches !== undefined) {
       const token = bearerToken(headers.get("authorization") ?? "");
-      if (token === undefined || !tokenMatches(token)) return undefined;
+      if (token === undefined) return undefined;
+      fastCaller = tokenMatches(token);
+      if (fastCaller === undefined) return undefined;
     }
     return name;
   };
@@ -928,7 +935,15 @@ export function createGateway(
   ): Response | Promise<Response> => {
     const name = fastName(request);
     if (name !== undefined) {
-      return execute(request, name, undefined, undefined, undefined);
+      return execute(
+        request,
+        name,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        fastCaller,
+      );
     }
     // The drain waits for this response's delivery (the middleware).
     if (typeof env === "object" && env !== null && Object.isExtensible(env)) {
@@ -968,7 +983,7 @@ export function createGateway(
     // request gets 401.
     const ended = nextAny === undefined
       ? undefined
-      : ctx.tokenHolders?.revoke(nextAny, nextManage);
+      : ctx.tokenHolders?.revoke((t) => nextAny(t) !== undefined, nextManage);
     if (ended !== undefined && ended.subscription > 0) {
       logger.info(
         "Ended {count} channel subscription(s) whose token is no longer accepted",
@@ -997,7 +1012,7 @@ export function createGateway(
     tracing.admits = (request) => {
       const token = bearerToken(request.headers.get("authorization") ?? "");
       // The current tokens (a reload replaces them; never turns them off).
-      return token !== undefined && tokenMatches?.(token) === true;
+      return token !== undefined && tokenMatches?.(token) !== undefined;
     };
   }
   const traced: GatewayApp = {
@@ -1074,12 +1089,15 @@ function checkedTokens(
   };
 }
 
-/** Matches either kind of token (execute is an inference route: both may call it). */
+/**
+ * Matches either kind of token (execute is an inference route: both may
+ * call it), answering the matched one's id (`tokenId`).
+ */
 function anyTokenMatcher(
   tokens: readonly string[] | undefined,
   manageTokens: readonly string[] | undefined,
-): ((presented: string) => boolean) | undefined {
-  return tokens === undefined ? undefined : tokenMatcher(
+): ((presented: string) => string | undefined) | undefined {
+  return tokens === undefined ? undefined : tokenIdentifier(
     manageTokens === undefined ? tokens : [...tokens, ...manageTokens],
   );
 }

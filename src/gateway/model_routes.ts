@@ -494,15 +494,16 @@ export function modelExecutor(
   publish: string | undefined,
   timeout: string | undefined,
   version?: string,
+  caller?: string,
 ) => Promise<Response> {
-  const { pool, metrics, hub, logger, disconnects, compression } = ctx;
+  const { pool, metrics, hub, logger, disconnects, compression, callers } = ctx;
   const hideDir = modelsDirHider(ctx);
   // No header is read for the models unless the gateway lists some.
   const forward = ctx.forwardHeaders.length > 0
     ? ctx.forwardHeaders
     : undefined;
   // One async function for the whole call: no wrapper promise per request.
-  return async (request, name, key, publish, timeoutParam, version) => {
+  return async (request, name, key, publish, timeoutParam, version, caller) => {
     // Only the direct path logs the request itself (routed: the middleware),
     // and only when debug logging is on (a clock read per request otherwise).
     const log = direct && logger.isEnabledFor?.("debug") !== false;
@@ -578,6 +579,7 @@ export function modelExecutor(
         requestId?: string;
         contentType?: string;
         headers?: Record<string, string>;
+        caller?: string;
         onResponseMeta: (m: ResponseMeta) => void;
         traceparent?: string;
         tracestate?: string;
@@ -588,6 +590,11 @@ export function modelExecutor(
       if (forward !== undefined) {
         const headers = forwardedHeaders(request, forward);
         if (headers !== undefined) options.headers = headers;
+      }
+      // The direct path passes it; a routed request's authentication kept it.
+      if (callers !== undefined) {
+        caller ??= callers.get(request);
+        if (caller !== undefined) options.caller = caller;
       }
       watched = disconnects?.watch(request);
       if (watched !== undefined) options.signal = watched.signal;
@@ -1370,6 +1377,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
         requestId?: string;
         contentType?: string;
         headers?: Record<string, string>;
+        caller?: string;
         onResponseMeta: (m: ResponseMeta) => void;
         traceparent?: string;
         tracestate?: string;
@@ -1385,6 +1393,8 @@ export function modelRoutes(ctx: RouteContext): Hono {
         const headers = forwardedHeaders(c.req.raw, ctx.forwardHeaders);
         if (headers !== undefined) options.headers = headers;
       }
+      const caller = ctx.callers?.get(c.req.raw);
+      if (caller !== undefined) options.caller = caller;
       // Early headers only for a model the pool has: an unknown one is
       // answered at once with its 404 (the pool's, as without them).
       if (early && catalog.describe(pool, name) === undefined) early = false;

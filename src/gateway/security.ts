@@ -519,6 +519,12 @@ export interface BearerAuthOptions {
    * @default {() => false}
    */
   webSocketPath?: (path: string) => boolean;
+  /**
+   * Called with each request let in by a token, before the route, with
+   * the {@linkcode tokenId} of the token it presented (the gateway hands
+   * it to the model calls the request makes, as their `caller`).
+   */
+  onAuthenticated?: (c: Context, id: string) => void;
 }
 
 /**
@@ -541,10 +547,11 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
   const publicPaths = new Set(options.publicPaths ?? ["/healthz"]);
   const queryPaths = new Set(options.queryTokenPaths ?? ["/"]);
   const webSocketPath = options.webSocketPath ?? (() => false);
-  const matches = tokenMatcher(options.token);
-  const manageMatches = options.manageToken === undefined
+  const identify = tokenIdentifier(options.token);
+  const manageIdentify = options.manageToken === undefined
     ? undefined
-    : tokenMatcher(options.manageToken);
+    : tokenIdentifier(options.manageToken);
+  const onAuthenticated = options.onAuthenticated;
   const manageRoute = options.manageRoute ?? (() => false);
   return async (c, next) => {
     const path = c.req.path;
@@ -572,9 +579,14 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
       presented = offer.token;
     }
     // Both checked, always: which one matched shows in no timing.
-    const inference = presented !== undefined && matches(presented);
-    const manage = presented !== undefined && manageMatches !== undefined &&
-      manageMatches(presented);
+    const inferenceId = presented === undefined
+      ? undefined
+      : identify(presented);
+    const manageId = presented === undefined || manageIdentify === undefined
+      ? undefined
+      : manageIdentify(presented);
+    const inference = inferenceId !== undefined;
+    const manage = manageId !== undefined;
     if (manage && inQuery) {
       return c.json({
         error: {
@@ -584,7 +596,7 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
         },
       }, 403);
     }
-    if (inference && manageMatches !== undefined && manageRoute(c)) {
+    if (inference && manageIdentify !== undefined && manageRoute(c)) {
       return c.json({
         error: {
           type: "ForbiddenToken",
@@ -606,6 +618,7 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
         },
       }, 401);
     }
+    onAuthenticated?.(c, (inferenceId ?? manageId)!);
     await next();
   };
 }
@@ -647,10 +660,74 @@ export function bearerToken(header: string): string | undefined {
 }
 
 /**
+ * The id of a token: the first 16 hex digits of its SHA-256, which names
+ * the token (and so the client holding it) without revealing it. The
+ * gateway gives it to plugins as the `caller` of each model call it let in
+ * (`ModelCall.caller`); compute a client's the same way from its token:
+ * `printf %s "$TOKEN" | sha256sum | cut -c1-16`.
+ *
+ * @example
+ * ```ts
+ * import { tokenId } from "@pyproxy/pyproxy";
+ * console.log(tokenId("tenant-acme-0123456789")); // "9836675667cddc8d"
+ * ```
+ */
+export function tokenId(token: string): string {
+  return hexId(digest(token));
+}
+
+function hexId(hash: Uint8Array): string {
+  let id = "";
+  for (let i = 0; i < 8; i++) id += hash[i]!.toString(16).padStart(2, "0");
+  return id;
+}
+
+/**
  * A constant-time comparison against `token`, hashed once rather than per
- * request. With several tokens (rotation), the presented one is hashed once
- * and compared with every one of them, without stopping at a match: the
- * time says nothing of which one matched, or whether one did.
+ * request, that answers with the {@linkcode tokenId} of the token matched
+ * (`undefined` for none). With several tokens (rotation, a token per
+ * client), the presented one is hashed once and compared with every one of
+ * them, without stopping at a match: the time says nothing of which one
+ * matched, or whether one did. The ids are computed once, here: a match
+ * costs no allocation.
+ *
+ * @example
+ * ```ts
+ * import { tokenIdentifier } from "./security.ts";
+ * const identify = tokenIdentifier(["tenant-acme-0123456789", "tenant-globex-0123456"]);
+ * console.log(identify("tenant-acme-0123456789")); // "9836675667cddc8d"
+ * console.log(identify("guess")); // undefined
+ * ```
+ */
+export function tokenIdentifier(
+  token: string | readonly string[],
+): (presented: string) => string | undefined {
+  if (typeof token === "string" || token.length === 1) {
+    const expected = digest(typeof token === "string" ? token : token[0]!);
+    const id = hexId(expected);
+    // An empty one never matches: `?token=` and an undecodable token
+    // subprotocol present "", which must not pass for a token set to "".
+    return (presented) =>
+      presented !== "" && timingSafeEqual(digest(presented), expected)
+        ? id
+        : undefined;
+  }
+  const expected = token.map(digest);
+  const ids = expected.map(hexId);
+  return (presented) => {
+    if (presented === "") return undefined;
+    const got = digest(presented);
+    let found = -1;
+    for (let i = 0; i < expected.length; i++) {
+      if (timingSafeEqual(got, expected[i]!)) found = i;
+    }
+    return found < 0 ? undefined : ids[found];
+  };
+}
+
+/**
+ * A constant-time comparison against `token` ({@linkcode tokenIdentifier}
+ * answering whether one matched).
  *
  * @example
  * ```ts
@@ -665,21 +742,8 @@ export function bearerToken(header: string): string | undefined {
 export function tokenMatcher(
   token: string | readonly string[],
 ): (presented: string) => boolean {
-  if (typeof token === "string" || token.length === 1) {
-    const expected = digest(typeof token === "string" ? token : token[0]!);
-    // An empty one never matches: `?token=` and an undecodable token
-    // subprotocol present "", which must not pass for a token set to "".
-    return (presented) =>
-      presented !== "" && timingSafeEqual(digest(presented), expected);
-  }
-  const expected = token.map(digest);
-  return (presented) => {
-    if (presented === "") return false;
-    const got = digest(presented);
-    let found = false;
-    for (const e of expected) found = timingSafeEqual(got, e) || found;
-    return found;
-  };
+  const identify = tokenIdentifier(token);
+  return (presented) => identify(presented) !== undefined;
 }
 
 /**
