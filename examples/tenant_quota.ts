@@ -1,18 +1,27 @@
 /**
  * A company policy as a plugin of the gateway: at most `limit` model calls
- * per tenant within `windowMs`, the tenant named by a request header; a
+ * per tenant within `windowMs`, each tenant known by its own bearer token
+ * (the gateway's `token` list or `tokenFile`, one token per tenant); a
  * call over it is refused before it is queued, and the gateway answers 429
  * with `Retry-After` saying when the tenant's window ends (its error class
  * extends `OverloadedError`, its `details.retryAfterMs` is that wait).
  *
+ * The tenant is the call's `caller`: the id of the token the gateway let
+ * the request in with (`tokenId(token)`, the first 16 hex digits of its
+ * SHA-256), never a request header, which any client may set to another
+ * tenant's name (or leave out). `tenants` names the ids, for the status
+ * and the metrics; an id it does not name counts under itself.
+ *
  * The plugin's `onCall` sees each model call once, when it is made
  * (docs/plugins.md, "Call hooks"): a call of a model that batches is
  * refused alone (the other tenants' calls of its batch run), and an
- * idempotent call retried after a crash counts once. It sees the header
- * only when the gateway forwards it (`forwardHeaders`, so the model can
- * read it too).
+ * idempotent call retried after a crash counts once. The counts live in
+ * the gateway process: a reload (SIGHUP) keeps them, a restart starts
+ * them again, and each of several gateway processes counts its own calls.
  *
- * Run: `deno run -A examples/tenant_quota.ts` (or `bun run examples/tenant_quota.ts`)
+ * Run: `deno run -A examples/tenant_quota.ts` (or `bun run examples/tenant_quota.ts`),
+ * or load it in `serve` (pyproxy.json):
+ * `"plugins": {"tenantQuota": {"module": "./tenant_quota.ts", "options": {"limit": 100, "tenants": {"9836675667cddc8d": "acme"}}}}`
  *
  * @module
  */
@@ -21,9 +30,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { OverloadedError } from "../src/errors.ts";
-import type { ModelCall, Plugin } from "../src/plugin.ts";
+import type { ModelCall, Plugin, PluginMetric } from "../src/plugin.ts";
 import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
+import { tokenId } from "../src/gateway/security.ts";
 
 /** A tenant over its quota: the gateway's 429, as for a full queue. */
 export class QuotaExceededError extends OverloadedError {
@@ -37,17 +47,31 @@ export interface TenantQuotaOptions {
   limit: number;
   /** The window, in ms. @default {1000} */
   windowMs?: number;
-  /** The request header naming the tenant (lower-case). @default {"x-tenant"} */
-  header?: string;
+  /**
+   * Tenants' names by the ids of their tokens (`tokenId(token)`), for the
+   * status and the metrics. @default {{}}
+   */
+  tenants?: Record<string, string>;
   /** The clock, for tests. @default {Date.now} */
   now?: () => number;
 }
 
-/** The per-tenant quota plugin; `status()` shows the calls counted per tenant. */
+/**
+ * The per-tenant quota plugin; `status()` shows the calls counted per
+ * tenant, `metrics()` the calls refused (one series per token at most).
+ */
 export function tenantQuota(options: TenantQuotaOptions): Plugin {
-  const { limit, windowMs = 1000, header = "x-tenant", now = Date.now } =
-    options;
-  // Per tenant: the start of its window and the calls counted in it.
+  // A typo in pyproxy.json should fail the start, not count nothing.
+  for (const key of Object.keys(options)) {
+    if (!["limit", "windowMs", "tenants", "now"].includes(key)) {
+      throw new TypeError(
+        `unknown option ${key} (known: limit, windowMs, tenants)`,
+      );
+    }
+  }
+  const { limit, windowMs = 1000, tenants = {}, now = Date.now } = options;
+  // Per tenant: the start of its window and the calls counted in it. Keyed
+  // by the gateway's tokens, so as many entries as tokens at most.
   const windows = new Map<string, { start: number; calls: number }>();
   const refused = new Map<string, number>();
   const take = (tenant: string): void => {
@@ -69,8 +93,9 @@ export function tenantQuota(options: TenantQuotaOptions): Plugin {
   return {
     name: "tenantQuota",
     onCall(call: ModelCall): void {
-      const tenant = call.headers?.[header];
-      if (tenant !== undefined) take(tenant);
+      // No caller: a gateway without a token, where every client is one.
+      const id = call.caller ?? "anonymous";
+      take(Object.hasOwn(tenants, id) ? tenants[id]! : id);
     },
     status: () => ({
       tenants: Object.fromEntries(
@@ -78,8 +103,18 @@ export function tenantQuota(options: TenantQuotaOptions): Plugin {
       ),
       refused: Object.fromEntries(refused),
     }),
+    metrics: (): PluginMetric[] =>
+      [...refused].map(([tenant, value]) => ({
+        name: "pyproxy_tenant_quota_refused_total",
+        type: "counter",
+        help: "Model calls refused for a tenant over its quota.",
+        value,
+        labels: { tenant },
+      })),
   };
 }
+
+export default tenantQuota;
 
 if (import.meta.main) {
   // The servers write their logs under modelsDir, so run from a scratch copy.
@@ -91,17 +126,41 @@ if (import.meta.main) {
   await using _cleanup = {
     [Symbol.asyncDispose]: () => rm(modelsDir, { recursive: true }),
   };
-  const quota = tenantQuota({ limit: 2, windowMs: 60_000 });
+  // A token per tenant (in production: a tokenFile, one token a line).
+  const tokens = {
+    acme: "tenant-acme-0123456789",
+    globex: "tenant-globex-0123456",
+  };
+  const quota = tenantQuota({
+    limit: 2,
+    windowMs: 60_000,
+    tenants: {
+      [tokenId(tokens.acme)]: "acme",
+      [tokenId(tokens.globex)]: "globex",
+    },
+  });
   await using server = await serve(
     await loadConfig({
-      cli: { port: 0, workers: 1, modelsDir, forwardHeaders: ["x-tenant"] },
+      cli: {
+        port: 0,
+        workers: 1,
+        modelsDir,
+        token: Object.values(tokens),
+        forwardHeaders: ["x-tenant"],
+      },
     }),
     { plugins: [quota] },
   );
-  const call = async (tenant: string): Promise<string> => {
+  const call = async (
+    tenant: keyof typeof tokens,
+    header?: string,
+  ): Promise<string> => {
     const res = await fetch(new URL("/v1/models/doubler/execute", server.url), {
       method: "POST",
-      headers: { "x-tenant": tenant },
+      headers: {
+        authorization: `Bearer ${tokens[tenant]}`,
+        ...(header === undefined ? {} : { "x-tenant": header }),
+      },
       body: JSON.stringify({ x: 1 }),
     });
     const body = await res.json() as { error?: { type: string } };
@@ -110,8 +169,10 @@ if (import.meta.main) {
       ? `${res.status}`
       : `${res.status} ${body.error?.type} (Retry-After: ${retry})`;
   };
-  for (const tenant of ["acme", "acme", "acme", "globex"]) {
+  for (const tenant of ["acme", "acme", "acme", "globex"] as const) {
     console.log(`${tenant}: ${await call(tenant)}`);
   }
+  // A header naming another tenant changes nothing: the token decides.
+  console.log(`acme as x-tenant: globex: ${await call("acme", "globex")}`);
   console.log(quota.status!());
 }

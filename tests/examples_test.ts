@@ -49,15 +49,15 @@ Deno.test("examples/bulk_scoring.ts scores a file's rows in order, with the fail
   );
 });
 
-Deno.test("examples/tenant_quota.ts refuses a tenant's third call with 429 and Retry-After, and counts per tenant", async () => {
+Deno.test("examples/tenant_quota.ts refuses a tenant's third call with 429 and Retry-After, counts per token (not per header), and counts per tenant", async () => {
   const text = await runExample("tenant_quota.ts");
   assert.match(
     text,
-    /^acme: 200\nacme: 200\nacme: 429 QuotaExceededError \(Retry-After: 60\)\nglobex: 200\n/,
+    /^acme: 200\nacme: 200\nacme: 429 QuotaExceededError \(Retry-After: 60\)\nglobex: 200\nacme as x-tenant: globex: 429 QuotaExceededError \(Retry-After: 60\)\n/,
   );
   assert.match(
     text,
-    /\{ tenants: \{ acme: 2, globex: 1 \}, refused: \{ acme: 1 \} \}\n$/,
+    /\{ tenants: \{ acme: 2, globex: 1 \}, refused: \{ acme: 2 \} \}\n$/,
   );
 });
 
