@@ -5,6 +5,7 @@
 // never with pool.request, which goes around the hooks).
 import assert from "node:assert/strict";
 import type { ModelCall, Plugin } from "../src/plugin.ts";
+import { ModelHTTPError } from "../src/errors.ts";
 import { tokenId } from "../src/gateway/security.ts";
 import { startGateway } from "./_gateway_harness.ts";
 
@@ -139,4 +140,50 @@ Deno.test("Gateway: without a token, onCall's call.caller is absent", async () =
   assert.equal(res.status, 200);
   assert.equal(calls.length, 1);
   assert.equal("caller" in calls[0]!, false);
+});
+
+Deno.test("Gateway: a ModelHTTPError an onCall throws is answered with its status (a per-token model access plugin's 403), the model not run", async () => {
+  const acme = "tenant-acme-0123456789";
+  const globex = "tenant-globex-0123456";
+  const allow: Record<string, string[]> = { [tokenId(globex)]: ["echo"] };
+  let ran = 0;
+  const access: Plugin = {
+    name: "access",
+    onCall(call) {
+      const models = call.caller === undefined ? undefined : allow[call.caller];
+      if (models === undefined || !models.includes(call.model)) {
+        throw new ModelHTTPError(
+          403,
+          `Cannot run model '${call.model}': not allowed for this token`,
+        );
+      }
+    },
+    onRequest(msg) {
+      if (msg.cmd === "executeModel" || msg.cmd === "executeStream") ran++;
+    },
+  };
+  await using gw = await startGateway({ token: [acme, globex] }, {}, {
+    plugins: [access],
+  });
+  for (const path of ["/v1/models/echo/execute", "/v1/models/echo/stream"]) {
+    const res = await gw.fetch(path, {
+      method: "POST",
+      headers: { authorization: `Bearer ${acme}` },
+      body: JSON.stringify({ a: 1 }),
+    });
+    const body = await res.json();
+    assert.equal(res.status, 403, JSON.stringify(body));
+    assert.equal(body.error.type, "HTTPError");
+    assert.equal(
+      body.error.message,
+      "Cannot run model 'echo': not allowed for this token",
+    );
+  }
+  assert.equal(ran, 0);
+  const ok = await gw.fetch("/v1/models/echo/execute", {
+    method: "POST",
+    headers: { authorization: `Bearer ${globex}` },
+    body: JSON.stringify({ a: 1 }),
+  });
+  assert.deepEqual(await ok.json(), { a: 1 });
 });
