@@ -8,6 +8,7 @@ import type { ModelCall, Plugin } from "../src/plugin.ts";
 import { ModelHTTPError } from "../src/errors.ts";
 import { tokenId } from "../src/gateway/security.ts";
 import { startGateway } from "./_gateway_harness.ts";
+import { waitFor } from "./_harness.ts";
 
 Deno.test("Gateway: a call held by a plugin's hung async onCall past ?timeout= is a 504 naming the plugin (waited: plugin), not a wait for hookTimeout", async () => {
   const release: Array<() => void> = [];
@@ -186,4 +187,84 @@ Deno.test("Gateway: a ModelHTTPError an onCall throws is answered with its statu
     body: JSON.stringify({ a: 1 }),
   });
   assert.deepEqual(await ok.json(), { a: 1 });
+});
+
+Deno.test("Gateway: a token file of 1000 tokens, one per tenant, with a comment line each: each token lets its calls in as its own caller, any other gets 401; one tenant rotated leaves the others be", async () => {
+  const tokens = Array.from(
+    { length: 1000 },
+    (_, i) => `tenant-${String(i).padStart(4, "0")}-0123456789abcdef`,
+  );
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/tokens`;
+    await Deno.writeTextFile(
+      file,
+      tokens.map((t, i) => `# tenant ${i}\n${t}\n`).join(""),
+      { mode: 0o600 },
+    );
+    const callers: Array<string | undefined> = [];
+    await using gw = await startGateway(
+      {
+        tokenFile: file,
+        tokenFileInterval: 100,
+      },
+      {},
+      {
+        plugins: [{
+          name: "rec",
+          onCall: (call) => void callers.push(call.caller),
+        }],
+      },
+    );
+    const post = async (token: string, path: string): Promise<number> => {
+      const res = await gw.fetch(path, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}` },
+        body: JSON.stringify({ a: 1 }),
+      });
+      await res.body?.cancel();
+      return res.status;
+    };
+    const picked = [0, 1, 499, 998, 999];
+    for (const i of picked) {
+      assert.equal(await post(tokens[i]!, "/v1/models/echo/execute"), 200);
+      assert.equal(
+        await post(tokens[i]!, "/v1/models/echo/execute?timeout=5000"),
+        200,
+      );
+    }
+    assert.deepEqual(
+      callers,
+      picked.flatMap((i) => [tokenId(tokens[i]!), tokenId(tokens[i]!)]),
+    );
+    for (
+      const wrong of [
+        "tenant-1000-0123456789abcdef",
+        `${tokens[5]}x`,
+        tokens[5]!.slice(1),
+      ]
+    ) {
+      assert.equal(await post(wrong, "/v1/models/echo/execute"), 401);
+      assert.equal(await post(wrong, "/v1/status"), 401);
+    }
+    assert.equal(callers.length, picked.length * 2);
+    // One tenant's token rotated in the file (written aside, renamed over):
+    // its old token refused once the poll read it, its new one let in as a
+    // new caller, the others as before.
+    const rotated = [...tokens];
+    rotated[499] = "tenant-0499-rotated-0123456789";
+    await Deno.writeTextFile(`${file}.new`, rotated.join("\n"), {
+      mode: 0o600,
+    });
+    await Deno.rename(`${file}.new`, file);
+    await waitFor(async () =>
+      (await post(tokens[499]!, "/v1/models/echo/execute")) === 401
+    );
+    callers.length = 0;
+    assert.equal(await post(rotated[499]!, "/v1/models/echo/execute"), 200);
+    assert.equal(await post(tokens[998]!, "/v1/models/echo/execute"), 200);
+    assert.deepEqual(callers, [tokenId(rotated[499]!), tokenId(tokens[998]!)]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

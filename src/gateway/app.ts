@@ -85,7 +85,8 @@ import {
 export interface GatewayOptions {
   /**
    * Bearer token required on every route except `/healthz`; several are
-   * accepted alike (rotation, at most {@linkcode MAX_TOKENS}).
+   * accepted alike (rotation, a token per client: at most
+   * {@linkcode MAX_TOKENS}, 1024).
    */
   token?: string | readonly string[];
   /**
