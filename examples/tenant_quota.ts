@@ -1,10 +1,19 @@
 /**
- * A company policy as a plugin of the gateway: at most `limit` model calls
- * per tenant within `windowMs`, each tenant known by its own bearer token
- * (the gateway's `token` list or `tokenFile`, one token per tenant); a
- * call over it is refused before it is queued, and the gateway answers 429
- * with `Retry-After` saying when the tenant's window ends (its error class
- * extends `OverloadedError`, its `details.retryAfterMs` is that wait).
+ * A company policy as a plugin of the gateway: each tenant may make `limit`
+ * model calls per `windowMs`, spread out, with bursts of at most `burst`;
+ * each tenant known by its own bearer token (the gateway's `token` list or
+ * `tokenFile`, one token per tenant). A call over it is refused before it
+ * is queued, and the gateway answers 429 with `Retry-After` saying when the
+ * tenant may call again (its error class extends `OverloadedError`, its
+ * `details.retryAfterMs` is that wait).
+ *
+ * The rate is kept as a generic cell rate algorithm (GCRA, one time per
+ * tenant): a call is let through every `windowMs / limit` ms, `burst` at
+ * once after a quiet spell. A fixed window (`limit` calls, then none until
+ * the window ends) lets a flooding tenant put its `limit` calls in the
+ * queue at once at each window's start, in front of the other tenants':
+ * measured (docs/gateway.md, "Serving many tenants"), a small tenant's p90
+ * was 285 ms with a fixed window of 50 calls/s, 48 ms with this.
  *
  * The tenant is the call's `caller`: the id of the token the gateway let
  * the request in with (`tokenId(token)`, the first 16 hex digits of its
@@ -43,10 +52,12 @@ export class QuotaExceededError extends OverloadedError {
 
 /** Options of {@linkcode tenantQuota}. */
 export interface TenantQuotaOptions {
-  /** Calls a tenant may make within `windowMs`. */
+  /** Calls a tenant may make per `windowMs`. */
   limit: number;
   /** The window, in ms. @default {1000} */
   windowMs?: number;
+  /** Calls a tenant may make at once, after a quiet spell. @default {limit} */
+  burst?: number;
   /**
    * Tenants' names by the ids of their tokens (`tokenId(token)`), for the
    * status and the metrics. @default {{}}
@@ -57,38 +68,47 @@ export interface TenantQuotaOptions {
 }
 
 /**
- * The per-tenant quota plugin; `status()` shows the calls counted per
- * tenant, `metrics()` the calls refused (one series per token at most).
+ * The per-tenant quota plugin; `status()` shows the calls let through and
+ * refused per tenant, `metrics()` the refusals (one series per token at
+ * most).
  */
 export function tenantQuota(options: TenantQuotaOptions): Plugin {
   // A typo in pyproxy.json should fail the start, not count nothing.
   for (const key of Object.keys(options)) {
-    if (!["limit", "windowMs", "tenants", "now"].includes(key)) {
+    if (!["limit", "windowMs", "burst", "tenants", "now"].includes(key)) {
       throw new TypeError(
-        `unknown option ${key} (known: limit, windowMs, tenants)`,
+        `unknown option ${key} (known: limit, windowMs, burst, tenants)`,
       );
     }
   }
   const { limit, windowMs = 1000, tenants = {}, now = Date.now } = options;
-  // Per tenant: the start of its window and the calls counted in it. Keyed
-  // by the gateway's tokens, so as many entries as tokens at most.
-  const windows = new Map<string, { start: number; calls: number }>();
+  const burst = options.burst ?? limit;
+  if (!(limit > 0 && windowMs > 0 && burst >= 1)) {
+    throw new RangeError(
+      "limit and windowMs must be > 0, and burst >= 1",
+    );
+  }
+  // A call every `interval` ms; up to `slack` ms of them ahead (a burst).
+  const interval = windowMs / limit;
+  const slack = (burst - 1) * interval;
+  // Per tenant, keyed by the gateway's tokens (as many entries as tokens at
+  // most): when its next call is due, if it called at its rate.
+  const due = new Map<string, number>();
+  const calls = new Map<string, number>();
   const refused = new Map<string, number>();
   const take = (tenant: string): void => {
     const at = now();
-    let w = windows.get(tenant);
-    if (w === undefined || at - w.start >= windowMs) {
-      windows.set(tenant, w = { start: at, calls: 0 });
-    }
-    if (w.calls >= limit) {
+    const next = Math.max(due.get(tenant) ?? at, at);
+    if (next - at > slack) {
       refused.set(tenant, (refused.get(tenant) ?? 0) + 1);
       throw new QuotaExceededError(
-        `Cannot run call: tenant '${tenant}' made ${limit} calls within ${windowMs} ms`,
-        // The gateway's Retry-After: when its window ends.
-        { details: { tenant, retryAfterMs: w.start + windowMs - at } },
+        `Cannot run call: tenant '${tenant}' is over ${limit} calls per ${windowMs} ms`,
+        // The gateway's Retry-After: when its next call is let through.
+        { details: { tenant, retryAfterMs: next - slack - at } },
       );
     }
-    w.calls++;
+    due.set(tenant, next + interval);
+    calls.set(tenant, (calls.get(tenant) ?? 0) + 1);
   };
   return {
     name: "tenantQuota",
@@ -98,9 +118,7 @@ export function tenantQuota(options: TenantQuotaOptions): Plugin {
       take(Object.hasOwn(tenants, id) ? tenants[id]! : id);
     },
     status: () => ({
-      tenants: Object.fromEntries(
-        [...windows].map(([t, w]) => [t, w.calls]),
-      ),
+      tenants: Object.fromEntries(calls),
       refused: Object.fromEntries(refused),
     }),
     metrics: (): PluginMetric[] =>
