@@ -33,7 +33,12 @@ export interface AuditOptions {
   file?: string;
 }
 
-/** The audit plugin: a line per settled call, `{model, requestId, ok, code, attempts, durationMs}`. */
+/**
+ * The audit plugin: a line per settled call,
+ * `{caller, model, requestId, ok, code, attempts, durationMs}`; `caller` is
+ * the id of the token the call's request was let in with (`tokenId`: a
+ * token per tenant tells who called), absent when the gateway has no token.
+ */
 export default function audit(options: AuditOptions = {}): Plugin {
   // A typo in pyproxy.json should fail the start, not audit nothing.
   for (const key of Object.keys(options)) {
@@ -49,6 +54,7 @@ export default function audit(options: AuditOptions = {}): Plugin {
     onSettle(call: ModelCall, outcome: CallOutcome, ctx) {
       count++;
       const line = JSON.stringify({
+        caller: call.caller,
         model: call.resolved,
         requestId: call.requestId,
         ok: outcome.ok,

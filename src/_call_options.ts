@@ -18,7 +18,9 @@
  * `headers` (`execute`, `executeStream`: request headers for the model's
  * `host.headers()`) is a plain object of at most 64 lower-case HTTP header
  * names (tokens of at most 256 characters) → strings of at most 8192
- * characters without CR, LF or NUL.
+ * characters without CR, LF or NUL. A `caller` (`execute`, `executeStream`:
+ * who makes the call, for the call hooks) is a string of 1 to 128
+ * characters.
  *
  * @module
  */
@@ -42,6 +44,7 @@ export interface CallOptionFields {
   requestId?: unknown;
   contentType?: unknown;
   headers?: unknown;
+  caller?: unknown;
   traceparent?: unknown;
   tracestate?: unknown;
 }
@@ -95,6 +98,7 @@ function rareFieldsError(
     requestId,
     contentType,
     headers,
+    caller,
     traceparent,
     tracestate,
   } = options;
@@ -169,6 +173,18 @@ function rareFieldsError(
     if (problem !== undefined) {
       return invalid(action, subject, "headers", problem, headers);
     }
+  }
+  if (
+    caller !== undefined &&
+    !(typeof caller === "string" && caller.length >= 1 && caller.length <= 128)
+  ) {
+    return invalid(
+      action,
+      subject,
+      "caller",
+      "a string of 1 to 128 characters",
+      caller,
+    );
   }
   if (
     traceparent !== undefined &&

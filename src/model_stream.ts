@@ -246,6 +246,11 @@ export interface ExecuteStreamOptions {
    */
   headers?: Record<string, string>;
   /**
+   * Who makes the call, for the plugins' call hooks (`ModelCall.caller`),
+   * as `pool.execute`'s `caller`; never sent to the worker.
+   */
+  caller?: string;
+  /**
    * A W3C `traceparent` for the model's `host.trace_context()`: as
    * `pool.execute`'s `traceparent` (protocol §6); one the spec refuses ends
    * the stream with `ConfigError`.
@@ -362,6 +367,7 @@ export class ModelStream<T = unknown>
       requestId,
       contentType,
       headers,
+      caller,
       onResponseMeta,
       traceparent,
       tracestate,
@@ -371,6 +377,7 @@ export class ModelStream<T = unknown>
       requestId,
       contentType,
       headers,
+      caller,
       onResponseMeta,
       traceparent,
       tracestate,

@@ -236,6 +236,15 @@ export interface ModelCall {
   readonly key?: string;
   /** The call's request headers (`ExecuteOptions.headers`: the gateway's `forwardHeaders`). */
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * Who made the call (`ExecuteOptions.caller`): for a call of the gateway,
+   * the id of the bearer token its request was let in with (`tokenId`: the
+   * first 16 hex digits of the token's SHA-256), so a quota or an audit per
+   * client keys on what the client proved, not on a header it chose.
+   * Absent when the gateway has no token, and for a library call that
+   * gives none.
+   */
+  readonly caller?: string;
 }
 
 /**

@@ -205,6 +205,14 @@ export interface ExecuteOptions extends Omit<PoolRequestOptions, "onEvent"> {
    */
   headers?: Record<string, string>;
   /**
+   * Who makes the call, for the plugins' call hooks (`ModelCall.caller`):
+   * a quota or an audit per client keys on it. The gateway gives the id of
+   * the bearer token that let the request in (`tokenId`); never sent to the
+   * worker. A string of 1 to 128 characters; anything else rejects with
+   * `ConfigError`.
+   */
+  caller?: string;
+  /**
    * A W3C `traceparent` (the caller's span, docs/gateway.md "Tracing"): sent
    * with the call (protocol §6, `traceparent`) so that the model starts its
    * own spans under it, reading it with `host.trace_context()`. The gateway
@@ -3284,6 +3292,7 @@ function modelCall(
     requestId?: string;
     key?: string;
     headers?: Record<string, string>;
+    caller?: string;
   },
 ): ModelCall {
   const call: {
@@ -3293,6 +3302,7 @@ function modelCall(
   if (options.requestId !== undefined) call.requestId = options.requestId;
   if (options.key !== undefined) call.key = options.key;
   if (options.headers !== undefined) call.headers = options.headers;
+  if (options.caller !== undefined) call.caller = options.caller;
   return call;
 }
 

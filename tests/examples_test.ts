@@ -49,15 +49,15 @@ Deno.test("examples/bulk_scoring.ts scores a file's rows in order, with the fail
   );
 });
 
-Deno.test("examples/tenant_quota.ts refuses a tenant's third call with 429 and Retry-After, and counts per tenant", async () => {
+Deno.test("examples/tenant_quota.ts refuses a tenant's third call with 429 and Retry-After, keyed on the token (not the header), and counts per tenant", async () => {
   const text = await runExample("tenant_quota.ts");
   assert.match(
     text,
-    /^acme: 200\nacme: 200\nacme: 429 QuotaExceededError \(Retry-After: 60\)\nglobex: 200\n/,
+    /^acme: 200\nacme: 200\nacme: 429 QuotaExceededError \(Retry-After: 30\)\nglobex: 200\nacme as x-tenant: globex: 429 QuotaExceededError \(Retry-After: 30\)\n/,
   );
   assert.match(
     text,
-    /\{ tenants: \{ acme: 2, globex: 1 \}, refused: \{ acme: 1 \} \}\n$/,
+    /\{ tenants: \{ acme: 2, globex: 1 \}, refused: \{ acme: 2 \} \}\n$/,
   );
 });
 
@@ -78,4 +78,62 @@ Deno.test("examples/chat_stream_server.ts streams tokens as SSE from Deno.serve,
     text,
     /the GPU is free again, \d+ of the 500 tokens made\n$/,
   );
+});
+
+Deno.test("examples/tenant_quota.ts spreads a tenant's calls at its rate (a burst after a quiet spell, then one per windowMs / limit), each tenant on its own, with the wait until the next one", async () => {
+  const { tenantQuota } = await import("../examples/tenant_quota.ts");
+  let t = 0;
+  const quota = tenantQuota({
+    limit: 10,
+    windowMs: 1000,
+    burst: 3,
+    tenants: { aaaa: "acme" },
+    now: () => t,
+  });
+  const call = (caller: string): number | "ok" => {
+    try {
+      quota.onCall!({
+        kind: "execute",
+        model: "m",
+        resolved: "m",
+        msg: {},
+        caller,
+      }, undefined as never);
+      return "ok";
+    } catch (err) {
+      return (err as { details: { retryAfterMs: number } }).details
+        .retryAfterMs;
+    }
+  };
+  // A burst of 3, then a call every 100 ms.
+  assert.deepEqual([call("aaaa"), call("aaaa"), call("aaaa")], [
+    "ok",
+    "ok",
+    "ok",
+  ]);
+  assert.equal(call("aaaa"), 100);
+  assert.equal(call("bbbb"), "ok"); // another tenant's own rate
+  t = 60;
+  assert.equal(call("aaaa"), 40);
+  t = 100;
+  assert.equal(call("aaaa"), "ok");
+  assert.equal(call("aaaa"), 100);
+  // A quiet spell gives the burst back, never more.
+  t = 10_000;
+  assert.deepEqual(
+    [call("aaaa"), call("aaaa"), call("aaaa"), call("aaaa")],
+    ["ok", "ok", "ok", 100],
+  );
+  assert.deepEqual(quota.status!(), {
+    tenants: { acme: 7, bbbb: 1 },
+    refused: { acme: 4 },
+  });
+  assert.deepEqual(quota.metrics!(), [{
+    name: "pyproxy_tenant_quota_refused_total",
+    type: "counter",
+    help: "Model calls refused for a tenant over its quota.",
+    value: 4,
+    labels: { tenant: "acme" },
+  }]);
+  assert.throws(() => tenantQuota({ limit: 1, windw: 5 } as never), /windw/);
 });

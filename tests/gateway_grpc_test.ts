@@ -14,6 +14,7 @@ import {
   startGatewayProcess,
 } from "./_gateway_process.ts";
 import { grpc, InferenceClient } from "./_grpc_client.ts";
+import { tokenId } from "../src/gateway/security.ts";
 import { destroyLater } from "./_h2_destroy_later.ts";
 import protobuf from "protobufjs";
 import { fileURLToPath } from "node:url";
@@ -1042,3 +1043,45 @@ async function grpcTimeout(gw: TestGateway): Promise<void> {
   }
   assert.ok(await exists(`${started}.cancelled`), "not cancelled in Python");
 }
+
+Deno.test("gRPC: ModelInfer reaches the plugins' onCall with the caller of its token (tokenId), as the REST routes do", async () => {
+  const other = "grpc-other-token-0123456789";
+  const dir = await Deno.makeTempDir();
+  try {
+    // A plugin module of the gateway process: the callers it saw, in its status.
+    const module = `${dir}/rec.ts`;
+    await Deno.writeTextFile(
+      module,
+      `const seen: Array<string | null> = [];
+export default {
+  name: "rec",
+  onCall(call: { caller?: string }) { seen.push(call.caller ?? null); },
+  status: () => ({ seen }),
+};
+`,
+    );
+    await using gw = await gateway({
+      token: [TOKEN, other],
+      plugins: { rec: { module } },
+    });
+    for (const token of [TOKEN, other]) {
+      const { error } = await gw.client.call("ModelInfer", {
+        model_name: "mirror",
+        inputs: [{
+          name: "i",
+          datatype: "INT64",
+          shape: [1],
+          contents: { int64_contents: ["1"] },
+        }],
+      }, { token });
+      assert.equal(error, undefined);
+    }
+    const status = await (await gw.fetch("/v1/status")).json();
+    assert.deepEqual(status.pluginStatus.rec.seen, [
+      tokenId(TOKEN),
+      tokenId(other),
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

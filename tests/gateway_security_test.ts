@@ -3,7 +3,12 @@ import { Hono } from "hono";
 import { ConfigError, NoWorkerError, OverloadedError } from "../src/errors.ts";
 import { createGateway } from "../src/gateway/app.ts";
 import { resolveConfig } from "../src/gateway/config.ts";
-import { bearerAuth, tokenMatcher } from "../src/gateway/security.ts";
+import {
+  bearerAuth,
+  tokenId,
+  tokenIdentifier,
+  tokenMatcher,
+} from "../src/gateway/security.ts";
 import { serve } from "../src/gateway/serve.ts";
 import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
 import { GatewayMetrics } from "../src/gateway/metrics.ts";
@@ -747,8 +752,8 @@ Deno.test("createGateway refuses token lists that are empty, too long or repeat 
     [{ token: [] }, /token is an empty list/],
     [{ token: [TOKEN, TOKEN] }, /token lists a token twice/],
     [
-      { token: Array.from({ length: 17 }, (_, i) => `${TOKEN}${i}`) },
-      /token lists 17 tokens \(at most 16\)/,
+      { token: Array.from({ length: 1025 }, (_, i) => `${TOKEN}${i}`) },
+      /token lists 1025 tokens \(at most 1024\)/,
     ],
     [{ token: TOKEN, manageToken: [] }, /manageToken is an empty list/],
     [
@@ -824,4 +829,32 @@ Deno.test({
     assert.equal(res.status, 200);
     await res.body?.cancel();
   },
+});
+
+Deno.test("tokenIdentifier answers each listed token's id and nothing for others, for a rotation's few tokens (each compared) and a token per client (looked up by digest)", () => {
+  for (const n of [1, 2, 4, 5, 16, 1024]) {
+    const tokens = Array.from(
+      { length: n },
+      (_, i) => `client-${i}-0123456789abcdef`,
+    );
+    const identify = tokenIdentifier(tokens);
+    const matches = tokenMatcher(tokens);
+    for (const t of tokens) {
+      assert.equal(identify(t), tokenId(t), `${n}: ${t}`);
+      assert.equal(matches(t), true);
+    }
+    for (
+      const other of [
+        "",
+        `client-${n}-0123456789abcdef`,
+        `${tokens[0]} `,
+        tokens[0]!.toUpperCase(),
+      ]
+    ) {
+      assert.equal(identify(other), undefined, `${n}: ${other}`);
+      assert.equal(matches(other), false);
+    }
+  }
+  // The id is the first 16 hex digits of the token's SHA-256.
+  assert.equal(tokenId("tenant-acme-0123456789"), "9836675667cddc8d");
 });

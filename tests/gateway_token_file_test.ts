@@ -169,8 +169,8 @@ Deno.test("loadConfig reads the token files (one token a line, # comments) and n
     ["short\n", /^token: expected a token of at least 16 characters/],
     [`${T1}\n${T1}\n`, /^token: expected different tokens/],
     [
-      Array.from({ length: 17 }, (_, i) => `${T1}-${i}`).join("\n"),
-      /^token: expected at most 16 tokens/,
+      Array.from({ length: 1025 }, (_, i) => `${T1}-${i}`).join("\n"),
+      /^token: expected at most 1024 tokens/,
     ],
     [`${T1}\u0001x\n`, /^token: expected a token without .*control/],
     [

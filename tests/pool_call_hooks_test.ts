@@ -714,3 +714,47 @@ Deno.test("Call hooks: pool.close() settles the calls held by an async onCall (S
     if (!closed) await pool.close();
   }
 });
+
+Deno.test("Call hooks: a call's caller (ExecuteOptions.caller) reaches onCall and onSettle, of an execute and a stream; a bad one is a ConfigError no hook sees", async () => {
+  const rec = recorder();
+  await using dir = await modelsDir();
+  await using pool = await startPool(dir.path, [rec]);
+  await pool.addModel("tokens", { source: TOKENS });
+  await pool.execute("counter", { x: 1 }, { requestId: "a", caller: "acme" });
+  await pool.execute("counter", { x: 2 }, { requestId: "none" });
+  const items: unknown[] = [];
+  for await (
+    const item of pool.executeStream("tokens", { n: 2 }, {
+      requestId: "s",
+      caller: "globex",
+    })
+  ) items.push(item);
+  assert.deepEqual(items, [0, 1]);
+  assert.deepEqual(rec.calls.map((c) => [c.requestId, c.caller]), [
+    ["a", "acme"],
+    ["none", undefined],
+    ["s", "globex"],
+  ]);
+  assert.deepEqual(
+    rec.settled.map((s) => [s.call.requestId, s.call.caller]),
+    [["a", "acme"], ["none", undefined], ["s", "globex"]],
+  );
+  for (const caller of ["", "x".repeat(129), 42]) {
+    await assert.rejects(
+      pool.execute("counter", { x: 3 }, { caller: caller as string }),
+      (err: Error) =>
+        err.name === "ConfigError" && /caller: expected a string of 1 to 128/
+          .test(err.message),
+    );
+    const stream = pool.executeStream("tokens", { n: 1 }, {
+      caller: caller as string,
+    });
+    await assert.rejects(
+      (async () => {
+        for await (const _ of stream) { /* none */ }
+      })(),
+      (err: Error) => err.name === "ConfigError",
+    );
+  }
+  assert.equal(rec.calls.length, 3);
+});

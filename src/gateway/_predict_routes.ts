@@ -334,6 +334,7 @@ export function predictCalls(
         signal?: AbortSignal;
         requestId?: string;
         headers?: Record<string, string>;
+        caller?: string;
         onResponseMeta: (m: ResponseMeta) => void;
         traceparent?: string;
         tracestate?: string;
@@ -344,6 +345,8 @@ export function predictCalls(
         const headers = forwardedHeaders(request, ctx.forwardHeaders);
         if (headers !== undefined) options.headers = headers;
       }
+      const caller = ctx.callers?.get(request);
+      if (caller !== undefined) options.caller = caller;
       ctx.tracing?.callOptions(request, key, options);
       const validator = catalog.validator(key);
       let answer: unknown;

@@ -14,13 +14,16 @@ import { ConfigError } from "../errors.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { TOKEN_UNUSABLE, usableToken } from "./config_schema.ts";
 import type { ResolvedConfig } from "./config.ts";
-import { MAX_TOKENS } from "./security.ts";
+import { MAX_TOKENS } from "./_max_tokens.ts";
 import { forgetReadable, openToOthers } from "./_secret_file_mode.ts";
 import { untrustedThroughLinks } from "./_untrusted_path.ts";
 import { resolve } from "node:path";
 
-/** The largest token file read: 16 tokens with comments fit many times. */
-const MAX_TOKEN_FILE_BYTES = 64 * 1024;
+/**
+ * The largest token file read: 1024 tokens (`MAX_TOKENS`) of 64 characters,
+ * each with a comment line of 160 (the tenant it is for), fit.
+ */
+const MAX_TOKEN_FILE_BYTES = 256 * 1024;
 /**
  * How long a token file's read may take, in ms: a local file takes less
  * than one; a hung network file system, or a FIFO put in the file's place
@@ -49,8 +52,8 @@ const FILE_OF = {
 
 /**
  * Checks a token option from any source (the environment's and a file's
- * skipped the schema): each token long enough and sendable, 1 to 16 of
- * them, none twice.
+ * skipped the schema): each token long enough and sendable, 1 to
+ * `MAX_TOKENS` (1024) of them, none twice.
  */
 export function checkToken(
   name: "token" | "manageToken",

@@ -64,6 +64,7 @@ import {
   originGuard,
   requestAuthority,
   requestHostChecker,
+  tokenIdentifier,
   tokenMatcher,
 } from "./security.ts";
 
@@ -86,7 +87,8 @@ import {
 export interface GatewayOptions {
   /**
    * Bearer token required on every route except `/healthz`; several are
-   * accepted alike (rotation, at most {@linkcode MAX_TOKENS}).
+   * accepted alike (rotation, a token per client: at most
+   * {@linkcode MAX_TOKENS}, 1024).
    */
   token?: string | readonly string[];
   /**
@@ -451,6 +453,7 @@ export function createGateway(
       options.runtime ?? defaultRuntime(),
     ),
     tokenHolders: tokens === undefined ? undefined : new TokenHolders(),
+    callers: tokens === undefined ? undefined : new WeakMap(),
   };
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
@@ -633,6 +636,7 @@ export function createGateway(
           ? {}
           : { manageToken: manageTokens, manageRoute }),
         webSocketPath: isChannelPath,
+        onAuthenticated: (c, id) => ctx.callers!.set(c.req.raw, id),
       });
     // Replaced as a whole by a reload: a request sees the old tokens or
     // the new ones, never a mix.
@@ -896,6 +900,8 @@ export function createGateway(
   // `let`: a reload replaces them (one closure variable read, as before).
   let tokenMatches = anyTokenMatcher(tokens, manageTokens);
   const execute = modelExecutor(ctx, true);
+  // The id of the token fastName let the request in with (read at once).
+  let fastCaller: string | undefined;
   const fastName = (request: Request): string | undefined => {
     if (cors !== undefined || request.method !== "POST" || signal.aborted) {
       return undefined;
@@ -924,7 +930,9 @@ export function createGateway(
     if (headers.get("sec-fetch-site") !== null) return undefined;
     if (tokenMatches !== undefined) {
       const token = bearerToken(headers.get("authorization") ?? "");
-      if (token === undefined || !tokenMatches(token)) return undefined;
+      if (token === undefined) return undefined;
+      fastCaller = tokenMatches(token);
+      if (fastCaller === undefined) return undefined;
     }
     return name;
   };
@@ -934,7 +942,15 @@ export function createGateway(
   ): Response | Promise<Response> => {
     const name = fastName(request);
     if (name !== undefined) {
-      return execute(request, name, undefined, undefined, undefined);
+      return execute(
+        request,
+        name,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        fastCaller,
+      );
     }
     // The drain waits for this response's delivery (the middleware).
     if (typeof env === "object" && env !== null && Object.isExtensible(env)) {
@@ -974,7 +990,7 @@ export function createGateway(
     // request gets 401.
     const ended = nextAny === undefined
       ? undefined
-      : ctx.tokenHolders?.revoke(nextAny, nextManage);
+      : ctx.tokenHolders?.revoke((t) => nextAny(t) !== undefined, nextManage);
     if (ended !== undefined && ended.subscription > 0) {
       logger.info(
         "Ended {count} channel subscription(s) whose token is no longer accepted",
@@ -1003,7 +1019,7 @@ export function createGateway(
     tracing.admits = (request) => {
       const token = bearerToken(request.headers.get("authorization") ?? "");
       // The current tokens (a reload replaces them; never turns them off).
-      return token !== undefined && tokenMatches?.(token) === true;
+      return token !== undefined && tokenMatches?.(token) !== undefined;
     };
   }
   const traced: GatewayApp = {
@@ -1080,12 +1096,15 @@ function checkedTokens(
   };
 }
 
-/** Matches either kind of token (execute is an inference route: both may call it). */
+/**
+ * Matches either kind of token (execute is an inference route: both may
+ * call it), answering the matched one's id (`tokenId`).
+ */
 function anyTokenMatcher(
   tokens: readonly string[] | undefined,
   manageTokens: readonly string[] | undefined,
-): ((presented: string) => boolean) | undefined {
-  return tokens === undefined ? undefined : tokenMatcher(
+): ((presented: string) => string | undefined) | undefined {
+  return tokens === undefined ? undefined : tokenIdentifier(
     manageTokens === undefined ? tokens : [...tokens, ...manageTokens],
   );
 }

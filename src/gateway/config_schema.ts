@@ -14,6 +14,7 @@ import {
 import { modelNameProblem } from "./model_name_problem.ts";
 import { pluginSpecifierProblem } from "./_plugin_modules.ts";
 import { tokenFileIntervalProblem } from "./_token_file_interval.ts";
+import { MAX_TOKENS } from "./_max_tokens.ts";
 import { MAX_MODEL_TIMEOUT } from "../_model_timeout.ts";
 import { VersionLabel } from "../_model_version.ts";
 import { envNameProblem, envSizeProblem, isEnvValue } from "./_worker_env.ts";
@@ -262,7 +263,7 @@ export interface GatewayConfig {
   } | undefined;
   /**
    * Bearer token (at least 16 characters), or several accepted alike
-   * (rotation; at most 16).
+   * (rotation, a token per client; at most 1024).
    */
   token?: string | string[] | undefined;
   /**
@@ -271,7 +272,7 @@ export interface GatewayConfig {
    */
   manageToken?: string | string[] | undefined;
   /**
-   * A file holding `token`: one token a line (1 to 16; blank lines and
+   * A file holding `token`: one token a line (1 to 1024; blank lines and
    * lines starting with `#` skipped), such as a mounted Kubernetes secret.
    * Read at start, on a reload, and when it changes (see
    * `tokenFileInterval`). Not with `token` (docs/gateway.md, "Security").
@@ -414,7 +415,7 @@ export function usableToken(token: string): boolean {
 export const TOKEN_UNUSABLE =
   "expected a token without leading or trailing whitespace, control characters or characters beyond U+00FF";
 
-/** A token, or a list of 1 to 16 different ones (rotation). */
+/** A token, or a list of 1 to `MAX_TOKENS` different ones (rotation, a token per client). */
 function tokenSchema(): v.GenericSchema<string | string[]> {
   const one = v.pipe(
     v.string("expected a string"),
@@ -426,7 +427,7 @@ function tokenSchema(): v.GenericSchema<string | string[]> {
     v.pipe(
       v.array(one, "expected a token or an array of tokens"),
       v.minLength(1, "expected at least one token (leave it out for none)"),
-      v.maxLength(16, "expected at most 16 tokens"),
+      v.maxLength(MAX_TOKENS, `expected at most ${MAX_TOKENS} tokens`),
       v.check(
         (list) => new Set(list).size === list.length,
         "expected different tokens (one is listed twice)",

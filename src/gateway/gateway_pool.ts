@@ -255,6 +255,8 @@ export interface GatewayPool {
       contentType?: string;
       /** The request headers `forwardHeaders` lists, for `host.headers()`. */
       headers?: Record<string, string>;
+      /** The id of the token that let the request in, for the call hooks. */
+      caller?: string;
       /** Gets the status and headers the model chose for its success. */
       onResponseMeta?: (meta: ResponseMeta) => void;
       /** A call's W3C trace context, for `host.trace_context()` (tracing on). */
@@ -281,6 +283,8 @@ export interface GatewayPool {
       contentType?: string;
       /** The request headers `forwardHeaders` lists, for `host.headers()`. */
       headers?: Record<string, string>;
+      /** The id of the token that let the request in, for the call hooks. */
+      caller?: string;
       /** Gets the headers the model set before its first item. */
       onResponseMeta?: (meta: ResponseMeta) => void;
       /** A call's W3C trace context, for `host.trace_context()` (tracing on). */

@@ -450,6 +450,7 @@ export function inferenceProtocolRoutes(
         signal?: AbortSignal;
         requestId?: string;
         headers?: Record<string, string>;
+        caller?: string;
         onResponseMeta: (m: ResponseMeta) => void;
         traceparent?: string;
         tracestate?: string;
@@ -463,6 +464,8 @@ export function inferenceProtocolRoutes(
         const headers = forwardedHeaders(request, ctx.forwardHeaders);
         if (headers !== undefined) options.headers = headers;
       }
+      const caller = ctx.callers?.get(request);
+      if (caller !== undefined) options.caller = caller;
       watched = ctx.disconnects?.watch(request);
       if (watched !== undefined) options.signal = watched.signal;
       ctx.tracing?.callOptions(request, name, options);

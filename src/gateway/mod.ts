@@ -56,6 +56,7 @@ export type { GatewayModelInfo } from "./model_catalog.ts";
 export type { CorsConfig } from "./security.ts";
 export type { TracingOptions } from "./tracing_options.ts";
 export {
+  tokenId,
   WS_BEARER64_PREFIX,
   WS_BEARER_PREFIX,
   WS_PROTOCOL,

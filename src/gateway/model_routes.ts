@@ -493,15 +493,16 @@ export function modelExecutor(
   publish: string | undefined,
   timeout: string | undefined,
   version?: string,
+  caller?: string,
 ) => Promise<Response> {
-  const { pool, metrics, hub, logger, disconnects, compression } = ctx;
+  const { pool, metrics, hub, logger, disconnects, compression, callers } = ctx;
   const hideDir = modelsDirHider(ctx);
   // No header is read for the models unless the gateway lists some.
   const forward = ctx.forwardHeaders.length > 0
     ? ctx.forwardHeaders
     : undefined;
   // One async function for the whole call: no wrapper promise per request.
-  return async (request, name, key, publish, timeoutParam, version) => {
+  return async (request, name, key, publish, timeoutParam, version, caller) => {
     // Only the direct path logs the request itself (routed: the middleware),
     // and only when debug logging is on (a clock read per request otherwise).
     const log = direct && logger.isEnabledFor?.("debug") !== false;
@@ -577,6 +578,7 @@ export function modelExecutor(
         requestId?: string;
         contentType?: string;
         headers?: Record<string, string>;
+        caller?: string;
         onResponseMeta: (m: ResponseMeta) => void;
         traceparent?: string;
         tracestate?: string;
@@ -587,6 +589,11 @@ export function modelExecutor(
       if (forward !== undefined) {
         const headers = forwardedHeaders(request, forward);
         if (headers !== undefined) options.headers = headers;
+      }
+      // The direct path passes it; a routed request's authentication kept it.
+      if (callers !== undefined) {
+        caller ??= callers.get(request);
+        if (caller !== undefined) options.caller = caller;
       }
       watched = disconnects?.watch(request);
       if (watched !== undefined) options.signal = watched.signal;

@@ -273,6 +273,7 @@ export function modelStreamRoutes(ctx: RouteContext): Hono {
         requestId?: string;
         contentType?: string;
         headers?: Record<string, string>;
+        caller?: string;
         onResponseMeta: (m: ResponseMeta) => void;
         traceparent?: string;
         tracestate?: string;
@@ -288,6 +289,8 @@ export function modelStreamRoutes(ctx: RouteContext): Hono {
         const headers = forwardedHeaders(c.req.raw, ctx.forwardHeaders);
         if (headers !== undefined) options.headers = headers;
       }
+      const caller = ctx.callers?.get(c.req.raw);
+      if (caller !== undefined) options.caller = caller;
       // Early headers only for a model the pool has: an unknown one is
       // answered at once with its 404 (the pool's, as without them).
       if (early && catalog.describe(pool, name) === undefined) early = false;

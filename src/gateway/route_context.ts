@@ -125,4 +125,10 @@ export interface RouteContext {
    * that retires a token to end them; `undefined` without a token.
    */
   tokenHolders: TokenHolders | undefined;
+  /**
+   * The id of the token each routed request was let in with (`tokenId`),
+   * set by the authentication, read as its model calls' `caller`;
+   * `undefined` without a token.
+   */
+  callers: WeakMap<Request, string> | undefined;
 }

@@ -92,7 +92,8 @@ test(
   async () => {
     const text = await runExample("tenant_quota.ts");
     expect(text).toStartWith(
-      "acme: 200\nacme: 200\nacme: 429 QuotaExceededError (Retry-After: 60)\nglobex: 200\n",
+      "acme: 200\nacme: 200\nacme: 429 QuotaExceededError (Retry-After: 30)\nglobex: 200\n" +
+        "acme as x-tenant: globex: 429 QuotaExceededError (Retry-After: 30)\n",
     );
   },
   30_000,
