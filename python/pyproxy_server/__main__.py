@@ -38,6 +38,7 @@ from .own_group import end_own_group
 from .server import Server, add_models_to_path
 from .shielded_logging import ShieldedLock, shield_module_lock
 from .shielded_thread_start import ShieldedThreadStart
+from .uncaught_exceptions import UncaughtExceptions
 
 # Seconds between checks that the parent process is still the one that started us.
 PARENT_CHECK_INTERVAL = 1.0
@@ -635,6 +636,8 @@ def main(argv=None):
     # Model code's logging records, also to the host (clients that ask for
     # them); first, so the stderr handler of --log-dir - knows what it sent.
     logging.getLogger().handlers.insert(0, HostLogHandler())
+    # A model thread's uncaught exception: one record, not a warning per line.
+    UncaughtExceptions.install()
     log = logging.getLogger("pyproxy_server")
     add_models_to_path(root)
     server.load_extensions()

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 33042,
+      size: 33206,
       sha256:
-        "65d8378e610113104dd5e01f7aab43a23257faa6e47e1e77f5aeae9cea5924a4",
+        "ea82d90ae7f9e6e9790ea881acc194aa6187a38bba201644afe742851fb59825",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -265,6 +265,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 10480,
       sha256:
         "50d997e7b044cfafc8e8f6dbf0b9214adcfcbc2c98934a1b784a67cdf5b5618e",
+    },
+    {
+      path: "pyproxy_server/uncaught_exceptions.py",
+      size: 3897,
+      sha256:
+        "6b00e7893624dc409cfc368f7805f5bc566987884e2ee407e4f6a681b7a62159",
     },
     {
       path: "pyproxy_server/wording.py",

@@ -1,0 +1,57 @@
+"""A model thread's uncaught exception is one log record, not a line each."""
+
+import os
+import time
+import unittest
+
+from tests.test_server import ServerTestCase
+
+
+class UncaughtExceptionsTest(ServerTestCase):
+    # Each record one line on stderr (escaped newlines), as the host reads it.
+    args = ("--log-dir", "-")
+
+    def record_lines(self, needle):
+        # The hook's record is written before the thread's join returns; read until it is there.
+        deadline = time.monotonic() + 5
+        while True:
+            lines = [line for line in self.server.stderr_text().splitlines() if needle in line]
+            if lines or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.01)
+
+    def test_a_threads_uncaught_exception_is_one_error_record_with_its_traceback(self):
+        c = self.connect()
+        c.call("addModel", name="u", file="uncaught.py")
+        self.assertEqual(c.call("executeModel", name="u", msg={"what": "thread"}), "done")
+        lines = self.record_lines("Exception in thread loader-thread")
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn(" ERROR [loader-thread] pyproxy_server.uncaught: Exception in thread loader-thread\\nTraceback", lines[0])
+        self.assertIn("ZeroDivisionError", lines[0])
+        # Was: a WARNING record per line of the traceback ("<stderr>: ...").
+        log = self.server.stderr_text()
+        self.assertNotIn("<stderr>", log)
+        self.assertEqual(sum(1 for line in log.splitlines() if "ZeroDivisionError" in line), 1, log)
+
+    def test_an_exception_python_ignores_is_one_error_record(self):
+        c = self.connect()
+        c.call("addModel", name="u", file="uncaught.py")
+        self.assertEqual(c.call("executeModel", name="u", msg={"what": "unraisable"}), "done")
+        lines = self.record_lines("Exception ignored in")
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn(" ERROR [loader-unraisable] pyproxy_server.uncaught: Exception ignored in: <function _Closes.__del__", lines[0])
+        self.assertIn("ValueError: cannot close", lines[0])
+        self.assertNotIn("<stderr>", self.server.stderr_text())
+
+    def test_an_exception_ignored_during_a_call_goes_to_the_calls_output_as_before(self):
+        c = self.connect()
+        c.call("addModel", name="u", file="uncaught.py")
+        self.assertEqual(c.call("executeModel", name="u", msg={"what": "inCall"}), "done")
+        output = "\n".join(e["message"] for e in c.events if e.get("event") == "log" and e.get("stream") == "stderr")
+        self.assertIn("Exception ignored in: <function _Closes.__del__", output)
+        self.assertIn("ValueError: cannot close", output)
+        self.assertNotIn("cannot close", self.server.stderr_text())
+
+
+if __name__ == "__main__":
+    unittest.main()
