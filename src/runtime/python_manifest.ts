@@ -28,9 +28,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/lock.py",
-      size: 5185,
+      size: 5354,
       sha256:
-        "b0db67eb84694e8e3f8031377ecc45f4d53e86647a3aac5c2e911ad52f77ba9c",
+        "9b75238bf3b9114c7fe78a18dcd3916ac9409dcd2eff70fd4f90a3b3478736c4",
     },
     {
       path: "pyproxy/metrics.py",
