@@ -1,9 +1,10 @@
-"""A model thread's uncaught exception is one log record, not a line each."""
+"""A model thread's uncaught exception is one log record, not a line each;
+records on stderr carry the host's mark."""
 
-import os
 import time
 import unittest
 
+from tests._client import ServerProcess
 from tests.test_server import ServerTestCase
 
 
@@ -51,6 +52,35 @@ class UncaughtExceptionsTest(ServerTestCase):
         self.assertIn("Exception ignored in: <function _Closes.__del__", output)
         self.assertIn("ValueError: cannot close", output)
         self.assertNotIn("cannot close", self.server.stderr_text())
+
+
+class LogMarkTest(unittest.TestCase):
+    def test_records_on_stderr_start_with_the_hosts_mark_which_model_code_does_not_inherit(self):
+        # The host takes a stderr line for a record only with the mark: text
+        # of anything else there (a subprocess printing a client's words)
+        # that looked like one was logged at its level.
+        mark = "5eed0f1e2d3c"
+        server = ServerProcess(args=("--log-dir", "-"), env={"PYPROXY_LOG_MARK": mark})
+        try:
+            c = server.connect()
+            code = "import os, threading\n" \
+                "threading.Thread(target=lambda: 1 / 0).start()\n" \
+                "os.environ.get('PYPROXY_LOG_MARK')"
+            self.assertEqual(c.call("eval", code=code)["value"], None)
+            deadline = time.monotonic() + 5
+            while "ZeroDivisionError" not in server.stderr_text() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            lines = server.stderr_text().splitlines()
+            self.assertTrue(any("ZeroDivisionError" in line for line in lines), lines)
+            self.assertTrue(all(line.startswith(mark + " ") for line in lines), lines)
+        finally:
+            server.kill()
+
+    def test_a_mark_that_cannot_start_a_line_of_ours_is_ignored(self):
+        from pyproxy_server.__main__ import _log_mark
+        self.assertEqual(_log_mark("ab12"), "ab12")
+        for bad in (None, "", "a b", "a\nb", "x" * 129, "caf\u00e9"):
+            self.assertIsNone(_log_mark(bad), bad)
 
 
 if __name__ == "__main__":

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 33206,
+      size: 34344,
       sha256:
-        "ea82d90ae7f9e6e9790ea881acc194aa6187a38bba201644afe742851fb59825",
+        "e16f478bbd957d9009710086559df260e7e75755fe2e2a48a8f037c87b304095",
     },
     {
       path: "pyproxy_server/array_like.py",
