@@ -581,7 +581,11 @@ export class PythonServer implements AsyncDisposable {
       logMark,
     );
     // stdin failing (the child is already gone) is reported by the exit below.
-    stdin.write(new TextEncoder().encode(JSON.stringify({ secret }) + "\n"))
+    // The mark again, for a wrapper that passes stdin on but not the
+    // environment (`docker run` without `-e`).
+    stdin.write(
+      new TextEncoder().encode(JSON.stringify({ secret, logMark }) + "\n"),
+    )
       .catch(() => {});
     const readyTimeout = options.readyTimeout ?? 15_000;
     // `exit`: how the process ended by itself (details.code and .signal);

@@ -129,13 +129,18 @@ def set_sched_batch():
 
 
 def read_secret():
-    """Read ``{"secret": "<hex>"}`` from the first stdin line."""
+    """Read ``{"secret": "<hex>"}`` from the first stdin line; returns the
+    secret and the line's optional ``logMark`` (``PYPROXY_LOG_MARK``'s
+    value, for a host whose wrapper passes stdin on but not the
+    environment), or None."""
     line = sys.stdin.buffer.readline()
     if not line:
         raise SystemExit("pyproxy_server: no secret on stdin (end of file); use --insecure-no-auth for local experiments")
     try:
-        secret = json.loads(line)["secret"]
-    except (ValueError, KeyError, TypeError):
+        start = json.loads(line)
+        secret = start["secret"]
+        mark = start.get("logMark")
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise SystemExit('pyproxy_server: the first stdin line must be {"secret": "<hex>"}')
     if not isinstance(secret, str) or not secret:
         raise SystemExit("pyproxy_server: the secret must be a non-empty string")
@@ -143,7 +148,7 @@ def read_secret():
         secret.encode()  # the MAC's key is the secret as UTF-8 (protocol §4)
     except UnicodeEncodeError:
         raise SystemExit("pyproxy_server: the secret must be a non-empty string that UTF-8 can encode (no lone surrogate)")
-    return secret
+    return secret, mark if isinstance(mark, str) else None
 
 
 def detach_stdin():
@@ -638,7 +643,9 @@ def main(argv=None):
     sched_batch = set_sched_batch() if args.sched_batch else False
     parent = os.getppid()
     host, host_start = watched_host(args.host_pid, parent)
-    secret = None if args.insecure_no_auth else read_secret()
+    secret, line_mark = (None, None) if args.insecure_no_auth else read_secret()
+    if line_mark is not None:
+        log_mark = _log_mark(line_mark)
     host_pipe = detach_stdin()
     root = os.path.realpath(args.path)
     if not os.path.isdir(root):

@@ -59,8 +59,15 @@ class LogMarkTest(unittest.TestCase):
         # The host takes a stderr line for a record only with the mark: text
         # of anything else there (a subprocess printing a client's words)
         # that looked like one was logged at its level.
-        mark = "5eed0f1e2d3c"
-        server = ServerProcess(args=("--log-dir", "-"), env={"PYPROXY_LOG_MARK": mark})
+        self.check_marked("5eed0f1e2d3c", env={"PYPROXY_LOG_MARK": "5eed0f1e2d3c"})
+
+    def test_the_secret_lines_mark_is_taken_first(self):
+        # A wrapper (docker run, sudo) may pass stdin on, not the environment.
+        self.check_marked("11aa22bb", env={"PYPROXY_LOG_MARK": "ignored"}, log_mark="11aa22bb")
+        self.check_marked("33cc44dd", log_mark="33cc44dd")
+
+    def check_marked(self, mark, env=None, log_mark=None):
+        server = ServerProcess(args=("--log-dir", "-"), env=env, log_mark=log_mark)
         try:
             c = server.connect()
             code = "import os, threading\n" \

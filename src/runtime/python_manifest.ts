@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 34344,
+      size: 34722,
       sha256:
-        "e16f478bbd957d9009710086559df260e7e75755fe2e2a48a8f037c87b304095",
+        "889d6d85ddf1401b692c6f3193ac8a768593609bdfd2d3214ca149683de3557b",
     },
     {
       path: "pyproxy_server/array_like.py",
