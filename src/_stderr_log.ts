@@ -75,7 +75,8 @@ export interface StderrLogOptions {
  * that come within `flushMs` of the first joined into one entry (up to
  * `maxJoinedLines` and `maxLineChars`): a traceback another program prints
  * is one entry, not a warning per line. An unfinished line is logged
- * `flushMs` after the last text, or as a record starts after it on its line.
+ * `flushMs` after the last text (up to 1 s when its end may be the start of
+ * a record's mark), or as a record starts after it on its line.
  * Text on stderr cannot pass for a record: the mark is random per process
  * (model code, which runs in that process, can find it; text it prints
  * cannot carry it by accident).
@@ -327,6 +328,16 @@ export class StderrLog {
     );
   }
 
+  /** Whether `text` ends with the start of the mark (read apart from its rest). */
+  #mayStartRecord(text: string): boolean {
+    const prefix = this.#prefix;
+    if (prefix === undefined) return false;
+    for (let k = Math.min(text.length, prefix.length - 1); k > 0; k--) {
+      if (prefix.startsWith(text.slice(text.length - k))) return true;
+    }
+    return false;
+  }
+
   /** What is due: lines joined long enough, an idle unfinished line, drops of a second that ended. */
   #tick(): void {
     this.#timer = undefined;
@@ -337,7 +348,13 @@ export class StderrLog {
       this.#partial !== "" && this.#over === 0 &&
       !this.#isRecord(this.#partial)
     ) {
-      if (now - this.#textAt >= this.#flushMs) {
+      const idle = now - this.#textAt;
+      if (idle < this.#flushMs) next = this.#textAt + this.#flushMs;
+      else if (idle < 1000 && this.#mayStartRecord(this.#partial)) {
+        // Its end may be the start of a record read in two pieces: the
+        // rest comes at once, unless the server is starved.
+        next = this.#textAt + 1000;
+      } else {
         const at = this.#prefix === undefined
           ? -1
           : this.#partial.indexOf(this.#prefix);
@@ -345,7 +362,7 @@ export class StderrLog {
         this.#text(at > 0 ? this.#partial.slice(0, at) : this.#partial);
         this.#partial = at > 0 ? this.#partial.slice(at) : "";
         this.#flushGroup();
-      } else next = this.#textAt + this.#flushMs;
+      }
     }
     if (this.#group !== "") {
       if (now - this.#groupAt >= this.#flushMs) this.#flushGroup();

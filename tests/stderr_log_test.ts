@@ -164,13 +164,18 @@ Deno.test("StderrLog logs an unfinished line once no more text comes, and one a 
       "warn progress 60%",
       "info 2026-12-05 01:33:49,123 INFO [t] x: y",
     ]);
-    // A record read in pieces is not logged half.
+    // A record read in pieces is not logged half, nor one whose mark
+    // was cut (waited for up to 1 s).
     const whole = next();
     log.push(rec("2026-12-05 01:33:49,124 WARNING [t] x: "));
     log.push("z\n");
     await whole;
+    log.push(MARK.slice(0, 3));
+    await new Promise((resolve) => setTimeout(resolve, 30)); // 3 flushMs idle
+    log.push(rec("2026-12-05 01:33:49,125 INFO [t] x: y\n").slice(3));
     assert.deepEqual(lines(entries).slice(3), [
       "warn 2026-12-05 01:33:49,124 WARNING [t] x: z",
+      "info 2026-12-05 01:33:49,125 INFO [t] x: y",
     ]);
   } finally {
     log.end();
