@@ -180,9 +180,6 @@ export class StderrLog {
 
   /** The stream ended: logs an unfinished last line and what was dropped. */
   end(): void {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#timerAt = Infinity;
     if (this.#over > 0) {
       this.#record(this.#partial, this.#partial.length + this.#over);
     } else if (this.#partial !== "") {
@@ -192,6 +189,10 @@ export class StderrLog {
     this.#over = 0;
     this.#flushGroup();
     this.#reportDropped();
+    // Last: what was just flushed may have set it.
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
   }
 
   #isRecord(line: string): boolean {

@@ -113,6 +113,7 @@ Deno.test("StderrLog logs a record the server escaped into one line as one entry
     "warn a line of its own with \\n in it",
   ]);
   assert.equal(log.dropped, 1);
+  log.end();
 });
 
 Deno.test("StderrLog bounds lines, joined lines and rate (each joined line counts), and says how many it dropped", () => {
