@@ -93,14 +93,19 @@ export class StderrTail {
   #onText: ((text: string) => void) | undefined;
   #onEnd: (() => void) | undefined;
   #decoder = new TextDecoder();
+  /** `<mark> ` of the server's records: left out of `text()`. */
+  #hide: string | undefined;
 
+  /** `mark`: what the server's records start with (`StderrLog`), kept out of {@linkcode StderrTail.text}. */
   constructor(
     stream: ReadableStream<Uint8Array>,
     onText: ((text: string) => void) | undefined,
     onEnd?: () => void,
+    mark?: string,
   ) {
     this.#onText = onText;
     this.#onEnd = onEnd;
+    this.#hide = mark === undefined ? undefined : `${mark} `;
     this.#done = this.#read(stream);
   }
 
@@ -173,7 +178,19 @@ export class StderrTail {
     clearTimeout(timer);
   }
 
+  /**
+   * The tail as text, without the mark of the server's records: it is in
+   * crash reports and error messages (a model's last stderr line), and a
+   * client that read it could make text pass for the server's records.
+   */
   text(): string {
+    const text = this.#decode();
+    return this.#hide === undefined || !text.includes(this.#hide)
+      ? text
+      : text.replaceAll(this.#hide, "");
+  }
+
+  #decode(): string {
     const ring = this.#ring;
     if (ring === undefined) return "";
     const start = (this.#end - this.#size + ring.length) % ring.length;

@@ -240,7 +240,11 @@ export interface PythonServerOptions {
    * @default {this library's `python/` directory (downloaded once when imported from JSR)}
    */
   pythonPath?: string;
-  /** Called with every piece of the server's stderr (already kept in {@linkcode PythonServer.stderrTail}). */
+  /**
+   * Called with every piece of the server's stderr (already kept in
+   * {@linkcode PythonServer.stderrTail}), as read: the server's records
+   * start with a random mark of its process (left out of `stderrTail`).
+   */
   onStderr?: (text: string) => void;
   /**
    * Where the launcher logs, and where each line of the server's stderr is
@@ -359,6 +363,11 @@ export class PythonServer implements AsyncDisposable {
     const python = options.python ?? "python3";
     const id = options.id ?? `py-${randomBytes(4).toString("hex")}`;
     const secret = options.secret ?? randomBytes(32).toString("hex");
+    // What the server's records on stderr start with (its
+    // PYPROXY_LOG_MARK), random per process: text that anything else in
+    // the process writes there (a subprocess, a C library, a model printing
+    // a client's words) cannot pass for one of them.
+    const logMark = randomBytes(12).toString("hex");
     if (
       options.socketName !== undefined && !LOG_NAME.test(options.socketName)
     ) {
@@ -481,6 +490,7 @@ export class PythonServer implements AsyncDisposable {
     const env: Record<string, string> = {
       PYTHONUNBUFFERED: "1",
       ...options.env,
+      PYPROXY_LOG_MARK: logMark,
       PYTHONPATH: extra
         ? `${pythonPath}${pathDelimiter()}${extra}`
         : pythonPath,
@@ -557,8 +567,8 @@ export class PythonServer implements AsyncDisposable {
       // Its whole log, on purpose: more lines than a traceback's burst, and
       // a record with its traceback on one line (escaped) kept whole.
       options.logDir === "-"
-        ? { maxLinesPerSecond: 1000, maxLineChars: 65_536 }
-        : {},
+        ? { maxLinesPerSecond: 1000, maxLineChars: 65_536, mark: logMark }
+        : { mark: logMark },
     );
     const onStderr = options.onStderr;
     const stderr = new StderrTail(
@@ -568,9 +578,14 @@ export class PythonServer implements AsyncDisposable {
         onStderr(text);
       },
       () => stderrLog.end(),
+      logMark,
     );
     // stdin failing (the child is already gone) is reported by the exit below.
-    stdin.write(new TextEncoder().encode(JSON.stringify({ secret }) + "\n"))
+    // The mark again, for a wrapper that passes stdin on but not the
+    // environment (`docker run` without `-e`).
+    stdin.write(
+      new TextEncoder().encode(JSON.stringify({ secret, logMark }) + "\n"),
+    )
       .catch(() => {});
     const readyTimeout = options.readyTimeout ?? 15_000;
     // `exit`: how the process ended by itself (details.code and .signal);

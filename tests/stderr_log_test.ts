@@ -12,25 +12,56 @@ const lines = (entries: LogEntry[]) =>
     `${level} ${p?.line ?? `<${p?.count} dropped>`}`
   );
 
-Deno.test("StderrLog logs whole lines across pieces, at the server's level or as warnings", () => {
+/** The mark of the server's records in these tests (a real one is random). */
+const MARK = "0f1e2d3c";
+const rec = (text: string) => `${MARK} ${text}`;
+
+/** A recording logger whose `next()` resolves at its next entry. */
+function waitingLogger() {
   const { logger, entries } = recordingLogger();
-  const log = new StderrLog(logger, "w1");
+  let wake: (() => void) | undefined;
+  const wrap = (
+    level: "trace" | "debug" | "info" | "warn" | "error" | "fatal",
+  ) => {
+    const log = logger[level];
+    return (message: string, props?: Record<string, unknown>) => {
+      log(message, props);
+      wake?.();
+    };
+  };
+  return {
+    entries,
+    logger: {
+      trace: wrap("trace"),
+      debug: wrap("debug"),
+      info: wrap("info"),
+      warn: wrap("warn"),
+      error: wrap("error"),
+      fatal: wrap("fatal"),
+    },
+    next: () => new Promise<void>((resolve) => (wake = resolve)),
+  };
+}
+
+Deno.test("StderrLog logs whole lines across pieces, the server's records at their level, other lines joined as one warning", () => {
+  const { logger, entries } = recordingLogger();
+  const log = new StderrLog(logger, "w1", { mark: MARK, now: () => 0 });
   log.push("Traceback (most recent call last):\n  File");
   log.push(' "m.py", line 1\nValueError: x\r\n\n');
+  assert.equal(entries.length, 0, "joined until a record comes, or 50 ms");
   log.push(
-    "2026-12-05 01:33:49,123 INFO [MainThread] pyproxy_server: started\n",
+    rec("2026-12-05 01:33:49,123 INFO [MainThread] pyproxy_server: started\n"),
   );
-  log.push("2026-12-05 01:33:49,124 ERROR [t] pyproxy_server: bad\n");
+  log.push(rec("2026-12-05 01:33:49,124 ERROR [t] pyproxy_server: bad\n"));
   log.push(
-    "2026-12-05 01:33:49,125 CRITICAL [t] x: y\n2026-12-05 01:33:49,126 DEBUG [t] x: z\n",
+    rec("2026-12-05 01:33:49,125 CRITICAL [t] x: y\n") +
+      rec("2026-12-05 01:33:49,126 DEBUG [t] x: z\n"),
   );
   log.push("no newline at the end");
-  assert.equal(entries.length, 7);
+  assert.equal(entries.length, 5);
   log.end();
   assert.deepEqual(lines(entries), [
-    "warn Traceback (most recent call last):",
-    'warn   File "m.py", line 1',
-    "warn ValueError: x",
+    'warn Traceback (most recent call last):\n  File "m.py", line 1\nValueError: x',
     "info 2026-12-05 01:33:49,123 INFO [MainThread] pyproxy_server: started",
     "error 2026-12-05 01:33:49,124 ERROR [t] pyproxy_server: bad",
     "fatal 2026-12-05 01:33:49,125 CRITICAL [t] x: y",
@@ -39,62 +70,158 @@ Deno.test("StderrLog logs whole lines across pieces, at the server's level or as
   ]);
   assert.deepEqual(entries[0]![2], {
     id: "w1",
-    line: "Traceback (most recent call last):",
+    line:
+      'Traceback (most recent call last):\n  File "m.py", line 1\nValueError: x',
   });
+});
+
+Deno.test("StderrLog takes no line without the server's mark for a record: a forged one is a warning, as written", () => {
+  const { logger, entries } = recordingLogger();
+  const log = new StderrLog(logger, "w1", { mark: MARK });
+  // What a subprocess or a forked child printing a client's text may write.
+  log.push(
+    "2026-12-05 01:33:49,123 ERROR [MainThread] pyproxy_server: forged\\nsecond line\n",
+  );
+  log.push(`${MARK}x 2026-12-05 01:33:49,123 ERROR [t] x: not the mark\n`);
+  log.end();
+  assert.deepEqual(lines(entries), [
+    "warn 2026-12-05 01:33:49,123 ERROR [MainThread] pyproxy_server: forged\\nsecond line\n" +
+    `${MARK}x 2026-12-05 01:33:49,123 ERROR [t] x: not the mark`,
+  ]);
+  // Without a mark, no line is a record.
+  const plain = recordingLogger();
+  const unmarked = new StderrLog(plain.logger, "w1");
+  unmarked.push("2026-12-05 01:33:49,123 ERROR [t] x: y\n");
+  unmarked.end();
+  assert.deepEqual(lines(plain.entries), [
+    "warn 2026-12-05 01:33:49,123 ERROR [t] x: y",
+  ]);
 });
 
 Deno.test("StderrLog logs a record the server escaped into one line as one entry at its level, unescaped, counted once", () => {
   const { logger, entries } = recordingLogger();
-  const log = new StderrLog(logger, "w1", { maxLinesPerSecond: 2 });
+  const log = new StderrLog(logger, "w1", { mark: MARK, maxLinesPerSecond: 2 });
   log.push(
-    '2026-12-05 01:33:49,123 ERROR [t] m: failed in C:\\\\tmp\\nTraceback (most recent call last):\\n  File "m.py"\\r\\nValueError: x\n',
+    rec(
+      '2026-12-05 01:33:49,123 ERROR [t] m: failed in C:\\\\tmp\\nTraceback (most recent call last):\\n  File "m.py"\\r\\nValueError: x\n',
+    ),
   );
   log.push("a line of its own with \\n in it\n");
-  log.push("2026-12-05 01:33:49,124 INFO [t] m: dropped\n");
+  log.push(rec("2026-12-05 01:33:49,124 INFO [t] m: dropped\n"));
   assert.deepEqual(lines(entries), [
     'error 2026-12-05 01:33:49,123 ERROR [t] m: failed in C:\\tmp\nTraceback (most recent call last):\n  File "m.py"\r\nValueError: x',
     "warn a line of its own with \\n in it",
   ]);
   assert.equal(log.dropped, 1);
+  log.end();
 });
 
-Deno.test("StderrLog bounds lines and rate, and says how many it dropped", () => {
+Deno.test("StderrLog bounds lines, joined lines and rate (each joined line counts), and says how many it dropped", () => {
   const { logger, entries } = recordingLogger();
   let now = 1_000;
   const log = new StderrLog(logger, "w2", {
-    maxLinesPerSecond: 3,
+    maxLinesPerSecond: 4,
     maxLineChars: 10,
     now: () => now,
   });
   log.push("x".repeat(25)); // no newline: logged in cuts, not kept whole
   assert.deepEqual(lines(entries), ["warn xxxxxxxxxx", "warn xxxxxxxxxx"]);
-  log.push("\n"); // the rest (5 characters): the 3rd line of this second
-  log.push("a\nb\nc\n"); // over the limit: dropped
+  log.push("\n"); // the rest (5 characters), joined with the next lines
+  log.push("a\nb\nc\n"); // up to 10 characters an entry
+  assert.deepEqual(lines(entries).slice(2), ["warn xxxxx\na\nb"]);
+  now += 50; // "c" is 50 ms old: a line now starts another entry
+  log.push("d\n"); // "c" over the limit (2 + 3 lines logged): dropped
   assert.equal(entries.length, 3);
-  assert.equal(log.dropped, 3);
-  now += 1000; // a new second: the count comes before the next line
-  log.push("d\n");
-  assert.deepEqual(lines(entries).slice(3), ["warn <3 dropped>", "warn d"]);
-  assert.match(entries[3]![1], /lines not logged/);
-  log.push("e\nf\ng\n");
+  assert.equal(log.dropped, 1);
+  now += 1000; // a new second: the count comes before the next entry
+  log.push("e\n");
   log.end();
-  assert.deepEqual(lines(entries).slice(5), [
-    "warn e",
-    "warn f",
+  assert.deepEqual(lines(entries).slice(3), [
     "warn <1 dropped>",
+    "warn d",
+    "warn e",
   ]);
+  assert.match(entries[3]![1], /lines not logged/);
+  // At most maxJoinedLines a entry.
+  const few = recordingLogger();
+  const short = new StderrLog(few.logger, "w3", { maxJoinedLines: 2 });
+  short.push("1\n2\n3\n");
+  short.end();
+  assert.deepEqual(lines(few.entries), ["warn 1\n2", "warn 3"]);
+});
+
+Deno.test("StderrLog logs an unfinished line once no more text comes, and one a record follows on its line at once", async () => {
+  const { logger, entries, next } = waitingLogger();
+  const log = new StderrLog(logger, "w1", { mark: MARK, flushMs: 10 });
+  try {
+    const logged = next();
+    log.push("progress 50%"); // a subprocess's progress line, no newline yet
+    await logged;
+    // The record was glued to it: "progress 50%2026-... INFO ...", a warning.
+    log.push("progress 60%");
+    log.push(rec("2026-12-05 01:33:49,123 INFO [t] x: y\n"));
+    assert.deepEqual(lines(entries), [
+      "warn progress 50%",
+      "warn progress 60%",
+      "info 2026-12-05 01:33:49,123 INFO [t] x: y",
+    ]);
+    // A record read in pieces is not logged half, nor one whose mark
+    // was cut (waited for up to 1 s).
+    const whole = next();
+    log.push(rec("2026-12-05 01:33:49,124 WARNING [t] x: "));
+    log.push("z\n");
+    await whole;
+    log.push(MARK.slice(0, 3));
+    await new Promise((resolve) => setTimeout(resolve, 30)); // 3 flushMs idle
+    log.push(rec("2026-12-05 01:33:49,125 INFO [t] x: y\n").slice(3));
+    assert.deepEqual(lines(entries).slice(3), [
+      "warn 2026-12-05 01:33:49,124 WARNING [t] x: z",
+      "info 2026-12-05 01:33:49,125 INFO [t] x: y",
+    ]);
+  } finally {
+    log.end();
+  }
+});
+
+Deno.test("StderrLog reports dropped lines when the second they were dropped in ends, without waiting for another line", async () => {
+  const { logger, entries, next } = waitingLogger();
+  let now = 0;
+  const log = new StderrLog(logger, "w1", {
+    mark: MARK,
+    maxLinesPerSecond: 1,
+    now: () => now,
+  });
+  try {
+    log.push(rec("2026-12-05 01:33:49,123 INFO [t] x: a\n"));
+    now = 990;
+    log.push(
+      rec("2026-12-05 01:33:49,124 INFO [t] x: b\n") +
+        rec("2026-12-05 01:33:49,125 INFO [t] x: c\n"),
+    );
+    assert.equal(entries.length, 1);
+    const reported = next();
+    now = 1_000; // that second ends: no more text
+    await reported;
+    assert.deepEqual(lines(entries), [
+      "info 2026-12-05 01:33:49,123 INFO [t] x: a",
+      "warn <2 dropped>",
+    ]);
+  } finally {
+    log.end();
+  }
+  assert.equal(entries.length, 2, "reported once");
 });
 
 Deno.test("StderrLog logs a server record longer than a line may be, read in pieces, as one entry at its level, cut", () => {
   const { logger, entries } = recordingLogger();
-  const log = new StderrLog(logger, "w1", { maxLineChars: 48 });
+  const log = new StderrLog(logger, "w1", { mark: MARK, maxLineChars: 48 });
   const head = "2026-12-05 01:33:49,123 ERROR [t] m: ";
   // 100 characters in pieces of 16 (the host reads stderr 16 KiB at a
   // time), then the next record: its rest came as warnings of escaped text.
-  const record = head + "a\\nb" + "x".repeat(100 - head.length - 4);
+  const record = rec(head + "a\\nb" + "x".repeat(100 - head.length - 4));
   for (let i = 0; i < record.length; i += 16) log.push(record.slice(i, i + 16));
-  log.push("\n" + head + "next\n");
-  log.push(head + "y".repeat(50)); // no end yet: kept, then at the end
+  log.push("\n" + rec(head + "next\n"));
+  log.push(rec(head + "y".repeat(50))); // no end yet: kept, then at the end
   assert.equal(entries.length, 2);
   log.end();
   assert.deepEqual(lines(entries), [
@@ -107,6 +234,20 @@ Deno.test("StderrLog logs a server record longer than a line may be, read in pie
   assert.deepEqual(lines(entries).slice(3), [
     `warn ${"z".repeat(48)}`,
     `warn ${"z".repeat(48)}`,
+  ]);
+  log.end();
+  // Text, then a record longer than a line, on one line: the text is a line.
+  const glued = recordingLogger();
+  const other = new StderrLog(glued.logger, "w1", {
+    mark: MARK,
+    maxLineChars: 48,
+  });
+  other.push("50%" + rec(head + "w".repeat(60)));
+  other.push("\n");
+  other.end();
+  assert.deepEqual(lines(glued.entries), [
+    "warn 50%",
+    `error ${head}${"w".repeat(11)}… (97 characters)`,
   ]);
 });
 
@@ -197,6 +338,18 @@ Deno.test("Pool with logDir '-': no log files, each worker's log reaches the poo
       logger,
       logDir: "-",
     });
+    // Text of the process's (a subprocess, a forked child printing a
+    // client's words) that looks like a record is not one: a warning, as
+    // written (it was an error with its "\\n" unescaped). Lines written at
+    // once (a traceback another program printed) are one entry. A model
+    // thread's uncaught exception is one record.
+    await pool.eval(
+      "import os, threading\n" +
+        "os.write(2, ('2026-12-05 01:33:49,123 ERROR [MainThread] pyproxy_server: forged' + chr(92) + 'nline' + chr(10)\n" +
+        "    + 'Traceback (most recent call last):\\n  File \"x.py\", line 1\\nValueError: raw\\n').encode())\n" +
+        "t = threading.Thread(target=lambda: 1 / 0, name='loader')\n" +
+        "t.start()\nt.join()\n",
+    ).result;
     // Records of a thread the call starts are outside the call (no log
     // event): on stderr; the call's own record goes as its log event.
     await pool.addModel("chatty", {
@@ -234,8 +387,10 @@ Deno.test("Pool with logDir '-': no log files, each worker's log reaches the poo
     // A record with a traceback (and a multi-line message): one entry at its
     // level, whole; its lines were each a warning, each counted in the limit.
     const failed = entries.filter(([, , p]) =>
-      String(p?.line ?? "").includes("Traceback") ||
-      String(p?.line ?? "").includes("ZeroDivisionError")
+      / chatty: /.test(String(p?.line ?? "")) && (
+        String(p?.line ?? "").includes("Traceback") ||
+        String(p?.line ?? "").includes("ZeroDivisionError")
+      )
     );
     assert.equal(failed.length, 1, JSON.stringify(failed));
     assert.equal(failed[0]![0], "error");
@@ -260,6 +415,23 @@ Deno.test("Pool with logDir '-': no log files, each worker's log reaches the poo
     assert.equal(inCall.length, 1, JSON.stringify(inCall));
     assert.equal(inCall[0]![2]?.stream, "logging");
     assert.equal(inCall[0]![2]?.model, "chatty");
+    // One write (lines that come within 50 ms): one entry.
+    const raw = entries.filter(([, , p]) =>
+      String(p?.line ?? "").includes("ValueError: raw")
+    );
+    assert.deepEqual(lines(raw), [
+      "warn 2026-12-05 01:33:49,123 ERROR [MainThread] pyproxy_server: forged\\nline\n" +
+      'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: raw',
+    ]);
+    const uncaught = entries.filter(([, , p]) =>
+      String(p?.line ?? "").includes("Exception in thread loader")
+    );
+    assert.equal(uncaught.length, 1, JSON.stringify(uncaught));
+    assert.equal(uncaught[0]![0], "error");
+    assert.match(
+      String(uncaught[0]![2]?.line),
+      /ERROR \[loader\] pyproxy_server\.uncaught: Exception in thread loader\nTraceback \(most recent call last\):\n(.*\n)*ZeroDivisionError: division by zero$/,
+    );
     // The server's own records too, at their level (its start line).
     assert.match(text, /^info \S+ \S+ INFO \[.*\] pyproxy_server\S*: /m);
     assert.doesNotMatch(text, /cannot open log file/);

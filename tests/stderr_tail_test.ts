@@ -69,3 +69,18 @@ Deno.test("StderrTail of a stream that wrote nothing is empty; a chunk larger th
   await tail.settled(10_000);
   assert.equal(tail.text(), big.slice(-TAIL));
 });
+
+Deno.test("StderrTail's text leaves out the mark of the server's records (crash reports, error messages)", async () => {
+  const seen: string[] = [];
+  const tail = new StderrTail(
+    ReadableStream.from([
+      encoder.encode("m1 2026 INFO a\nraw text\nm1 b\n"),
+    ]),
+    (text) => seen.push(text),
+    undefined,
+    "m1",
+  );
+  await tail.settled(10_000);
+  assert.equal(tail.text(), "2026 INFO a\nraw text\nb\n");
+  assert.deepEqual(seen, ["m1 2026 INFO a\nraw text\nm1 b\n"], "as read");
+});

@@ -99,17 +99,16 @@ class Lock(ModelLock):
     def acquire(self, blocking=True, timeout=-1):
         """Takes the lock: True, or False when not ``blocking`` or after
         ``timeout`` seconds. In a call, ``CancelledError`` (without the lock)
-        when the call is cancelled before or while it waits."""
+        when the call is cancelled before or while it waits (a non-blocking
+        ``acquire`` too: before it, or as it takes the lock)."""
         if timeout != -1:
             check_timeout(blocking, timeout)  # before the call is shielded or a waiter queued
         call = current_call.get()
         if call is None or call.thread_ident != _get_ident():
             return ModelLock.acquire(self, blocking, timeout)
-        if not blocking:
-            got = ModelLock.acquire(self, False)
-            if got:
-                _held_by(call, self)
-            return got
+        # Shielded also when not blocking: an interrupt that fired between
+        # taking the lock and ``_held_by`` left it held by no call, out of
+        # reach of the end-of-call release.
         try:
             shielded = _defer_interrupt(call)
         except KeyboardInterrupt:  # the cancel's interrupt, still pending
@@ -118,11 +117,11 @@ class Lock(ModelLock):
             if call.interrupted:  # cancelled already (its interrupt caught by the model)
                 raise _cancelled()
             # A shield is on: no cancel can come.
-            got = ModelLock.acquire(self, True, timeout)
+            got = ModelLock.acquire(self, blocking, timeout)
             if got:
                 _held_by(call, self)
             return got
-        got = self.acquire_for(call, timeout)
+        got = self.acquire_for(call, timeout) if blocking else ModelLock.acquire(self, False)
         if got:
             _held_by(call, self)  # shielded: no interrupt fires before it counts
         try:

@@ -38,6 +38,7 @@ from .own_group import end_own_group
 from .server import Server, add_models_to_path
 from .shielded_logging import ShieldedLock, shield_module_lock
 from .shielded_thread_start import ShieldedThreadStart
+from .uncaught_exceptions import UncaughtExceptions
 
 # Seconds between checks that the parent process is still the one that started us.
 PARENT_CHECK_INTERVAL = 1.0
@@ -128,13 +129,18 @@ def set_sched_batch():
 
 
 def read_secret():
-    """Read ``{"secret": "<hex>"}`` from the first stdin line."""
+    """Read ``{"secret": "<hex>"}`` from the first stdin line; returns the
+    secret and the line's optional ``logMark`` (``PYPROXY_LOG_MARK``'s
+    value, for a host whose wrapper passes stdin on but not the
+    environment), or None."""
     line = sys.stdin.buffer.readline()
     if not line:
         raise SystemExit("pyproxy_server: no secret on stdin (end of file); use --insecure-no-auth for local experiments")
     try:
-        secret = json.loads(line)["secret"]
-    except (ValueError, KeyError, TypeError):
+        start = json.loads(line)
+        secret = start["secret"]
+        mark = start.get("logMark")
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise SystemExit('pyproxy_server: the first stdin line must be {"secret": "<hex>"}')
     if not isinstance(secret, str) or not secret:
         raise SystemExit("pyproxy_server: the secret must be a non-empty string")
@@ -142,7 +148,7 @@ def read_secret():
         secret.encode()  # the MAC's key is the secret as UTF-8 (protocol §4)
     except UnicodeEncodeError:
         raise SystemExit("pyproxy_server: the secret must be a non-empty string that UTF-8 can encode (no lone surrogate)")
-    return secret
+    return secret, mark if isinstance(mark, str) else None
 
 
 def detach_stdin():
@@ -310,6 +316,14 @@ def _say(line):
         pass
 
 
+def _log_mark(value):
+    """``PYPROXY_LOG_MARK`` when it can start a line of ours: not empty,
+    printable ASCII without spaces (else None: records unmarked)."""
+    if value and len(value) <= 128 and all("!" <= c <= "~" for c in value):
+        return value
+    return None
+
+
 def _not_sent_to_host(record):
     """False for a record ``HostLogHandler`` sent to the host as a log event."""
     return not getattr(record, "pyproxy_sent", False)
@@ -325,17 +339,28 @@ class _OneLineFormatter(logging.Formatter):
     (a traceback, a multi-line message) escaped as ``\\``, ``\n``, ``\r``.
 
     The host reads the server's stderr a line at a time (``StderrLog``): a
-    line in this format is logged at its record's level and unescaped, any
-    other line as a warning. A record's traceback came as one warning per
-    line, whatever the record's level, each counted against the host's rate
-    limit (a 40-line traceback took 40 of its 1000 lines a second).
+    line that starts with ``mark`` and a space is logged at its record's
+    level and unescaped, any other line as a warning. A record's traceback
+    came as one warning per line, whatever the record's level, each counted
+    against the host's rate limit (a 40-line traceback took 40 of its 1000
+    lines a second).
+
+    ``mark``: the host's ``PYPROXY_LOG_MARK``, random per process. Without
+    it, a line of anything else writing to the process's stderr (a
+    subprocess, a forked child, a C library) that looked like a record was
+    taken for one, its level and unescaping included: a model printing a
+    client's text could make an ``ERROR`` record of another logger's.
     """
+
+    def __init__(self, fmt, mark=None):
+        super().__init__(fmt)
+        self.prefix = "" if mark is None else mark + " "
 
     def format(self, record):
         text = logging.Formatter.format(self, record)
         if "\\" in text or "\n" in text or "\r" in text:
             text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-        return text
+        return self.prefix + text
 
 
 def _claim_log_name(logs, name):
@@ -376,13 +401,14 @@ def _claim_log_name(logs, name):
     return "%s-%d" % (name, os.getpid()), None
 
 
-def setup_logging(root, name, level, claim=False, log_dir=None):
+def setup_logging(root, name, level, claim=False, log_dir=None, mark=None):
     """Logs to ``<root>/logs/pythonserver<name>.log`` (else to stderr).
     ``claim``: the name is not a TCP port, which no other running server
     can have (a ``--log-name``, or a socket file name, which servers with
     sockets in different directories share): see ``_claim_log_name``.
     ``log_dir``: the directory instead of ``<root>/logs`` (``--log-dir``);
-    ``"-"``: stderr, no file."""
+    ``"-"``: stderr, no file. ``mark``: what each record on stderr starts
+    with (``PYPROXY_LOG_MARK``, see ``_OneLineFormatter``)."""
     # A cancel's interrupt must not leave logging's module lock held either.
     shield_module_lock()
     root_logger = logging.getLogger()
@@ -425,8 +451,11 @@ def setup_logging(root, name, level, claim=False, log_dir=None):
             os.close(lock_fd)
         sys.__stderr__.write("pyproxy_server: cannot open log file (%s); logging to stderr\n" % exc)
         handler = _StderrLogHandler(sys.__stderr__)
-    formatter = _OneLineFormatter if isinstance(handler, _StderrLogHandler) else logging.Formatter
-    handler.setFormatter(formatter("%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"))
+    fmt = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
+    if isinstance(handler, _StderrLogHandler):
+        handler.setFormatter(_OneLineFormatter(fmt, mark=mark))
+    else:
+        handler.setFormatter(logging.Formatter(fmt))
     root_logger.handlers[:] = [handler]
     root_logger.setLevel(getattr(logging, str(level).upper(), logging.INFO))
     # The server's own records (the loop thread's among them) go to its
@@ -608,11 +637,15 @@ def main(argv=None):
     # model and eval code must not read them (os.environ).
     os.environ.pop("PYPROXY_TOKEN", None)
     os.environ.pop("PYPROXY_MANAGE_TOKEN", None)
+    # Nor the mark of our records on stderr: text a model prints must not carry it.
+    log_mark = _log_mark(os.environ.pop("PYPROXY_LOG_MARK", None))
     # Before any thread starts: threads inherit the policy.
     sched_batch = set_sched_batch() if args.sched_batch else False
     parent = os.getppid()
     host, host_start = watched_host(args.host_pid, parent)
-    secret = None if args.insecure_no_auth else read_secret()
+    secret, line_mark = (None, None) if args.insecure_no_auth else read_secret()
+    if line_mark is not None:
+        log_mark = _log_mark(line_mark)
     host_pipe = detach_stdin()
     root = os.path.realpath(args.path)
     if not os.path.isdir(root):
@@ -631,10 +664,12 @@ def main(argv=None):
         log_name = str(server.port) if server.port is not None else os.path.basename(args.unix)
     # A pool on Unix sockets gives each of its workers <own directory>/<id>.sock:
     # two pools on one --path both have a w1.sock, as TCP pools both have a w1.
-    setup_logging(root, log_name, args.log_level, claim=args.log_name is not None or server.port is None, log_dir=args.log_dir)
+    setup_logging(root, log_name, args.log_level, claim=args.log_name is not None or server.port is None, log_dir=args.log_dir, mark=log_mark)
     # Model code's logging records, also to the host (clients that ask for
     # them); first, so the stderr handler of --log-dir - knows what it sent.
     logging.getLogger().handlers.insert(0, HostLogHandler())
+    # A model thread's uncaught exception: one record, not a warning per line.
+    UncaughtExceptions.install()
     log = logging.getLogger("pyproxy_server")
     add_models_to_path(root)
     server.load_extensions()

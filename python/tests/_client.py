@@ -171,9 +171,10 @@ def copy_models(target):
 class ServerProcess:
     """A real ``python3 -m pyproxy_server`` on port 0; always ``kill()`` it."""
 
-    def __init__(self, root=None, args=(), insecure=False, secret=SECRET, env=None):
+    def __init__(self, root=None, args=(), insecure=False, secret=SECRET, env=None, log_mark=None):
         """``env``: variables for the server's environment besides ours; its
-        ``PYTHONPATH`` goes before the server's package directory."""
+        ``PYTHONPATH`` goes before the server's package directory.
+        ``log_mark``: the secret line's ``logMark``."""
         self.secret = secret
         # By default a copy of the test models: the server writes its log
         # under its root, and the source tree must not collect them.
@@ -197,7 +198,8 @@ class ServerProcess:
         self.clients = []
         try:
             if not insecure:
-                self.proc.stdin.write((json.dumps({"secret": secret}) + "\n").encode())
+                start = {"secret": secret} if log_mark is None else {"secret": secret, "logMark": log_mark}
+                self.proc.stdin.write((json.dumps(start) + "\n").encode())
                 self.proc.stdin.flush()
             self.ready = self._read_ready()
         except BaseException:

@@ -406,6 +406,20 @@ class OwnLockMisuseTest(ServerTestCase):
         self.assertEqual(c.call("executeModel", name="o", msg={"timeout": 5}), {"got": True})
         self.assertEqual(c.call("executeModel", name="o", msg={"seconds": 0}), {"slept": 0, "free": True})
 
+    def test_a_call_cancelled_as_a_non_blocking_acquire_takes_the_lock_does_not_keep_it(self):
+        # acquire(False) was not shielded: the cancel's interrupt could fire
+        # after it took the lock, before the call counted as its holder, and
+        # the call's end released nothing: held for good.
+        c = self.connect()
+        c.call("addModel", name="o", file="own_lock.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "o", "msg": {"tryCancelled": True}})
+        wait_started(c, (1,))
+        self.assertEqual(c.call("cancel", target=1), {"cancelled": True})
+        reply = c.reply_for(1, timeout=5)
+        self.assertEqual(reply["error"]["type"], "CancelledError", reply)
+        self.assertEqual(c.call("executeModel", name="o", msg={"timeout": 0}), {"got": True})  # was: False
+        self.assertEqual(c.call("executeModel", name="o", msg={"seconds": 0}), {"slept": 0, "free": True})
+
     def test_a_call_that_released_the_lock_it_did_not_hold_can_be_cancelled(self):
         # The release's RuntimeError (which the model caught) left the call
         # shielded from its cancel's interrupt: the cancel never ended it, a

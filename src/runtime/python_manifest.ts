@@ -28,9 +28,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/lock.py",
-      size: 5185,
+      size: 5354,
       sha256:
-        "b0db67eb84694e8e3f8031377ecc45f4d53e86647a3aac5c2e911ad52f77ba9c",
+        "9b75238bf3b9114c7fe78a18dcd3916ac9409dcd2eff70fd4f90a3b3478736c4",
     },
     {
       path: "pyproxy/metrics.py",
@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 33042,
+      size: 34722,
       sha256:
-        "65d8378e610113104dd5e01f7aab43a23257faa6e47e1e77f5aeae9cea5924a4",
+        "889d6d85ddf1401b692c6f3193ac8a768593609bdfd2d3214ca149683de3557b",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -265,6 +265,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 10480,
       sha256:
         "50d997e7b044cfafc8e8f6dbf0b9214adcfcbc2c98934a1b784a67cdf5b5618e",
+    },
+    {
+      path: "pyproxy_server/uncaught_exceptions.py",
+      size: 3897,
+      sha256:
+        "6b00e7893624dc409cfc368f7805f5bc566987884e2ee407e4f6a681b7a62159",
     },
     {
       path: "pyproxy_server/wording.py",
