@@ -670,6 +670,24 @@ def main(argv=None):
             loop.add_signal_handler(signum, server.stop, 128 + signum)
         except (NotImplementedError, RuntimeError):
             pass
+    # SIGHUP, the host's reload signal, ignored (said once): sent to every
+    # process of a systemd unit (``systemctl kill -s HUP``) it reached this
+    # server too, and Python's default action killed it with its calls in
+    # flight. The host supervises this server (its stdin, its parent), so a
+    # hang-up is the host's to act on. A handler, not SIG_IGN, which the
+    # programs model code runs would inherit.
+    if hasattr(signal, "SIGHUP"):
+        said = [False]
+
+        def hang_up():
+            if not said[0]:
+                said[0] = True
+                log.info("SIGHUP ignored: the host supervises this server (stop it with SIGTERM)")
+
+        try:
+            loop.add_signal_handler(signal.SIGHUP, hang_up)
+        except (NotImplementedError, RuntimeError):
+            pass
     # A child that model code forks: its own signals and output, no call.
     ForkedChild.install()
     # A thread that a call starts: up to 3.11, out of a cancel's reach.

@@ -1286,6 +1286,32 @@ class LifecycleTest(ServerTestCase):
         # Stopped cleanly, with 128 + SIGTERM: not the host's own stop (0).
         self.assertEqual(self.server.wait(), 128 + signal.SIGTERM)
 
+    @unittest.skipUnless(hasattr(signal, "SIGHUP"), "no SIGHUP here")
+    def test_sighup_is_ignored_and_calls_in_flight_finish(self):
+        # The host's reload signal. Sent to every process of a systemd unit
+        # (systemctl kill -s HUP, its default --kill-whom=all), it reached
+        # the workers too, which Python's default action killed: their calls
+        # failed with 502 WorkerCrashedError "killed by SIGHUP" (security25).
+        # The host supervises this server (its stdin, its parent): a hang-up
+        # is the host's to act on.
+        c = self.connect()
+        c.call("addModel", name="b", file="busy.py")
+        c.send({"id": 1, "cmd": "executeModel", "name": "b", "msg": {"seconds": 0.3}})
+        self.assertEqual(c.call("ping"), "pong")
+        for _ in range(3):
+            self.server.proc.send_signal(signal.SIGHUP)
+        self.assertEqual(c.call("ping"), "pong")
+        reply = c.reply_for(1)
+        self.assertTrue(reply["ok"], reply)
+        self.assertIsNone(self.server.proc.poll())
+        # Said once in its log, however many came.
+        path = os.path.join(self.root, "logs", "pythonserver%d.log" % self.server.port)
+        with open(path) as f:
+            self.assertEqual(f.read().count("SIGHUP ignored"), 1)
+        # Its other signals keep their meaning.
+        self.server.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.server.wait(), 128 + signal.SIGTERM)
+
     def test_log_file(self):
         self.connect().call("ping")
         path = os.path.join(self.root, "logs", "pythonserver%d.log" % self.server.port)

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 33042,
+      size: 33844,
       sha256:
-        "65d8378e610113104dd5e01f7aab43a23257faa6e47e1e77f5aeae9cea5924a4",
+        "b2333666263a5b30b3ed8aa6b149754d26eab30c810d4cd0509e0dbc62c4e086",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -136,9 +136,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/forked_child.py",
-      size: 10623,
+      size: 10868,
       sha256:
-        "17786393447d6fa965fe93e0b0ee93e1cd2eb62db8e117aa5b904d8ff5d3b5f8",
+        "c01efaea1e59d61764be93bb1355eeaa26f8974877ff49fe9a6c32c860638f16",
     },
     {
       path: "pyproxy_server/framer.py",
