@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 33844,
+      size: 33855,
       sha256:
-        "b2333666263a5b30b3ed8aa6b149754d26eab30c810d4cd0509e0dbc62c4e086",
+        "e989925bbd2b82c7316363be2de8f7a76918a91d0ab368a7018d37936537d19a",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -226,9 +226,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 26304,
+      size: 27817,
       sha256:
-        "48ce3ab699bbae36bfdb84c5278cc17fd9206b8cfdec6079a2a635607ff51a26",
+        "95eeda568de3cc3159b471586d341e71303e25467511981e890bf3b6307856eb",
     },
     {
       path: "pyproxy_server/shallow_json.py",
@@ -265,6 +265,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 10480,
       sha256:
         "50d997e7b044cfafc8e8f6dbf0b9214adcfcbc2c98934a1b784a67cdf5b5618e",
+    },
+    {
+      path: "pyproxy_server/waiting_room.py",
+      size: 2389,
+      sha256:
+        "491a70f7a5f4352375fc592ecd665c7ab0c19f572dbdfb8477a455a79445d7a7",
     },
     {
       path: "pyproxy_server/wording.py",
