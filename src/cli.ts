@@ -853,6 +853,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       ? await generatedTokenShown(
         runtime,
         config,
+        server.hostname,
         Number(new URL(server.url).port),
       )
       : undefined;
@@ -966,6 +967,7 @@ async function generatedTokenShown(
     allowEval: boolean;
     allowManage: boolean;
   },
+  host: string,
   port: number,
 ): Promise<
   { shown: string; inUrl: string; line: string; path?: string; lost?: string }
@@ -983,7 +985,7 @@ async function generatedTokenShown(
   }
   const notPrinted =
     "not printed, as this output is not a terminal and may be kept in a log";
-  const written = await writeGeneratedToken(runtime, token, port);
+  const written = await writeGeneratedToken(runtime, token, host, port);
   if ("path" in written) {
     return {
       shown: `$(cat ${shellWord(written.path)})`,

@@ -69,6 +69,26 @@ import { decodeBytes } from "./_binary.ts";
 
 // Bytes asked for per read when the connection reads into a buffer.
 const READ_BUFFER_BYTES = 256 * 1024;
+/** The first pause, in ms, before {@linkcode Session.connect} tries again. */
+const CONNECT_RETRY_FIRST_MS = 1;
+/** The longest pause between two tries of {@linkcode Session.connect}, in ms. */
+const CONNECT_RETRY_MAX_MS = 20;
+/**
+ * Tries of {@linkcode Session.connect} whose handshake the server cut
+ * (closed before its auth reply): a flooded server closes the oldest of
+ * the connections waiting for their auth.
+ */
+const CONNECT_HANDSHAKE_TRIES = 16;
+
+/**
+ * Whether `err`, a connect's, says the server's accept queue is full: a
+ * Unix socket's connect fails so at once (`EAGAIN`, Deno's `WouldBlock`)
+ * where TCP's waits.
+ */
+function queueFull(err: unknown): boolean {
+  const e = err as { code?: unknown; name?: unknown } | null | undefined;
+  return e?.code === "EAGAIN" || e?.name === "WouldBlock";
+}
 
 export type {
   HandlerCall,
@@ -350,6 +370,46 @@ export class Session implements AsyncDisposable {
     // step had it anew, so a server that said hello and then went silent
     // held the caller for twice connectTimeout.
     const deadline = timeout <= MAX_TIMER_MS ? Date.now() + timeout : Infinity;
+    // A server flooded with connections (a local process opening them
+    // faster than it accepts, security25) has a full accept queue, where a
+    // Unix socket's connect fails at once (EAGAIN), or closes the oldest of
+    // those waiting for their auth, which may be this one: both are tried
+    // again, after a pause that doubles, within the deadline (a full queue
+    // until then; a closed handshake CONNECT_HANDSHAKE_TRIES times, so a
+    // server that closes every connection fails soon). Measured with a
+    // flood of a worker's socket: 2 of 200 host connects got in (cap 16),
+    // 23 of 200 (cap 1024), most refused by the full queue.
+    for (let tries = 1, pause = CONNECT_RETRY_FIRST_MS;; tries++) {
+      try {
+        return await Session.#connectOnce(
+          options,
+          runtime,
+          target,
+          where,
+          timeout,
+          deadline,
+        );
+      } catch (err) {
+        const again = err instanceof ConnectionLostError &&
+          (queueFull(err.cause) ||
+            (err.details?.phase === "handshake" &&
+              tries < CONNECT_HANDSHAKE_TRIES));
+        if (!again || timeLeft(deadline) <= pause) throw err;
+        await new Promise((resolve) => setTimeout(resolve, pause));
+        pause = Math.min(pause * 2, CONNECT_RETRY_MAX_MS);
+      }
+    }
+  }
+
+  /** One try of {@linkcode Session.connect}. */
+  static async #connectOnce(
+    options: SessionConnectOptions,
+    runtime: Runtime,
+    target: ConnectTarget,
+    where: string,
+    timeout: number,
+    deadline: number,
+  ): Promise<Session> {
     const connecting = runtime.connect(target);
     let conn: Connection | undefined;
     try {
@@ -379,6 +439,14 @@ export class Session implements AsyncDisposable {
       );
     } catch (err) {
       await session.close();
+      // The connection ended before the handshake did (the server closed
+      // it unanswered): said so, for a try again.
+      if (err instanceof ConnectionLostError) {
+        throw new ConnectionLostError(err.message, {
+          cause: err.cause,
+          details: { ...err.details, phase: "handshake" },
+        });
+      }
       throw err;
     }
     return session;

@@ -1208,7 +1208,7 @@ Deno.test("main serve generates a token for --allow-eval or --allow-manage witho
     );
     const url = serve.banner.match(/listening on (http:\/\/\S+)/)![1]!;
     const port = new URL(url).port;
-    const path = `${state.path}/pyproxy/token-${port}`;
+    const path = `${state.path}/pyproxy/token-127.0.0.1-${port}`;
     const token = (await Deno.readTextFile(path)).trim();
     assert.match(token, /^[A-Za-z0-9_-]{32}$/);
     assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
@@ -1286,13 +1286,13 @@ Deno.test("main serve generates a token for --allow-eval or --allow-manage witho
 
 Deno.test({
   name:
-    "main serve at exit removes its generated token's file only while it holds its token: a second gateway on the same port and another address replaced it",
+    "main serve names its generated token's file by address and port: two gateways on one port and two addresses each keep a token file that works for it, and each exit removes its own",
   ignore: Deno.build.os !== "linux", // 127.0.0.2 is a loopback address
 }, async () => {
-  // Two gateways of one user, 127.0.0.1:P and 127.0.0.2:P, share the file
-  // token-P: the second's replaced the first's, and the first's exit
-  // removed it, leaving the running second gateway's token nowhere
-  // (newcomer24).
+  // Two gateways of one user, 127.0.0.1:P and 127.0.0.2:P, shared the file
+  // token-P: the second's token replaced the first's, whose users then read
+  // a token the first refused (401), and the first's exit removed the
+  // second's (newcomer24, security25).
   const models = new URL("../examples/models", import.meta.url).pathname;
   await using state = await tempDir("pyproxy-cli-state-");
   const env = {
@@ -1307,25 +1307,36 @@ Deno.test({
     /token: .*\n/,
   );
   const port = new URL(first.url!).port;
-  const path = `${state.path}/pyproxy/token-${port}`;
   await using second = await startServe(
     [...args, "--host", "127.0.0.2", "--port", port],
     env,
     /token: .*\n/,
   );
-  assert.match(second.banner, new RegExp(`in ${path} \\(mode 0600`));
-  const token = (await Deno.readTextFile(path)).trim();
+  const paths = [first, second].map((gw) =>
+    gw.banner.match(/ in (\S+) \(mode 0600/)![1]!
+  );
+  assert.deepEqual(paths, [
+    `${state.path}/pyproxy/token-127.0.0.1-${port}`,
+    `${state.path}/pyproxy/token-127.0.0.2-${port}`,
+  ]);
+  const works = async (url: string, path: string) => {
+    const res = await fetch(`${url}/v1/models`, {
+      headers: {
+        authorization: `Bearer ${(await Deno.readTextFile(path)).trim()}`,
+      },
+    });
+    await res.body?.cancel();
+    return res.status;
+  };
+  assert.equal(await works(first.url!, paths[0]!), 200);
+  assert.equal(await works(second.url!, paths[1]!), 200);
   first.child.kill("SIGTERM");
   assert.equal((await first.child.status).code, 0);
-  assert.equal((await Deno.readTextFile(path)).trim(), token);
-  const res = await fetch(`${second.url}/v1/models`, {
-    headers: { authorization: `Bearer ${token}` },
-  });
-  assert.equal(res.status, 200);
-  await res.body?.cancel();
+  await assert.rejects(Deno.stat(paths[0]!), Deno.errors.NotFound);
+  assert.equal(await works(second.url!, paths[1]!), 200);
   second.child.kill("SIGTERM");
   assert.equal((await second.child.status).code, 0);
-  await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+  await assert.rejects(Deno.stat(paths[1]!), Deno.errors.NotFound);
 });
 
 Deno.test({

@@ -167,6 +167,63 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "The certificate variables refuse a CA or client key another user owns or could replace, and take a client certificate of theirs (needs root to chown: ignored otherwise)",
+  ignore: !HAS_OPENSSL || Deno.build.os === "windows" || Deno.uid() !== 0,
+  async fn() {
+    // Only read and parsed: a CA of another user's (theirs to swap for one
+    // of their own, and a collector of theirs in between gets the spans and
+    // the exporter's headers) or a client key of theirs (the gateway's
+    // identity to the collector) was used (security25).
+    const OTHER = 4242;
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-otlp-tls-owner-" });
+    try {
+      const a = await selfSignedCert(dir, "a");
+      const endpoint = {
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://127.0.0.1:4318/v1/traces",
+      };
+      const loaded = (vars: Record<string, string>) =>
+        load({ ...endpoint, ...vars }).then(() => undefined, (e) => e);
+      const theirs = async (from: string, name: string) => {
+        await Deno.copyFile(from, `${dir}/${name}`);
+        await Deno.chown(`${dir}/${name}`, OTHER, OTHER);
+        return `${dir}/${name}`;
+      };
+      const ca = await loaded({
+        OTEL_EXPORTER_OTLP_CERTIFICATE: await theirs(a.cert, "ca.crt"),
+      });
+      assert.ok(ca instanceof ConfigError, String(ca));
+      assert.match(
+        ca.message,
+        /^OTEL_EXPORTER_OTLP_CERTIFICATE: .*ca\.crt cannot be used: it belongs to another user \(uid 4242\), and whoever owns or can replace it chooses the collector/,
+      );
+      const key = await loaded({
+        OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: a.cert,
+        OTEL_EXPORTER_OTLP_CLIENT_KEY: await theirs(a.key, "client.key"),
+      });
+      assert.ok(key instanceof ConfigError, String(key));
+      assert.match(
+        key.message,
+        /^OTEL_EXPORTER_OTLP_CLIENT_KEY: .*client\.key cannot be used: it belongs to another user \(uid 4242\), and whoever owns or can replace it can pass for this gateway/,
+      );
+      // The client certificate is public (and checked against the key).
+      assert.equal(
+        await loaded({
+          OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: await theirs(
+            a.cert,
+            "client.crt",
+          ),
+          OTEL_EXPORTER_OTLP_CLIENT_KEY: a.key,
+        }),
+        undefined,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("The certificate variables refuse a FIFO, a device, a directory and a file larger than a PEM file holds, rather than hang the start or read without end", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-otlp-tls-" });
   try {

@@ -370,6 +370,56 @@ export default () => new Audit();
   );
 });
 
+Deno.test("loadPluginModule refuses a module whose local imports (directly or through another file) another user could write, and takes one whose imports are safe", async () => {
+  // Only the module's file and directories were checked: a relative import
+  // from a directory every user can write ran their code with the
+  // gateway's permissions (security25).
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "main.ts":
+      'import { helper } from "./lib/helper.ts";\nexport default () => ({ name: helper() });\n',
+    "lib/helper.ts": 'export const helper = () => "main";\n',
+    "chain.ts":
+      'export { default } from "./safe/a.ts";\n// import "./not-there.ts";\n',
+    "safe/a.ts":
+      'import { helper } from "../lib/helper.ts";\nimport type { Plugin } from "../types/t.ts";\nexport default (): Plugin => ({ name: `chain-${helper()}` });\n',
+    "types/t.ts": "export type Plugin = { name: string };\n",
+  });
+  await Deno.chmod(`${dir.path}/types`, 0o777); // types only: erased
+  const runtime = defaultRuntime();
+  const load = (module: string) =>
+    loadPluginModule({ module, where: "test", path: "--plugin" }, runtime);
+  const refused = async (module: string, why: RegExp) => {
+    await assert.rejects(load(module), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.match(err.message, why);
+      assert.match(
+        err.message,
+        /its code would run with the gateway's permissions/,
+      );
+      return true;
+    });
+  };
+  await Deno.chmod(`${dir.path}/lib`, 0o777);
+  await refused(
+    `${dir.path}/main.ts`,
+    /main\.ts: it imports \S+\/lib\/helper\.ts \(from \S+\/main\.ts\): every user can write to that file's directory \(mode 0777\)/,
+  );
+  await refused(
+    `${dir.path}/chain.ts`,
+    /it imports \S+\/lib\/helper\.ts \(from \S+\/safe\/a\.ts\): every user can write to that file's directory/,
+  );
+  await Deno.chmod(`${dir.path}/lib`, 0o755);
+  await Deno.chmod(`${dir.path}/lib/helper.ts`, 0o666);
+  await refused(
+    `${dir.path}/main.ts`,
+    /it imports \S+\/lib\/helper\.ts \(from \S+\/main\.ts\): every user can write to that file \(mode 0666\)/,
+  );
+  await Deno.chmod(`${dir.path}/lib/helper.ts`, 0o644);
+  assert.equal((await load(`${dir.path}/main.ts`)).name, "main");
+  assert.equal((await load(`${dir.path}/chain.ts`)).name, "chain-main");
+});
+
 Deno.test("loadPluginModule fails with a ConfigError when a factory or the module's top-level await never settles", async () => {
   await using dir = await tempDir();
   await writeFiles(dir.path, {

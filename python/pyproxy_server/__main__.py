@@ -82,7 +82,7 @@ def parse_args(argv=None):
     parser.add_argument("--spin-us", type=int, default=DEFAULT_SPIN_US, help="microseconds a connection polls for the next request of a fast client before sleeping; 0 = never (default %d)" % DEFAULT_SPIN_US)
     parser.add_argument("--sched-batch", action="store_true", help="run under Linux SCHED_BATCH: a request that wakes the server does not preempt the process running on that core (an HTTP gateway's thread); ignored where the OS has no SCHED_BATCH")
     parser.add_argument("--host-pid", type=int, default=None, help="the pid of the host that started this server, when that is not its parent (a python wrapper runs it): once it is gone, the server ends its process group as it exits, as it does when it sees itself re-parented")
-    parser.add_argument("--max-unauthenticated", type=int, default=None, help="connections not authenticated yet kept at once; one more closes the oldest (default 1024, or a quarter of the soft fd limit when less)")
+    parser.add_argument("--max-unauthenticated", type=int, default=None, help="connections not authenticated yet kept at once; one more closes one of them at random (default 1024, or a quarter of the soft fd limit when less)")
     parser.add_argument("--insecure-no-auth", action="store_true", help="accept connections without authentication (local experiments only)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     parser.add_argument("--log-name", default=None, help="log to <path>/logs/pythonserver<NAME>.log (letters, digits, '.', '_', '-'; default: the TCP port, else the --unix file name)")
@@ -703,6 +703,24 @@ def main(argv=None):
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(signum, server.stop, 128 + signum)
+        except (NotImplementedError, RuntimeError):
+            pass
+    # SIGHUP, the host's reload signal, ignored (said once): sent to every
+    # process of a systemd unit (``systemctl kill -s HUP``) it reached this
+    # server too, and Python's default action killed it with its calls in
+    # flight. The host supervises this server (its stdin, its parent), so a
+    # hang-up is the host's to act on. A handler, not SIG_IGN, which the
+    # programs model code runs would inherit.
+    if hasattr(signal, "SIGHUP"):
+        said = [False]
+
+        def hang_up():
+            if not said[0]:
+                said[0] = True
+                log.info("SIGHUP ignored: the host supervises this server (stop it with SIGTERM)")
+
+        try:
+            loop.add_signal_handler(signal.SIGHUP, hang_up)
         except (NotImplementedError, RuntimeError):
             pass
     # A child that model code forks: its own signals and output, no call.

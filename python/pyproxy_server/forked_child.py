@@ -8,15 +8,15 @@ is every lock they held at that moment, held for good in the child.
 ``ForkedChild.install()`` registers ``os.register_at_fork`` hooks, run at
 each fork (the server's calls pay nothing), that give the child:
 
-- SIGTERM and SIGINT as a fresh process has them, from the fork on;
+- SIGTERM, SIGINT and SIGHUP as a fresh process has them, from the fork on;
 - no call: ``pyproxy_server.call.current_call`` (and ``current_batch``) are
   ``None``, so ``pyproxy.host`` fails at once in the child, and the server's
   ``logging`` handlers take no call's lock (``ShieldedLock``);
 - its own output: ``capture.in_forked_child``; and its own stream on the
   server's log file (``in_forked_child`` of its handler).
 
-Signals. The server's event loop handles SIGTERM and SIGINT
-(``loop.add_signal_handler``): CPython's C-level handler writes each
+Signals. The server's event loop handles SIGTERM and SIGINT, and SIGHUP
+(ignored) (``loop.add_signal_handler``): CPython's C-level handler writes each
 signal's number to the loop's wakeup socket (``signal.set_wakeup_fd``), a
 socket that a forked child shares with this process. The child must forget
 both, so that ``Pool.terminate()`` (the end of ``with Pool(...)``), which
@@ -83,8 +83,9 @@ class ForkedChild:
     """The ``os.register_at_fork`` hooks (``install``) that leave a forked
     child nothing of the server's loop, connections and calls."""
 
-    # The signals the server's loop handles (``main``).
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    # The signals the server's loop handles (``main``): SIGHUP, ignored
+    # there, where the system has it.
+    SIGNALS = (signal.SIGTERM, signal.SIGINT) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
 
     def __init__(self):
         # Per forking thread: its signal mask before ``_before`` blocked ours,
@@ -167,6 +168,8 @@ class ForkedChild:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            if hasattr(signal, "SIGHUP"):
+                signal.signal(signal.SIGHUP, signal.SIG_DFL)
         except (ValueError, OSError):  # not the child's main thread: nothing to undo
             pass
         # The forking thread's context (the hooks run in it) is the child's;

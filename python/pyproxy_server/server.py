@@ -68,6 +68,7 @@ from .model_metrics import registry as model_metrics
 from .models import ModelRegistry, run_closes
 from .own_group import group_grace_ms
 from .spill_refusals import SpillRefusals
+from .waiting_room import WaitingRoom
 
 __all__ = ["Server"]
 
@@ -88,15 +89,20 @@ class Server:
     SPILL_READERS = 2
     # Connections not authenticated yet (each for Connection.AUTH_TIMEOUT at
     # most) kept at once, by default (--max-unauthenticated): this, or a
-    # quarter of the soft fd limit when that is less. One more closes the
-    # oldest. A local user flooding a TCP port holds no more of this
-    # server's fds and memory than that, and the host, which authenticates
-    # within one round trip of its connect, still gets in as long as that
-    # many flood connections take longer to arrive (1024 at ~4000/s: 250 ms).
+    # quarter of the soft fd limit when that is less. One more closes one of
+    # them at random (``WaitingRoom``: the oldest, a flood that brought that
+    # many in within the host's round trip locked it out). A local user
+    # flooding a TCP port holds no more of this server's fds and memory than
+    # that, and the host, which authenticates within one round trip of its
+    # connect and tries again when cut (``Session.connect``), gets in.
     # Refusing the newest instead let a flood that keeps the slots full lock
     # the host out (its reconnects); a cap of 128 was outrun (the host's own
     # connections closed before their auth, 10 of 23 in a flood).
     MAX_UNAUTHENTICATED = 1024
+    # The kernel's queue of connections not accepted yet (asyncio's default;
+    # the accepts per turn of the loop are fewer with a small cap:
+    # ``accept_batch``).
+    LISTEN_BACKLOG = 100
     # Seconds between two warnings that such connections were closed.
     UNAUTHENTICATED_LOG_EVERY = 10.0
 
@@ -138,8 +144,8 @@ class Server:
         self.commands = {}
         self.connections = {}
         # Connections not authenticated yet, oldest first (dict as an ordered set), and how many are kept.
-        self.unauthenticated = {}
         self.max_unauthenticated = default_max_unauthenticated() if max_unauthenticated is None else max_unauthenticated
+        self.unauthenticated = WaitingRoom(self.max_unauthenticated)
         # Of them, closed to make room (MAX_UNAUTHENTICATED); the count at the last warning, and its time.
         self.unauthenticated_dropped = 0
         self._dropped_warned = (0, -1e9)
@@ -298,17 +304,20 @@ class Server:
         self.loop = asyncio.get_running_loop()
         self.loop_ident = threading.get_ident()
         model_metrics.install(self)
+        batch = accept_batch(self.max_unauthenticated)
         if port is not None:
-            listener = await self.loop.create_server(lambda: Connection(self), host, port)
+            listener = await self.loop.create_server(lambda: Connection(self), host, port, backlog=batch)
+            _queue_up_to(listener, self.LISTEN_BACKLOG)
             self._listeners.append(listener)
             self.port = listener.sockets[0].getsockname()[1]
         if unix is not None:
             _remove_stale_socket(unix)
             old_umask = os.umask(0o177)
             try:
-                listener = await self.loop.create_unix_server(lambda: Connection(self), unix)
+                listener = await self.loop.create_unix_server(lambda: Connection(self), unix, backlog=batch)
             finally:
                 os.umask(old_umask)
+            _queue_up_to(listener, self.LISTEN_BACKLOG)
             self._listeners.append(listener)
             self.unix = unix
 
@@ -416,18 +425,17 @@ class Server:
 
     def connection_closed(self, conn):
         self.connections.pop(conn.id, None)
-        self.unauthenticated.pop(conn, None)
+        self.unauthenticated.discard(conn)
         log.log(logging.INFO if conn.authenticated else logging.DEBUG, "connection %s closed", conn.id)
 
     def awaiting_auth(self, conn):
         """Counts ``conn`` among the connections not authenticated yet (until
-        ``authenticated`` or ``connection_closed``), closing the oldest of
-        them when there are ``max_unauthenticated`` already."""
-        waiting = self.unauthenticated
-        if len(waiting) >= self.max_unauthenticated:
-            oldest = next(iter(waiting))
-            del waiting[oldest]
-            oldest.abort()
+        ``authenticated`` or ``connection_closed``), closing one of them, at
+        random (``WaitingRoom``), when there are ``max_unauthenticated``
+        already."""
+        dropped = self.unauthenticated.add(conn)
+        if dropped is not None:
+            dropped.abort()
             self.unauthenticated_dropped += 1
             warned, at = self._dropped_warned
             now = time.monotonic()
@@ -438,7 +446,6 @@ class Server:
                     "(a flood of connections from a local process?); %d so far",
                     self.unauthenticated_dropped - warned, self.max_unauthenticated, self.unauthenticated_dropped,
                 )
-        waiting[conn] = None
 
     def unauthenticated_refused(self, conn, message):
         """Logs why ``conn``, not authenticated, is closed: the first such
@@ -466,7 +473,7 @@ class Server:
 
     def auth_succeeded(self, conn):
         """``conn`` authenticated: no longer counted by ``awaiting_auth``."""
-        self.unauthenticated.pop(conn, None)
+        self.unauthenticated.discard(conn)
         log.info("connection %s opened", conn.id)
 
     @property
@@ -542,6 +549,31 @@ def add_models_to_path(root):
     """
     if root not in sys.path:
         sys.path.append(root)
+
+
+def accept_batch(cap):
+    """Connections accepted per turn of the loop for a server keeping at most
+    ``cap`` unauthenticated ones: an eighth of it, 1 to 100 (asyncio's 100
+    for the default cap). The auth of a connection accepted in one turn is
+    read in a later one; asyncio's 100 per turn closed, under a flood, the
+    host's connection in the very turn that accepted it, its auth unread,
+    whenever ``cap`` was less (2 of 200 host connects at a cap of 16)."""
+    return max(1, min(100, cap // 8))
+
+
+def _queue_up_to(listener, backlog):
+    """The kernel's accept queue of ``listener``'s sockets back to
+    ``backlog`` (asyncio listens with its per-turn batch): a short queue
+    refused the host's connect (a Unix socket's, at once) while a flood
+    kept it full. Another ``listen`` on a listening socket sets its queue."""
+    for sock in listener.sockets:
+        raw = socket.socket(fileno=sock.fileno())
+        try:
+            raw.listen(backlog)
+        except OSError:
+            pass
+        finally:
+            raw.detach()
 
 
 def default_max_unauthenticated():

@@ -31,6 +31,10 @@ class Model:
         return {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None}
 """
 
+# The same with SIGHUP, which the server ignores (its handler): a forked
+# child takes it as a fresh process does, and ends.
+FORKS_HUP = FORKS.replace("signal.SIGTERM", "signal.SIGHUP")
+
 # The same with multiprocessing, as a model author writes it. Each call
 # forks a pool of two and ends it (Pool.terminate: SIGTERM to its workers).
 # A worker that a busy machine had not yet let run its fork hooks when that
@@ -68,6 +72,16 @@ class ForkedChildrenTest(unittest.TestCase):
         # Five pools; the server lives through all of them.
         results = [c.call("executeModel", name="pool", msg={}, timeout=30) for _ in range(5)]
         self.assertEqual(results, [[2, 1, 0, 1]] * 5)
+        self.assertEqual(c.call("ping"), "pong")
+        self.assertIsNone(self.server.proc.poll())
+
+    @unittest.skipUnless(hasattr(signal, "SIGHUP"), "no SIGHUP here")
+    def test_a_sighup_to_a_forked_child_ends_the_child_as_a_fresh_process(self):
+        # The server's own SIGHUP handler (it ignores the signal) was the
+        # child's too: a SIGHUP to it did nothing (security25).
+        c = self.server.connect()
+        c.call("addModel", name="forks", source=FORKS_HUP)
+        self.assertEqual(c.call("executeModel", name="forks", msg={}, timeout=10), {"signal": signal.SIGHUP})
         self.assertEqual(c.call("ping"), "pong")
         self.assertIsNone(self.server.proc.poll())
 

@@ -47,9 +47,34 @@ async function onlyOwnerWrites(
 }
 
 /**
- * Writes `token` to `token-<port>` (mode 0600) in the first of this
- * user's private directories that works, and gives its path; or why none
- * did. Printed on stdout, a generated token went wherever stdout goes: a
+ * The file name of the token a gateway bound to `host` and `port`
+ * generated: `token-<host>-<port>` (`token-127.0.0.1-8000`,
+ * `token-::1-8000`), the host as given, without brackets, any character
+ * but letters, digits, `.`, `:`, `_` and `-` made `_`. By the port alone,
+ * a second gateway of this user on the same port and another address
+ * (`127.0.0.2:8000` beside `127.0.0.1:8000`, `::1`) replaced the first's
+ * file with its own token, and the first one's users read a token it
+ * refused. Two live gateways cannot share an address and port (the TLS
+ * port's `SO_REUSEPORT` sharers are refused), so one file each; a
+ * gateway killed (`kill -9`) leaves its file to the next on its address
+ * and port.
+ *
+ * @example
+ * ```ts ignore
+ * generatedTokenName("127.0.0.1", 8000); // "token-127.0.0.1-8000"
+ * ```
+ */
+export function generatedTokenName(host: string, port: number): string {
+  const bare = host.startsWith("[") && host.endsWith("]")
+    ? host.slice(1, -1)
+    : host;
+  return `token-${bare.replace(/[^A-Za-z0-9.:_-]/g, "_")}-${port}`;
+}
+
+/**
+ * Writes `token` to {@linkcode generatedTokenName} (mode 0600) in the
+ * first of this user's private directories that works, and gives its
+ * path; or why none did. Printed on stdout, a generated token went wherever stdout goes: a
  * service's goes to journald (read by the `adm` and `systemd-journal`
  * groups, and shipped on by log collectors), a container's to `docker
  * logs` and the cluster's log store; with `--allow-eval` that token runs
@@ -57,13 +82,14 @@ async function onlyOwnerWrites(
  *
  * @example
  * ```ts ignore
- * const written = await writeGeneratedToken(runtime, token, 8000);
+ * const written = await writeGeneratedToken(runtime, token, "127.0.0.1", 8000);
  * if ("path" in written) console.log(`token in ${written.path}`);
  * ```
  */
 export async function writeGeneratedToken(
   runtime: Runtime,
   token: string,
+  host: string,
   port: number,
 ): Promise<{ path: string } | { unwritten: string }> {
   const problems: string[] = [];
@@ -81,7 +107,7 @@ export async function writeGeneratedToken(
         );
         continue;
       }
-      const path = join(checked.path, `token-${port}`);
+      const path = join(checked.path, generatedTokenName(host, port));
       // A private directory: nobody else put what is there.
       await runtime.remove(path);
       const file = await runtime.openWrite(path);
@@ -104,15 +130,14 @@ export async function writeGeneratedToken(
 
 /**
  * Removes the file {@linkcode writeGeneratedToken} wrote at `path`, at
- * exit, only while it still holds `token`: the name is the port's alone,
- * so a second gateway of this user on the same port and another address
- * (`127.0.0.2:8000` beside `127.0.0.1:8000`, `::1`) replaced it with its
- * own token, which the first one's exit removed, leaving that running
- * gateway's token nowhere. A file that cannot be read is left alone.
+ * exit, only while it still holds `token`: a gateway started since on the
+ * same address and port (this one killed and its successor started before
+ * its exit ended) replaced it with its own token. A file that cannot be
+ * read is left alone.
  *
  * @example
  * ```ts ignore
- * await removeGeneratedToken(runtime, "/run/pyproxy/token-8000", token);
+ * await removeGeneratedToken(runtime, "/run/pyproxy/token-127.0.0.1-8000", token);
  * ```
  */
 export async function removeGeneratedToken(

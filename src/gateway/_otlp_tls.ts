@@ -19,6 +19,7 @@ import {
   readPemFile,
 } from "./_pem_file.ts";
 import type { Runtime, TlsFetchOptions } from "../runtime/types.ts";
+import { untrustedFile } from "./_untrusted_path.ts";
 
 /** A file a variable names. */
 interface NamedFile {
@@ -76,7 +77,8 @@ export function otlpTlsFiles(
  * The PEM texts of `files` (paths relative to `cwd`), checked: the CA and
  * the client's certificate parse, the key parses, is not encrypted and is
  * the certificate's, and a client certificate comes with its key (and the
- * key with its certificate).
+ * key with its certificate); the CA and the key are refused when another
+ * user owns them or could replace them (as `tls.key` is).
  */
 export async function readOtlpTls(
   runtime: Runtime,
@@ -112,6 +114,26 @@ export async function readOtlpTls(
       );
     }
   };
+  // The CA decides whom the exporter trusts with the spans and its
+  // headers (often the collector's API key); the client key is the
+  // gateway's identity to the collector. Either, another user's or
+  // replaceable by one, gives them that (a CA of theirs: a collector of
+  // theirs in between). Checked after the read, as the gateway's own key.
+  // The client certificate is public, and checked against the key.
+  const trusted = async (file: NamedFile, what: string): Promise<void> => {
+    let why: string | undefined;
+    try {
+      why = await untrustedFile(runtime, resolve(file.path));
+    } catch (err) {
+      throw wrong(file, `cannot be read: ${(err as Error).message}`, err);
+    }
+    if (why !== undefined) {
+      throw wrong(
+        file,
+        `cannot be used: ${why}, and whoever owns or can replace it ${what}: make it, and its directory, this user's or root's, writable by no one else, below directories no other user can change`,
+      );
+    }
+  };
   const certificate = (file: NamedFile, pem: string): X509Certificate => {
     try {
       return new X509Certificate(firstPemBlock(pem, CERTIFICATE) ?? pem);
@@ -127,10 +149,15 @@ export async function readOtlpTls(
   if (files.ca !== undefined) {
     out.ca = await read(files.ca);
     certificate(files.ca, out.ca);
+    await trusted(
+      files.ca,
+      "chooses the collector the spans and headers go to",
+    );
   }
   if (files.cert !== undefined && files.key !== undefined) {
     const cert = await read(files.cert);
     const key = await read(files.key);
+    await trusted(files.key, "can pass for this gateway to the collector");
     const parsed = certificate(files.cert, cert);
     if (ENCRYPTED_KEY.test(key)) {
       throw wrong(

@@ -15,6 +15,7 @@ import type { Plugin } from "../plugin.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { pluginProblem } from "../_plugin_problem.ts";
 import { untrustedThroughLinks } from "./_untrusted_path.ts";
+import { untrustedImport } from "./_local_imports.ts";
 
 /**
  * `import(url)` of the user's module, through a function made at run time:
@@ -155,7 +156,11 @@ export async function loadPluginModule(
   let untrusted: string | undefined;
   try {
     real = await runtime.realPath(path);
-    untrusted = await untrustedThroughLinks(runtime, path, real);
+    // What it imports too (its relative imports): a file of another user's
+    // beside it, or in a directory they can write, ran their code though
+    // the module itself passed (security25).
+    untrusted = await untrustedThroughLinks(runtime, path, real) ??
+      await untrustedImport(runtime, real);
   } catch (err) {
     throw fail(importProblem(err, real, runtime, readable()), err);
   }

@@ -21,6 +21,7 @@ import {
 } from "./_pem_file.ts";
 import { forgetReadable, openToOthers } from "./_secret_file_mode.ts";
 import type { ReadableWarnings } from "./_token_files.ts";
+import { untrustedFile } from "./_untrusted_path.ts";
 
 /**
  * The PEM texts of `tls.cert` and `tls.key`, checked: the certificate
@@ -30,7 +31,8 @@ import type { ReadableWarnings } from "./_token_files.ts";
  * the key's). A key file that others may read is served, with a warning
  * (ssh refuses such a key; a container's mounted secret often has such
  * bits, and refusing would only teach users to copy it elsewhere): with
- * `warned`, once per file and mode ({@linkcode warnReadableTlsKey}).
+ * `warned`, once per file and mode ({@linkcode warnReadableTlsKey}). A
+ * key file another user owns or could replace is refused.
  */
 export async function readTls(
   runtime: Runtime,
@@ -77,9 +79,43 @@ export async function readTls(
       key = keyAgain;
     }
   }
+  await refuseUntrustedKey(runtime, paths.key, where("key"));
   warnOutOfDate(certificate, paths.cert, logger);
   await warnReadableTlsKey(runtime, paths.key, logger, warned);
   return { cert, key };
+}
+
+/**
+ * Throws the {@linkcode ConfigError} of a key file another user owns or
+ * could replace (it, its directory, a link to it or a directory above, as
+ * a token file: `untrustedThroughLinks`). Its mode alone was checked, for a
+ * warning: the owner reads the key whatever its mode, and whoever can
+ * replace it (and the certificate beside it) has a key of theirs served as
+ * the gateway's; either way they can pass for the gateway. Checked after
+ * the reads, so a swap before them is seen. The certificate is not
+ * checked: it is public, and one put in its place alone is not the key's
+ * (the pair check refuses it) or is one of the key's own, which a client
+ * checks as it would the real one.
+ */
+async function refuseUntrustedKey(
+  runtime: Runtime,
+  path: string,
+  where: string,
+): Promise<void> {
+  let why: string | undefined;
+  try {
+    why = await untrustedFile(runtime, path);
+  } catch (err) {
+    throw new ConfigError(
+      `tls.key: cannot read ${path}: ${(err as Error).message} ${where}`,
+      { cause: err, details: { path: "tls.key" } },
+    );
+  }
+  if (why === undefined) return;
+  throw new ConfigError(
+    `tls.key: cannot use ${path}: ${why}, and another user who owns or can replace the key can pass for this gateway (read it, or have a key and certificate of theirs served): make it, and its directory, this user's or root's, writable by no one else, below directories no other user can change (a mounted Kubernetes secret is root's) ${where}`,
+    { details: { path: "tls.key", reason: why } },
+  );
 }
 
 /**

@@ -16,8 +16,7 @@ import { TOKEN_UNUSABLE, usableToken } from "./config_schema.ts";
 import type { ResolvedConfig } from "./config.ts";
 import { MAX_TOKENS } from "./_max_tokens.ts";
 import { forgetReadable, openToOthers } from "./_secret_file_mode.ts";
-import { untrustedThroughLinks } from "./_untrusted_path.ts";
-import { resolve } from "node:path";
+import { untrustedFile } from "./_untrusted_path.ts";
 
 /**
  * The largest token file read: 1024 tokens (`MAX_TOKENS`) of 64 characters,
@@ -183,12 +182,7 @@ async function readWithin(
   // (what they hold runs as this user; a management token does too).
   let untrusted: string | undefined;
   try {
-    const given = resolve(path);
-    untrusted = await untrustedThroughLinks(
-      runtime,
-      given,
-      await runtime.realPath(given),
-    );
+    untrusted = await untrustedFile(runtime, path);
   } catch (err) {
     return fail((err as Error).message, err); // gone since the read
   }

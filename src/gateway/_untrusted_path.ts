@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { dirname } from "node:path";
+import { dirname, resolve } from "node:path";
 import type { Runtime } from "../runtime/types.ts";
 
 /**
@@ -87,6 +87,31 @@ export async function untrustedThroughLinks(
     ) ??
     (await untrustedAbove(runtime, await runtime.realPath(dirname(path)))) ??
     (await untrustedAbove(runtime, dirname(real)));
+}
+
+/**
+ * {@linkcode untrustedThroughLinks} of the file at `path` (relative to the
+ * working directory), through its links to the file itself: why another
+ * user could write or replace what the gateway reads there, or
+ * `undefined`. What a token file, a TLS key, a CA bundle and a plugin
+ * module are checked with; throws the runtime's error when `path` is gone.
+ *
+ * @example
+ * ```ts ignore
+ * const why = await untrustedFile(runtime, "/etc/pyproxy/tls.key");
+ * if (why !== undefined) throw new ConfigError(`tls.key: cannot use it: ${why}`);
+ * ```
+ */
+export async function untrustedFile(
+  runtime: Runtime,
+  path: string,
+): Promise<string | undefined> {
+  const given = resolve(path);
+  return await untrustedThroughLinks(
+    runtime,
+    given,
+    await runtime.realPath(given),
+  );
 }
 
 /**

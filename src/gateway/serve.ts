@@ -1402,10 +1402,24 @@ export async function serve(
           void shutdown({ delay });
         }));
       }
+      // Started on a terminal: a SIGHUP that finds it gone is its hang-up
+      // (the window closed, the ssh session ended), not a reload's. Taken
+      // for one, it left the gateway serving, its workers and eval with it,
+      // after its user had left, its log going nowhere (security25).
+      const onTerminal = runtime.stdoutIsTerminal?.() === true;
       try {
         // Kept until stopped: while draining, SIGHUP's default action
         // would end the process (the reload refuses then, and says so).
         const offHup = runtime.onSignal("SIGHUP", () => {
+          if (onTerminal && runtime.stdoutIsTerminal?.() !== true) {
+            if (shutting !== undefined) return;
+            logger.info(
+              "Received {signal}: its terminal hung up: stopping",
+              { signal: "SIGHUP" },
+            );
+            void shutdown();
+            return;
+          }
           logger.info("Received {signal}: reloading", { signal: "SIGHUP" });
           // A failure was logged, the settings in force kept.
           reload().catch(() => {});

@@ -25,6 +25,7 @@ import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import { isatty } from "node:tty";
 import { unsetNames } from "./_unset_env.ts";
 import { freeBytes } from "./_free_bytes.ts";
 import {
@@ -456,7 +457,10 @@ export function bunRuntime(): Runtime {
       typeof process.getuid === "function" ? process.getuid() : undefined,
     realPath: (path) => realpath(path),
     readRegularFile,
-    stdoutIsTerminal: () => process.stdout.isTTY === true,
+    // Asked of the descriptor each time: `process.stdout.isTTY` is fixed at
+    // start, and stays true once the terminal hung up (serve tells a hang-up
+    // from a reload's SIGHUP so).
+    stdoutIsTerminal: () => isatty(1),
     tlsFetch(tls) {
       // Bun's fetch takes the TLS options per call.
       const options = {

@@ -568,6 +568,14 @@ export function denoRuntime(): Runtime {
       return names;
     },
     async owner(path) {
+      // Not asked on a terminal (a prompt holds the start): the directories
+      // above a checked file (`/`) are outside most --allow-read lists, and
+      // their checks pass over one whose owner cannot be read.
+      if (!granted({ name: "read", path })) {
+        throw new Deno.errors.NotCapable(
+          `Requires read access to "${path}", run again with the --allow-read flag`,
+        );
+      }
       try {
         const s = await Deno.lstat(path);
         return s.uid === null || s.mode === null

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 34722,
+      size: 35535,
       sha256:
-        "889d6d85ddf1401b692c6f3193ac8a768593609bdfd2d3214ca149683de3557b",
+        "897fcd4eaed4e804690985acd595fd354c5cbf649408c6be187a178569766575",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -136,9 +136,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/forked_child.py",
-      size: 10623,
+      size: 10868,
       sha256:
-        "17786393447d6fa965fe93e0b0ee93e1cd2eb62db8e117aa5b904d8ff5d3b5f8",
+        "c01efaea1e59d61764be93bb1355eeaa26f8974877ff49fe9a6c32c860638f16",
     },
     {
       path: "pyproxy_server/framer.py",
@@ -226,9 +226,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 26304,
+      size: 27817,
       sha256:
-        "48ce3ab699bbae36bfdb84c5278cc17fd9206b8cfdec6079a2a635607ff51a26",
+        "95eeda568de3cc3159b471586d341e71303e25467511981e890bf3b6307856eb",
     },
     {
       path: "pyproxy_server/shallow_json.py",
@@ -271,6 +271,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 3897,
       sha256:
         "6b00e7893624dc409cfc368f7805f5bc566987884e2ee407e4f6a681b7a62159",
+    },
+    {
+      path: "pyproxy_server/waiting_room.py",
+      size: 2389,
+      sha256:
+        "491a70f7a5f4352375fc592ecd665c7ab0c19f572dbdfb8477a455a79445d7a7",
     },
     {
       path: "pyproxy_server/wording.py",

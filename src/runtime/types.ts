@@ -586,7 +586,8 @@ export interface Runtime {
   /**
    * Whether this process's stdout is a terminal (someone reads it as it is
    * written), not a pipe or a file that a service manager keeps
-   * (journald, `docker logs`). Optional: without it, not a terminal.
+   * (journald, `docker logs`). Asked of the descriptor at each call: false
+   * once the terminal hung up. Optional: without it, not a terminal.
    */
   stdoutIsTerminal?(): boolean;
   /** The number of logical CPUs. */

@@ -1,0 +1,118 @@
+/**
+ * The local files a plugin module imports, found before it is imported, so
+ * that each is checked as the module is: a relative import from a
+ * directory another user can write ran their code with the gateway's
+ * permissions, though the module itself passed.
+ *
+ * @module
+ */
+import { fileURLToPath, pathToFileURL } from "node:url";
+import type { Runtime } from "../runtime/types.ts";
+import { untrustedThroughLinks } from "./_untrusted_path.ts";
+
+/**
+ * A specifier in an `import`/`export ... from`, a side-effect `import`, an
+ * `import()` or a `require()` of a string literal. Read from the text as it
+ * is, comments and strings included: one in a comment is checked too
+ * (more, never less), and a specifier computed at run time is not seen.
+ * `import type` statements are left out (erased).
+ */
+const SPECIFIER =
+  /\b(?:from|import|require)\s*\(?\s*(['"])([^'"\n\r]{1,4096})\1/g;
+
+/** A specifier of a local file: relative, absolute, or a `file:` URL. */
+const LOCAL = /^(?:\.{1,2}\/|\/|file:)/i;
+
+/** The files whose imports are read: JavaScript and TypeScript. */
+const CODE = /\.(?:[cm]?[jt]s|[jt]sx)$/i;
+
+/** The most files followed from one module (a deep tree of its own). */
+const MAX_FILES = 10_000;
+
+/** The largest file whose imports are read (a bundle with room to spare). */
+const MAX_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The local specifiers of `text` (a module's source), resolved against
+ * `url` (its `file:` URL), as file paths; those that are not file paths
+ * once resolved are left out.
+ *
+ * @example
+ * ```ts ignore
+ * localImports('import { x } from "./lib/x.ts";', "file:///srv/plugin.ts");
+ * // ["/srv/lib/x.ts"]
+ * ```
+ */
+export function localImports(text: string, url: string): string[] {
+  const out = new Set<string>();
+  for (const match of text.matchAll(SPECIFIER)) {
+    const specifier = match[2]!;
+    if (!LOCAL.test(specifier) || typeOnly(text, match.index)) continue;
+    try {
+      const resolved = new URL(specifier, url);
+      if (resolved.protocol === "file:") out.add(fileURLToPath(resolved));
+    } catch {
+      // Not a URL once resolved: the import's own error says so.
+    }
+  }
+  return [...out];
+}
+
+/**
+ * Whether the `from` at `at` ends an `import type`/`export type`
+ * statement, which the runtime erases (no code of it runs: a plugin's
+ * `import type { Plugin } from "../src/plugin.ts"` loads nothing).
+ */
+function typeOnly(text: string, at: number): boolean {
+  if (!text.startsWith("from", at)) return false;
+  const start = Math.max(
+    text.lastIndexOf("import", at),
+    text.lastIndexOf("export", at),
+  );
+  return start >= 0 && /^(?:import|export)\s+type\s/.test(text.slice(start));
+}
+
+/**
+ * Why a local file that the module at `real` (a real path, checked
+ * already) imports, directly or through others, could be written or
+ * replaced by another user (`untrustedThroughLinks`), naming it; or
+ * `undefined`. A file that is not there is passed over (the import says
+ * so); bare names (`npm:`, `jsr:`, an import map's) are the runtime's
+ * cache's, not followed.
+ *
+ * @example
+ * ```ts ignore
+ * const why = await untrustedImport(runtime, "/srv/pyproxy/audit.ts");
+ * if (why !== undefined) throw new ConfigError(`Cannot load it: ${why}`);
+ * ```
+ */
+export async function untrustedImport(
+  runtime: Runtime,
+  real: string,
+): Promise<string | undefined> {
+  const seen = new Set([real]);
+  const todo = [real];
+  for (let file = todo.pop(); file !== undefined; file = todo.pop()) {
+    if (!CODE.test(file)) continue;
+    const info = await runtime.stat(file);
+    if (info === null || !info.isFile || info.size > MAX_BYTES) continue;
+    const text = new TextDecoder().decode(await runtime.readFile(file));
+    for (const path of localImports(text, pathToFileURL(file).href)) {
+      const target = await runtime.realPath(path).catch(() => null);
+      if (target === null || seen.has(target)) continue;
+      const why = await untrustedThroughLinks(runtime, path, target);
+      if (why !== undefined) {
+        return `it imports ${path} (from ${file}): ${
+          why.replace(
+            /\bits directory\b|\bit\b/,
+            (w) => w === "it" ? "that file" : "that file's directory",
+          )
+        }`;
+      }
+      if (seen.size >= MAX_FILES) return undefined;
+      seen.add(target);
+      todo.push(target);
+    }
+  }
+  return undefined;
+}
