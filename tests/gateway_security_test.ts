@@ -858,3 +858,20 @@ Deno.test("tokenIdentifier answers each listed token's id and nothing for others
   // The id is the first 16 hex digits of the token's SHA-256.
   assert.equal(tokenId("tenant-acme-0123456789"), "9836675667cddc8d");
 });
+
+Deno.test("tokenIdentifier beyond 4 tokens: two listed tokens whose SHA-256 share their first 4 bytes (a real collision, found by search) are told apart, and an unlisted one in a listed token's bucket is refused", () => {
+  // sha256: 3c5da3d702ca2ba7... and 3c5da3d7dffdb6da...
+  const a = "collide-90756-0123456789";
+  const b = "collide-98844-0123456789";
+  assert.equal(tokenId(a).slice(0, 8), tokenId(b).slice(0, 8));
+  assert.notEqual(tokenId(a), tokenId(b));
+  const others = [1, 2, 3, 4].map((i) => `other-${i}-0123456789abcdef`);
+  const both = tokenIdentifier([a, ...others, b]);
+  assert.equal(both(a), tokenId(a));
+  assert.equal(both(b), tokenId(b));
+  assert.equal(both(others[2]!), tokenId(others[2]!));
+  const onlyA = tokenIdentifier([...others, a]);
+  assert.equal(onlyA(a), tokenId(a));
+  assert.equal(onlyA(b), undefined);
+  assert.equal(onlyA(""), undefined);
+});
