@@ -606,6 +606,33 @@ Deno.test("createGateway refuses a maxJsonDepth that is not a positive integer; 
   }
 });
 
+Deno.test("createGateway refuses a streamKeepAlive or streamFirstItemTimeout that no stream could use (each stream answered 400 for it, or sent a keep-alive at every turn of the loop)", () => {
+  for (const bad of [0, -5, 99, 100.5, NaN, Infinity, 2 ** 31]) {
+    assert.throws(
+      () => createGateway(stubPool(), { streamKeepAlive: bad }),
+      (err: unknown) =>
+        err instanceof RangeError &&
+        err.message ===
+          `Cannot create gateway: streamKeepAlive ${bad} is not an integer from 100 to 2147483647 (ms)`,
+    );
+  }
+  for (const bad of [0, -1, NaN, "500" as unknown as number]) {
+    assert.throws(
+      () => createGateway(stubPool(), { streamFirstItemTimeout: bad }),
+      (err: unknown) =>
+        err instanceof RangeError &&
+        err.message ===
+          `Cannot create gateway: streamFirstItemTimeout ${bad} is not a number > 0 (ms) or Infinity`,
+    );
+  }
+  for (const ok of [100, 15_000, 2 ** 31 - 1]) {
+    createGateway(stubPool(), { streamKeepAlive: ok, port: () => 8000 });
+  }
+  for (const ok of [1, 0.5, 5000, Infinity]) {
+    createGateway(stubPool(), { streamFirstItemTimeout: ok, port: () => 8000 });
+  }
+});
+
 Deno.test("createGateway refuses a maxIntegerDigits that would not hold (below 16, not an integer); 16 holds at 17 digits", async () => {
   for (const bad of [10, 0, -1, 16.5, NaN]) {
     assert.throws(
