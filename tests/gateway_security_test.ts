@@ -606,6 +606,33 @@ Deno.test("createGateway refuses a maxJsonDepth that is not a positive integer; 
   }
 });
 
+Deno.test("createGateway refuses a streamKeepAlive or streamFirstItemTimeout that no stream could use (each stream answered 400 for it, or sent a keep-alive at every turn of the loop)", () => {
+  for (const bad of [0, -5, 99, 100.5, NaN, Infinity, 2 ** 31]) {
+    assert.throws(
+      () => createGateway(stubPool(), { streamKeepAlive: bad }),
+      (err: unknown) =>
+        err instanceof RangeError &&
+        err.message ===
+          `Cannot create gateway: streamKeepAlive ${bad} is not an integer from 100 to 2147483647 (ms)`,
+    );
+  }
+  for (const bad of [0, -1, NaN, "500" as unknown as number]) {
+    assert.throws(
+      () => createGateway(stubPool(), { streamFirstItemTimeout: bad }),
+      (err: unknown) =>
+        err instanceof RangeError &&
+        err.message ===
+          `Cannot create gateway: streamFirstItemTimeout ${bad} is not a number > 0 (ms) or Infinity`,
+    );
+  }
+  for (const ok of [100, 15_000, 2 ** 31 - 1]) {
+    createGateway(stubPool(), { streamKeepAlive: ok, port: () => 8000 });
+  }
+  for (const ok of [1, 0.5, 5000, Infinity]) {
+    createGateway(stubPool(), { streamFirstItemTimeout: ok, port: () => 8000 });
+  }
+});
+
 Deno.test("createGateway refuses a maxIntegerDigits that would not hold (below 16, not an integer); 16 holds at 17 digits", async () => {
   for (const bad of [10, 0, -1, 16.5, NaN]) {
     assert.throws(
@@ -857,4 +884,21 @@ Deno.test("tokenIdentifier answers each listed token's id and nothing for others
   }
   // The id is the first 16 hex digits of the token's SHA-256.
   assert.equal(tokenId("tenant-acme-0123456789"), "9836675667cddc8d");
+});
+
+Deno.test("tokenIdentifier beyond 4 tokens: two listed tokens whose SHA-256 share their first 4 bytes (a real collision, found by search) are told apart, and an unlisted one in a listed token's bucket is refused", () => {
+  // sha256: 3c5da3d702ca2ba7... and 3c5da3d7dffdb6da...
+  const a = "collide-90756-0123456789";
+  const b = "collide-98844-0123456789";
+  assert.equal(tokenId(a).slice(0, 8), tokenId(b).slice(0, 8));
+  assert.notEqual(tokenId(a), tokenId(b));
+  const others = [1, 2, 3, 4].map((i) => `other-${i}-0123456789abcdef`);
+  const both = tokenIdentifier([a, ...others, b]);
+  assert.equal(both(a), tokenId(a));
+  assert.equal(both(b), tokenId(b));
+  assert.equal(both(others[2]!), tokenId(others[2]!));
+  const onlyA = tokenIdentifier([...others, a]);
+  assert.equal(onlyA(a), tokenId(a));
+  assert.equal(onlyA(b), undefined);
+  assert.equal(onlyA(""), undefined);
 });

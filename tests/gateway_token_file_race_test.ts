@@ -280,3 +280,63 @@ Deno.test("Token files: a read that finds the file gone once (the kubelet deleti
     /tokenFile: cannot read .*: no such file/,
   );
 });
+
+Deno.test("TokenFileWatch does not apply a token file rewritten in place and read half written: two polls in a row must read a change", async () => {
+  await using dir = await tempDir("pyproxy-token-file-race-test-");
+  const path = `${dir.path}/token`;
+  // A token per tenant: the first half of the file is a valid list.
+  const tokens = Array.from(
+    { length: 200 },
+    (_, i) => `tenant-${String(i).padStart(4, "0")}-0123456789abcdef`,
+  );
+  const text = tokens.map((t) => `${t}\n`).join("");
+  const last = tokens.at(-1)!;
+  const rotated = "tenant-rotated-0123456789abcdef";
+  await Deno.writeTextFile(path, text, { mode: 0o600 });
+  const { runtime, hold } = holdingReads(path);
+  await withLogs(async () => {
+    const { server, config } = await servePolled(
+      dir.path,
+      path,
+      runtime,
+      () => config,
+    );
+    await using _ = server;
+    assert.equal(await call(server.url, last), 200);
+    // A poll's read is held (it read the whole file); the file is then
+    // rewritten in place, its writer between two writes: truncated, the
+    // first half written (at a line's end).
+    let release = await hold();
+    const file = await Deno.open(path, { write: true, truncate: true });
+    try {
+      const bytes = new TextEncoder().encode(text.replace(last, rotated));
+      const half = bytes.indexOf(10, bytes.length / 2) + 1;
+      const write = async (from: number, to: number) => {
+        for (let at = from; at < to;) {
+          at += await file.write(bytes.subarray(at, to));
+        }
+      };
+      await write(0, half);
+      // The next poll reads the half file, and is held while the writer
+      // writes the rest (with a new token for the last tenant).
+      let next = hold();
+      release();
+      release = await next;
+      await write(half, bytes.length);
+      // That poll's check goes on; the next poll is held (the check before
+      // it is over): the half file's tokens were not applied.
+      next = hold();
+      release();
+      release = await next;
+      assert.equal(await call(server.url, last), 200, "refused mid-write");
+      assert.equal(await call(server.url, tokens[0]!), 200);
+      release();
+    } finally {
+      file.close();
+    }
+    // The whole file, read by two polls in a row, is applied.
+    await waitApplied(server.url, rotated);
+    assert.equal(await call(server.url, last), 401);
+    assert.equal(await call(server.url, tokens[0]!), 200);
+  });
+});

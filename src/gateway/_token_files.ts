@@ -406,14 +406,21 @@ export interface TokenFileWatchOptions {
  * with those in force (not with the last read: a reload may have applied
  * others since), not the file's times (a rewrite within the file system's
  * time granularity, or of the same size, is seen too; a new comment is not
- * a change). A file unreadable or invalid keeps the tokens in force and is
- * logged once until its content, or the error, changes.
+ * a change). A change is applied once two polls in a row read it (a file
+ * rewritten in place may be read half written). A file unreadable or
+ * invalid keeps the tokens in force and is logged once until its content,
+ * or the error, changes.
  */
 export class TokenFileWatch {
   #options: TokenFileWatchOptions;
   #poll: FilePoll;
-  /** The last read's error (with the files' paths), until a read works. */
+  /** The last read's error (with the files' paths), until a read is applied. */
   #failed: string | undefined;
+  /**
+   * The last read's tokens (with the files' paths) when they were a change
+   * not applied yet: applied once the next poll reads the same.
+   */
+  #changed: string | undefined;
 
   constructor(options: TokenFileWatchOptions) {
     this.#options = options;
@@ -444,6 +451,8 @@ export class TokenFileWatch {
       const key = JSON.stringify(
         [config.tokenFile, config.manageTokenFile, message],
       );
+      // The file is moving: a change is seen twice again before it is applied.
+      this.#changed = undefined;
       if (key === this.#failed || this.#poll.stopped) return;
       this.#failed = key;
       logger.error(
@@ -454,9 +463,9 @@ export class TokenFileWatch {
     }
     // After an error, the apply logs that the files are read again.
     const recovered = this.#failed !== undefined;
-    this.#failed = undefined;
     if (this.#poll.stopped) return;
     if (!recovered && tokenChanges(config, tokens).length === 0) {
+      this.#changed = undefined;
       await warnReadableTokenFiles(
         runtime,
         config,
@@ -465,6 +474,24 @@ export class TokenFileWatch {
       );
       return;
     }
+    // A change is applied once two polls in a row read it: a file rewritten
+    // in place (truncated, then written line by line or in chunks) may be
+    // read half written, and its first lines are a valid token list. Applied,
+    // it refused every client whose token was further down and ended their
+    // streams and subscriptions until the next poll (chaos47: 500 of 1000
+    // tenants refused). Kept in memory as the tokens in force are.
+    const seen = JSON.stringify([
+      config.tokenFile,
+      config.manageTokenFile,
+      tokens.token ?? null,
+      tokens.manageToken ?? null,
+    ]);
+    if (seen !== this.#changed) {
+      this.#changed = seen;
+      return;
+    }
+    this.#changed = undefined;
+    this.#failed = undefined;
     await this.#options.apply(tokens, config);
   }
 }

@@ -140,7 +140,9 @@ export interface GatewayOptions {
    * Milliseconds without an event after which a model stream
    * (`POST /v1/models/{name}/stream`) sends a `: keep-alive` comment, so
    * that proxies keep it open: between its items, and before its first
-   * one when the request asks for its headers at once (`?early=1`).
+   * one when the request asks for its headers at once (`?early=1`). An
+   * integer from 100 to 2^31 - 1 (`limits.streamKeepAlive`'s range):
+   * `RangeError` otherwise.
    * @default {15000}
    */
   streamKeepAlive?: number;
@@ -148,7 +150,8 @@ export interface GatewayOptions {
    * Milliseconds a model stream may take to its first item, its wait for a
    * worker included (504 `TimeoutError` with `bound: "firstItemTimeout"`
    * after); a request's `?firstItemTimeout=` may lower it. Absent: only the
-   * stream's whole timeout bounds it.
+   * stream's whole timeout bounds it. A number > 0 (`Infinity`: none):
+   * `RangeError` otherwise.
    */
   streamFirstItemTimeout?: number;
   /**
@@ -362,6 +365,29 @@ export function createGateway(
   ) {
     throw new RangeError(
       `Cannot create gateway: maxJsonDepth ${maxJsonDepth} is not an integer >= 1`,
+    );
+  }
+  // Checked here, not per stream: a bad bound answered every stream with a
+  // 400 blaming the client's request, and a keep-alive of 0 sent a comment
+  // at every turn of the event loop (chaos47: ~470 a second per stream).
+  const { streamKeepAlive, streamFirstItemTimeout } = options;
+  if (
+    streamKeepAlive !== undefined &&
+    !(Number.isInteger(streamKeepAlive) && streamKeepAlive >= 100 &&
+      streamKeepAlive < 2 ** 31)
+  ) {
+    throw new RangeError(
+      `Cannot create gateway: streamKeepAlive ${streamKeepAlive} is not an integer from 100 to ${
+        2 ** 31 - 1
+      } (ms)`,
+    );
+  }
+  if (
+    streamFirstItemTimeout !== undefined &&
+    !(typeof streamFirstItemTimeout === "number" && streamFirstItemTimeout > 0)
+  ) {
+    throw new RangeError(
+      `Cannot create gateway: streamFirstItemTimeout ${streamFirstItemTimeout} is not a number > 0 (ms) or Infinity`,
     );
   }
   // An empty token would be presented by `/?token=`, an empty or undecodable
