@@ -30,7 +30,7 @@
  *
  * Run: `deno run -A examples/tenant_quota.ts` (or `bun run examples/tenant_quota.ts`),
  * or load it in `serve` (pyproxy.json):
- * `"plugins": {"tenantQuota": {"module": "./tenant_quota.ts", "options": {"limit": 100, "tenants": {"9836675667cddc8d": "acme"}}}}`
+ * `"plugins": {"tenantQuota": {"module": "./tenant_quota.ts", "options": {"limit": 100, "tenants": {"6c058b0daa6316f5": "acme"}}}}`
  *
  * @module
  */
@@ -144,10 +144,12 @@ if (import.meta.main) {
   await using _cleanup = {
     [Symbol.asyncDispose]: () => rm(modelsDir, { recursive: true }),
   };
-  // A token per tenant (in production: a tokenFile, one token a line).
+  // A random token per tenant (`openssl rand -hex 16`: a guessable one can be
+  // found from its id, which plugins show); in production a tokenFile, one
+  // token a line.
   const tokens = {
-    acme: "tenant-acme-0123456789",
-    globex: "tenant-globex-0123456",
+    acme: "d6f41502211c66ec6238ef3a970604bf",
+    globex: "28843c05b742af31288a9f7cdf770b96",
   };
   const quota = tenantQuota({
     limit: 2,

@@ -659,7 +659,7 @@ export function bearerToken(header: string): string | undefined {
  * @example
  * ```ts
  * import { tokenId } from "@pyproxy/pyproxy";
- * console.log(tokenId("tenant-acme-0123456789")); // "9836675667cddc8d"
+ * console.log(tokenId("d6f41502211c66ec6238ef3a970604bf")); // "6c058b0daa6316f5"
  * ```
  */
 export function tokenId(token: string): string {
@@ -687,8 +687,8 @@ function hexId(hash: Uint8Array): string {
  * @example
  * ```ts
  * import { tokenIdentifier } from "./security.ts";
- * const identify = tokenIdentifier(["tenant-acme-0123456789", "tenant-globex-0123456"]);
- * console.log(identify("tenant-acme-0123456789")); // "9836675667cddc8d"
+ * const identify = tokenIdentifier(["d6f41502211c66ec6238ef3a970604bf", "28843c05b742af31288a9f7cdf770b96"]);
+ * console.log(identify("d6f41502211c66ec6238ef3a970604bf")); // "6c058b0daa6316f5"
  * console.log(identify("guess")); // undefined
  * ```
  */
