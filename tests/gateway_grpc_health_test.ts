@@ -36,13 +36,22 @@ function watch(client: grpc.Client, service: string) {
     statuses.push(String(m.status));
     onStatus();
   });
-  const ended = new Promise<grpc.StatusObject>((resolve) => {
-    call.on("status", (status: grpc.StatusObject) => {
-      end = status;
-      resolve(status);
-      onStatus();
-    });
-    call.on("error", () => {});
+  // Once its status came and its messages are all delivered: grpc-js emits
+  // the status at once, before the messages still in the stream's buffer.
+  const ended = Promise.all([
+    new Promise<grpc.StatusObject>((resolve) => {
+      call.on("status", resolve);
+      call.on("error", () => {});
+    }),
+    new Promise<void>((resolve) => {
+      call.once("end", resolve);
+      call.once("close", resolve);
+    }),
+  ]).then(([status]) => status);
+  // After `ended` settles: a race of the two sees the end first.
+  void ended.then((status) => {
+    end = status;
+    onStatus();
   });
   return {
     call,
