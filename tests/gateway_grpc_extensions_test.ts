@@ -417,10 +417,19 @@ function streamCall(
     );
     onResponse();
   });
-  const ended = new Promise<grpc.StatusObject>((resolve) => {
-    call.on("status", resolve);
-    call.on("error", () => {});
-  });
+  // Once its status came and its responses are all delivered: grpc-js emits
+  // the status at once, before the messages still in the stream's buffer
+  // (tests/gateway_grpc_stream_test.ts).
+  const ended = Promise.all([
+    new Promise<grpc.StatusObject>((resolve) => {
+      call.on("status", resolve);
+      call.on("error", () => {});
+    }),
+    new Promise<void>((resolve) => {
+      call.once("end", resolve);
+      call.once("close", resolve);
+    }),
+  ]).then(([status]) => status);
   return {
     call,
     responses,

@@ -30,24 +30,49 @@ function watch(client: grpc.Client, service: string) {
   );
   const statuses: string[] = [];
   let onStatus = () => {};
+  let end: grpc.StatusObject | undefined;
   call.on("data", (bytes: Uint8Array) => {
     const m = response.toObject(response.decode(bytes), { enums: String });
     statuses.push(String(m.status));
     onStatus();
   });
-  const ended = new Promise<grpc.StatusObject>((resolve) => {
-    call.on("status", resolve);
-    call.on("error", () => {});
+  // Once its status came and its messages are all delivered: grpc-js emits
+  // the status at once, before the messages still in the stream's buffer.
+  const ended = Promise.all([
+    new Promise<grpc.StatusObject>((resolve) => {
+      call.on("status", resolve);
+      call.on("error", () => {});
+    }),
+    new Promise<void>((resolve) => {
+      call.once("end", resolve);
+      call.once("close", resolve);
+    }),
+  ]).then(([status]) => status);
+  // After `ended` settles: a race of the two sees the end first.
+  void ended.then((status) => {
+    end = status;
+    onStatus();
   });
   return {
     call,
     statuses,
     ended,
-    /** Resolves once the `n`th status came. */
+    /**
+     * Resolves once the `n`th status came; rejects, with its status, if the
+     * watch ended before (a watch refused, RESOURCE_EXHAUSTED, had left the
+     * test waiting for ever, with nothing to say why).
+     */
     got(n: number): Promise<void> {
-      return new Promise((resolve) => {
+      return new Promise((resolve, reject) => {
         const check = () => {
           if (statuses.length >= n) resolve();
+          else if (end !== undefined) {
+            reject(
+              new Error(
+                `the watch ended (${end.code}: ${end.details}) after ${statuses.length} of ${n} statuses: ${statuses}`,
+              ),
+            );
+          }
         };
         onStatus = check;
         check();
@@ -102,6 +127,11 @@ Deno.test("gRPC health Watch: the status at once, then each change; SERVICE_UNKN
     assert.equal(third.code, grpc.status.RESOURCE_EXHAUSTED, third.details);
     other.call.cancel();
     assert.equal((await other.ended).code, grpc.status.CANCELLED);
+    // Its slot is free once the server has seen the cancel (a frame that may
+    // still be on its way when the client's call has ended).
+    await waitFor(() => server.inFlight === 1, {
+      message: "the server to see the watch cancelled",
+    });
     const inference = watch(client, "inference.GRPCInferenceService");
     await inference.got(1);
     assert.deepEqual(inference.statuses, ["SERVING"]);
@@ -215,6 +245,9 @@ Deno.test("gRPC health Watch: at most 8 per connection, so that one client canno
     // A slot of the connection is taken again once one of its watches ends.
     held[0]!.call.cancel();
     assert.equal((await held[0]!.ended).code, grpc.status.CANCELLED);
+    await waitFor(() => server.inFlight === 8, {
+      message: "the server to see the watch cancelled",
+    });
     const again = watch(greedy, "");
     await again.got(1);
     assert.deepEqual(again.statuses, ["SERVING"]);

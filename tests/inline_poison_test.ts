@@ -26,9 +26,44 @@ import {
 } from "./_pool_harness.ts";
 
 /**
- * Fast calls on `worker` until its server runs `slow` inline (after
- * LEARN_CALLS = 8 whose average stays under 1 ms: a loaded machine may need
- * more of them).
+ * The harness's `slow` model (sleeps `ms`, says whether it ran inline) with
+ * `inline = True`: inline from its first call, and never made threaded by the
+ * server for a slow inline call. A model that learned inline (8 calls under
+ * 1 ms on average) is made threaded again by one inline call slower than
+ * 20 ms (DEMOTE_AFTER), or an average over 2 ms: on a loaded machine a call
+ * of 0 ms preempted that long did so after `learnInline` saw it inline, the
+ * poison then ran on a thread, held no loop, and the test waited for ever for
+ * a `busy` event or a kill that could not come. What these tests check is
+ * the host's side (its marks, kills and retries) once a call holds the loop;
+ * only the host's `threaded: true` (protocol §6) runs this model threaded.
+ */
+const INLINE_SLOW = `
+import os
+import threading
+import time
+
+class Slow:
+    inline = True
+
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        time.sleep(msg.get("ms", 0) / 1000.0)
+        inline = threading.current_thread() is threading.main_thread()
+        return {"pid": os.getpid(), "i": msg.get("i"), "inline": inline}
+`;
+
+/** {@linkcode modelsDir} with `inline_slow.py` ({@linkcode INLINE_SLOW}). */
+async function inlineModelsDir(): Promise<{ path: string } & AsyncDisposable> {
+  const dir = await modelsDir();
+  await Deno.writeTextFile(`${dir.path}/inline_slow.py`, INLINE_SLOW);
+  return dir;
+}
+
+/**
+ * Fast calls on `worker` until its server runs `slow` inline (at once with
+ * `inline = True`, unless the host marked it threaded).
  */
 async function learnInline(pool: Pool, worker: string): Promise<void> {
   for (let i = 0; i < 500; i++) {
@@ -94,7 +129,7 @@ async function inlineOnBoth(
         events.push(ev);
       }
     });
-    await pool.addModel("slow", { file: "slow.py" });
+    await pool.addModel("slow", { file: "inline_slow.py" });
     await learnInline(pool, "w1");
     await learnInline(pool, "w2");
     return pool;
@@ -105,7 +140,7 @@ async function inlineOnBoth(
 }
 
 Deno.test("Pool runs a model threaded after one of its inline calls hung a worker: the next poison costs no worker", async () => {
-  await using dir = await modelsDir();
+  await using dir = await inlineModelsDir();
   const pids = new PidTracker();
   try {
     const events: PoolEvent[] = [];
@@ -154,7 +189,7 @@ Deno.test("Pool runs a model threaded after one of its inline calls hung a worke
     assert.equal(events.filter((e) => e.type === "model-threaded").length, 1);
 
     // An update is new code: it may prove itself fast again.
-    await pool.updateModel("slow", { file: "slow.py" });
+    await pool.updateModel("slow", { file: "inline_slow.py" });
     assert.equal(pool.modelStatus("slow")[0]?.threaded, undefined);
     await learnInline(pool, "w1");
   } finally {
@@ -163,18 +198,21 @@ Deno.test("Pool runs a model threaded after one of its inline calls hung a worke
 });
 
 Deno.test("Pool marks a model threaded as its inline call times out holding the loop, before the hang probe's kill: a poison sent then to another worker costs no worker", async () => {
-  await using dir = await modelsDir();
+  await using dir = await inlineModelsDir();
   const pids = new PidTracker();
   try {
     const events: PoolEvent[] = [];
     await using pool = await inlineOnBoth(dir.path, pids, events);
     const w2 = pidOf(pool, "w2");
 
-    // Past its first busy event (250 ms), the timeout finds w1's loop held
-    // by it: the mark comes now, w1's death only after the hang grace.
+    // Past its first busy event (250-350 ms after the call starts on the
+    // server), the timeout finds w1's loop held by it: the mark comes now,
+    // w1's death only after the hang grace. The timeout is not what is
+    // tested: it must come after that event has crossed (600 ms left too
+    // little on a loaded machine, where the mark then came at the kill).
     const back = readyAgain(pool, "w1");
     await assert.rejects(
-      pool.execute("slow", { ms: 60_000 }, { worker: "w1", timeout: 600 }),
+      pool.execute("slow", { ms: 60_000 }, { worker: "w1", timeout: 2000 }),
       TimeoutError,
     );
     assert.match(
@@ -203,15 +241,15 @@ Deno.test("Pool marks a model threaded as its inline call times out holding the 
 });
 
 Deno.test("Pool marks only the version whose inline call timed out holding the loop", async () => {
-  await using dir = await modelsDir();
+  await using dir = await inlineModelsDir();
   const pids = new PidTracker();
   try {
     await using pool = await Pool.start(
       poolOptions(dir.path, { workers: 1 }, { hangGrace: 1000 }),
     );
     pids.watch(pool);
-    await pool.addModel("slow", { file: "slow.py", version: "1" });
-    await pool.addModel("slow", { file: "slow.py", version: "2" });
+    await pool.addModel("slow", { file: "inline_slow.py", version: "1" });
+    await pool.addModel("slow", { file: "inline_slow.py", version: "2" });
     const inlineOn = async (version: string) => {
       for (let i = 0; i < 500; i++) {
         const out = await pool.execute<{ inline: boolean }>("slow", { i }, {
@@ -256,12 +294,14 @@ for (
   Deno.test(`Pool marks no model threaded when a worker ${how} while an inline call of it holds the loop`, async () => {
     // Running it on a thread would not have saved the worker: only the
     // pool's own kill of a worker that answers nothing marks a model.
-    await using dir = await modelsDir();
+    await using dir = await inlineModelsDir();
     await Deno.writeTextFile(
       `${dir.path}/stop.py`,
       `import os, threading, time
 
 class Stop:
+    inline = True  # as INLINE_SLOW's, for the same reason
+
     def __init__(self, options):
         pass
 
@@ -310,7 +350,7 @@ class Stop:
 }
 
 Deno.test("Pool marks no model threaded when an inline call turns slow and completes", async () => {
-  await using dir = await modelsDir();
+  await using dir = await inlineModelsDir();
   const pids = new PidTracker();
   try {
     await using pool = await Pool.start(
@@ -320,7 +360,7 @@ Deno.test("Pool marks no model threaded when an inline call turns slow and compl
       }),
     );
     pids.watch(pool);
-    await pool.addModel("slow", { file: "slow.py" });
+    await pool.addModel("slow", { file: "inline_slow.py" });
     await learnInline(pool, "w1");
     // Long enough for busy events; its reply clears what they said.
     const out = await pool.execute<{ inline: boolean }>("slow", { ms: 600 });
@@ -339,7 +379,7 @@ Deno.test("Pool marks no model threaded when a call of it times out behind its s
   // The call that timed out never ran: it waited on the server behind one
   // that held the loop and answered in time. Only the holder's own timeout
   // says that it hung.
-  await using dir = await modelsDir();
+  await using dir = await inlineModelsDir();
   const busy = busyWatch("slow");
   const pids = new PidTracker();
   try {
@@ -354,7 +394,7 @@ Deno.test("Pool marks no model threaded when a call of it times out behind its s
     pool.on((ev) => {
       if (ev.type === "model-threaded") marks.push(ev);
     });
-    await pool.addModel("slow", { file: "slow.py" });
+    await pool.addModel("slow", { file: "inline_slow.py" });
     await learnInline(pool, "w1");
     const held = busy.next();
     const slow = pool.execute<{ inline: boolean }>("slow", { ms: 1500 }, {
@@ -376,12 +416,14 @@ Deno.test("Pool marks no model threaded when a call of it times out behind its s
 Deno.test("Pool marks no model threaded when an inline call turned slow and its reply failed to read", async () => {
   // The reply (an integer beyond ±2^53, refused with `integers: "number"`)
   // is still the call's end: a later death from outside was laid on it.
-  await using dir = await modelsDir();
+  await using dir = await inlineModelsDir();
   await Deno.writeTextFile(
     `${dir.path}/huge.py`,
     `import threading, time
 
 class Huge:
+    inline = True  # as INLINE_SLOW's, for the same reason
+
     def __init__(self, options):
         pass
 
@@ -421,7 +463,7 @@ Deno.test("Pool retries a hung inline call threaded: an idempotent poison costs 
   // Its own hang: busy events stop after 1 s (BUSY_MAX, 30 s by default),
   // then the heartbeat kills the worker under the call, which is retried
   // on the other worker. Made before the mark, it went there inline.
-  await using dir = await modelsDir();
+  await using dir = await inlineModelsDir();
   await Deno.writeTextFile(
     `${dir.path}/hang.py`,
     `import os, threading, time
@@ -430,6 +472,8 @@ from pyproxy_server.inline_watch import InlineWatch
 InlineWatch.BUSY_MAX = 1.0
 
 class Hang:
+    inline = True  # as INLINE_SLOW's, for the same reason
+
     def __init__(self, options):
         pass
 

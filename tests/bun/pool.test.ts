@@ -16,10 +16,18 @@ import { join } from "node:path";
 import process from "node:process";
 import { ECHO_MODEL, SPAWNER, waitGone } from "./_helpers.ts";
 
-/** Sleeps msg["ms"] ms; says whether it ran inline (on the server's loop). */
+/**
+ * Sleeps msg["ms"] ms; says whether it ran inline (on the server's loop).
+ * `inline = True`: inline from its first call and never made threaded for a
+ * slow one. Learned inline instead, one call of 0 ms preempted past 20 ms on
+ * a loaded machine made it threaded again after it was seen inline, and the
+ * poison then ran on a thread, holding no loop (tests/inline_poison_test.ts).
+ */
 const SLOW_MODEL = `import os, threading, time
 
 class Slow:
+    inline = True
+
     def __init__(self, options):
         pass
 
@@ -692,14 +700,17 @@ test(
           }
         });
       });
-      const poison = (worker: string) =>
-        pool.execute("slow", { ms: 60_000 }, { worker, timeout: 600 }).then(
+      // w1's timeout comes after its busy event has crossed (250-350 ms
+      // after the call starts on the server), so that it finds the loop held:
+      // not what is tested, and 600 ms left too little on a loaded machine.
+      const poison = (worker: string, timeout: number) =>
+        pool.execute("slow", { ms: 60_000 }, { worker, timeout }).then(
           () => "answered",
           (err: Error) => err.name,
         );
-      expect(await poison("w1")).toBe("TimeoutError");
+      expect(await poison("w1", 2000)).toBe("TimeoutError");
       expect(pool.modelStatus("slow")[0]?.threaded).toMatch(/timed out after/);
-      expect(await poison("w2")).toBe("TimeoutError");
+      expect(await poison("w2", 600)).toBe("TimeoutError");
       await back;
       const after = await pool.execute("slow", { ms: 1100 }, {
         worker: "w2",
