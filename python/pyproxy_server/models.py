@@ -24,8 +24,9 @@ standard library) refers to ``pyproxy`` never runs inline: a host call
 cannot be answered while the loop thread runs the model, and a call is
 never re-run (at most once). An inline call that reaches the host anyway
 (through code the scan cannot see) gets a ``HostError`` there and makes the
-model threaded for good, as does an inline call slower than
-``DEMOTE_AFTER`` seconds. While an inline call runs longer than
+model threaded for good. An inline call slower than ``DEMOTE_AFTER``
+seconds sends it back to threads to learn again (a preempted loop thread on
+a busy host is not the model's fault), the ``DEMOTE_STRIKES``-th for good. While an inline call runs longer than
 ``InlineWatch.STALL``, a watchdog thread tells the host it is busy (protocol
 §4, ``busy``). A class may decide for itself with ``inline = True`` (always
 inline, never demoted for time; host calls then fail) or
@@ -208,8 +209,9 @@ class ModelEntry:
     __slots__ = (
         "name", "class_name", "file", "version", "instance", "inputs",
         "outputs", "doc", "module_name", "_lock", "_execute", "mode",
-        "calls", "avg", "batch_size", "batch_delay_ms", "_execute_batch",
-        "streams", "timeout_ms", "close_timeout_ms", "_close", "media_type",
+        "calls", "slow_inline", "avg", "batch_size", "batch_delay_ms",
+        "_execute_batch", "streams", "timeout_ms", "close_timeout_ms", "_close",
+        "media_type",
     )
 
     # The largest ``batch_size`` a class may declare.
@@ -234,8 +236,14 @@ class ModelEntry:
     # Moving average of the run time (seconds) below which a model runs inline;
     # an inline model whose average grows above twice this goes back to threads.
     INLINE_MAX = 0.001
-    # One inline call slower than this (seconds) makes the model threaded for good.
+    # An inline call slower than this (seconds) sends the model back to threads,
+    # to learn again; the ``DEMOTE_STRIKES``-th such call, for good.
     DEMOTE_AFTER = 0.02
+    # One slow inline call may be the machine's, not the model's: a loop thread
+    # preempted for 20 ms on a busy host made a 10 µs model threaded for good
+    # (every later call ~30% dearer, for the worker's life). A model slow again
+    # once back inline is slow indeed: it has held the loop twice at most.
+    DEMOTE_STRIKES = 2
 
     def __init__(self, name, cls, instance, file, version, module_name, may_call_host=False):
         self.name = name
@@ -290,6 +298,8 @@ class ModelEntry:
         else:
             self.mode = LEARNING
         self.calls = 0
+        # Inline calls slower than DEMOTE_AFTER so far.
+        self.slow_inline = 0
         # Exponential moving average of the run time in seconds (None: no call yet).
         self.avg = None
 
@@ -433,7 +443,12 @@ class ModelEntry:
                 self.mode = THREADED_FOREVER
             elif self.mode == INLINE:
                 if elapsed > self.DEMOTE_AFTER:
-                    self.mode = THREADED_FOREVER
+                    self.slow_inline += 1
+                    # Folded into the average: it comes back inline only once
+                    # its threaded calls have brought that under INLINE_MAX.
+                    self._average(elapsed)
+                    self.mode = (THREADED_FOREVER if self.slow_inline >= self.DEMOTE_STRIKES
+                                 else THREADED)
                 elif self._average(elapsed) > 2 * self.INLINE_MAX:
                     self.mode = THREADED  # too slow on average: threaded again
 

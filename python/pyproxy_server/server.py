@@ -30,8 +30,8 @@ first threaded calls, or forced with the class attribute ``inline = True``;
 ``threaded = True`` opts out). The trade-off: while an inline call runs,
 the loop reads nothing, so ``ping``/``serverStatus`` wait for it, and it
 cannot be cancelled (``cancel`` finds it already answered). An inline call
-slower than ``ModelEntry.DEMOTE_AFTER`` makes its model threaded for good,
-and one read spends at most ``Connection.INLINE_BUDGET`` seconds inline
+slower than ``ModelEntry.DEMOTE_AFTER`` sends its model back to threads (the
+second such call: for good), and one read spends at most ``Connection.INLINE_BUDGET`` seconds inline
 before the rest of its calls go to threads; a model that hangs inline is
 the heartbeat's job (the host kills a worker that stops answering ``ping``).
 

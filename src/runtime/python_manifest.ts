@@ -208,9 +208,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 62807,
+      size: 63784,
       sha256:
-        "596d0e77554dd3a46d042af14353fa63d4189e06b6a726628a25c184757c7a7e",
+        "d2be6063f8437a0ef568f84d18f8b12be5d0357ccfb88a175128e9e87caef5f8",
     },
     {
       path: "pyproxy_server/own_file.py",
@@ -226,9 +226,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 27817,
+      size: 27848,
       sha256:
-        "95eeda568de3cc3159b471586d341e71303e25467511981e890bf3b6307856eb",
+        "13ce61af23a780cd235da4f7eb439d183729f7b2c08acc480061712f264f296d",
     },
     {
       path: "pyproxy_server/shallow_json.py",
