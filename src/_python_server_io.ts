@@ -185,9 +185,36 @@ export class StderrTail {
    */
   text(): string {
     const text = this.#decode();
-    return this.#hide === undefined || !text.includes(this.#hide)
+    const hide = this.#hide;
+    if (hide === undefined) return text;
+    const whole = text.includes(hide) ? text.replaceAll(hide, "") : text;
+    return this.#withoutCutMark(whole, hide);
+  }
+
+  /**
+   * `text` without the piece of a mark its ends may hold: the ring's start,
+   * once it has wrapped, falls anywhere, in a record's mark too (its end
+   * kept, `"9c0d1e 2026-..."`), and its end may be a mark read in part. A
+   * client that reads the tail (`--debug`'s `/v1/status`) and has a model
+   * print text of chosen lengths could move the start along the mark and
+   * read it whole but its first character (chaos48).
+   */
+  #withoutCutMark(text: string, hide: string): string {
+    let start = 0;
+    if (this.#size === this.#ring?.length) {
+      for (let k = 1; k < hide.length; k++) {
+        if (text.startsWith(hide.slice(k))) {
+          start = hide.length - k;
+          break;
+        }
+      }
+    }
+    let end = text.length;
+    const nl = text.lastIndexOf("\n");
+    if (nl + 1 < end && hide.startsWith(text.slice(nl + 1))) end = nl + 1;
+    return start === 0 && end === text.length
       ? text
-      : text.replaceAll(this.#hide, "");
+      : text.slice(start, Math.max(start, end));
   }
 
   #decode(): string {

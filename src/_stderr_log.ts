@@ -227,10 +227,15 @@ export class StderrLog {
       this.#partial = this.#partial.slice(0, keep);
       return;
     }
-    // Bounded: any other line without an end is logged in cuts.
+    // Bounded: any other line without an end is logged in cuts; not
+    // through the start of a record's mark that may end it (its rest not
+    // read yet): cut there, the record was a warning, and its mark was
+    // logged, in two pieces (chaos48).
+    const keep = this.#markStart(this.#partial);
     while (this.#partial.length > this.#maxChars) {
-      this.#alone(this.#partial.slice(0, this.#maxChars));
-      this.#partial = this.#partial.slice(this.#maxChars);
+      const cut = Math.min(this.#maxChars, this.#partial.length - keep);
+      this.#alone(this.#partial.slice(0, cut));
+      this.#partial = this.#partial.slice(cut);
     }
   }
 
@@ -331,12 +336,17 @@ export class StderrLog {
 
   /** Whether `text` ends with the start of the mark (read apart from its rest). */
   #mayStartRecord(text: string): boolean {
+    return this.#markStart(text) > 0;
+  }
+
+  /** How many characters at the end of `text` may start the mark (0: none). */
+  #markStart(text: string): number {
     const prefix = this.#prefix;
-    if (prefix === undefined) return false;
+    if (prefix === undefined) return 0;
     for (let k = Math.min(text.length, prefix.length - 1); k > 0; k--) {
-      if (prefix.startsWith(text.slice(text.length - k))) return true;
+      if (prefix.startsWith(text.slice(text.length - k))) return k;
     }
-    return false;
+    return 0;
   }
 
   /** What is due: lines joined long enough, an idle unfinished line, drops of a second that ended. */

@@ -942,10 +942,15 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
   } catch (err) {
     startLog?.release(false);
     const signal = err instanceof StartError ? err.details.signal : undefined;
-    if (signal === "SIGINT" || signal === "SIGTERM") {
-      // Stopped on request while starting: not a failure to explain.
-      console.error(`pyproxy: stopped by ${signal} while starting`);
-      return signal === "SIGINT" ? 130 : 143;
+    if (signal === "SIGINT" || signal === "SIGTERM" || signal === "SIGHUP") {
+      // Stopped on request while starting (SIGHUP: its terminal hung up):
+      // not a failure to explain, and maybe to no terminal.
+      try {
+        console.error(`pyproxy: stopped by ${signal} while starting`);
+      } catch {
+        // the terminal is gone
+      }
+      return signal === "SIGINT" ? 130 : signal === "SIGHUP" ? 129 : 143;
     }
     printError(withPermissionHint(namingTheFlag(errorLine(err), err)));
     return 1;

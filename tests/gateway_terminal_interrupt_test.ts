@@ -212,3 +212,92 @@ Deno.test({
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 });
+
+Deno.test({
+  name:
+    "serve on a terminal stops its start when the terminal hangs up while the models load, its worker with it",
+  ignore: Deno.build.os !== "linux",
+  sanitizeResources: false,
+}, async () => {
+  // The start took any SIGHUP for one to ignore: it waited for the models
+  // (here one whose import takes a minute), then failed writing its banner
+  // to the terminal gone ("Input/output error") (chaos48).
+  await using dir = await tempDir("pyproxy-hang-up-start-test-");
+  const importing = `${dir.path}/importing`;
+  await writeFiles(dir.path, {
+    "models/slow_import.py": `import pathlib, time
+pathlib.Path(${JSON.stringify(importing)}).write_text("started")
+time.sleep(60)
+
+
+class SlowImport:
+    def execute(self, msg):
+        return msg
+`,
+  });
+  const repo = new URL("..", import.meta.url).pathname;
+  const child = new Deno.Command("python3", {
+    args: [
+      "-c",
+      ON_A_TERMINAL,
+      Deno.execPath(),
+      "run",
+      "-A",
+      `${repo}mod.ts`,
+      "serve",
+      "--port",
+      "0",
+      "--workers",
+      "1",
+      "--models",
+      `${dir.path}/models`,
+    ],
+    cwd: dir.path,
+    env: { PYPROXY_TOKEN: TOKEN, NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const keys = child.stdin.getWriter();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  let pid = 0;
+  try {
+    while (!/^pid \d+/.test(out)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the terminal ended: ${out}`);
+      out += value;
+    }
+    pid = Number(/^pid (\d+)/.exec(out)![1]);
+    // The model's import under way (the start waits for it).
+    while (!(await Deno.stat(importing).then(() => true, () => false))) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const workers = (await new Deno.Command("pgrep", {
+      args: ["-f", "--", `--path ${dir.path}/models`],
+    }).output()).stdout;
+    const worker = Number(new TextDecoder().decode(workers).split("\n")[0]);
+    assert.ok(worker > 0, "the worker runs");
+    await keys.write(new TextEncoder().encode("hup\n"));
+    await child.status;
+    const deadline = Date.now() + 15_000;
+    while (!(await ended(pid) && await ended(worker))) {
+      assert.ok(Date.now() < deadline, "serve or its worker still runs");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    try {
+      if (pid) Deno.kill(pid, "SIGKILL");
+    } catch {
+      // exited
+    }
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await child.status;
+    await keys.close().catch(() => {});
+    await reader.cancel().catch(() => {});
+  }
+});

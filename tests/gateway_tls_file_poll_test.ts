@@ -642,6 +642,56 @@ Deno.test({
 
 Deno.test({
   name:
+    "serve's TLS poll says, once, that the key it serves has come to be replaceable by another user (its text unchanged), and when that is over",
+  ignore: !HAS_OPENSSL,
+}, async () => {
+  // Only a changed text was checked (readTls): a key whose directory was
+  // opened to every user, or that was given to another one, went on being
+  // served without a word (chaos48).
+  await using dir = await tempDir("pyproxy-tls-poll-test-");
+  await modelsDir(dir.path);
+  const keys = `${dir.path}/keys`;
+  await Deno.mkdir(keys, { mode: 0o700 });
+  const pair = await selfSignedCert(keys, "tls");
+  const { runtime, reads } = countingReads(pair.key);
+  const config = pollConfig(dir.path, { cert: pair.cert, key: pair.key }, 5);
+  await fastPolls(() =>
+    withLogs(async (records) => {
+      await using server = await serve(config, { runtime });
+      const said = (level: string, pattern: RegExp) =>
+        records.filter((r) =>
+          r.level === level && pattern.test(r.message.join(""))
+        ).length;
+      const errors = () =>
+        said(
+          "error",
+          /^TLS key \S+tls\.key, served, can now be read or replaced by another user: every user can write to its directory \(mode 0777\)/,
+        );
+      const polls = async (n: number) => {
+        const seen = reads();
+        await waitFor(() => reads() >= seen + n);
+      };
+      await polls(2);
+      assert.equal(errors(), 0);
+      await Deno.chmod(keys, 0o777);
+      await waitFor(() => errors() === 1);
+      await polls(5);
+      assert.equal(errors(), 1);
+      await Deno.chmod(keys, 0o700);
+      await waitFor(() =>
+        said("info", /^TLS key \S+ is no longer open to other users/) === 1
+      );
+      await polls(3);
+      assert.equal(errors(), 1);
+      // Served all along.
+      const port = Number(new URL(server.url).port);
+      assert.equal(await servedFingerprint(port), fingerprint(pair.pem));
+    }, "info")
+  );
+});
+
+Deno.test({
+  name:
     "serve warns of a certificate expired or not valid yet, at start and when its poll serves one",
   ignore: IGNORE,
 }, async () => {

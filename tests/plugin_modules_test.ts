@@ -14,6 +14,10 @@ import {
 } from "../src/gateway/_plugin_modules.ts";
 import { pluginProblem } from "../src/_plugin_problem.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
+import {
+  ImportsNotCheckedError,
+  untrustedImport,
+} from "../src/gateway/_local_imports.ts";
 import { getLogger } from "@logtape/logtape";
 import { tempDir, waitFor, writeFiles } from "./_harness.ts";
 import { type ServeCli, startServeCli } from "./_serve_cli.ts";
@@ -418,6 +422,124 @@ Deno.test("loadPluginModule refuses a module whose local imports (directly or th
   await Deno.chmod(`${dir.path}/lib/helper.ts`, 0o644);
   assert.equal((await load(`${dir.path}/main.ts`)).name, "main");
   assert.equal((await load(`${dir.path}/chain.ts`)).name, "chain-main");
+});
+
+Deno.test("loadPluginModule checks the files Bun loads for an import without its extension, of a directory or of a .js name, and a template literal's", async () => {
+  // Only the path as written was checked: Bun loads `./lib/helper` from
+  // lib/helper.ts, `./lib2/h.js` from lib2/h.ts and `./lib4` from
+  // lib4/index.ts, so each was passed over (not found) and loaded from a
+  // directory every user could write; `import(`./lib3/x.ts`)` was not
+  // read at all, on Deno too (chaos48).
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "ext.ts":
+      'import { a } from "./lib/helper";\nexport default () => ({ name: a });\n',
+    "js.ts":
+      'import { b } from "./lib2/h.js";\nexport default () => ({ name: b });\n',
+    "tpl.ts":
+      "const { c } = await import(`./lib3/x.ts`);\nexport default () => ({ name: c });\n",
+    "dir.ts":
+      'export { d as default } from "./lib4";\n// import(`./${"computed"}.ts`)\n',
+    "lib/helper.ts": 'export const a = "a";\n',
+    "lib2/h.ts": 'export const b = "b";\n',
+    "lib3/x.ts": 'export const c = "c";\n',
+    "lib4/index.ts": 'export const d = () => ({ name: "d" });\n',
+  });
+  const runtime = defaultRuntime();
+  // [module, made writable by every user, the file named, what is wrong]
+  for (
+    const [module, writable, file, why] of [
+      ["ext.ts", "lib", "lib/helper.ts", "that file's directory (mode 0777)"],
+      ["js.ts", "lib2", "lib2/h.ts", "that file's directory (mode 0777)"],
+      ["tpl.ts", "lib3", "lib3/x.ts", "that file's directory (mode 0777)"],
+      ["dir.ts", "lib4/index.ts", "lib4/index.ts", "that file (mode 0777)"],
+    ]
+  ) {
+    const mode = (await Deno.stat(`${dir.path}/${writable}`)).mode! & 0o777;
+    await Deno.chmod(`${dir.path}/${writable}`, 0o777);
+    await assert.rejects(
+      loadPluginModule(
+        { module: `${dir.path}/${module}`, where: "test", path: "--plugin" },
+        runtime,
+      ),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.ok(
+          err.message.includes(
+            `it imports ${dir.path}/${file} (from ${dir.path}/${module}): every user can write to ${why}`,
+          ),
+          err.message,
+        );
+        return true;
+      },
+    );
+    await Deno.chmod(`${dir.path}/${writable}`, mode);
+  }
+  // Checked and safe: Deno loads the template literal's file.
+  const tpl = await loadPluginModule(
+    { module: `${dir.path}/tpl.ts`, where: "test", path: "--plugin" },
+    runtime,
+  );
+  assert.equal(tpl.name, "c");
+});
+
+Deno.test("untrustedImport refuses a graph it cannot check whole (more files than its limit, a file too large) and is not held by cycles, link loops, FIFOs or directories", async () => {
+  // Past 10 000 files, or at a file over 16 MiB, the walk stopped and the
+  // module passed: an import beyond it, from a directory every user could
+  // write, was loaded unchecked (chaos48).
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "main.ts":
+      'import "./c/0.ts";\nimport "./fifo.ts";\nimport "./loop.ts";\nimport "./c";\nimport "./main.ts";\n',
+    "c/0.ts": 'import "./1.ts";\nimport "../main.ts";\n',
+    "c/1.ts": 'import "./2.ts";\n',
+    "c/2.ts": 'import "./3.ts";\n',
+    "c/3.ts": 'import "../w/x.ts";\n',
+    "w/x.ts": "export {};\n",
+  });
+  await Deno.chmod(`${dir.path}/w`, 0o777);
+  await Deno.symlink(`${dir.path}/loop2.ts`, `${dir.path}/loop.ts`);
+  await Deno.symlink(`${dir.path}/loop.ts`, `${dir.path}/loop2.ts`);
+  const mkfifo = new Deno.Command("mkfifo", { args: [`${dir.path}/fifo.ts`] });
+  assert.equal((await mkfifo.output()).code, 0);
+  const runtime = defaultRuntime();
+  const main = `${dir.path}/main.ts`;
+  // Whole: the writable directory is found, past the cycle, loop and FIFO.
+  assert.match(
+    (await untrustedImport(runtime, main)) ?? "",
+    /it imports \S+\/w\/x\.ts \(from \S+\/c\/3\.ts\): every user can write/,
+  );
+  await assert.rejects(
+    untrustedImport(runtime, main, { maxFiles: 4 }),
+    (err: unknown) =>
+      err instanceof ImportsNotCheckedError &&
+      err.code === "IMPORTS_NOT_CHECKED" &&
+      /it imports more than 4 local files/.test(err.message),
+  );
+  await assert.rejects(
+    untrustedImport(runtime, main, { maxBytes: 20 }),
+    (err: unknown) =>
+      err instanceof ImportsNotCheckedError &&
+      /main\.ts is larger than 20 bytes: its imports are not read/.test(
+        err.message,
+      ),
+  );
+  // loadPluginModule says it as it is.
+  await Deno.chmod(`${dir.path}/w`, 0o755);
+  await Deno.writeTextFile(
+    `${dir.path}/c/3.ts`,
+    `${"// padding\n".repeat(1_600_000)}import "../w/x.ts";\n`,
+  );
+  await assert.rejects(
+    loadPluginModule(
+      { module: main, where: "test", path: "--plugin" },
+      runtime,
+    ),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      /Cannot load plugin module \S+: \S+\/c\/3\.ts is larger than 16 MiB: its imports are not read, so not checked \(at test\)$/
+        .test(err.message),
+  );
 });
 
 Deno.test("loadPluginModule fails with a ConfigError when a factory or the module's top-level await never settles", async () => {

@@ -444,3 +444,30 @@ Deno.test("Pool with logDir '-': no log files, each worker's log reaches the poo
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("StderrLog does not cut a long unfinished line through the start of a record's mark read apart from its rest (chaos48)", () => {
+  // Cut at maxLineChars, the mark's start went with the text's last cut:
+  // the record that followed was a warning, its mark logged in two pieces.
+  for (const split of [1, 5, MARK.length - 1, MARK.length]) {
+    const { logger, entries } = recordingLogger();
+    const log = new StderrLog(logger, "w1", {
+      mark: MARK,
+      maxLineChars: 100,
+      now: () => 0,
+    });
+    const record = rec("2026-12-05 01:33:49,124 ERROR [t] x: bad\n");
+    log.push("x".repeat(98) + record.slice(0, split));
+    log.push(record.slice(split));
+    log.end();
+    assert.deepEqual(lines(entries), [
+      `warn ${"x".repeat(98)}`,
+      "error 2026-12-05 01:33:49,124 ERROR [t] x: bad",
+    ], `split ${split}`);
+    for (const [, , props] of entries) {
+      assert.ok(
+        !String(props?.line).includes(MARK.slice(0, 4)),
+        `split ${split}`,
+      );
+    }
+  }
+});

@@ -84,3 +84,34 @@ Deno.test("StderrTail's text leaves out the mark of the server's records (crash 
   assert.equal(tail.text(), "2026 INFO a\nraw text\nb\n");
   assert.deepEqual(seen, ["m1 2026 INFO a\nraw text\nm1 b\n"], "as read");
 });
+
+Deno.test("StderrTail's text leaves out a mark the ring's start or the read's end cut (chaos48)", async () => {
+  // Once wrapped, the tail starts anywhere: inside a record's mark, its
+  // end was kept ("456789abcdef 2026..."), and text of chosen lengths
+  // could move the start along the mark until all but its first
+  // character was read; a mark read in part could end it.
+  const mark = "0123456789abcdef01234567";
+  const record = `${mark} 2026 INFO [x] y: record\n`;
+  for (const cut of [1, 5, 23, 24]) {
+    // After the record, what leaves `cut` of it out of the tail.
+    const after = TAIL - (record.length - cut) - 7;
+    const filler = "f".repeat(after - 1) + "\n";
+    const tail = new StderrTail(
+      ReadableStream.from([
+        encoder.encode("x".repeat(100) + "\n"),
+        encoder.encode(record),
+        encoder.encode(filler),
+        encoder.encode(mark.slice(0, 7)),
+      ]),
+      undefined,
+      undefined,
+      mark,
+    );
+    await tail.settled(10_000);
+    const text = tail.text();
+    assert.equal(text, `2026 INFO [x] y: record\n${filler}`, `cut ${cut}`);
+    for (let k = 4; k <= mark.length; k++) {
+      assert.ok(!text.includes(mark.slice(k - 4, k)), `cut ${cut}`);
+    }
+  }
+});

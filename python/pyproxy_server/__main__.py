@@ -13,18 +13,28 @@ is a pipe, socket or terminal), when its parent process changes, on
 0 and ``sys.stdin`` ``/dev/null`` (``input()`` raises ``EOFError`` at once).
 """
 
-import argparse
-import asyncio
-import json
-import logging
-import logging.handlers
-import os
-import re
 import signal
-import stat
-import sys
-import threading
-import time
+
+# SIGHUP ignored from the start (``main`` says why): until the loop's
+# handler below, its default action killed a server still importing and
+# starting (~0.2 s of a busy 2-core machine; a ``systemctl kill -s HUP``
+# during a pool's start or a restart killed the workers starting, chaos48).
+# A handler, not SIG_IGN, which the programs model code runs would inherit.
+if __name__ == "__main__" and hasattr(signal, "SIGHUP"):
+    signal.signal(signal.SIGHUP, lambda signum, frame: None)
+
+# The imports after it (E402): they take most of that time.
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import logging.handlers  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import stat  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
 
 # An interpreter older than 3.9 never gets here: the package's __init__.py
 # refuses it with a message that says so.

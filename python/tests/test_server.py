@@ -7,6 +7,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -1401,3 +1403,44 @@ class EvalSessionsArgTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipUnless(hasattr(signal, "SIGHUP") and os.path.exists("/proc/self/syscall"), "Linux's /proc")
+class EarlyHangUpTest(unittest.TestCase):
+    def test_sighup_before_the_loop_runs_is_ignored_too(self):
+        # Its handler was the loop's, installed once started: a SIGHUP
+        # before (the imports, the wait for the secret line, the listen:
+        # ~0.2 s of a busy machine) killed it, so a systemctl kill -s HUP
+        # during a pool's start or a restart killed the workers starting
+        # (chaos48). Sent while it waits for its secret line.
+        from ._client import PYTHON_DIR, SECRET
+        root = tempfile.mkdtemp(prefix="pyproxy-test-")
+        self.addCleanup(shutil.rmtree, root, True)
+        env = dict(os.environ, PYTHONPATH=PYTHON_DIR)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pyproxy_server", "--path", root, "--id", "t1", "--port", "0"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        self.addCleanup(proc.stdout.close)
+        self.addCleanup(proc.stdin.close)
+        self.addCleanup(proc.wait)
+        self.addCleanup(proc.kill)
+        # Blocked reading its stdin: read(0, ...), syscall 0 (x86-64) or 63 (arm64).
+        deadline = time.monotonic() + 10
+        while True:
+            with open("/proc/%d/syscall" % proc.pid) as f:
+                fields = f.read().split()
+            if fields[:2] in (["0", "0x0"], ["63", "0x0"]):
+                break
+            self.assertLess(time.monotonic(), deadline, fields)
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGHUP)
+        proc.stdin.write((json.dumps({"secret": SECRET}) + "\n").encode())
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        if not line:
+            self.fail("it exited, with %r" % proc.wait(5))
+        ready = json.loads(line)
+        # Serving (its loop runs: a hello).
+        with socket.create_connection(("127.0.0.1", ready["port"]), timeout=5) as sock:
+            self.assertEqual(Client(sock).recv()["event"], "hello")
+        self.assertIsNone(proc.poll())

@@ -12,13 +12,15 @@ import { untrustedThroughLinks } from "./_untrusted_path.ts";
 
 /**
  * A specifier in an `import`/`export ... from`, a side-effect `import`, an
- * `import()` or a `require()` of a string literal. Read from the text as it
+ * `import()` or a `require()` of a string literal (a template literal
+ * without a substitution too: `` import(`./lib/x.ts`) `` loads that file
+ * as `import("./lib/x.ts")` does). Read from the text as it
  * is, comments and strings included: one in a comment is checked too
  * (more, never less), and a specifier computed at run time is not seen.
  * `import type` statements are left out (erased).
  */
 const SPECIFIER =
-  /\b(?:from|import|require)\s*\(?\s*(['"])([^'"\n\r]{1,4096})\1/g;
+  /\b(?:from|import|require)\s*\(?\s*(['"`])([^'"`\n\r]{1,4096})\1/g;
 
 /** A specifier of a local file: relative, absolute, or a `file:` URL. */
 const LOCAL = /^(?:\.{1,2}\/|\/|file:)/i;
@@ -26,11 +28,35 @@ const LOCAL = /^(?:\.{1,2}\/|\/|file:)/i;
 /** The files whose imports are read: JavaScript and TypeScript. */
 const CODE = /\.(?:[cm]?[jt]s|[jt]sx)$/i;
 
-/** The most files followed from one module (a deep tree of its own). */
+/**
+ * The most files followed from one module (a deep tree of its own); past
+ * it the module is refused, not taken unchecked (it was, chaos48: a
+ * 10 000-file graph passed with its last import in a directory every user
+ * could write).
+ */
 const MAX_FILES = 10_000;
 
-/** The largest file whose imports are read (a bundle with room to spare). */
+/** The largest file whose imports are read (a bundle with room to spare); a larger one is refused. */
 const MAX_BYTES = 16 * 1024 * 1024;
+
+/** Limits of {@linkcode untrustedImport} (tests). */
+export interface UntrustedImportLimits {
+  /** Files followed at most. @default {10000} */
+  maxFiles?: number;
+  /** The largest file whose imports are read, in bytes. @default {16 MiB} */
+  maxBytes?: number;
+}
+
+/**
+ * Thrown by {@linkcode untrustedImport} when a module's local imports
+ * could not all be checked (more than 10 000 files, or one larger than
+ * 16 MiB): refused rather than loaded unchecked.
+ */
+export class ImportsNotCheckedError extends Error {
+  override name = "ImportsNotCheckedError";
+  /** Stable, for programs. */
+  readonly code = "IMPORTS_NOT_CHECKED";
+}
 
 /**
  * The local specifiers of `text` (a module's source), resolved against
@@ -47,7 +73,10 @@ export function localImports(text: string, url: string): string[] {
   const out = new Set<string>();
   for (const match of text.matchAll(SPECIFIER)) {
     const specifier = match[2]!;
-    if (!LOCAL.test(specifier) || typeOnly(text, match.index)) continue;
+    if (
+      !LOCAL.test(specifier) || typeOnly(text, match.index) ||
+      (match[1] === "`" && specifier.includes("${"))
+    ) continue;
     try {
       const resolved = new URL(specifier, url);
       if (resolved.protocol === "file:") out.add(fileURLToPath(resolved));
@@ -56,6 +85,44 @@ export function localImports(text: string, url: string): string[] {
     }
   }
   return [...out];
+}
+
+/** What Bun (and Deno's sloppy imports) add to a specifier without its file's extension. */
+const EXTENSIONS = [
+  ".tsx",
+  ".ts",
+  ".jsx",
+  ".js",
+  ".mjs",
+  ".cjs",
+  ".mts",
+  ".cts",
+];
+
+/** A `.js`-family specifier that Bun resolves to its TypeScript file when that is where it is. */
+const JS_TO_TS: Record<string, string[]> = {
+  ".js": [".ts", ".tsx"],
+  ".jsx": [".tsx"],
+  ".mjs": [".mts"],
+  ".cjs": [".cts"],
+};
+
+/**
+ * The files an import of `path` may load, beyond `path` itself: Bun
+ * resolves `./lib/helper` to `./lib/helper.ts` (or `.tsx`, `.js`...),
+ * `./lib` to `./lib/index.ts` and `./h.js` to `./h.ts` when that is what
+ * is there; the check looked at `path` only (not found: passed over), so
+ * such an import from a directory every user could write was loaded
+ * unchecked on Bun (chaos48). Each one there is checked (more, never
+ * less).
+ */
+function alternatives(path: string): string[] {
+  const out = EXTENSIONS.map((ext) => path + ext);
+  const dot = path.lastIndexOf(".");
+  const ext = dot > path.lastIndexOf("/") ? path.slice(dot).toLowerCase() : "";
+  for (const ts of JS_TO_TS[ext] ?? []) out.push(path.slice(0, dot) + ts);
+  for (const ext of EXTENSIONS) out.push(`${path}/index${ext}`);
+  return out;
 }
 
 /**
@@ -78,7 +145,8 @@ function typeOnly(text: string, at: number): boolean {
  * replaced by another user (`untrustedThroughLinks`), naming it; or
  * `undefined`. A file that is not there is passed over (the import says
  * so); bare names (`npm:`, `jsr:`, an import map's) are the runtime's
- * cache's, not followed.
+ * cache's, not followed. Throws an {@linkcode ImportsNotCheckedError} when
+ * they cannot all be checked.
  *
  * @example
  * ```ts ignore
@@ -89,29 +157,52 @@ function typeOnly(text: string, at: number): boolean {
 export async function untrustedImport(
   runtime: Runtime,
   real: string,
+  { maxFiles = MAX_FILES, maxBytes = MAX_BYTES }: UntrustedImportLimits = {},
 ): Promise<string | undefined> {
   const seen = new Set([real]);
   const todo = [real];
   for (let file = todo.pop(); file !== undefined; file = todo.pop()) {
     if (!CODE.test(file)) continue;
     const info = await runtime.stat(file);
-    if (info === null || !info.isFile || info.size > MAX_BYTES) continue;
+    if (info === null || !info.isFile) continue;
+    if (info.size > maxBytes) {
+      throw new ImportsNotCheckedError(
+        `${file} is larger than ${
+          maxBytes % (1 << 20) === 0
+            ? `${maxBytes >> 20} MiB`
+            : `${maxBytes} bytes`
+        }: its imports are not read, so not checked`,
+      );
+    }
     const text = new TextDecoder().decode(await runtime.readFile(file));
-    for (const path of localImports(text, pathToFileURL(file).href)) {
-      const target = await runtime.realPath(path).catch(() => null);
-      if (target === null || seen.has(target)) continue;
-      const why = await untrustedThroughLinks(runtime, path, target);
-      if (why !== undefined) {
-        return `it imports ${path} (from ${file}): ${
-          why.replace(
-            /\bits directory\b|\bit\b/,
-            (w) => w === "it" ? "that file" : "that file's directory",
-          )
-        }`;
+    for (const imported of localImports(text, pathToFileURL(file).href)) {
+      // The path as written, and when it names no file (missing, or a
+      // directory), those Bun would load for it.
+      const info = await runtime.stat(imported).catch(() => null);
+      const paths = info?.isFile ? [imported] : [
+        ...(info === null ? [] : [imported]),
+        ...alternatives(imported),
+      ];
+      for (const path of paths) {
+        const target = await runtime.realPath(path).catch(() => null);
+        if (target === null || seen.has(target)) continue;
+        const why = await untrustedThroughLinks(runtime, path, target);
+        if (why !== undefined) {
+          return `it imports ${path} (from ${file}): ${
+            why.replace(
+              /\bits directory\b|\bit\b/,
+              (w) => w === "it" ? "that file" : "that file's directory",
+            )
+          }`;
+        }
+        if (seen.size >= maxFiles) {
+          throw new ImportsNotCheckedError(
+            `it imports more than ${maxFiles} local files (directly or through others): they are not all checked`,
+          );
+        }
+        seen.add(target);
+        todo.push(target);
       }
-      if (seen.size >= MAX_FILES) return undefined;
-      seen.add(target);
-      todo.push(target);
     }
   }
   return undefined;

@@ -15,7 +15,7 @@ import type { Plugin } from "../plugin.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { pluginProblem } from "../_plugin_problem.ts";
 import { untrustedThroughLinks } from "./_untrusted_path.ts";
-import { untrustedImport } from "./_local_imports.ts";
+import { ImportsNotCheckedError, untrustedImport } from "./_local_imports.ts";
 
 /**
  * `import(url)` of the user's module, through a function made at run time:
@@ -263,6 +263,7 @@ function importProblem(
   runtime: Runtime,
   allow = path,
 ): string {
+  if (err instanceof ImportsNotCheckedError) return err.message;
   const message = plain(err instanceof Error ? err.message : String(err));
   const name = err instanceof Error ? err.name : "";
   if (

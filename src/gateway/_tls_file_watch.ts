@@ -15,6 +15,7 @@ import type { ResolvedConfig } from "./config.ts";
 import { PEM_READ_TIMEOUT_MS, readPemFile } from "./_pem_file.ts";
 import { warnReadableTlsKey } from "./_tls_files.ts";
 import type { ReadableWarnings } from "./_token_files.ts";
+import { untrustedFile } from "./_untrusted_path.ts";
 
 /**
  * Polls in a row that must find the same unusable pair before it is
@@ -68,6 +69,8 @@ export class TlsFileWatch {
   #unusable: { key: string; polls: number } | undefined;
   /** Whether an unusable pair was logged as an error since the last good read. */
   #logged = false;
+  /** Why the key in force can be replaced by another user, as last logged. */
+  #untrusted: string | undefined;
 
   constructor(options: TlsFileWatchOptions) {
     this.#options = options;
@@ -106,8 +109,11 @@ export class TlsFileWatch {
         }
         this.#unusable = undefined;
         this.#logged = false;
-        // A chmod alone changes no text: its mode is checked here.
+        // A chmod alone changes no text: its mode is checked here, and
+        // whether another user may now replace it (a chown, a directory
+        // opened to every user: chaos48).
         await this.#warnReadableKey(paths.key);
+        await this.#sayUntrustedKey(paths.key);
         return;
       }
       digest = createHash("sha256").update(cert).update("\0").update(key)
@@ -139,6 +145,43 @@ export class TlsFileWatch {
         );
       }
     }
+  }
+
+  /**
+   * Logs an error, once per reason, when the key in force (its text
+   * unchanged) has come to be another user's or replaceable by one
+   * (`untrustedFile`: a chown, its directory opened to every user). The
+   * check ran only when the text changed, so such a key went on being
+   * served without a word; its next change is refused (`readTls`) while
+   * the key stays in force. Said again once it is fixed.
+   */
+  async #sayUntrustedKey(path: string): Promise<void> {
+    const { runtime, logger } = this.#options;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let why: string | undefined;
+    try {
+      why = await Promise.race([
+        untrustedFile(runtime, path).catch(() => this.#untrusted),
+        new Promise<string | undefined>((resolve) => {
+          timer = setTimeout(
+            () => resolve(this.#untrusted),
+            PEM_READ_TIMEOUT_MS,
+          );
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (why === this.#untrusted || this.#poll.stopped) return;
+    this.#untrusted = why;
+    if (why === undefined) {
+      logger.info("TLS key {path} is no longer open to other users", { path });
+      return;
+    }
+    logger.error(
+      "TLS key {path}, served, can now be read or replaced by another user: {why}; they can pass for this gateway, and a change of the files will be refused: make it, and its directory, this user's or root's, writable by no one else",
+      { path, why },
+    );
   }
 
   /**

@@ -641,7 +641,7 @@ export async function serve(
   // take minutes) stops the start: the pool is closed (workers stopped,
   // their socket directories removed) and serve rejects. A second one exits
   // at once.
-  let interrupted: "SIGINT" | "SIGTERM" | undefined;
+  let interrupted: "SIGINT" | "SIGTERM" | "SIGHUP" | undefined;
   // The pool once started (a signal then closes it).
   const starting: { pool?: Pool } = {};
   // Gives up the model load in flight, which close() would wait for.
@@ -664,9 +664,25 @@ export async function serve(
       }));
     }
     // SIGHUP's default action ends the process: while starting (minutes,
-    // the models loading) it is logged and ignored instead.
+    // the models loading) it is logged and ignored instead; unless it is
+    // the hang-up of the terminal serve was started on (stdout no longer
+    // one), which stops the start as SIGTERM does. Ignored, the start went
+    // on and its banner's write to the terminal gone failed it with
+    // "Input/output error" after the models had loaded (chaos48).
+    const startedOnTerminal = runtime.stdoutIsTerminal?.() === true;
     try {
       startSignals.push(runtime.onSignal("SIGHUP", () => {
+        if (startedOnTerminal && runtime.stdoutIsTerminal?.() !== true) {
+          if (interrupted !== undefined) return;
+          interrupted = "SIGHUP";
+          logger.info(
+            "Received {signal} while starting: its terminal hung up: stopping",
+            { signal: "SIGHUP" },
+          );
+          startAbort.abort();
+          void starting.pool?.close();
+          return;
+        }
         logger.warn(
           "Received {signal} while starting: ignored (a reload applies to a started gateway)",
           { signal: "SIGHUP" },

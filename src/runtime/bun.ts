@@ -33,6 +33,7 @@ import {
   BunWebSocketUpgrades,
 } from "./bun_websocket.ts";
 import { connectNodeSocket } from "./node_connection.ts";
+import { seeingFullQueues } from "./_unix_queue_full.ts";
 import { AdoptedGroup } from "./_adopted_group.ts";
 import { readRegularFile } from "./_read_regular_file.ts";
 import type {
@@ -339,7 +340,8 @@ export function bunRuntime(): Runtime {
     // Bun.serve holds a streamed response's headers until its first chunk.
     streamHeadersWithBody: true,
     reusePortTls: process.platform === "linux",
-    connect: connectNodeSocket,
+    // A full accept queue is EAGAIN, as on Deno (Bun says ECONNREFUSED).
+    connect: seeingFullQueues(connectNodeSocket),
     spawn: spawnChild,
     serve: (options, handler) => serveHttp(options, handler, upgrades),
     upgradeWebSocket: (request, options) => upgrades.upgrade(request, options),

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 35535,
+      size: 36236,
       sha256:
-        "897fcd4eaed4e804690985acd595fd354c5cbf649408c6be187a178569766575",
+        "8e04cf48a4404c974b8953ae0ce2327e8916ec6ad9bc5766eac7ca70a64492a4",
     },
     {
       path: "pyproxy_server/array_like.py",

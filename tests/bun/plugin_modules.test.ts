@@ -2,7 +2,14 @@
 // written in TypeScript as Deno does (tests/plugin_modules_test.ts), and
 // refuses a broken one with the same one error line.
 import { expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import process from "node:process";
 import { startServe } from "./_serve_process.ts";
@@ -69,6 +76,52 @@ test(
         expect(code).toBe(1);
         expect(err).toMatch(/^error: --plugin: Cannot load plugin module /);
         expect(err).toMatch(want);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
+
+test(
+  "loadPluginModule checks the file Bun loads for an import without its extension, of a .js name or of a directory (chaos48)",
+  async () => {
+    // Only the path as written was checked, not found, passed over: Bun
+    // then loaded lib/helper.ts from a directory every user could write.
+    const { loadPluginModule } = await import(
+      "../../src/gateway/_plugin_modules.ts"
+    );
+    const { defaultRuntime } = await import("../../src/runtime/mod.ts");
+    const dir = mkdtempSync(`${tmpdir()}/pyproxy-test-`);
+    try {
+      mkdirSync(`${dir}/lib`);
+      writeFileSync(`${dir}/lib/helper.ts`, 'export const a = "a";\n');
+      writeFileSync(`${dir}/lib/index.ts`, 'export const a = "i";\n');
+      for (
+        const [module, text, writable] of [
+          ["ext.ts", 'import { a } from "./lib/helper";', "lib"],
+          ["js.ts", 'import { a } from "./lib/helper.js";', "lib"],
+          ["dir.ts", 'import { a } from "./lib";', "lib/index.ts"],
+        ]
+      ) {
+        writeFileSync(
+          `${dir}/${module}`,
+          `${text}\nexport default () => ({ name: a });\n`,
+        );
+        const mode = statSync(`${dir}/${writable}`).mode & 0o777;
+        chmodSync(`${dir}/${writable}`, 0o777);
+        const spec = {
+          module: `${dir}/${module}`,
+          where: "t",
+          path: "--plugin",
+        };
+        await expect(loadPluginModule(spec, defaultRuntime())).rejects.toThrow(
+          /it imports \S+\/lib\/(helper|index)\.ts \(from \S+\): every user can write to that file/,
+        );
+        chmodSync(`${dir}/${writable}`, mode);
+        const plugin = await loadPluginModule(spec, defaultRuntime());
+        expect(plugin.name).toBe(module === "dir.ts" ? "i" : "a");
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });

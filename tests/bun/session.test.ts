@@ -92,3 +92,72 @@ test(
   },
   30_000,
 );
+
+test(
+  "Bun's connect to a Unix socket whose accept queue is full fails with EAGAIN, as Deno's, so Session.connect tries it again; ECONNREFUSED stays for one nobody listens on (chaos48)",
+  async () => {
+    // Bun said ECONNREFUSED for the kernel's EAGAIN: the host's retry of a
+    // full queue (a flood of a worker's socket, security25) never ran on Bun.
+    const { defaultRuntime } = await import("../../src/runtime/mod.ts");
+    const { mkdtempSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const dir = mkdtempSync(`${tmpdir()}/pyproxy-test-`);
+    const path = `${dir}/full.sock`;
+    // Listens with a queue of one and never accepts; closes on stdin's end.
+    const server = Bun.spawn([
+      "python3",
+      "-c",
+      `import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(0)
+print("ready", flush=True)
+if sys.stdin.readline() == "close\\n":
+    s.close()
+    print("closed", flush=True)
+sys.stdin.readline()
+`,
+      path,
+    ], { stdin: "pipe", stdout: "pipe" });
+    const lines = server.stdout.pipeThrough(new TextDecoderStream())
+      .getReader();
+    let said = "";
+    const saying = async (word: string): Promise<void> => {
+      while (!said.includes(word)) {
+        const { value, done } = await lines.read();
+        if (done) throw new Error(`the server ended: ${said}`);
+        said += value;
+      }
+    };
+    const runtime = defaultRuntime();
+    const held: Array<{ close(): void }> = [];
+    try {
+      await saying("ready");
+      let code: unknown;
+      for (let i = 0; i < 8 && code === undefined; i++) {
+        try {
+          held.push(await runtime.connect({ path }));
+        } catch (err) {
+          code = (err as { code?: unknown }).code;
+        }
+      }
+      expect(code).toBe("EAGAIN");
+      server.stdin.write("close\n");
+      server.stdin.flush();
+      await saying("closed");
+      let refused: unknown;
+      try {
+        held.push(await runtime.connect({ path }));
+      } catch (err) {
+        refused = (err as { code?: unknown }).code;
+      }
+      expect(refused).toBe("ECONNREFUSED");
+    } finally {
+      for (const c of held) c.close();
+      server.kill("SIGKILL");
+      await server.exited;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
