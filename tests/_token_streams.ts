@@ -6,7 +6,7 @@
  */
 import { Buffer } from "node:buffer";
 import { tritonProto } from "./_grpc_raw_gateway.ts";
-import { grpc } from "./_grpc_client.ts";
+import { callEnded, grpc } from "./_grpc_client.ts";
 
 /** Yields a number every 10 ms without end; notes its end in msg["marker"]. */
 export const TICKER = `import time
@@ -90,19 +90,8 @@ export function tickerStream(client: grpc.Client, token: string, id: string) {
     );
     onResponse();
   });
-  // Once its status came and its responses are all delivered: grpc-js emits
-  // the status at once, before the messages still in the stream's buffer
-  // (tests/gateway_grpc_stream_test.ts).
-  const ended = Promise.all([
-    new Promise<grpc.StatusObject>((resolve) => {
-      call.on("status", resolve);
-      call.on("error", () => {});
-    }),
-    new Promise<void>((resolve) => {
-      call.once("end", resolve);
-      call.once("close", resolve);
-    }),
-  ]).then(([status]) => status);
+  // Once its status came and its messages are all delivered (callEnded).
+  const ended = callEnded(call);
   const until = (check: () => boolean) =>
     new Promise<void>((resolve) => {
       onResponse = () => check() && resolve();

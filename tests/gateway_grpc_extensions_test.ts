@@ -11,7 +11,7 @@ import {
   rawGrpcGateway,
   tritonProto,
 } from "./_grpc_raw_gateway.ts";
-import { grpc } from "./_grpc_client.ts";
+import { callEnded, grpc } from "./_grpc_client.ts";
 
 const MODELS: Record<string, string> = {
   "mirror.py": `class Mirror:
@@ -417,19 +417,8 @@ function streamCall(
     );
     onResponse();
   });
-  // Once its status came and its responses are all delivered: grpc-js emits
-  // the status at once, before the messages still in the stream's buffer
-  // (tests/gateway_grpc_stream_test.ts).
-  const ended = Promise.all([
-    new Promise<grpc.StatusObject>((resolve) => {
-      call.on("status", resolve);
-      call.on("error", () => {});
-    }),
-    new Promise<void>((resolve) => {
-      call.once("end", resolve);
-      call.once("close", resolve);
-    }),
-  ]).then(([status]) => status);
+  // Once its status came and its messages are all delivered (callEnded).
+  const ended = callEnded(call);
   return {
     call,
     responses,

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import protobuf from "protobufjs";
 import { serveGrpc } from "../src/gateway/grpc_server.ts";
 import { startGatewayProcess } from "./_gateway_process.ts";
-import { grpc } from "./_grpc_client.ts";
+import { callEnded, grpc } from "./_grpc_client.ts";
 import { waitFor } from "./_harness.ts";
 
 const root = new protobuf.Root();
@@ -36,18 +36,8 @@ function watch(client: grpc.Client, service: string) {
     statuses.push(String(m.status));
     onStatus();
   });
-  // Once its status came and its messages are all delivered: grpc-js emits
-  // the status at once, before the messages still in the stream's buffer.
-  const ended = Promise.all([
-    new Promise<grpc.StatusObject>((resolve) => {
-      call.on("status", resolve);
-      call.on("error", () => {});
-    }),
-    new Promise<void>((resolve) => {
-      call.once("end", resolve);
-      call.once("close", resolve);
-    }),
-  ]).then(([status]) => status);
+  // Once its status came and its messages are all delivered (callEnded).
+  const ended = callEnded(call);
   // After `ended` settles: a race of the two sees the end first.
   void ended.then((status) => {
     end = status;

@@ -12,7 +12,7 @@ import {
   rawGrpcGateway,
   tritonProto,
 } from "./_grpc_raw_gateway.ts";
-import { grpc } from "./_grpc_client.ts";
+import { callEnded, grpc } from "./_grpc_client.ts";
 
 const MODELS: Record<string, string> = {
   "gate.py": `import os
@@ -120,21 +120,8 @@ function streamCall(client: grpc.Client) {
     );
     onResponse();
   });
-  // Once its status came and its responses are all delivered: grpc-js emits
-  // the status at once, before the messages still in the stream's buffer
-  // (the last response, the model's error, was missing after the status 1
-  // run in 20 of "the shutdown ends it within its grace" under load; the
-  // gateway had written it before the trailers each time).
-  const ended = Promise.all([
-    new Promise<grpc.StatusObject>((resolve) => {
-      call.on("status", resolve);
-      call.on("error", () => {});
-    }),
-    new Promise<void>((resolve) => {
-      call.once("end", resolve);
-      call.once("close", resolve);
-    }),
-  ]).then(([status]) => status);
+  // Once its status came and its messages are all delivered (callEnded).
+  const ended = callEnded(call);
   return {
     call,
     responses,
