@@ -73,10 +73,14 @@ interface ServeOnATerminal extends AsyncDisposable {
   code(): Promise<number>;
 }
 
-/** Starts `serve` (1 worker, `models`) on a terminal, up to its banner. */
+/**
+ * Starts `serve` (1 worker, `models`) on a terminal, up to its banner, or
+ * only up to its start with `banner: false` (`url` is then "").
+ */
 async function serveOnATerminal(
   cwd: string,
   models: string,
+  { banner = true }: { banner?: boolean } = {},
 ): Promise<ServeOnATerminal> {
   const repo = new URL("..", import.meta.url).pathname;
   const child = new Deno.Command("python3", {
@@ -131,7 +135,7 @@ async function serveOnATerminal(
     await reader.cancel().catch(() => {});
   };
   try {
-    await readUntil(/listening on (http:\/\/\S+)/);
+    await readUntil(banner ? /listening on (http:\/\/\S+)/ : /^pid \d+/);
   } catch (err) {
     await dispose();
     throw err;
@@ -141,7 +145,7 @@ async function serveOnATerminal(
       return out;
     },
     pid: Number(/^pid (\d+)/.exec(out)![1]),
-    url: /listening on (http:\/\/\S+)/.exec(out)![1]!,
+    url: /listening on (http:\/\/\S+)/.exec(out)?.[1] ?? "",
     readUntil,
     type: (command) => keys.write(new TextEncoder().encode(`${command}\n`)),
     code: async () => (await child.status).code,
@@ -235,69 +239,25 @@ class SlowImport:
         return msg
 `,
   });
-  const repo = new URL("..", import.meta.url).pathname;
-  const child = new Deno.Command("python3", {
-    args: [
-      "-c",
-      ON_A_TERMINAL,
-      Deno.execPath(),
-      "run",
-      "-A",
-      `${repo}mod.ts`,
-      "serve",
-      "--port",
-      "0",
-      "--workers",
-      "1",
-      "--models",
-      `${dir.path}/models`,
-    ],
-    cwd: dir.path,
-    env: { PYPROXY_TOKEN: TOKEN, NO_COLOR: "1" },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const keys = child.stdin.getWriter();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  let pid = 0;
-  try {
-    while (!/^pid \d+/.test(out)) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`the terminal ended: ${out}`);
-      out += value;
-    }
-    pid = Number(/^pid (\d+)/.exec(out)![1]);
-    // The model's import under way (the start waits for it).
-    while (!(await Deno.stat(importing).then(() => true, () => false))) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    const workers = (await new Deno.Command("pgrep", {
-      args: ["-f", "--", `--path ${dir.path}/models`],
-    }).output()).stdout;
-    const worker = Number(new TextDecoder().decode(workers).split("\n")[0]);
-    assert.ok(worker > 0, "the worker runs");
-    await keys.write(new TextEncoder().encode("hup\n"));
-    await child.status;
-    const deadline = Date.now() + 15_000;
-    while (!(await ended(pid) && await ended(worker))) {
-      assert.ok(Date.now() < deadline, "serve or its worker still runs");
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  } finally {
-    try {
-      if (pid) Deno.kill(pid, "SIGKILL");
-    } catch {
-      // exited
-    }
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // exited
-    }
-    await child.status;
-    await keys.close().catch(() => {});
-    await reader.cancel().catch(() => {});
+  await using serve = await serveOnATerminal(
+    dir.path,
+    `${dir.path}/models`,
+    { banner: false },
+  );
+  // The model's import under way (the start waits for it).
+  while (!(await Deno.stat(importing).then(() => true, () => false))) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  const workers = (await new Deno.Command("pgrep", {
+    args: ["-f", "--", `--path ${dir.path}/models`],
+  }).output()).stdout;
+  const worker = Number(new TextDecoder().decode(workers).split("\n")[0]);
+  assert.ok(worker > 0, "the worker runs");
+  await serve.type("hup");
+  await serve.code();
+  const deadline = Date.now() + 15_000;
+  while (!(await ended(serve.pid) && await ended(worker))) {
+    assert.ok(Date.now() < deadline, "serve or its worker still runs");
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
 });
