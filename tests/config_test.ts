@@ -422,13 +422,13 @@ Deno.test('resolveConfig requires a token for cors origins "*" and allowedHosts 
     configError(() =>
       resolveConfig({ cwd: "/", file: { cors: { origins: ["*"] } } })
     ),
-    'cors: cors.origins "*" lets every web page call the gateway: it requires a token (--token, the PYPROXY_TOKEN environment variable, or "token" in pyproxy.json) (at config: cors)',
+    'cors: cors.origins "*" lets every web page call the gateway: it requires a token (--token or --token-file, the PYPROXY_TOKEN or PYPROXY_TOKEN_FILE environment variable, or "token" or "tokenFile" in pyproxy.json) (at config: cors)',
   );
   assert.equal(
     configError(() =>
       resolveConfig({ cwd: "/", cli: { allowedHosts: ["*"] } })
     ),
-    'allowedHosts: allowedHosts "*" turns off the Host check that stops DNS rebinding: it requires a token (--token, the PYPROXY_TOKEN environment variable, or "token" in pyproxy.json) (at config: allowedHosts)',
+    'allowedHosts: allowedHosts "*" turns off the Host check that stops DNS rebinding: it requires a token (--token or --token-file, the PYPROXY_TOKEN or PYPROXY_TOKEN_FILE environment variable, or "token" or "tokenFile" in pyproxy.json) (at config: allowedHosts)',
   );
   const token = "0123456789abcdef0123";
   assert.deepEqual(

@@ -712,12 +712,9 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
       : undefined;
     if (open !== undefined) {
       throw new ConfigError(
-        `${open[0]}: ${
-          open[1]
-        }: it requires a token (--token, the PYPROXY_TOKEN ` +
-          `environment variable, or "token" in pyproxy.json) (at ${
-            options.configPath ?? "config"
-          }: ${open[0]})`,
+        `${open[0]}: ${open[1]}: it requires a token ${TOKEN_SOURCES} (at ${
+          options.configPath ?? "config"
+        }: ${open[0]})`,
         { details: { path: open[0] } },
       );
     }
