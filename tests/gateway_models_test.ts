@@ -530,6 +530,7 @@ class V2:
     const app = createGateway(pool, {
       port: () => 8000,
       allowManage: true,
+      insecureNoAuth: true,
       requestTimeout: 10_000,
     });
     const ask = (path: string, init: RequestInit = {}) =>

@@ -164,7 +164,12 @@ Deno.test("createGateway refuses cross-site requests (text/plain POSTs, WebSocke
       calls++;
       return Promise.resolve(msg);
     }),
-    { port: () => 8000, allowEval: true, allowManage: true },
+    {
+      port: () => 8000,
+      allowEval: true,
+      allowManage: true,
+      insecureNoAuth: true,
+    },
   );
   const evil = { origin: "https://evil.example" };
   const crossSite = { "sec-fetch-site": "cross-site" };
@@ -633,6 +638,57 @@ Deno.test("createGateway refuses a streamKeepAlive or streamFirstItemTimeout tha
   }
 });
 
+Deno.test("createGateway refuses eval or management without a token, unless insecureNoAuth says another layer authenticates (it served eval to whoever reached the app: claims26)", async () => {
+  for (
+    const [options, name] of [
+      [{ allowEval: true }, "allowEval"],
+      [{ allowManage: true }, "allowManage"],
+      [{ allowEval: true, allowManage: true }, "allowEval"],
+    ] as const
+  ) {
+    assert.throws(
+      () => createGateway(stubPool(), { port: () => 8000, ...options }),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.message ===
+          `Cannot create gateway: ${name} needs a token (eval runs code as this user, management loads any model file), or insecureNoAuth: true behind authentication of your own`,
+    );
+  }
+  const eval_ = (app: ReturnType<typeof createGateway>, auth?: string) =>
+    Promise.resolve(app.fetch(
+      new Request("http://127.0.0.1:8000/v1/eval", {
+        method: "POST",
+        headers: {
+          host: "127.0.0.1:8000",
+          ...(auth === undefined ? {} : { authorization: `Bearer ${auth}` }),
+        },
+        body: JSON.stringify({ code: "1+1" }),
+      }),
+    ));
+  // With a token: eval answers its holder only.
+  const token = "eval-token-0123456789abcdef";
+  const guarded = createGateway(stubPool(), {
+    port: () => 8000,
+    allowEval: true,
+    token,
+  });
+  const refused = await eval_(guarded);
+  assert.equal(refused.status, 401);
+  await refused.body?.cancel();
+  // Without one, only as asked for: the app past authentication of its own.
+  const open = createGateway(stubPool(), {
+    port: () => 8000,
+    allowEval: true,
+    insecureNoAuth: true,
+  });
+  const res = await eval_(open);
+  assert.notEqual(res.status, 401);
+  assert.notEqual(res.status, 403);
+  await res.body?.cancel();
+  // Neither option: nothing to refuse.
+  createGateway(stubPool(), { port: () => 8000 });
+});
+
 Deno.test("createGateway refuses a maxIntegerDigits that would not hold (below 16, not an integer); 16 holds at 17 digits", async () => {
   for (const bad of [10, 0, -1, 16.5, NaN]) {
     assert.throws(
@@ -673,7 +729,7 @@ Deno.test("createGateway logs an eval's unexpected error once, with the request 
   atom.result.catch(() => {});
   const app = createGateway(
     { ...stubPool(), eval: () => atom, atoms: { get: () => atom } },
-    { port: () => 8000, logger, allowEval: true },
+    { port: () => 8000, logger, allowEval: true, insecureNoAuth: true },
   );
   const ids: string[] = [];
   for (

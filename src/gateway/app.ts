@@ -5,6 +5,7 @@
  * @module
  */
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
+import { ConfigError } from "../errors.ts";
 import { type Context, Hono, type MiddlewareHandler, type Next } from "hono";
 import { RegExpRouter } from "hono/router/reg-exp-router";
 import { getLogger } from "@logtape/logtape";
@@ -173,10 +174,25 @@ export interface GatewayOptions {
     /** Smallest result compressed, in bytes. @default {1024} */
     minBytes?: number;
   };
-  /** Enables `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers`. @default {false} */
+  /**
+   * Enables `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers`: with a
+   * `token`, or `insecureNoAuth`. @default {false}
+   */
   allowManage?: boolean;
-  /** Enables `POST /v1/eval`. @default {false} */
+  /**
+   * Enables `POST /v1/eval`: with a `token`, or `insecureNoAuth`.
+   * @default {false}
+   */
   allowEval?: boolean;
+  /**
+   * Lets `allowEval` and `allowManage` serve without a `token`: for an app
+   * mounted behind authentication of your own. Without it, either of them
+   * and no token is a `ConfigError` (eval runs code as this user, and every
+   * local process reaches a loopback port; `serve` generates a token
+   * instead).
+   * @default {false}
+   */
+  insecureNoAuth?: boolean;
   /**
    * A client that disconnects cancels its execute call (Python gets
    * `cancel`), once the call has run for 50 ms (shorter calls finish: see
@@ -393,6 +409,18 @@ export function createGateway(
   // An empty token would be presented by `/?token=`, an empty or undecodable
   // token subprotocol: the dashboard and channel subscriptions would be open.
   let { tokens, manageTokens } = checkedTokens(options, "create gateway");
+  if (
+    tokens === undefined && options.insecureNoAuth !== true &&
+    (options.allowEval === true || options.allowManage === true)
+  ) {
+    // A server of the user's own: it served eval (code as this user) and
+    // model management to whoever reached it (claims26).
+    throw new ConfigError(
+      `Cannot create gateway: ${
+        options.allowEval === true ? "allowEval" : "allowManage"
+      } needs a token (eval runs code as this user, management loads any model file), or insecureNoAuth: true behind authentication of your own`,
+    );
+  }
   let manageMatches = manageTokens === undefined
     ? undefined
     : tokenMatcher(manageTokens);
