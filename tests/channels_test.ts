@@ -119,6 +119,26 @@ Deno.test("ChannelHub keeps a bounded history and resumes after a sequence numbe
   hub.close();
 });
 
+Deno.test("ChannelHub replays the whole history to a subscriber resuming after a seq beyond the channel's last (its numbering started again)", async () => {
+  // A page that saw seq 900 before the gateway restarted resumes with
+  // Last-Event-ID 900: the messages published since (seq 1 and 2) are new to
+  // it, and were never replayed.
+  const hub = new ChannelHub({ historySize: 10 });
+  hub.publish("news", "after restart 1");
+  hub.publish("news", "after restart 2");
+  const sub = hub.subscribe("news", { afterSeq: 900 });
+  hub.publish("news", "live");
+  assert.deepEqual(dataOf(await take(sub, 3)), [
+    "after restart 1",
+    "after restart 2",
+    "live",
+  ]);
+  const caughtUp = hub.subscribe("news", { afterSeq: 3 });
+  hub.publish("news", "next");
+  assert.deepEqual(dataOf(await take(caughtUp, 1)), ["next"]);
+  hub.close();
+});
+
 Deno.test("ChannelHub refuses invalid channel names", () => {
   const hub = new ChannelHub();
   assert.throws(() => hub.publish("bad name", 1), TypeError);

@@ -5,20 +5,14 @@
  * @module
  */
 import { Hono } from "hono";
-import {
-  type ChannelEvent,
-  ChannelHub,
-  type Subscription,
-} from "./channels.ts";
+import { ChannelHub, type Subscription } from "./channels.ts";
 import { httpError } from "./error_response.ts";
 import { readJsonBody } from "./read_json_body.ts";
 import { bearerToken, webSocketOffer } from "./security.ts";
 import type { RouteContext } from "./route_context.ts";
 import { type SseEvent, sseHead, sseResponse } from "./sse.ts";
 import { stringifyJson } from "../_exact_json.ts";
-
-/** Unsent WebSocket bytes tolerated before a subscriber counts as too slow. */
-const WS_MAX_BUFFERED = 4 * 1024 * 1024;
+import { pumpWebSocket } from "./_channel_web_socket.ts";
 
 function checkChannel(name: string): void {
   if (!ChannelHub.isValidName(name)) {
@@ -49,55 +43,6 @@ async function* sseEvents(
       data: stringifyJson(hub.wireData(ev.message) ?? null)!,
     };
   }
-}
-
-function pumpWebSocket(
-  hub: ChannelHub,
-  socket: WebSocket,
-  sub: Subscription,
-  release: () => void,
-): void {
-  const send = (ev: ChannelEvent): void => {
-    if (ev.type === "dropped") {
-      socket.send(JSON.stringify({ type: "dropped", reason: ev.reason }));
-      socket.close(1008, "dropped");
-      return;
-    }
-    // WebSocket send has no backpressure: bound what waits in the socket instead.
-    if (socket.bufferedAmount > WS_MAX_BUFFERED) {
-      sub.drop(
-        `subscriber too slow: more than ${WS_MAX_BUFFERED} bytes unsent`,
-      );
-      return;
-    }
-    const { channel, seq, time } = ev.message;
-    const data = hub.wireData(ev.message);
-    socket.send(
-      stringifyJson({ type: "message", channel, seq, time, data })!,
-    );
-  };
-  socket.onopen = async () => {
-    try {
-      for await (const ev of sub) {
-        if (socket.readyState !== WebSocket.OPEN) break;
-        send(ev);
-      }
-    } catch {
-      // the socket closed under us
-    } finally {
-      sub.close();
-      release();
-      if (socket.readyState === WebSocket.OPEN) socket.close(1001, "closing");
-    }
-  };
-  socket.onclose = () => {
-    sub.close();
-    release();
-  };
-  socket.onerror = () => {
-    sub.close();
-    release();
-  };
 }
 
 /**

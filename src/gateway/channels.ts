@@ -94,7 +94,11 @@ export interface ChannelInfo {
  * ```
  */
 export interface SubscribeOptions {
-  /** Replay the history messages with a `seq` greater than this first (e.g. from `Last-Event-ID`). */
+  /**
+   * Replay the history messages with a `seq` greater than this first (e.g.
+   * from `Last-Event-ID`); beyond the channel's last `seq` (its numbering
+   * started again: a restart), the whole history.
+   */
   afterSeq?: number;
 }
 
@@ -499,8 +503,12 @@ export class ChannelHub {
       },
     );
     if (options.afterSeq !== undefined) {
+      // Past the channel's last seq, the client saw a numbering that started
+      // again since (the gateway restarted, or the idle channel was
+      // forgotten): all it kept is new to that client.
+      const after = options.afterSeq > ch.seq ? 0 : options.afterSeq;
       ch.history.forEach((m, i) => {
-        if (m.seq > options.afterSeq!) sub.push(m, ch.sizes[i]);
+        if (m.seq > after) sub.push(m, ch.sizes[i]);
       });
     }
     ch.subscribers.add(sub);

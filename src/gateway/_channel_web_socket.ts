@@ -1,0 +1,81 @@
+/**
+ * Writes a channel subscription to a WebSocket subscriber.
+ *
+ * @module
+ */
+import type { ChannelEvent, ChannelHub, Subscription } from "./channels.ts";
+import { stringifyJson } from "../_exact_json.ts";
+
+/** Unsent WebSocket bytes tolerated before a subscriber counts as too slow. */
+const WS_MAX_BUFFERED = 4 * 1024 * 1024;
+
+/**
+ * Sends `sub`'s messages to `socket` until either ends, and calls `release`
+ * once it has. A subscriber too slow (more than 4 MiB unsent) is dropped with
+ * a `dropped` frame and close code 1008. A connection that fails (Deno's
+ * ping unanswered for 30 s: a tab that far behind, or a client gone without
+ * closing) is dropped too, so that it is logged and counted as one, though
+ * no frame can reach it.
+ *
+ * @example
+ * ```ts ignore
+ * pumpWebSocket(hub, socket, hub.subscribe("events"), () => {});
+ * ```
+ */
+export function pumpWebSocket(
+  hub: ChannelHub,
+  socket: WebSocket,
+  sub: Subscription,
+  release: () => void,
+): void {
+  const send = (ev: ChannelEvent): void => {
+    if (ev.type === "dropped") {
+      socket.send(JSON.stringify({ type: "dropped", reason: ev.reason }));
+      socket.close(1008, "dropped");
+      return;
+    }
+    // WebSocket send has no backpressure: bound what waits in the socket instead.
+    if (socket.bufferedAmount > WS_MAX_BUFFERED) {
+      sub.drop(
+        `subscriber too slow: more than ${WS_MAX_BUFFERED} bytes unsent`,
+      );
+      return;
+    }
+    const { channel, seq, time } = ev.message;
+    const data = hub.wireData(ev.message);
+    socket.send(
+      stringifyJson({ type: "message", channel, seq, time, data })!,
+    );
+  };
+  socket.onopen = async () => {
+    try {
+      for await (const ev of sub) {
+        if (socket.readyState !== WebSocket.OPEN) break;
+        send(ev);
+      }
+    } catch {
+      // the socket closed under us
+    } finally {
+      sub.close();
+      release();
+      if (socket.readyState === WebSocket.OPEN) socket.close(1001, "closing");
+    }
+  };
+  socket.onclose = () => {
+    sub.close();
+    release();
+  };
+  socket.onerror = (event) => {
+    // Deno closes a connection whose ping goes unanswered for 30 s: behind a
+    // tab that far behind, the ping waits after the unsent messages. Without
+    // this the subscriber vanished unlogged and uncounted (the page saw 1006).
+    const message = (event as ErrorEvent).message;
+    sub.drop(
+      `subscriber lost: ${
+        message ? message : "the connection failed"
+      } (too far behind, or gone without closing)`,
+    );
+    sub.close();
+    release();
+  };
+}
