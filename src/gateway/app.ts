@@ -6,6 +6,7 @@
  */
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { ConfigError } from "../errors.ts";
+import { loggedPath, RefusalLog } from "./_refusal_log.ts";
 import { type Context, Hono, type MiddlewareHandler, type Next } from "hono";
 import { RegExpRouter } from "hono/router/reg-exp-router";
 import { getLogger } from "@logtape/logtape";
@@ -664,7 +665,17 @@ export function createGateway(
     ipHosts: options.allowIpHosts ?? false,
   };
   app.use(hostGuard(hostOptions));
-  const originOptions = { origins: options.cors?.origins ?? [] };
+  // Said in the log now and then: a page or client refused here got only
+  // its status, and the log said nothing (newcomer26).
+  const originRefusals = new RefusalLog(logger);
+  const originOptions = {
+    origins: options.cors?.origins ?? [],
+    onRefused: (c: Context, origin: string | undefined) =>
+      originRefusals.refused(
+        "Refused a cross-origin request (403 ForbiddenOrigin) from {origin} to {path}: list the origin in cors.origins to allow it",
+        { origin: origin?.slice(0, 200) ?? null, path: loggedPath(c.req.path) },
+      ),
+  };
   app.use(originGuard(originOptions));
   const cors = corsMiddleware(
     options.cors,
@@ -674,6 +685,8 @@ export function createGateway(
   if (cors) app.use(cors);
   let authMiddleware: MiddlewareHandler | undefined;
   let renewAuth = (): void => {};
+  // One for the gateway's life: a reload's new middleware keeps its pace.
+  const tokenRefusals = new RefusalLog(logger);
   if (tokens !== undefined) {
     // The routes only the management token may call: those the flags turn
     // on, as the router matched them (the same decoding, the same paths).
@@ -691,6 +704,11 @@ export function createGateway(
           : { manageToken: manageTokens, manageRoute }),
         webSocketPath: isChannelPath,
         onAuthenticated: (c, id) => ctx.callers!.set(c.req.raw, id),
+        onRefused: (c) =>
+          tokenRefusals.refused(
+            "Refused a request without a valid token (401) to {path}",
+            { path: loggedPath(c.req.path) },
+          ),
       });
     // Replaced as a whole by a reload: a request sees the old tokens or
     // the new ones, never a mix.

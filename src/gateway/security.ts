@@ -262,6 +262,8 @@ export interface OriginGuardOptions {
    * @default {["/"]} (the dashboard)
    */
   navigablePaths?: string[];
+  /** Called with each request refused (its 403), with its `Origin`. */
+  onRefused?: (c: Context, origin: string | undefined) => void;
 }
 
 /**
@@ -343,9 +345,11 @@ export function originGuard(
   options: OriginGuardOptions = {},
 ): MiddlewareHandler {
   const check = originChecker(options);
+  const onRefused = options.onRefused;
   return async (c, next) => {
     if (!check(c.req.method, c.req.raw.headers, c.req.path, c.req.url)) {
       const origin = c.req.header("origin");
+      onRefused?.(c, origin);
       return c.json({
         error: {
           type: "ForbiddenOrigin",
@@ -515,6 +519,8 @@ export interface BearerAuthOptions {
    * it to the model calls the request makes, as their `caller`).
    */
   onAuthenticated?: (c: Context, id: string) => void;
+  /** Called with each request refused for want of a valid token (its 401). */
+  onRefused?: (c: Context) => void;
 }
 
 /**
@@ -542,6 +548,7 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
     ? undefined
     : tokenIdentifier(options.manageToken);
   const onAuthenticated = options.onAuthenticated;
+  const onRefused = options.onRefused;
   const manageRoute = options.manageRoute ?? (() => false);
   return async (c, next) => {
     const path = c.req.path;
@@ -596,6 +603,7 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
       }, 403);
     }
     if (!inference && !manage) {
+      onRefused?.(c);
       c.header("www-authenticate", 'Bearer realm="pyproxy"');
       return c.json({
         error: {
