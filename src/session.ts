@@ -66,6 +66,7 @@ import { isThenable } from "./_thenable.ts";
 import { markUnsent } from "./_unsent.ts";
 import { markHeldLoop } from "./_loop_holder.ts";
 import { decodeBytes } from "./_binary.ts";
+import { racedConnect } from "./_raced_connect.ts";
 
 // Bytes asked for per read when the connection reads into a buffer.
 const READ_BUFFER_BYTES = 256 * 1024;
@@ -410,7 +411,13 @@ export class Session implements AsyncDisposable {
     timeout: number,
     deadline: number,
   ): Promise<Session> {
-    const connecting = runtime.connect(target);
+    // Over TCP, a connect whose SYN a full accept queue dropped is raced by
+    // fresh ones rather than left to the kernel's resend after 1 s and 3 s.
+    const connecting = racedConnect(
+      (to) => runtime.connect(to),
+      target,
+      deadline,
+    );
     let conn: Connection | undefined;
     try {
       conn = await withTimeout(connecting, timeLeft(deadline));
