@@ -172,7 +172,11 @@ export interface SessionConnectOptions {
    * whose `details.phase` says which was under way (`"connect"`, `"hello"`,
    * `"auth"`). `Infinity`,
    * or anything beyond 2^31 − 1 (~24.8 days, a timer's range), means no
-   * limit.
+   * limit. Within it, a connect refused by a Unix socket's full accept
+   * queue and a handshake the server cut are tried again, and over TCP a
+   * connect that has not completed is raced by fresh ones (after 10 ms to a
+   * loopback address, 250 ms to another; at most 32): a full queue drops a
+   * TCP connect's SYN, which the kernel sends again only after 1 s and 3 s.
    *
    * @default {10000}
    */
