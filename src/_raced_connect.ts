@@ -43,10 +43,11 @@ function loopback(hostname: string): boolean {
  * another after a pause that doubles (from 10 ms to a loopback address,
  * 250 ms to another), none after `deadline` (a `Date.now()` value), at
  * most {@linkcode MAX_RACED_CONNECTS}. Resolves with the first connection
- * (the others are closed as they complete); rejects with the error of the
- * last failed connect once none is under way and none is due (a refused
- * connect, the only one under way, fails at once as before). A Unix socket's connect
- * is one connect: it completes or fails at once.
+ * (the others are given up through `target.signal`, or closed as they
+ * complete); rejects with the error of the
+ * last failed connect once none is under way (a refused connect, the only
+ * one under way, fails at once as before). A Unix socket's connect is one
+ * connect: it completes or fails at once.
  *
  * @example
  * ```ts ignore
@@ -62,6 +63,10 @@ export function racedConnect(
   const near = loopback(target.hostname ?? "127.0.0.1");
   let gap = near ? LOOPBACK_FIRST_MS : REMOTE_FIRST_MS;
   const maxGap = near ? LOOPBACK_MAX_MS : REMOTE_MAX_MS;
+  // Gives up the connects still under way once one completed: each would
+  // otherwise wait on its own SYNs for up to a minute or two.
+  const losers = new AbortController();
+  const each: ConnectTarget = { ...target, signal: losers.signal };
   return new Promise<Connection>((resolve, reject) => {
     let underWay = 0;
     let started = 0;
@@ -71,11 +76,19 @@ export function racedConnect(
       timer = undefined;
       started++;
       underWay++;
-      connect(target).then((conn) => {
+      let connecting: Promise<Connection>;
+      try {
+        connecting = connect(each);
+      } catch (err) {
+        // Thrown from a timer's call, it would be nobody's.
+        connecting = Promise.reject(err);
+      }
+      connecting.then((conn) => {
         underWay--;
         if (settled) return conn.close();
         settled = true;
         clearTimeout(timer);
+        if (underWay > 0) losers.abort();
         resolve(conn);
       }, (err) => {
         underWay--;
@@ -88,7 +101,12 @@ export function racedConnect(
       const wait = Math.min(gap, deadline - Date.now());
       if (wait <= 0) return;
       gap = Math.min(gap * 2, maxGap);
-      timer = setTimeout(start, wait);
+      // A busy host runs an overdue timer before the I/O its wait let
+      // complete is read: a turn of the loop goes first, so a connect the
+      // kernel completed in time is not raced.
+      timer = setTimeout(() => {
+        timer = setTimeout(start, 0);
+      }, wait);
     };
     start();
   });

@@ -19,7 +19,16 @@
  * ```
  */
 export type ConnectTarget =
-  | { hostname?: string; port: number; path?: undefined }
+  | {
+    hostname?: string;
+    port: number;
+    path?: undefined;
+    /**
+     * Gives up a TCP connect still under way when aborted (it rejects); a
+     * connection already made is not closed by it.
+     */
+    signal?: AbortSignal;
+  }
   | { path: string; hostname?: undefined; port?: undefined };
 
 /**
