@@ -153,3 +153,32 @@ Deno.test("Session.connect over TCP fails at once when its only connect is refus
   // Not tried again until connectTimeout: a worker gone is said so at once.
   assert.equal(tries, 1);
 });
+
+Deno.test("Session.connect over TCP gives up the raced connects still under way once one completes", async () => {
+  await using server = await startServer();
+  // Each would otherwise wait on its own SYNs, up to a minute or two, for a
+  // connection only to be closed.
+  const base = defaultRuntime();
+  let given: unknown;
+  let tries = 0;
+  const runtime: Runtime = {
+    ...base,
+    connect(to): Promise<Connection> {
+      if (++tries > 1) return base.connect(to);
+      // Under way until given up, as a connect whose SYN was dropped.
+      return new Promise((_, reject) => {
+        to.signal?.addEventListener("abort", () => {
+          given = to.signal?.reason;
+          reject(to.signal?.reason);
+        });
+      });
+    },
+  };
+  await using session = await server.connect({
+    runtime,
+    connectTimeout: 2000,
+  });
+  assert.equal(await session.ping(), "pong");
+  assert.equal(tries, 2);
+  assert.ok(given instanceof DOMException && given.name === "AbortError");
+});

@@ -29,7 +29,13 @@ export type ConnectTarget =
      */
     signal?: AbortSignal;
   }
-  | { path: string; hostname?: undefined; port?: undefined };
+  | {
+    path: string;
+    hostname?: undefined;
+    port?: undefined;
+    /** A Unix socket's connect completes or fails at once. */
+    signal?: undefined;
+  };
 
 /**
  * A connected byte stream, exposed as a Web Streams pair.
