@@ -66,6 +66,7 @@ import { isThenable } from "./_thenable.ts";
 import { markUnsent } from "./_unsent.ts";
 import { markHeldLoop } from "./_loop_holder.ts";
 import { decodeBytes } from "./_binary.ts";
+import { racedConnect } from "./_raced_connect.ts";
 
 // Bytes asked for per read when the connection reads into a buffer.
 const READ_BUFFER_BYTES = 256 * 1024;
@@ -171,7 +172,11 @@ export interface SessionConnectOptions {
    * whose `details.phase` says which was under way (`"connect"`, `"hello"`,
    * `"auth"`). `Infinity`,
    * or anything beyond 2^31 − 1 (~24.8 days, a timer's range), means no
-   * limit.
+   * limit. Within it, a connect refused by a Unix socket's full accept
+   * queue and a handshake the server cut are tried again, and over TCP a
+   * connect that has not completed is raced by fresh ones (after 10 ms to a
+   * loopback address, 250 ms to another; at most 32): a full queue drops a
+   * TCP connect's SYN, which the kernel sends again only after 1 s and 3 s.
    *
    * @default {10000}
    */
@@ -410,7 +415,13 @@ export class Session implements AsyncDisposable {
     timeout: number,
     deadline: number,
   ): Promise<Session> {
-    const connecting = runtime.connect(target);
+    // Over TCP, a connect whose SYN a full accept queue dropped is raced by
+    // fresh ones rather than left to the kernel's resend after 1 s and 3 s.
+    const connecting = racedConnect(
+      (to) => runtime.connect(to),
+      target,
+      deadline,
+    );
     let conn: Connection | undefined;
     try {
       conn = await withTimeout(connecting, timeLeft(deadline));

@@ -3,14 +3,16 @@
  * connect refused by a full accept queue, and a handshake the server cut
  * (it closes one of the connections waiting for their auth when it keeps
  * too many), are tried again within `connectTimeout`; other failures are
- * not. Real Python servers, real sockets.
+ * not; over TCP a connect that has not completed (its SYN dropped by a full
+ * queue) is raced by fresh ones (flood26). Real Python servers, real
+ * sockets.
  */
 import assert from "node:assert/strict";
 import { ConnectionLostError } from "../src/errors.ts";
 import { Session } from "../src/session.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Connection, Runtime } from "../src/runtime/types.ts";
-import { startServer } from "./_harness.ts";
+import { startServer, waitFor } from "./_harness.ts";
 
 /** The default runtime, whose connect runs `before` for the first `n` tries. */
 function firstConnects(
@@ -95,4 +97,88 @@ Deno.test("Session.connect tries again a handshake the server cut: another conne
   } finally {
     for (const other of others) other.close();
   }
+});
+
+Deno.test("Session.connect over TCP races a connect that has not completed by a fresh one, and closes it when it completes late", async () => {
+  await using server = await startServer();
+  // A full accept queue drops a TCP connect's SYN and the kernel sends it
+  // again after 1 s, then 3 s: a churn flood of a TCP worker (connects
+  // closed at once) kept the queue full, and the host's connects, waiting
+  // on their one SYN, failed their 3 s connectTimeout (0 of 4 at the
+  // default cap). Here the first connect is held as a dropped SYN would.
+  const base = defaultRuntime();
+  let release: () => void = () => {};
+  const late = new Promise<Connection>((resolve, reject) => {
+    release = () => base.connect(target).then(resolve, reject);
+  });
+  const target = { hostname: "127.0.0.1", port: server.port! };
+  let tries = 0;
+  const runtime: Runtime = {
+    ...base,
+    connect(to): Promise<Connection> {
+      return ++tries === 1 ? late : base.connect(to);
+    },
+  };
+  await using session = await server.connect({
+    runtime,
+    connectTimeout: 2000,
+  });
+  assert.equal(await session.ping(), "pong");
+  assert.equal(tries, 2);
+  // The held connect completes after all: closed, not kept.
+  release();
+  await late;
+  await waitFor(async () => (await session.status()).connections === 1, {
+    message: "the late connection was not closed",
+  });
+});
+
+Deno.test("Session.connect over TCP fails at once when its only connect is refused (no listener)", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const base = defaultRuntime();
+  let tries = 0;
+  const runtime: Runtime = {
+    ...base,
+    connect(to): Promise<Connection> {
+      tries++;
+      return base.connect(to);
+    },
+  };
+  await assert.rejects(
+    Session.connect({ port, runtime, secret: "00", connectTimeout: 5000 }),
+    ConnectionLostError,
+  );
+  // Not tried again until connectTimeout: a worker gone is said so at once.
+  assert.equal(tries, 1);
+});
+
+Deno.test("Session.connect over TCP gives up the raced connects still under way once one completes", async () => {
+  await using server = await startServer();
+  // Each would otherwise wait on its own SYNs, up to a minute or two, for a
+  // connection only to be closed.
+  const base = defaultRuntime();
+  let given: unknown;
+  let tries = 0;
+  const runtime: Runtime = {
+    ...base,
+    connect(to): Promise<Connection> {
+      if (++tries > 1) return base.connect(to);
+      // Under way until given up, as a connect whose SYN was dropped.
+      return new Promise((_, reject) => {
+        to.signal?.addEventListener("abort", () => {
+          given = to.signal?.reason;
+          reject(to.signal?.reason);
+        });
+      });
+    },
+  };
+  await using session = await server.connect({
+    runtime,
+    connectTimeout: 2000,
+  });
+  assert.equal(await session.ping(), "pong");
+  assert.equal(tries, 2);
+  assert.ok(given instanceof DOMException && given.name === "AbortError");
 });

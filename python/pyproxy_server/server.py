@@ -100,8 +100,10 @@ class Server:
     # connections closed before their auth, 10 of 23 in a flood).
     MAX_UNAUTHENTICATED = 1024
     # The kernel's queue of connections not accepted yet (asyncio's default;
-    # the accepts per turn of the loop are fewer with a small cap:
-    # ``accept_batch``).
+    # the accepts per turn of the loop are fewer: ``accept_batch``). Not
+    # more: under a flood of connects closed at once, 4096 queued the host's
+    # connection behind thousands of closed ones (its connects' median
+    # 1.8 s at the default cap, 0.6 s with 100; flood26).
     LISTEN_BACKLOG = 100
     # Seconds between two warnings that such connections were closed.
     UNAUTHENTICATED_LOG_EVERY = 10.0
@@ -553,12 +555,19 @@ def add_models_to_path(root):
 
 def accept_batch(cap):
     """Connections accepted per turn of the loop for a server keeping at most
-    ``cap`` unauthenticated ones: an eighth of it, 1 to 100 (asyncio's 100
-    for the default cap). The auth of a connection accepted in one turn is
-    read in a later one; asyncio's 100 per turn closed, under a flood, the
-    host's connection in the very turn that accepted it, its auth unread,
-    whenever ``cap`` was less (2 of 200 host connects at a cap of 16)."""
-    return max(1, min(100, cap // 8))
+    ``cap`` unauthenticated ones: an eighth of it, 1 to 4. The auth of a
+    connection accepted in one turn is read in a later one; asyncio's 100 per
+    turn closed, under a flood, the host's connection in the very turn that
+    accepted it, its auth unread, whenever ``cap`` was less (2 of 200 host
+    connects at a cap of 16). And a turn that accepts 100 lasts, under a
+    flood of connects closed at once, as long as their 100 transports, hellos
+    and ends take: the host's handshake waited turns that long, and its TCP
+    connects, whose SYNs the full queue drops, found room less often (at the
+    default cap, of two processes' ~35 000 connects a second each: the host's
+    connects' median 0.6 s, its pings' rounds 30% fewer; with 4 a turn 32 ms,
+    with 8 68 ms). A server's own connections are a few: the host's, its
+    sessions'. The accept rate stays what the loop can serve (flood26)."""
+    return max(1, min(4, cap // 8))
 
 
 def _queue_up_to(listener, backlog):

@@ -58,10 +58,12 @@ class WaitingRoomTest(unittest.TestCase):
         self.assertTrue(all(c in room for c in model))
         room.discard("absent")  # nothing
 
-    def test_accepts_per_turn_are_an_eighth_of_the_cap(self):
+    def test_accepts_per_turn_are_an_eighth_of_the_cap_at_most_4(self):
         # asyncio's 100 a turn closed, under a flood, the host's connection in
-        # the very turn that accepted it whenever the cap was less.
-        self.assertEqual([accept_batch(c) for c in (1, 8, 16, 64, 800, 1024, 5000)], [1, 1, 2, 8, 100, 100, 100])
+        # the very turn that accepted it whenever the cap was less; and a turn
+        # of 100 closed peers' transports made the host's handshake wait and
+        # its TCP connects find room less often (median 0.6 s; 32 ms with 4).
+        self.assertEqual([accept_batch(c) for c in (1, 8, 16, 64, 800, 1024, 5000)], [1, 1, 2, 4, 4, 4, 4])
 
 
 if __name__ == "__main__":

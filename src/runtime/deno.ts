@@ -242,6 +242,7 @@ export function denoRuntime(): Runtime {
       const conn = await Deno.connect({
         hostname: target.hostname ?? "127.0.0.1",
         port: target.port,
+        ...(target.signal === undefined ? {} : { signal: target.signal }),
       });
       conn.setNoDelay(true);
       return wrapConn(conn);

@@ -31,12 +31,19 @@ export function connectNodeSocket(target: ConnectTarget): Promise<Connection> {
         port: target.port,
         noDelay: true,
       });
+    const signal = target.path === undefined ? target.signal : undefined;
     const onError = (err: Error): void => {
+      signal?.removeEventListener("abort", onAbort);
       socket.destroy();
       reject(err);
     };
+    const onAbort = (): void =>
+      onError(new DOMException("The connect was given up", "AbortError"));
     socket.once("error", onError);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
     socket.once("connect", () => {
+      signal?.removeEventListener("abort", onAbort);
       // Streams attach their own error listeners before this one goes, so an
       // error is never unhandled (which would crash the process).
       const conn = nodeSocketToConnection(socket);

@@ -226,9 +226,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 27848,
+      size: 28570,
       sha256:
-        "13ce61af23a780cd235da4f7eb439d183729f7b2c08acc480061712f264f296d",
+        "b55f2872aeaa2be9b84b1cea7498872eccc09f7ea0dd54c750f72c1c91e721fe",
     },
     {
       path: "pyproxy_server/shallow_json.py",

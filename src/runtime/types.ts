@@ -19,8 +19,23 @@
  * ```
  */
 export type ConnectTarget =
-  | { hostname?: string; port: number; path?: undefined }
-  | { path: string; hostname?: undefined; port?: undefined };
+  | {
+    hostname?: string;
+    port: number;
+    path?: undefined;
+    /**
+     * Gives up a TCP connect still under way when aborted (it rejects); a
+     * connection already made is not closed by it.
+     */
+    signal?: AbortSignal;
+  }
+  | {
+    path: string;
+    hostname?: undefined;
+    port?: undefined;
+    /** A Unix socket's connect completes or fails at once. */
+    signal?: undefined;
+  };
 
 /**
  * A connected byte stream, exposed as a Web Streams pair.

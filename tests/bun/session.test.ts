@@ -161,3 +161,57 @@ sys.stdin.readline()
   },
   30_000,
 );
+
+test(
+  "Session.connect over TCP on Bun races a connect that has not completed by a fresh one, and closes the late one (flood26)",
+  async () => {
+    // A full accept queue drops a TCP connect's SYN, resent by the kernel
+    // after 1 s and 3 s: a churn flood of a TCP worker locked the host out.
+    // The first connect is held here as a dropped SYN would be.
+    const { defaultRuntime } = await import("../../src/runtime/mod.ts");
+    const { PythonServer } = await import("../../src/python_server.ts");
+    const { mkdtempSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const dir = mkdtempSync(`${tmpdir()}/pyproxy-test-`);
+    const server = await PythonServer.start({
+      path: dir,
+      port: 0,
+      readyTimeout: 20_000,
+    });
+    const base = defaultRuntime();
+    const target = { hostname: "127.0.0.1", port: server.port! };
+    let release: () => void = () => {};
+    const late = new Promise<{ close(): void }>((resolve, reject) => {
+      release = () => void base.connect(target).then(resolve, reject);
+    });
+    let tries = 0;
+    try {
+      const session = await server.connect({
+        connectTimeout: 2000,
+        runtime: {
+          ...base,
+          connect: (to) => ++tries === 1 ? late as never : base.connect(to),
+        },
+      });
+      try {
+        expect(await session.ping()).toBe("pong");
+        expect(tries).toBe(2);
+        release();
+        await late;
+        let connections = 0;
+        for (let i = 0; i < 200; i++) {
+          connections = (await session.status()).connections;
+          if (connections === 1) break;
+          await Bun.sleep(10);
+        }
+        expect(connections).toBe(1);
+      } finally {
+        await session.close();
+      }
+    } finally {
+      await server[Symbol.asyncDispose]();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
