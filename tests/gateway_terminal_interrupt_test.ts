@@ -163,6 +163,15 @@ async function ended(pid: number): Promise<boolean> {
   }
 }
 
+/** Waits (15 s at most) until `serve` and its worker have both ended. */
+async function bothEnded(serve: number, worker: number): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (!(await ended(serve) && await ended(worker))) {
+    assert.ok(Date.now() < deadline, "serve or its worker still runs");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 Deno.test({
   name:
     "serve on a terminal: Ctrl-C reaches serve alone, which drains, and a call in flight finishes on its worker",
@@ -210,11 +219,7 @@ Deno.test({
   const worker = (await status.json()).workers[0].pid as number;
   await serve.type("hup");
   await serve.code();
-  const deadline = Date.now() + 15_000;
-  while (!(await ended(serve.pid) && await ended(worker))) {
-    assert.ok(Date.now() < deadline, "serve or its worker still runs");
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await bothEnded(serve.pid, worker);
 });
 
 Deno.test({
@@ -255,9 +260,5 @@ class SlowImport:
   assert.ok(worker > 0, "the worker runs");
   await serve.type("hup");
   await serve.code();
-  const deadline = Date.now() + 15_000;
-  while (!(await ended(serve.pid) && await ended(worker))) {
-    assert.ok(Date.now() < deadline, "serve or its worker still runs");
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await bothEnded(serve.pid, worker);
 });
