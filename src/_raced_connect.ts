@@ -49,6 +49,11 @@ function loopback(hostname: string): boolean {
  * one under way, fails at once as before). A Unix socket's connect is one
  * connect: it completes or fails at once.
  *
+ * `target.signal`, the caller's, gives up every connect under way and
+ * starts no other: the caller's own timeout leaves none behind (each would
+ * wait on its SYNs for up to two minutes, a descriptor held, and up to 32
+ * of them for each connect that timed out).
+ *
  * @example
  * ```ts ignore
  * const conn = await racedConnect(runtime.connect, { hostname: "127.0.0.1", port }, Date.now() + 3000);
@@ -67,11 +72,24 @@ export function racedConnect(
   // otherwise wait on its own SYNs for up to a minute or two.
   const losers = new AbortController();
   const each: ConnectTarget = { ...target, signal: losers.signal };
+  const given = target.signal;
   return new Promise<Connection>((resolve, reject) => {
     let underWay = 0;
     let started = 0;
     let settled = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const onGivenAbort = (): void => {
+      clearTimeout(timer);
+      losers.abort(given?.reason);
+      if (settled) return;
+      settled = true;
+      reject(given?.reason);
+    };
+    const settle = (): void => {
+      settled = true;
+      clearTimeout(timer);
+      given?.removeEventListener("abort", onGivenAbort);
+    };
     const start = (): void => {
       timer = undefined;
       started++;
@@ -86,15 +104,13 @@ export function racedConnect(
       connecting.then((conn) => {
         underWay--;
         if (settled) return conn.close();
-        settled = true;
-        clearTimeout(timer);
+        settle();
         if (underWay > 0) losers.abort();
         resolve(conn);
       }, (err) => {
         underWay--;
         if (settled || underWay > 0) return;
-        settled = true;
-        clearTimeout(timer);
+        settle();
         reject(err);
       });
       if (settled || started >= MAX_RACED_CONNECTS) return;
@@ -108,6 +124,8 @@ export function racedConnect(
         timer = setTimeout(start, 0);
       }, wait);
     };
+    if (given?.aborted) return onGivenAbort();
+    given?.addEventListener("abort", onGivenAbort, { once: true });
     start();
   });
 }

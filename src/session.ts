@@ -417,9 +417,11 @@ export class Session implements AsyncDisposable {
   ): Promise<Session> {
     // Over TCP, a connect whose SYN a full accept queue dropped is raced by
     // fresh ones rather than left to the kernel's resend after 1 s and 3 s.
+    // Given up with the connects still under way when the time is out.
+    const giveUp = new AbortController();
     const connecting = racedConnect(
       (to) => runtime.connect(to),
-      target,
+      target.path === undefined ? { ...target, signal: giveUp.signal } : target,
       deadline,
     );
     let conn: Connection | undefined;
@@ -432,6 +434,7 @@ export class Session implements AsyncDisposable {
       );
     }
     if (conn === undefined) {
+      giveUp.abort();
       // A connection made too late is nobody's.
       connecting.then((late) => late.close(), () => {});
       throw new TimeoutError(
