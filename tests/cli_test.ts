@@ -1175,6 +1175,17 @@ Deno.test("main serve warns of tokens other users can read: --token and --manage
       PYPROXY_TOKEN: "cli-env-token-0123456789",
     });
     assert.doesNotMatch(stderr, /command line, which every user|may read it/);
+    assert.doesNotMatch(stderr, /a reload \(SIGHUP\) refuses it/);
+    // Named by --config, a file every user can write is used, and said to
+    // be refused by a reload (security27), which applies its tokens.
+    await Deno.chmod(config, 0o666);
+    stderr = await warnings(["--config", config], {
+      PYPROXY_TOKEN: "cli-env-token-0123456789",
+    });
+    assert.match(
+      stderr,
+      /Config file "?\S+\/pyproxy\.json"?: "?every user can write to it \(mode 0666\)"?; used as --config names it, but a reload \(SIGHUP\) refuses it/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { getLogger } from "@logtape/logtape";
 import { ConfigError } from "../src/errors.ts";
-import type { ResolvedConfig } from "../src/gateway/config.ts";
+import { loadConfig, type ResolvedConfig } from "../src/gateway/config.ts";
 import { readOtlpTls } from "../src/gateway/_otlp_tls.ts";
 import { readTls } from "../src/gateway/_tls_files.ts";
 import { readTokenFiles } from "../src/gateway/_token_files.ts";
@@ -28,21 +28,29 @@ const ROOT = Deno.build.os !== "windows" && Deno.uid() === 0;
 function swapping(path: string, swapIn: string, times = Infinity): Runtime {
   const base = defaultRuntime();
   let left = times;
+  const swapped = async <T>(read: () => Promise<T>): Promise<T> => {
+    await Deno.rename(path, `${path}.aside`);
+    await Deno.copyFile(swapIn, path);
+    const info = await Deno.stat(swapIn);
+    await Deno.chmod(path, info.mode! & 0o7777);
+    if (ROOT) await Deno.chown(path, info.uid, info.gid);
+    try {
+      return await read();
+    } finally {
+      await Deno.rename(`${path}.aside`, path);
+    }
+  };
   return {
     ...base,
-    readRegularFile: async (p, limit) => {
-      if (p !== path || left-- <= 0) return base.readRegularFile!(p, limit);
-      await Deno.rename(path, `${path}.aside`);
-      await Deno.copyFile(swapIn, path);
-      const info = await Deno.stat(swapIn);
-      await Deno.chmod(path, info.mode! & 0o7777);
-      if (ROOT) await Deno.chown(path, info.uid, info.gid);
-      try {
-        return await base.readRegularFile!(p, limit);
-      } finally {
-        await Deno.rename(`${path}.aside`, path);
-      }
-    },
+    readRegularFile: (p, limit) =>
+      p !== path || left-- <= 0
+        ? base.readRegularFile!(p, limit)
+        : swapped(() => base.readRegularFile!(p, limit)),
+    // A plain read (a config file's, without trustedOnly) is swapped too.
+    readFile: (p) =>
+      p !== path || left-- <= 0
+        ? base.readFile(p)
+        : swapped(() => base.readFile(p)),
   };
 }
 
@@ -143,6 +151,36 @@ Deno.test({
       /^OTEL_EXPORTER_OTLP_CLIENT_KEY: .* cannot be used: /,
     );
     assert.match(key.message, THEIRS);
+  },
+});
+
+Deno.test({
+  name:
+    "loadConfig({ trustedOnly }) (the CLI's reload) refuses a config file of another user's swapped in for the read alone",
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    await using dir = await tempDir("pyproxy-trusted-read-test-");
+    const path = `${dir.path}/pyproxy.json`;
+    await Deno.writeTextFile(path, '{"token":"good-token-0123456789"}\n', {
+      mode: 0o600,
+    });
+    const their = `${dir.path}/their.json`;
+    await theirs(their, '{"token":"their-token-0123456789"}\n');
+    const load = (runtime: Runtime) =>
+      loadConfig({
+        path,
+        runtime,
+        cli: { modelsDir: dir.path },
+        trustedOnly: true,
+      });
+    const err = await load(swapping(path, their)).then(
+      (config) => config.token,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof ConfigError, `taken: ${JSON.stringify(err)}`);
+    assert.match(err.message, /^Cannot use config file \S+\/pyproxy\.json: /);
+    assert.match(err.message, THEIRS);
+    assert.equal((await load(defaultRuntime())).token, "good-token-0123456789");
   },
 });
 
