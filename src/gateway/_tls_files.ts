@@ -32,7 +32,8 @@ import { readTrusted, type TrustedRead } from "./_trusted_file_read.ts";
  * (ssh refuses such a key; a container's mounted secret often has such
  * bits, and refusing would only teach users to copy it elsewhere): with
  * `warned`, once per file and mode ({@linkcode warnReadableTlsKey}). A
- * key file another user owns or could replace is refused.
+ * key file another user owns or could replace is refused, checked as read
+ * (`readTrusted`: the file whose text is served is the one checked).
  */
 export async function readTls(
   runtime: Runtime,
