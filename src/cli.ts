@@ -829,15 +829,17 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
         config.configPath,
       )
     ) getLogger(["pyproxy", "gateway"]).warn(warning);
-    // Named by --config, it is taken whoever owns it; a reload is not
-    // (its tokens are applied): said now rather than at the first SIGHUP.
-    if (config.configPath !== undefined && configPath !== undefined) {
+    // Named by --config, it is taken whoever owns it, and one found in the
+    // working directory is checked there (its file and directory); a reload
+    // checks more (the links, the directories above: its tokens are
+    // applied): what it would refuse is said now, not at the first SIGHUP.
+    if (config.configPath !== undefined) {
       const why = await untrustedFile(runtime, config.configPath).catch(() =>
         undefined
       );
       if (why !== undefined) {
         getLogger(["pyproxy", "gateway"]).warn(
-          "Config file {path}: {why}; used as --config names it, but a reload (SIGHUP) refuses it while another user owns it or could replace it (they could put tokens of theirs in it)",
+          "Config file {path}: {why}; used, but a reload (SIGHUP) refuses it while another user owns it or could replace it (they could put tokens of theirs in it)",
           { path: config.configPath, why },
         );
       }

@@ -1184,8 +1184,32 @@ Deno.test("main serve warns of tokens other users can read: --token and --manage
     });
     assert.match(
       stderr,
-      /Config file "?\S+\/pyproxy\.json"?: "?every user can write to it \(mode 0666\)"?; used as --config names it, but a reload \(SIGHUP\) refuses it/,
+      /Config file "?\S+\/pyproxy\.json"?: "?every user can write to it \(mode 0666\)"?; used, but a reload \(SIGHUP\) refuses it/,
     );
+    // Found in the working directory: its file and directory pass the
+    // start's check, but a directory above every user can write (no sticky
+    // bit) is what a reload refuses: said at start too.
+    await Deno.mkdir(`${dir}/above/project`, { recursive: true });
+    await Deno.writeTextFile(
+      `${dir}/above/project/pyproxy.json`,
+      JSON.stringify({ modelsDir: models }),
+    );
+    await Deno.chmod(`${dir}/above`, 0o777);
+    {
+      await using serve = await startServe(
+        ["--port", "0", "--workers", "1"],
+        {},
+        undefined,
+        undefined,
+        `${dir}/above/project`,
+      );
+      serve.child.kill("SIGTERM");
+      assert.equal((await serve.child.status).code, 0);
+      assert.match(
+        await serve.stderr,
+        /Config file "?\S+\/above\/project\/pyproxy\.json"?: "?every user can write to \S+\/above, a directory above it \(mode 0777\)"?; used, but a reload/,
+      );
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
