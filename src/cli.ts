@@ -34,6 +34,7 @@ import { serve } from "./gateway/serve.ts";
 import { exampleBody } from "./gateway/example_body.ts";
 import { CERTIFICATE, firstPemBlock } from "./gateway/_pem_file.ts";
 import { exposedTokenWarnings } from "./gateway/_exposed_tokens.ts";
+import { untrustedFile } from "./gateway/_untrusted_path.ts";
 
 // The manifest carries deno.json's version (scripts/gen_python_manifest.ts,
 // checked by tests/python_manifest_test.ts), so no JSON import is needed:
@@ -828,6 +829,21 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
         config.configPath,
       )
     ) getLogger(["pyproxy", "gateway"]).warn(warning);
+    // Named by --config, it is taken whoever owns it, and one found in the
+    // working directory is checked there (its file and directory); a reload
+    // checks more (the links, the directories above: its tokens are
+    // applied): what it would refuse is said now, not at the first SIGHUP.
+    if (config.configPath !== undefined) {
+      const why = await untrustedFile(runtime, config.configPath).catch(() =>
+        undefined
+      );
+      if (why !== undefined) {
+        getLogger(["pyproxy", "gateway"]).warn(
+          "Config file {path}: {why}; used, but a reload (SIGHUP) refuses it while another user owns it or could replace it (they could put tokens of theirs in it)",
+          { path: config.configPath, why },
+        );
+      }
+    }
     // A slow start (a model still loading) shows its records as they come:
     // held, it looked like a hang.
     const log = startLog;
@@ -837,12 +853,14 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       handleSignals: true,
       // SIGHUP reads the same sources again: the file, the flags, the
       // environment (docs/gateway.md, "Reloading").
+      // Checked as read: another user's file is refused (security27).
       reloadConfig: () =>
         loadConfig({
           cli,
           runtime,
           ...(configPath === undefined ? {} : { path: configPath }),
           ...(pluginModules === undefined ? {} : { pluginModules }),
+          trustedOnly: true,
         }),
       version: VERSION,
     }).finally(() => clearTimeout(slowStart));

@@ -91,6 +91,20 @@ function queueFull(err: unknown): boolean {
   return e?.code === "EAGAIN" || e?.name === "WouldBlock";
 }
 
+/**
+ * Whether `err`, a connect's, is a reset of a connection just made: what a
+ * full accept queue answers the connect's last ACK with where
+ * `net.ipv4.tcp_abort_on_overflow` is 1. Deno's connect fails with it
+ * (`ConnectionReset`) where Bun's completes and the handshake's first read
+ * finds the connection gone: tried again as a cut handshake is, not failed
+ * at once (security27). A refused connect (`ECONNREFUSED`: no listener) is
+ * not: a worker gone is said at once.
+ */
+function resetAtConnect(err: unknown): boolean {
+  const e = err as { code?: unknown; name?: unknown } | null | undefined;
+  return e?.code === "ECONNRESET" || e?.name === "ConnectionReset";
+}
+
 export type {
   HandlerCall,
   ModelDescription,
@@ -173,7 +187,9 @@ export interface SessionConnectOptions {
    * `"auth"`). `Infinity`,
    * or anything beyond 2^31 − 1 (~24.8 days, a timer's range), means no
    * limit. Within it, a connect refused by a Unix socket's full accept
-   * queue and a handshake the server cut are tried again, and over TCP a
+   * queue, a handshake the server cut and a connection reset as it was made
+   * (a `tcp_abort_on_overflow` kernel's answer to a full queue) are tried
+   * again, and over TCP a
    * connect that has not completed is raced by fresh ones (after 10 ms to a
    * loopback address, 250 ms to another; at most 32): a full queue drops a
    * TCP connect's SYN, which the kernel sends again only after 1 s and 3 s.
@@ -397,7 +413,8 @@ export class Session implements AsyncDisposable {
       } catch (err) {
         const again = err instanceof ConnectionLostError &&
           (queueFull(err.cause) ||
-            (err.details?.phase === "handshake" &&
+            ((err.details?.phase === "handshake" ||
+              resetAtConnect(err.cause)) &&
               tries < CONNECT_HANDSHAKE_TRIES));
         if (!again || timeLeft(deadline) <= pause) throw err;
         await new Promise((resolve) => setTimeout(resolve, pause));

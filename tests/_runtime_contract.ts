@@ -1220,7 +1220,7 @@ export const runtimeContract: ContractCheck[] = [
   },
   {
     name:
-      "owner() gives a path's owner and mode without following a symlink; uid() is this process's",
+      "owner() gives a path's owner, mode, device and inode without following a symlink; uid() is this process's",
     async fn({ rt }) {
       if (process.platform === "win32") return;
       const dir = await tempDir(rt);
@@ -1229,8 +1229,13 @@ export const runtimeContract: ContractCheck[] = [
         await rt.writeFile(file, new Uint8Array(1));
         const uid = rt.uid!();
         assert.equal(uid, process.getuid!());
-        assert.deepEqual(await rt.owner!(file), { uid, mode: 0o100600 });
-        assert.deepEqual(await rt.owner!(dir), { uid, mode: 0o40700 });
+        const { dev, ino, ...owner } = (await rt.owner!(file))!;
+        assert.deepEqual(owner, { uid, mode: 0o100600 });
+        // Its device and inode, to tell one file from another at the path.
+        assert.ok(typeof dev === "number" && typeof ino === "number");
+        const { dev: _d, ino: dirIno, ...dirOwner } = (await rt.owner!(dir))!;
+        assert.deepEqual(dirOwner, { uid, mode: 0o40700 });
+        assert.notEqual(dirIno, ino);
         await symlink("/", join(dir, "link"));
         assert.equal(
           (await rt.owner!(join(dir, "link")))!.mode & 0o170000,
@@ -1244,18 +1249,23 @@ export const runtimeContract: ContractCheck[] = [
   },
   {
     name:
-      "readRegularFile() reads at most limit + 1 bytes, and gives null for a FIFO at once (no writer awaited) or a directory",
+      "readRegularFile() reads at most limit + 1 bytes with the open file's owner, mode, device and inode, and gives null for a FIFO at once (no writer awaited) or a directory",
     async fn({ rt }) {
       if (process.platform === "win32") return;
       const dir = await tempDir(rt);
       try {
         const file = join(dir, "f");
         await rt.writeFile(file, new TextEncoder().encode("0123456789"));
+        const read = (await rt.readRegularFile!(file, 64))!;
+        assert.deepEqual(new TextDecoder().decode(read.bytes), "0123456789");
+        // The open file's own owner, mode and identity: those of the path.
+        const at = (await rt.owner!(file))!;
         assert.deepEqual(
-          new TextDecoder().decode((await rt.readRegularFile!(file, 64))!),
-          "0123456789",
+          [read.uid, read.mode, read.dev, read.ino],
+          [at.uid, at.mode, at.dev, at.ino],
         );
-        assert.equal((await rt.readRegularFile!(file, 4))!.length, 5);
+        assert.equal(read.mode, 0o100600);
+        assert.equal((await rt.readRegularFile!(file, 4))!.bytes.length, 5);
         assert.equal(await rt.readRegularFile!(dir, 64), null);
         await assert.rejects(
           rt.readRegularFile!(join(dir, "missing"), 64),

@@ -1175,6 +1175,41 @@ Deno.test("main serve warns of tokens other users can read: --token and --manage
       PYPROXY_TOKEN: "cli-env-token-0123456789",
     });
     assert.doesNotMatch(stderr, /command line, which every user|may read it/);
+    assert.doesNotMatch(stderr, /a reload \(SIGHUP\) refuses it/);
+    // Named by --config, a file every user can write is used, and said to
+    // be refused by a reload (security27), which applies its tokens.
+    await Deno.chmod(config, 0o666);
+    stderr = await warnings(["--config", config], {
+      PYPROXY_TOKEN: "cli-env-token-0123456789",
+    });
+    assert.match(
+      stderr,
+      /Config file "?\S+\/pyproxy\.json"?: "?every user can write to it \(mode 0666\)"?; used, but a reload \(SIGHUP\) refuses it/,
+    );
+    // Found in the working directory: its file and directory pass the
+    // start's check, but a directory above every user can write (no sticky
+    // bit) is what a reload refuses: said at start too.
+    await Deno.mkdir(`${dir}/above/project`, { recursive: true });
+    await Deno.writeTextFile(
+      `${dir}/above/project/pyproxy.json`,
+      JSON.stringify({ modelsDir: models }),
+    );
+    await Deno.chmod(`${dir}/above`, 0o777);
+    {
+      await using serve = await startServe(
+        ["--port", "0", "--workers", "1"],
+        {},
+        undefined,
+        undefined,
+        `${dir}/above/project`,
+      );
+      serve.child.kill("SIGTERM");
+      assert.equal((await serve.child.status).code, 0);
+      assert.match(
+        await serve.stderr,
+        /Config file "?\S+\/above\/project\/pyproxy\.json"?: "?every user can write to \S+\/above, a directory above it \(mode 0777\)"?; used, but a reload/,
+      );
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -716,3 +716,65 @@ class Slow:
   serve.child.kill("SIGTERM");
   assert.equal((await serve.child.status).code, 0);
 });
+
+Deno.test({
+  name:
+    "GatewayServer.reload refuses a config file another user came to own or every user can write since the start, and warns at each reload of one holding a token that others may read",
+  ignore: Deno.build.os === "windows",
+}, async () => {
+  // Only the start looked at pyproxy.json: chmod 644 since went unsaid,
+  // and a file chowned to another user (or opened to every user) since had
+  // its token applied by the next reload, letting them in (security27).
+  await using dir = await tempDir("pyproxy-reload-test-");
+  const write = await setUp(dir.path);
+  const path = `${dir.path}/pyproxy.json`;
+  await write({ token: T1 });
+  await Deno.chmod(path, 0o600);
+  const root = Deno.uid() === 0;
+  for (const trustedOnly of [true, false]) {
+    // The CLI's reload (checked as read), and a caller's own loadConfig
+    // (serve checks the path after it).
+    const load = () =>
+      loadConfig({ path, cli: { port: 0, workers: 1 }, trustedOnly });
+    await withLogs(async (records) => {
+      const warnings = () =>
+        records.filter((r) => r.level === "warning").map((r) =>
+          r.message.join("")
+        ).filter((m) => m.includes("other users may read it"));
+      await using server = await serve(await load(), { reloadConfig: load });
+      await server.reload();
+      assert.deepEqual(warnings(), []);
+      // Readable by others: said at each reload.
+      await Deno.chmod(path, 0o644);
+      await server.reload();
+      await server.reload();
+      assert.equal(warnings().length, 2, warnings().join("\n"));
+      assert.match(
+        warnings()[0]!,
+        /pyproxy\.json"? holds "token" and other users may read it \(mode "?644"?\)/,
+      );
+      // Theirs (as root), or every user's to write: their token refused.
+      await write({ token: T2 });
+      if (root) await Deno.chown(path, 4242, 4242);
+      else await Deno.chmod(path, 0o666);
+      await assert.rejects(server.reload(), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(
+          err.message,
+          root
+            ? /^Cannot use config file \S+\/pyproxy\.json: (the file read from it|it) belongs to another user \(uid 4242\), and another user who owns or can replace it could put tokens of theirs in it/
+            : /^Cannot use config file \S+\/pyproxy\.json: every user can write to (the file read from it|it) \(mode 0666\)/,
+        );
+        return true;
+      });
+      assert.equal(await call(server.url, T2), 401);
+      assert.equal(await call(server.url, T1), 200);
+      // This user's again: taken.
+      if (root) await Deno.chown(path, 0, 0);
+      await Deno.chmod(path, 0o600);
+      assert.deepEqual((await server.reload()).changed, ["token (1)"]);
+      assert.equal(await call(server.url, T2), 200);
+      await write({ token: T1 });
+    });
+  }
+});

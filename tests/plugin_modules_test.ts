@@ -483,6 +483,113 @@ Deno.test("loadPluginModule checks the files Bun loads for an import without its
   assert.equal(tpl.name, "c");
 });
 
+Deno.test("loadPluginModule checks what a module names by a string-literal URL of its own location (a dynamic import, a worker, a file it reads), not a computed one", async () => {
+  // Only import specifiers were followed: `import(new URL("./dyn/x.ts",
+  // import.meta.url).href)`, a worker's URL and a file read through one
+  // were loaded or read from a directory every user could write
+  // (security27).
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "dyn.ts":
+      'const { x } = await import(new URL("./dyn/x.ts", import.meta.url).href);\nexport default () => ({ name: x });\n',
+    "dyn/x.ts": 'export const x = "dyn";\n',
+    "worker.ts":
+      'export const start = () => new Worker(new URL("./wk/w.ts", import.meta.url).href, { type: "module" });\nexport default () => ({ name: "worker" });\n',
+    "wk/w.ts": "self.close();\n",
+    "read.ts":
+      'const conf = JSON.parse(await Deno.readTextFile(new URL("conf.json", import.meta.url)));\nexport default () => ({ name: conf.name });\n',
+    "conf.json": '{"name":"read"}\n',
+    "resolve.ts":
+      'export const r = import.meta.resolve(`./r/x.ts`);\nexport default () => ({ name: "resolve" });\n',
+    "r/x.ts": "export {};\n",
+    "computed.ts":
+      'const name = "./c/x.ts";\nconst { x } = await import(new URL(name, import.meta.url).href);\nexport default () => ({ name: x });\n',
+    "c/x.ts": 'export const x = "computed";\n',
+  });
+  const runtime = defaultRuntime();
+  const load = (module: string) =>
+    loadPluginModule(
+      { module: `${dir.path}/${module}`, where: "test", path: "--plugin" },
+      runtime,
+    );
+  // [module, made writable by every user, how it is named, what is wrong]
+  for (
+    const [module, writable, named] of [
+      ["dyn.ts", "dyn", "imports dyn/x.ts"],
+      ["worker.ts", "wk", "imports wk/w.ts"],
+      ["read.ts", "conf.json", "uses conf.json"],
+      ["resolve.ts", "r", "imports r/x.ts"],
+    ] as const
+  ) {
+    const mode = (await Deno.stat(`${dir.path}/${writable}`)).mode! & 0o777;
+    await Deno.chmod(`${dir.path}/${writable}`, 0o777);
+    const [verb, file] = named.split(" ");
+    await assert.rejects(load(module), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.ok(
+        err.message.includes(
+          `it ${verb} ${dir.path}/${file} (from ${dir.path}/${module}): every user can write to that file`,
+        ),
+        err.message,
+      );
+      return true;
+    });
+    await Deno.chmod(`${dir.path}/${writable}`, mode);
+    // Checked and safe: loaded.
+    assert.equal(
+      (await load(module)).name,
+      module.replace(/\.ts$/, ""),
+    );
+  }
+  // A URL computed at run time is not seen (docs/security.md says so).
+  await Deno.chmod(`${dir.path}/c`, 0o777);
+  assert.equal((await load("computed.ts")).name, "computed");
+});
+
+Deno.test("untrustedImport checks an imported directory's package.json and the files its main, module and exports name (what Bun loads for it)", async () => {
+  // Bun loads `import "./pkg"` from the file package.json's `main` names:
+  // only pkg/index.* were checked, so that file, and the package.json that
+  // picks it, could be another user's (security27).
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "main.ts":
+      'import { p } from "./pkg";\nexport default () => ({ name: p });\n',
+    "pkg/package.json":
+      '{"main":"lib/impl","module":"./m.js","exports":{".":{"bun":"./b.ts","default":"./d.ts"},"./x/*":"./x/*.ts"}}\n',
+    "pkg/lib/impl.ts": 'export const p = "pkg";\n',
+    "pkg/m.ts": "export {};\n",
+    "pkg/b.ts": "export {};\n",
+    "pkg/d.ts": 'import "./deep.ts";\n',
+    "pkg/deep.ts": "export {};\n",
+  });
+  const runtime = defaultRuntime();
+  const main = `${dir.path}/main.ts`;
+  assert.equal(await untrustedImport(runtime, main), undefined);
+  for (
+    const [writable, named] of [
+      ["pkg/package.json", "uses pkg/package.json"],
+      ["pkg/lib/impl.ts", "imports pkg/lib/impl.ts"],
+      ["pkg/m.ts", "imports pkg/m.ts"],
+      ["pkg/b.ts", "imports pkg/b.ts"],
+      ["pkg/deep.ts", "imports pkg/deep.ts"],
+    ] as const
+  ) {
+    await Deno.chmod(`${dir.path}/${writable}`, 0o666);
+    const [verb, file] = named.split(" ");
+    assert.match(
+      (await untrustedImport(runtime, main)) ?? "taken",
+      new RegExp(
+        `^it ${verb} \\S+/${file} \\(from \\S+\\): every user can write to that file \\(mode 0666\\)`,
+      ),
+    );
+    await Deno.chmod(`${dir.path}/${writable}`, 0o644);
+  }
+  // A package.json that is not JSON: itself checked, nothing it names.
+  await Deno.writeTextFile(`${dir.path}/pkg/package.json`, "{");
+  await Deno.chmod(`${dir.path}/pkg/lib/impl.ts`, 0o666);
+  assert.equal(await untrustedImport(runtime, main), undefined);
+});
+
 Deno.test("untrustedImport refuses a graph it cannot check whole (more files than its limit, a file too large) and is not held by cycles, link loops, FIFOs or directories", async () => {
   // Past 10 000 files, or at a file over 16 MiB, the walk stopped and the
   // module passed: an import beyond it, from a directory every user could

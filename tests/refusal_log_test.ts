@@ -80,3 +80,50 @@ Deno.test("createGateway logs refused cross-origin requests and requests without
     /a-wrong-token|refusal-log-token/,
   );
 });
+
+Deno.test("createGateway logs a WebSocket upgrade refused for its subprotocols (400), now and then, never the token (security27)", async () => {
+  // The 401s and 403s were logged, not this 400: a page's
+  // new WebSocket(url, ["pyproxy.bearer." + token]) without pyproxy.v1 got
+  // a 1006 close and the log said nothing.
+  const { logger, entries } = recordingLogger();
+  const token = "refusal-log-token-0123456789";
+  const pool = {
+    execute: (_name: string, msg: unknown) => Promise.resolve(msg),
+    status: () => ({ workers: [], models: [] }),
+  } as unknown as GatewayPool;
+  const app = createGateway(pool, { port: () => 8000, token, logger });
+  for (
+    const offered of [
+      `pyproxy.bearer.${token}`,
+      `pyproxy.v1, pyproxy.bearer.${token}, pyproxy.bearer.other-token-0123`,
+      `pyproxy.bearer.${token}`,
+    ]
+  ) {
+    const res = await app.fetch(
+      new Request("http://127.0.0.1:8000/v1/channels/news", {
+        headers: {
+          host: "127.0.0.1:8000",
+          upgrade: "websocket",
+          connection: "Upgrade",
+          "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+          "sec-websocket-version": "13",
+          "sec-websocket-protocol": offered,
+        },
+      }),
+    );
+    await res.body?.cancel();
+    assert.equal(res.status, 400);
+  }
+  const infos = entries.filter(([level]) => level === "info");
+  assert.equal(infos.length, 1, JSON.stringify(infos));
+  assert.equal(
+    infos[0]![1],
+    "Refused a WebSocket upgrade (400) to {path}: {problem}",
+  );
+  assert.equal(infos[0]![2]!.path, "/v1/channels/news");
+  assert.match(
+    String(infos[0]![2]!.problem),
+    /^Cannot upgrade to WebSocket: a token subprotocol needs 'pyproxy\.v1' offered with it/,
+  );
+  assert.doesNotMatch(JSON.stringify(entries), /refusal-log-token|other-token/);
+});

@@ -8,6 +8,7 @@
  * sockets.
  */
 import assert from "node:assert/strict";
+import { type AddressInfo, createServer } from "node:net";
 import { ConnectionLostError } from "../src/errors.ts";
 import { Session } from "../src/session.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
@@ -131,6 +132,58 @@ Deno.test("Session.connect over TCP races a connect that has not completed by a 
   await waitFor(async () => (await session.status()).connections === 1, {
     message: "the late connection was not closed",
   });
+});
+
+Deno.test("Session.connect over TCP tries again a connection reset as it was made (a tcp_abort_on_overflow kernel's answer to a full accept queue)", async () => {
+  await using server = await startServer();
+  // With net.ipv4.tcp_abort_on_overflow=1 a full accept queue answers the
+  // connect's last ACK with a reset: Deno's connect then failed at once
+  // ("Connection reset by peer"), where Bun's completed and its handshake,
+  // cut, was tried again (security27). Here the first connects reach a
+  // listener that resets each connection it accepts.
+  const resetting = createServer((socket) => socket.resetAndDestroy());
+  await new Promise<void>((resolve) =>
+    resetting.listen(0, "127.0.0.1", resolve)
+  );
+  try {
+    const resetPort = (resetting.address() as AddressInfo).port;
+    const { runtime, tries } = (() => {
+      const base = defaultRuntime();
+      let tries = 0;
+      return {
+        runtime: {
+          ...base,
+          connect(to): Promise<Connection> {
+            return ++tries <= 3
+              ? base.connect({ hostname: "127.0.0.1", port: resetPort })
+              : base.connect(to);
+          },
+        } as Runtime,
+        tries: () => tries,
+      };
+    })();
+    await using session = await server.connect({
+      runtime,
+      connectTimeout: 5000,
+    });
+    assert.equal(await session.ping(), "pong");
+    assert.equal(tries(), 4);
+    // A listener that resets every connection: given up after the tries a
+    // cut handshake gets, well within connectTimeout, saying why.
+    const always: Runtime = {
+      ...defaultRuntime(),
+      connect: () =>
+        defaultRuntime().connect({ hostname: "127.0.0.1", port: resetPort }),
+    };
+    await assert.rejects(
+      server.connect({ runtime: always, connectTimeout: 60_000 }),
+      (err: unknown) =>
+        err instanceof ConnectionLostError &&
+        /reset|closed|ended/i.test(err.message),
+    );
+  } finally {
+    await new Promise<void>((resolve) => resetting.close(() => resolve()));
+  }
 });
 
 Deno.test("Session.connect over TCP fails at once when its only connect is refused (no listener)", async () => {

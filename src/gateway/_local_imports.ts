@@ -2,7 +2,11 @@
  * The local files a plugin module imports, found before it is imported, so
  * that each is checked as the module is: a relative import from a
  * directory another user can write ran their code with the gateway's
- * permissions, though the module itself passed.
+ * permissions, though the module itself passed. Found statically, in the
+ * text: string-literal specifiers, string-literal URLs of the module's own
+ * location (`new URL("./w.ts", import.meta.url)`), and the `package.json`
+ * of an imported directory with the files it names; a specifier or URL
+ * computed at run time is not seen (docs/security.md).
  *
  * @module
  */
@@ -21,6 +25,17 @@ import { untrustedThroughLinks } from "./_untrusted_path.ts";
  */
 const SPECIFIER =
   /\b(?:from|import|require)\s*\(?\s*(['"`])([^'"`\n\r]{1,4096})\1/g;
+
+/**
+ * A URL a module makes of its own location from a string literal: `new
+ * URL("./worker.ts", import.meta.url)` (a worker's, a dynamic import's, a
+ * file it reads: `Deno.readTextFile(new URL("./conf.json",
+ * import.meta.url))`) or `import.meta.resolve("./x.ts")`. Any literal, not
+ * only `./`: `new URL("conf.json", import.meta.url)` is the file beside it
+ * too. A computed first argument is not seen.
+ */
+const OWN_URL =
+  /\b(?:new\s+URL\s*\(\s*(['"`])([^'"`\n\r]{1,4096})\1\s*,\s*import\.meta\.url\s*\)|import\.meta\.resolve\s*\(\s*(['"`])([^'"`\n\r]{1,4096})\3\s*\))/g;
 
 /** A specifier of a local file: relative, absolute, or a `file:` URL. */
 const LOCAL = /^(?:\.{1,2}\/|\/|file:)/i;
@@ -61,7 +76,9 @@ export class ImportsNotCheckedError extends Error {
 /**
  * The local specifiers of `text` (a module's source), resolved against
  * `url` (its `file:` URL), as file paths; those that are not file paths
- * once resolved are left out.
+ * once resolved are left out. With the string-literal URLs it makes of its
+ * own location ({@linkcode OWN_URL}: a worker, a dynamic import, a file it
+ * reads).
  *
  * @example
  * ```ts ignore
@@ -71,18 +88,31 @@ export class ImportsNotCheckedError extends Error {
  */
 export function localImports(text: string, url: string): string[] {
   const out = new Set<string>();
-  for (const match of text.matchAll(SPECIFIER)) {
-    const specifier = match[2]!;
-    if (
-      !LOCAL.test(specifier) || typeOnly(text, match.index) ||
-      (match[1] === "`" && specifier.includes("${"))
-    ) continue;
+  const add = (specifier: string) => {
     try {
       const resolved = new URL(specifier, url);
       if (resolved.protocol === "file:") out.add(fileURLToPath(resolved));
     } catch {
       // Not a URL once resolved: the import's own error says so.
     }
+  };
+  for (const match of text.matchAll(SPECIFIER)) {
+    const specifier = match[2]!;
+    if (
+      !LOCAL.test(specifier) || typeOnly(text, match.index) ||
+      (match[1] === "`" && specifier.includes("${"))
+    ) continue;
+    add(specifier);
+  }
+  // URLs of its own location (security27): a worker, a dynamic import of
+  // one, a file it reads. `new URL`'s bare names too (relative there).
+  for (const match of text.matchAll(OWN_URL)) {
+    const quote = match[1] ?? match[3]!;
+    const specifier = match[2] ?? match[4]!;
+    if (quote === "`" && specifier.includes("${")) continue;
+    // `import.meta.resolve` of a bare name is an import map's.
+    if (match[4] !== undefined && !LOCAL.test(specifier)) continue;
+    add(specifier);
   }
   return [...out];
 }
@@ -122,6 +152,64 @@ function alternatives(path: string): string[] {
   const ext = dot > path.lastIndexOf("/") ? path.slice(dot).toLowerCase() : "";
   for (const ts of JS_TO_TS[ext] ?? []) out.push(path.slice(0, dot) + ts);
   for (const ext of EXTENSIONS) out.push(`${path}/index${ext}`);
+  return out;
+}
+
+/**
+ * The `package.json` of `dir` (a directory a module imports) and the files
+ * it names for Bun to load, each with {@linkcode alternatives}: Bun loads
+ * `import "./pkg"` from the file its `main` names (`./impl` as
+ * `./impl.ts`...), before `index.ts`; that file, and the `package.json`
+ * that picks it, were not checked (security27). Its `module` and every
+ * `./` path of `exports` are taken too (more, never less: a runtime or a
+ * version that reads them). `[]` without a `package.json`; the
+ * `package.json` alone when it is not JSON (Bun's import fails). Throws an
+ * {@linkcode ImportsNotCheckedError} when it is larger than `maxBytes`.
+ */
+async function packageEntries(
+  runtime: Runtime,
+  dir: string,
+  maxBytes: number,
+): Promise<string[]> {
+  const manifest = `${dir}/package.json`;
+  const info = await runtime.stat(manifest).catch(() => null);
+  if (info === null || !info.isFile) return [];
+  if (info.size > maxBytes) {
+    throw new ImportsNotCheckedError(
+      `${manifest} is larger than ${maxBytes} bytes: the files it names are not read, so not checked`,
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(
+      new TextDecoder().decode(await runtime.readFile(manifest)),
+    );
+  } catch {
+    return [manifest];
+  }
+  const named = new Set<string>();
+  const take = (value: unknown, depth: number): void => {
+    if (typeof value === "string") {
+      if (/^\.{1,2}\//.test(value) && !value.includes("*")) named.add(value);
+    } else if (typeof value === "object" && value !== null && depth < 8) {
+      for (const v of Object.values(value)) take(v, depth + 1);
+    }
+  };
+  if (typeof json === "object" && json !== null) {
+    const { main, module, exports } = json as Record<string, unknown>;
+    // `main` without `./` is relative too (`"main": "index.js"`).
+    for (const entry of [main, module]) {
+      if (typeof entry === "string" && entry !== "") {
+        named.add(/^\.{1,2}\//.test(entry) ? entry : `./${entry}`);
+      }
+    }
+    take(exports, 0);
+  }
+  const out = [manifest];
+  for (const entry of named) {
+    const path = fileURLToPath(new URL(entry, pathToFileURL(`${dir}/`)));
+    out.push(path, ...alternatives(path));
+  }
   return out;
 }
 
@@ -181,6 +269,9 @@ export async function untrustedImport(
       const info = await runtime.stat(imported).catch(() => null);
       const paths = info?.isFile ? [imported] : [
         ...(info === null ? [] : [imported]),
+        ...(info?.isDirectory
+          ? await packageEntries(runtime, imported, maxBytes)
+          : []),
         ...alternatives(imported),
       ];
       for (const path of paths) {
@@ -188,7 +279,10 @@ export async function untrustedImport(
         if (target === null || seen.has(target)) continue;
         const why = await untrustedThroughLinks(runtime, path, target);
         if (why !== undefined) {
-          return `it imports ${path} (from ${file}): ${
+          // A file it reads (a `new URL`'s JSON, a package.json) is used.
+          return `it ${
+            CODE.test(path) ? "imports" : "uses"
+          } ${path} (from ${file}): ${
             why.replace(
               /\bits directory\b|\bit\b/,
               (w) => w === "it" ? "that file" : "that file's directory",

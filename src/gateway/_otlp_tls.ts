@@ -16,10 +16,10 @@ import {
   firstPemBlock,
   PemFileError,
   PRIVATE_KEY,
-  readPemFile,
+  readPem,
 } from "./_pem_file.ts";
 import type { Runtime, TlsFetchOptions } from "../runtime/types.ts";
-import { untrustedFile } from "./_untrusted_path.ts";
+import { readTrusted, type TrustedRead } from "./_trusted_file_read.ts";
 
 /** A file a variable names. */
 interface NamedFile {
@@ -102,9 +102,20 @@ export async function readOtlpTls(
         : "is a client certificate without its key: set OTEL_EXPORTER_OTLP_CLIENT_KEY too",
     );
   }
-  const read = async (file: NamedFile): Promise<string> => {
+  // The CA decides whom the exporter trusts with the spans and its
+  // headers (often the collector's API key); the client key is the
+  // gateway's identity to the collector. Either, another user's or
+  // replaceable by one, gives them that (a CA of theirs: a collector of
+  // theirs in between): checked as read (`readTrusted`: the file read is
+  // the one checked), as the gateway's own key. The client certificate is
+  // public, and checked against the key.
+  const read = async (file: NamedFile, trust?: string): Promise<string> => {
+    const path = resolve(file.path);
+    let got: TrustedRead<string>;
     try {
-      return await readPemFile(runtime, resolve(file.path));
+      got = trust === undefined
+        ? await readPem(runtime, path)
+        : await readTrusted(runtime, path, () => readPem(runtime, path));
     } catch (err) {
       const message = (err as Error).message;
       throw wrong(
@@ -113,26 +124,13 @@ export async function readOtlpTls(
         err,
       );
     }
-  };
-  // The CA decides whom the exporter trusts with the spans and its
-  // headers (often the collector's API key); the client key is the
-  // gateway's identity to the collector. Either, another user's or
-  // replaceable by one, gives them that (a CA of theirs: a collector of
-  // theirs in between). Checked after the read, as the gateway's own key.
-  // The client certificate is public, and checked against the key.
-  const trusted = async (file: NamedFile, what: string): Promise<void> => {
-    let why: string | undefined;
-    try {
-      why = await untrustedFile(runtime, resolve(file.path));
-    } catch (err) {
-      throw wrong(file, `cannot be read: ${(err as Error).message}`, err);
-    }
-    if (why !== undefined) {
+    if (got.untrusted !== undefined) {
       throw wrong(
         file,
-        `cannot be used: ${why}, and whoever owns or can replace it ${what}: make it, and its directory, this user's or root's, writable by no one else, below directories no other user can change`,
+        `cannot be used: ${got.untrusted}, and whoever owns or can replace it ${trust}: make it, and its directory, this user's or root's, writable by no one else, below directories no other user can change`,
       );
     }
+    return got.value;
   };
   const certificate = (file: NamedFile, pem: string): X509Certificate => {
     try {
@@ -147,17 +145,18 @@ export async function readOtlpTls(
   };
   const out: TlsFetchOptions = {};
   if (files.ca !== undefined) {
-    out.ca = await read(files.ca);
-    certificate(files.ca, out.ca);
-    await trusted(
+    out.ca = await read(
       files.ca,
       "chooses the collector the spans and headers go to",
     );
+    certificate(files.ca, out.ca);
   }
   if (files.cert !== undefined && files.key !== undefined) {
     const cert = await read(files.cert);
-    const key = await read(files.key);
-    await trusted(files.key, "can pass for this gateway to the collector");
+    const key = await read(
+      files.key,
+      "can pass for this gateway to the collector",
+    );
     const parsed = certificate(files.cert, cert);
     if (ENCRYPTED_KEY.test(key)) {
       throw wrong(

@@ -5,7 +5,8 @@
  *
  * @module
  */
-import type { Runtime } from "../runtime/types.ts";
+import type { RegularFileRead, Runtime } from "../runtime/types.ts";
+import type { OpenedFile } from "./_trusted_file_read.ts";
 
 /**
  * The most a PEM file may hold: a CA bundle (the system's is about
@@ -32,13 +33,27 @@ export async function readPemFile(
   path: string,
   timeoutMs: number = PEM_READ_TIMEOUT_MS,
 ): Promise<string> {
+  return (await readPem(runtime, path, timeoutMs)).value;
+}
+
+/**
+ * {@linkcode readPemFile}, with what the open file said of itself
+ * (`file`: its owner, mode, device and inode; absent without
+ * `runtime.readRegularFile`), for `readTrusted` to check a secret's file
+ * (a key, a CA) as read.
+ */
+export async function readPem(
+  runtime: Runtime,
+  path: string,
+  timeoutMs: number = PEM_READ_TIMEOUT_MS,
+): Promise<{ value: string; file?: OpenedFile }> {
   const read = runtime.readRegularFile === undefined
     ? runtime.readFile(path)
     : runtime.readRegularFile(path, MAX_PEM_FILE_BYTES);
   let timer: ReturnType<typeof setTimeout> | undefined;
-  let bytes: Uint8Array | null;
+  let got: Uint8Array | RegularFileRead | null;
   try {
-    bytes = await Promise.race([
+    got = await Promise.race([
       read,
       new Promise<never>((_, reject) => {
         timer = setTimeout(
@@ -57,17 +72,19 @@ export async function readPemFile(
     // A read that ends after the timeout: its result or error is dropped.
     read.catch(() => {});
   }
-  if (bytes === null) {
+  if (got === null) {
     throw new PemFileError(
       "is not a regular file (a directory, a FIFO or a device: not a PEM file, and reading a FIFO or a device could wait or never end)",
     );
   }
+  const bytes = got instanceof Uint8Array ? got : got.bytes;
   if (bytes.length > MAX_PEM_FILE_BYTES) {
     throw new PemFileError(
       `is larger than a PEM file holds (at most ${MAX_PEM_FILE_BYTES} bytes)`,
     );
   }
-  return new TextDecoder().decode(bytes);
+  const value = new TextDecoder().decode(bytes);
+  return got instanceof Uint8Array ? { value } : { value, file: got };
 }
 
 /** A file that is not one to read as PEM: its message says why. */

@@ -17,11 +17,11 @@ import {
   firstPemBlock,
   pemBlocks,
   PRIVATE_KEY,
-  readPemFile,
+  readPem,
 } from "./_pem_file.ts";
 import { forgetReadable, openToOthers } from "./_secret_file_mode.ts";
 import type { ReadableWarnings } from "./_token_files.ts";
-import { untrustedFile } from "./_untrusted_path.ts";
+import { readTrusted, type TrustedRead } from "./_trusted_file_read.ts";
 
 /**
  * The PEM texts of `tls.cert` and `tls.key`, checked: the certificate
@@ -32,7 +32,8 @@ import { untrustedFile } from "./_untrusted_path.ts";
  * (ssh refuses such a key; a container's mounted secret often has such
  * bits, and refusing would only teach users to copy it elsewhere): with
  * `warned`, once per file and mode ({@linkcode warnReadableTlsKey}). A
- * key file another user owns or could replace is refused.
+ * key file another user owns or could replace is refused, checked as read
+ * (`readTrusted`: the file whose text is served is the one checked).
  */
 export async function readTls(
   runtime: Runtime,
@@ -45,10 +46,15 @@ export async function readTls(
     `(--tls-${option}, or tls.${option} in ${configPath ?? "pyproxy.json"})`;
   const read = async (option: "cert" | "key"): Promise<string> => {
     const path = paths[option];
+    let got: TrustedRead<string>;
     try {
       // Not a FIFO or a device (a start or a reload would hang on it), and
       // bounded.
-      return await againIfGone(() => readPemFile(runtime, path));
+      const pem = () => againIfGone(() => readPem(runtime, path));
+      // The key: checked as read (`readTrusted`), the certificate not.
+      got = option === "key"
+        ? await readTrusted(runtime, path, pem)
+        : await pem();
     } catch (err) {
       throw new ConfigError(
         `tls.${option}: cannot read ${path}: ${(err as Error).message} ${
@@ -57,6 +63,10 @@ export async function readTls(
         { cause: err, details: { path: `tls.${option}` } },
       );
     }
+    if (got.untrusted !== undefined) {
+      throw untrustedKey(path, got.untrusted, where(option));
+    }
+    return got.value;
   };
   let cert = await read("cert");
   let key = await read("key");
@@ -79,40 +89,25 @@ export async function readTls(
       key = keyAgain;
     }
   }
-  await refuseUntrustedKey(runtime, paths.key, where("key"));
   warnOutOfDate(certificate, paths.cert, logger);
   await warnReadableTlsKey(runtime, paths.key, logger, warned);
   return { cert, key };
 }
 
 /**
- * Throws the {@linkcode ConfigError} of a key file another user owns or
- * could replace (it, its directory, a link to it or a directory above, as
- * a token file: `untrustedThroughLinks`). Its mode alone was checked, for a
- * warning: the owner reads the key whatever its mode, and whoever can
- * replace it (and the certificate beside it) has a key of theirs served as
- * the gateway's; either way they can pass for the gateway. Checked after
- * the reads, so a swap before them is seen. The certificate is not
+ * The {@linkcode ConfigError} of a key file another user owns or could
+ * replace (it, its directory, a link to it or a directory above, as a
+ * token file), or of a key read from a file of theirs (`readTrusted`: one
+ * swapped in for the read). Its mode alone was checked, for a warning: the
+ * owner reads the key whatever its mode, and whoever can replace it (and
+ * the certificate beside it) has a key of theirs served as the gateway's;
+ * either way they can pass for the gateway. The certificate is not
  * checked: it is public, and one put in its place alone is not the key's
  * (the pair check refuses it) or is one of the key's own, which a client
  * checks as it would the real one.
  */
-async function refuseUntrustedKey(
-  runtime: Runtime,
-  path: string,
-  where: string,
-): Promise<void> {
-  let why: string | undefined;
-  try {
-    why = await untrustedFile(runtime, path);
-  } catch (err) {
-    throw new ConfigError(
-      `tls.key: cannot read ${path}: ${(err as Error).message} ${where}`,
-      { cause: err, details: { path: "tls.key" } },
-    );
-  }
-  if (why === undefined) return;
-  throw new ConfigError(
+function untrustedKey(path: string, why: string, where: string): ConfigError {
+  return new ConfigError(
     `tls.key: cannot use ${path}: ${why}, and another user who owns or can replace the key can pass for this gateway (read it, or have a key and certificate of theirs served): make it, and its directory, this user's or root's, writable by no one else, below directories no other user can change (a mounted Kubernetes secret is root's) ${where}`,
     { details: { path: "tls.key", reason: why } },
   );

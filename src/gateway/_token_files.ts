@@ -16,7 +16,11 @@ import { TOKEN_UNUSABLE, usableToken } from "./config_schema.ts";
 import type { ResolvedConfig } from "./config.ts";
 import { MAX_TOKENS } from "./_max_tokens.ts";
 import { forgetReadable, openToOthers } from "./_secret_file_mode.ts";
-import { untrustedFile } from "./_untrusted_path.ts";
+import {
+  type OpenedFile,
+  readTrusted,
+  type TrustedRead,
+} from "./_trusted_file_read.ts";
 
 /**
  * The largest token file read: 1024 tokens (`MAX_TOKENS`) of 64 characters,
@@ -156,37 +160,39 @@ async function readWithin(
   fail: (why: string, cause?: unknown) => never,
   refuse: (why: string) => never,
 ): Promise<string> {
-  let bytes: Uint8Array | null;
   // Not a FIFO or a device: reading one could wait or never end.
-  const read = () =>
-    runtime.readRegularFile === undefined
-      ? statThenRead(runtime, path)
-      : runtime.readRegularFile(path, MAX_TOKEN_FILE_BYTES);
+  const read = async (): Promise<
+    { value: Uint8Array | null; file?: OpenedFile }
+  > => {
+    if (runtime.readRegularFile === undefined) {
+      return { value: await statThenRead(runtime, path) };
+    }
+    const got = await runtime.readRegularFile(path, MAX_TOKEN_FILE_BYTES);
+    return got === null ? { value: null } : { value: got.bytes, file: got };
+  };
+  // Its mode alone was checked (a warning): a file of another user's, or
+  // one in a directory of theirs, is theirs to write a token into (with
+  // chmod 600 too), or to replace with a link to a file they can read; the
+  // gateway then let them in. As the plugin modules and pyproxy.json are
+  // (what they hold runs as this user; a management token does too). The
+  // file read is the one checked (`readTrusted`): a file of theirs swapped
+  // in for the read alone was taken.
+  let got: TrustedRead<Uint8Array | null>;
   try {
-    bytes = await againIfGone(read);
+    got = await readTrusted(runtime, path, () => againIfGone(read));
   } catch (err) {
     return (err as { code?: unknown }).code === "ENOENT"
       ? fail("no such file", err)
       : fail((err as Error).message, err);
   }
+  if (got.untrusted !== undefined) return refuse(got.untrusted);
+  const bytes = got.value;
   if (bytes === null) return fail("not a regular file");
   if (bytes.length > MAX_TOKEN_FILE_BYTES) {
     return fail(
       `more than a token file holds (at most ${MAX_TOKEN_FILE_BYTES} bytes)`,
     );
   }
-  // Its mode alone was checked (a warning): a file of another user's, or
-  // one in a directory of theirs, is theirs to write a token into (with
-  // chmod 600 too), or to replace with a link to a file they can read; the
-  // gateway then let them in. As the plugin modules and pyproxy.json are
-  // (what they hold runs as this user; a management token does too).
-  let untrusted: string | undefined;
-  try {
-    untrusted = await untrustedFile(runtime, path);
-  } catch (err) {
-    return fail((err as Error).message, err); // gone since the read
-  }
-  if (untrusted !== undefined) refuse(untrusted);
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch (err) {

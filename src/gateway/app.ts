@@ -687,6 +687,10 @@ export function createGateway(
   let renewAuth = (): void => {};
   // One for the gateway's life: a reload's new middleware keeps its pace.
   const tokenRefusals = new RefusalLog(logger);
+  // A WebSocket handshake's subprotocols refused (400): a page's
+  // `new WebSocket(url, [token])` without pyproxy.v1 got only a 1006 close,
+  // and the log said nothing (security27).
+  const offerRefusals = new RefusalLog(logger);
   if (tokens !== undefined) {
     // The routes only the management token may call: those the flags turn
     // on, as the router matched them (the same decoding, the same paths).
@@ -708,6 +712,11 @@ export function createGateway(
           tokenRefusals.refused(
             "Refused a request without a valid token (401) to {path}",
             { path: loggedPath(c.req.path) },
+          ),
+        onBadOffer: (c, problem) =>
+          offerRefusals.refused(
+            "Refused a WebSocket upgrade (400) to {path}: {problem}",
+            { path: loggedPath(c.req.path), problem },
           ),
       });
     // Replaced as a whole by a reload: a request sees the old tokens or

@@ -37,6 +37,8 @@ import { envSizeProblem } from "./_worker_env.ts";
 import { MAX_FORWARD_HEADERS } from "./_forward_headers.ts";
 import { parseJson } from "../_exact_json.ts";
 import { untrustedPath } from "./_untrusted_path.ts";
+import { type OpenedFile, readTrusted } from "./_trusted_file_read.ts";
+import { untrustedConfigError } from "./_config_file_trust.ts";
 import { pluginSpecifierProblem } from "./_plugin_modules.ts";
 import type { Runtime } from "../runtime/types.ts";
 import { defaultRuntime } from "../runtime/mod.ts";
@@ -1017,7 +1019,25 @@ export interface LoadConfigOptions {
   pluginModules?: string[];
   /** Runtime adapter. */
   runtime?: Runtime;
+  /**
+   * Refuse the config file when another user owns it or could replace it
+   * (it, its directory, a link to it or a directory above: as a token
+   * file), checked as read: what `serve`'s reload passes (SIGHUP), since
+   * a reload applies the file's tokens, and a file of theirs let their
+   * token in. A file found in the working directory is refused so always
+   * (its file and directory); one named by `path` is taken at start
+   * whoever owns it (you chose it). Security27.
+   * @default {false}
+   */
+  trustedOnly?: boolean;
 }
+
+/**
+ * The largest config file read by a {@linkcode LoadConfigOptions.trustedOnly}
+ * load (read bounded, as a token file is): a configuration with thousands
+ * of models fits.
+ */
+const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
 /**
  * Reads and validates the config file (if any), merges the flags and the
@@ -1052,14 +1072,28 @@ export async function loadConfig(
   let file: GatewayConfig | undefined;
   if (path !== undefined) {
     let text: string;
+    let untrusted: string | undefined;
     try {
-      text = new TextDecoder().decode(await runtime.readFile(path));
+      if (options.trustedOnly === true) {
+        const got = await readTrusted(
+          runtime,
+          path,
+          () => readConfig(runtime, path!),
+        );
+        untrusted = got.untrusted;
+        text = got.untrusted === undefined
+          ? new TextDecoder().decode(got.value)
+          : "";
+      } else {
+        text = new TextDecoder().decode(await runtime.readFile(path));
+      }
     } catch (err) {
       throw new ConfigError(
         `Cannot read config file ${path}: ${(err as Error).message}`,
         { cause: err },
       );
     }
+    if (untrusted !== undefined) throw untrustedConfigError(path, untrusted);
     let json: unknown;
     try {
       // Integers beyond ±2^53 (a model's options) stay exact, as in a request body.
@@ -1125,6 +1159,26 @@ function otelVariables(runtime: Runtime): ResolveConfigOptions["otelEnv"] {
     (name) => runtime.env(name),
     (endpoint, source) => void parseConfig({ tracing: { endpoint } }, source),
   );
+}
+
+/**
+ * The config file's bytes for {@linkcode readTrusted}, with what its open
+ * descriptor says of it; a plain read where the runtime has no
+ * `readRegularFile`.
+ */
+async function readConfig(
+  runtime: Runtime,
+  path: string,
+): Promise<{ value: Uint8Array; file?: OpenedFile }> {
+  if (runtime.readRegularFile === undefined) {
+    return { value: await runtime.readFile(path) };
+  }
+  const got = await runtime.readRegularFile(path, MAX_CONFIG_BYTES);
+  if (got === null) throw new Error("not a regular file");
+  if (got.bytes.length > MAX_CONFIG_BYTES) {
+    throw new Error(`larger than ${MAX_CONFIG_BYTES} bytes`);
+  }
+  return { value: got.bytes, file: got };
 }
 
 async function refuseUntrusted(

@@ -521,6 +521,12 @@ export interface BearerAuthOptions {
   onAuthenticated?: (c: Context, id: string) => void;
   /** Called with each request refused for want of a valid token (its 401). */
   onRefused?: (c: Context) => void;
+  /**
+   * Called with each WebSocket handshake refused for its subprotocols (its
+   * 400: a token without `pyproxy.v1`, two tokens), with the reason, which
+   * holds no entry's text (never the token).
+   */
+  onBadOffer?: (c: Context, problem: string) => void;
 }
 
 /**
@@ -549,6 +555,7 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
     : tokenIdentifier(options.manageToken);
   const onAuthenticated = options.onAuthenticated;
   const onRefused = options.onRefused;
+  const onBadOffer = options.onBadOffer;
   const manageRoute = options.manageRoute ?? (() => false);
   return async (c, next) => {
     const path = c.req.path;
@@ -569,6 +576,7 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
         c.req.header("sec-websocket-protocol") ?? null,
       );
       if (offer.problem !== undefined) {
+        onBadOffer?.(c, offer.problem);
         return c.json({
           error: { type: "InvalidRequestError", message: offer.problem },
         }, 400);

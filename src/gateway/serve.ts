@@ -5,6 +5,8 @@
  *
  * @module
  */
+import { refuseUntrustedConfig } from "./_config_file_trust.ts";
+import { exposedTokenWarnings } from "./_exposed_tokens.ts";
 import { TRACING_OF } from "./_gateway_tracing.ts";
 import { getLogger, type Logger } from "@logtape/logtape";
 import {
@@ -1229,11 +1231,14 @@ export async function serve(
       let plan: Awaited<ReturnType<typeof reloadPlan>>;
       let next: ResolvedConfig;
       try {
-        next = await withFileTokens(
-          runtime,
-          await options.reloadConfig!(),
-          tokenFileReads,
-        );
+        const read = await options.reloadConfig!();
+        // Its tokens are applied: a file another user came to own or be
+        // able to replace since the start (a chown, a chmod o+w) let their
+        // token in (security27). As a token file is; whatever read it.
+        if (read.configPath !== undefined) {
+          await refuseUntrustedConfig(runtime, read.configPath);
+        }
+        next = await withFileTokens(runtime, read, tokenFileReads);
         plan = await reloadPlan(
           current,
           served,
@@ -1290,6 +1295,15 @@ export async function serve(
       watchTlsFiles();
       // A file named now, or replaced since (the kubelet's rotation).
       await warnReadableTokenFiles(runtime, current, logger, readableWarnings);
+      // The config file's tokens open to other users: said at start only,
+      // so a chmod since went unsaid (security27). At each reload.
+      for (
+        const warning of await exposedTokenWarnings(
+          runtime,
+          {},
+          next.configPath,
+        )
+      ) logger.warn(warning);
       logger.info("Reloaded the configuration: {changes}", {
         changes: plan.changed.length === 0
           ? "nothing changed"

@@ -12,7 +12,8 @@ import type { Runtime } from "./types.ts";
  * Opens `path` without waiting (`O_NONBLOCK`: a FIFO's open does not wait
  * for a writer; a regular file's reads ignore the flag), checks the open
  * file itself (no race with a swap since a `stat` of the path) and reads
- * at most `limit + 1` bytes of it.
+ * at most `limit + 1` bytes of it; with the open file's owner, mode,
+ * device and inode (the `fstat` that found it a regular file).
  */
 export const readRegularFile: NonNullable<Runtime["readRegularFile"]> = async (
   path,
@@ -23,7 +24,8 @@ export const readRegularFile: NonNullable<Runtime["readRegularFile"]> = async (
     constants.O_RDONLY | (constants.O_NONBLOCK ?? 0),
   );
   try {
-    if (!(await handle.stat()).isFile()) return null;
+    const stat = await handle.stat();
+    if (!stat.isFile()) return null;
     const bytes = new Uint8Array(limit + 1);
     let length = 0;
     while (length < bytes.length) {
@@ -36,7 +38,13 @@ export const readRegularFile: NonNullable<Runtime["readRegularFile"]> = async (
       if (bytesRead === 0) break;
       length += bytesRead;
     }
-    return bytes.subarray(0, length);
+    return {
+      bytes: bytes.subarray(0, length),
+      uid: stat.uid,
+      mode: stat.mode,
+      dev: stat.dev,
+      ino: stat.ino,
+    };
   } finally {
     await handle.close();
   }

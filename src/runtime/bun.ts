@@ -449,7 +449,7 @@ export function bunRuntime(): Runtime {
     async owner(path) {
       try {
         const s = await lstat(path);
-        return { uid: s.uid, mode: s.mode };
+        return { uid: s.uid, mode: s.mode, dev: s.dev, ino: s.ino };
       } catch (err) {
         if (errorCode(err) === "ENOENT") return null;
         throw err;

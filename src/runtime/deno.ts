@@ -581,7 +581,9 @@ export function denoRuntime(): Runtime {
         const s = await Deno.lstat(path);
         return s.uid === null || s.mode === null
           ? null
-          : { uid: s.uid, mode: s.mode };
+          : s.ino === null
+          ? { uid: s.uid, mode: s.mode }
+          : { uid: s.uid, mode: s.mode, dev: s.dev, ino: s.ino };
       } catch (err) {
         if (err instanceof Deno.errors.NotFound) return null;
         throw err;

@@ -366,6 +366,41 @@ export interface FileReader {
 }
 
 /**
+ * What {@linkcode Runtime.readRegularFile} read: the bytes, and what the
+ * open file itself says of it (`fstat` of the descriptor the bytes came
+ * from, not a `stat` of its path, which another file may take between the
+ * two): its owner, mode, device and inode. A caller that checks the path
+ * (its owner, its directories) compares `dev` and `ino` with the file it
+ * finds there ({@linkcode Runtime.owner}), so that what was checked is what
+ * was read.
+ *
+ * @example
+ * ```ts
+ * import type { RegularFileRead } from "@pyproxy/pyproxy";
+ * const read: RegularFileRead = {
+ *   bytes: new TextEncoder().encode("token"),
+ *   uid: 1000,
+ *   mode: 0o100600,
+ *   dev: 2049,
+ *   ino: 131,
+ * };
+ * console.log((read.mode & 0o777).toString(8)); // "600"
+ * ```
+ */
+export interface RegularFileRead {
+  /** At most the `limit + 1` bytes asked for. */
+  bytes: Uint8Array;
+  /** The file's owner (its user id). */
+  uid: number;
+  /** The file's type and permission bits (`st_mode`). */
+  mode: number;
+  /** The device the file is on. */
+  dev: number;
+  /** The file's inode on `dev`. */
+  ino: number;
+}
+
+/**
  * TLS settings of {@linkcode Runtime.tlsFetch}: PEM texts.
  *
  * @example
@@ -563,12 +598,16 @@ export interface Runtime {
   >;
   /**
    * Owner and permission bits of a path, not following a final symlink
-   * (`lstat`), or `null` when it does not exist. Optional, as is
+   * (`lstat`), or `null` when it does not exist; with its device and inode
+   * where the runtime tells them (to compare with what
+   * {@linkcode Runtime.readRegularFile} read). Optional, as is
    * {@linkcode Runtime.uid}: where either is missing (or the OS has no
    * owners), the gateway cannot refuse a `pyproxy.json` or `./models` that
    * another user put in its working directory.
    */
-  owner?(path: string): Promise<{ uid: number; mode: number } | null>;
+  owner?(
+    path: string,
+  ): Promise<{ uid: number; mode: number; dev?: number; ino?: number } | null>;
   /** This process's user id; `undefined` where there is none (Windows). */
   uid?(): number | undefined;
   /** Lists the entry names in a directory (empty when missing). */
@@ -576,14 +615,21 @@ export interface Runtime {
   /** Resolves symlinks and `..`; throws when the path does not exist. */
   realPath(path: string): Promise<string>;
   /**
-   * Reads a small regular file (a token file): opened without waiting (a
-   * FIFO put at `path` does not block the open), checked once open (no
-   * race with a swap after a `stat`), at most `limit + 1` bytes read (more
-   * than `limit`: the file is larger than allowed). `null` when `path` is
+   * Reads a small regular file (a token file, a TLS key): opened without
+   * waiting (a FIFO put at `path` does not block the open), checked once
+   * open (no race with a swap after a `stat`), at most `limit + 1` bytes
+   * read (more than `limit`: the file is larger than allowed), with the
+   * open file's owner, mode, device and inode (`fstat`: the file whose
+   * bytes these are, whatever is at `path` by then). `null` when `path` is
    * not a regular file; throws when it cannot be opened. Optional: without
-   * it, a `stat` then a read of the path.
+   * it, a `stat` then a read of the path, and a secret file's checks are of
+   * its path alone (a file swapped in for the read and out again before
+   * the check is not seen).
    */
-  readRegularFile?(path: string, limit: number): Promise<Uint8Array | null>;
+  readRegularFile?(
+    path: string,
+    limit: number,
+  ): Promise<RegularFileRead | null>;
   /**
    * A `fetch` whose HTTPS connections trust `tls.ca` (PEM; Deno adds it
    * to its roots, Bun takes it as Node's `ca` option) and present `tls.cert` and `tls.key` (PEM, both or

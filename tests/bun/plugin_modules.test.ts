@@ -129,3 +129,58 @@ test(
   },
   30_000,
 );
+
+test(
+  "loadPluginModule checks the package.json of a directory Bun imports and the file its main names, and a new URL(..., import.meta.url)'s (security27)",
+  async () => {
+    // Bun loads `import "./pkg"` from package.json's `main`: that file and
+    // the package.json were not checked, nor a dynamic import of a URL of
+    // the module's own location; each loaded from a file every user could
+    // write.
+    const { loadPluginModule } = await import(
+      "../../src/gateway/_plugin_modules.ts"
+    );
+    const { defaultRuntime } = await import("../../src/runtime/mod.ts");
+    const dir = mkdtempSync(`${tmpdir()}/pyproxy-test-`);
+    try {
+      mkdirSync(`${dir}/pkg/lib`, { recursive: true });
+      mkdirSync(`${dir}/dyn`);
+      writeFileSync(`${dir}/pkg/package.json`, '{"main":"./lib/impl"}\n');
+      writeFileSync(`${dir}/pkg/lib/impl.ts`, 'export const a = "pkg";\n');
+      writeFileSync(`${dir}/pkg/index.ts`, 'export const a = "index";\n');
+      writeFileSync(`${dir}/dyn/x.ts`, 'export const a = "dyn";\n');
+      writeFileSync(
+        `${dir}/dir.ts`,
+        'import { a } from "./pkg";\nexport default () => ({ name: a });\n',
+      );
+      writeFileSync(
+        `${dir}/url.ts`,
+        'const { a } = await import(new URL("./dyn/x.ts", import.meta.url).href);\nexport default () => ({ name: a });\n',
+      );
+      for (
+        const [module, writable, why] of [
+          ["dir.ts", "pkg/lib/impl.ts", /it imports \S+\/pkg\/lib\/impl\.ts/],
+          ["dir.ts", "pkg/package.json", /it uses \S+\/pkg\/package\.json/],
+          ["url.ts", "dyn/x.ts", /it imports \S+\/dyn\/x\.ts/],
+        ] as const
+      ) {
+        const spec = {
+          module: `${dir}/${module}`,
+          where: "t",
+          path: "--plugin",
+        };
+        const mode = statSync(`${dir}/${writable}`).mode & 0o777;
+        chmodSync(`${dir}/${writable}`, 0o666);
+        await expect(loadPluginModule(spec, defaultRuntime())).rejects.toThrow(
+          why,
+        );
+        chmodSync(`${dir}/${writable}`, mode);
+        const plugin = await loadPluginModule(spec, defaultRuntime());
+        expect(plugin.name).toBe(module === "dir.ts" ? "pkg" : "dyn");
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);

@@ -215,3 +215,52 @@ test(
   },
   30_000,
 );
+
+test(
+  "Session.connect over TCP on Bun tries again a connection reset as it was made (a tcp_abort_on_overflow kernel's answer to a full queue; security27)",
+  async () => {
+    // The first connects reach a listener that resets what it accepts.
+    const { defaultRuntime } = await import("../../src/runtime/mod.ts");
+    const { PythonServer } = await import("../../src/python_server.ts");
+    const { mkdtempSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const resetting = createServer((socket: Socket) =>
+      socket.resetAndDestroy()
+    );
+    await new Promise<void>((resolve) =>
+      resetting.listen(0, "127.0.0.1", resolve)
+    );
+    const resetPort = (resetting.address() as { port: number }).port;
+    const dir = mkdtempSync(`${tmpdir()}/pyproxy-test-`);
+    const server = await PythonServer.start({
+      path: dir,
+      port: 0,
+      readyTimeout: 20_000,
+    });
+    const base = defaultRuntime();
+    let tries = 0;
+    try {
+      const session = await server.connect({
+        connectTimeout: 5000,
+        runtime: {
+          ...base,
+          connect: (to) =>
+            ++tries <= 3
+              ? base.connect({ hostname: "127.0.0.1", port: resetPort })
+              : base.connect(to),
+        },
+      });
+      try {
+        expect(await session.ping()).toBe("pong");
+        expect(tries).toBe(4);
+      } finally {
+        await session.close();
+      }
+    } finally {
+      await server[Symbol.asyncDispose]();
+      resetting.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
