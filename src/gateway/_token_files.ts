@@ -91,6 +91,64 @@ export function parseTokenFile(text: string): string[] {
 }
 
 /**
+ * The mark of a tenant's token in a token file: the word `tenant` after
+ * the token and some whitespace (`<token> tenant`). Such a token calls
+ * models but is refused the operator's views (`/metrics`, `/v1/status`,
+ * the dashboard, ...): docs/gateway.md, "Serving many tenants".
+ */
+const TENANT_MARK = /^(\S(?:.*\S)?)\s+tenant$/;
+
+/**
+ * The tokens of a token file's lines ({@linkcode parseTokenFile}), and
+ * those of them marked `tenant` (`<token> tenant`), marks taken off.
+ */
+export function tokenFileEntries(
+  lines: readonly string[],
+): { tokens: string[]; tenants: string[] } {
+  const tokens: string[] = [];
+  const tenants: string[] = [];
+  for (const line of lines) {
+    const marked = TENANT_MARK.exec(line);
+    if (marked === null) {
+      tokens.push(line);
+    } else {
+      tokens.push(marked[1]!);
+      tenants.push(marked[1]!);
+    }
+  }
+  return { tokens, tenants };
+}
+
+/** What {@linkcode readTokenFiles} reads. */
+export interface FileTokens {
+  token?: string[];
+  manageToken?: string[];
+  /**
+   * Of `token`'s, those marked `tenant` in the token file; left out when
+   * none is (a configuration whose `tokenFile` reads none has none).
+   */
+  tenantToken?: string[];
+}
+
+/**
+ * `config` with `tokens` (read from its files) in force: a `tenantToken`
+ * the files no longer mark is dropped.
+ */
+export function withTokensRead(
+  config: ResolvedConfig,
+  tokens: FileTokens,
+): ResolvedConfig {
+  const { tenantToken: _, ...rest } = config;
+  const tenantToken = tokens.tenantToken ??
+    (config.tokenFile === undefined ? config.tenantToken : undefined);
+  return {
+    ...rest,
+    ...tokens,
+    ...(tenantToken === undefined ? {} : { tenantToken }),
+  };
+}
+
+/**
  * A token file's text, or a {@linkcode ConfigError} naming the option; in
  * {@linkcode READ_TIMEOUT} ms at most, whatever the file system does.
  */
@@ -240,8 +298,8 @@ export async function readTokenFiles(
   runtime: Runtime,
   config: ResolvedConfig,
   reading: TokenFileReads = new Map(),
-): Promise<{ token?: string[]; manageToken?: string[] }> {
-  const out: { token?: string[]; manageToken?: string[] } = {};
+): Promise<FileTokens> {
+  const out: FileTokens = {};
   // Read, it would fail as a token both kinds: say what is wrong.
   if (
     config.tokenFile !== undefined &&
@@ -255,12 +313,12 @@ export async function readTokenFiles(
   for (const name of ["token", "manageToken"] as const) {
     const path = config[FILE_OF[name]];
     if (path === undefined) continue;
-    const tokens = parseTokenFile(
+    const lines = parseTokenFile(
       await readTokenFile(runtime, FILE_OF[name], path, reading),
     );
     // `<token>  # added 2026-12-06` would be one token, spaces and all
     // (one a client would not send): a comment takes a line of its own.
-    if (tokens.some((t) => /\s#/.test(t))) {
+    if (lines.some((t) => /\s#/.test(t))) {
       throw new ConfigError(
         `${name}: expected a "#" comment on a line of its own (a token followed by a space and "#" would hold the comment) (at ${
           FILE_OF[name]
@@ -268,8 +326,19 @@ export async function readTokenFiles(
         { details: { path: name, source: `${FILE_OF[name]}: ${path}` } },
       );
     }
+    const { tokens, tenants } = tokenFileEntries(lines);
+    if (name === "manageToken" && tenants.length > 0) {
+      // A management token runs code and loads models: never a tenant's.
+      throw new ConfigError(
+        `manageToken: a management token cannot be marked "tenant" (it runs eval and model management, the operator's); mark tenants' tokens in tokenFile (at ${
+          FILE_OF[name]
+        }: ${path})`,
+        { details: { path: name, source: `${FILE_OF[name]}: ${path}` } },
+      );
+    }
     checkToken(name, tokens, `${FILE_OF[name]}: ${path}`);
     out[name] = tokens;
+    if (tenants.length > 0) out.tenantToken = tenants;
   }
   const token = out.token ?? config.token;
   const manage = out.manageToken ?? config.manageToken;
@@ -389,10 +458,7 @@ export interface TokenFileWatchOptions {
    * reloads; it compares with what is in force, and skips them when
    * `config` is no longer what is in force: a reload applied meanwhile).
    */
-  apply(
-    tokens: { token?: string[]; manageToken?: string[] },
-    config: ResolvedConfig,
-  ): Promise<void>;
+  apply(tokens: FileTokens, config: ResolvedConfig): Promise<void>;
 }
 
 /**
@@ -443,7 +509,7 @@ export class TokenFileWatch {
     const { runtime, logger } = this.#options;
     const config = this.#options.current();
     if (!hasTokenFiles(config)) return;
-    let tokens: { token?: string[]; manageToken?: string[] };
+    let tokens: FileTokens;
     try {
       tokens = await readTokenFiles(runtime, config, this.#options.reading);
     } catch (err) {
@@ -485,6 +551,7 @@ export class TokenFileWatch {
       config.manageTokenFile,
       tokens.token ?? null,
       tokens.manageToken ?? null,
+      tokens.tenantToken ?? null,
     ]);
     if (seen !== this.#changed) {
       this.#changed = seen;
@@ -506,7 +573,7 @@ export async function withFileTokens(
   reading: TokenFileReads,
 ): Promise<ResolvedConfig> {
   return hasTokenFiles(config)
-    ? { ...config, ...await readTokenFiles(runtime, config, reading) }
+    ? withTokensRead(config, await readTokenFiles(runtime, config, reading))
     : config;
 }
 
@@ -542,7 +609,7 @@ export function withTokenFilesOf(
  */
 export function tokenChanges(
   config: ResolvedConfig,
-  tokens: { token?: string[]; manageToken?: string[] },
+  tokens: FileTokens,
 ): string[] {
   const changed: string[] = [];
   for (const name of ["token", "manageToken"] as const) {
@@ -552,6 +619,15 @@ export function tokenChanges(
     const was = new Set(typeof before === "string" ? [before] : before ?? []);
     if (was.size !== next.length || next.some((t) => !was.has(t))) {
       changed.push(`${name} (${next.length})`);
+    }
+  }
+  // Marks moved (a token made a tenant's, or an operator's again): a
+  // change of what those tokens may read, whatever the tokens.
+  if (config.tokenFile !== undefined) {
+    const was = new Set(config.tenantToken ?? []);
+    const next = tokens.tenantToken ?? [];
+    if (was.size !== next.length || next.some((t) => !was.has(t))) {
+      changed.push(`tenantToken (${next.length})`);
     }
   }
   return changed;
