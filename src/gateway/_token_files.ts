@@ -17,6 +17,7 @@ import type { ResolvedConfig } from "./config.ts";
 import { MAX_TOKENS } from "./_max_tokens.ts";
 import { forgetReadable, openToOthers } from "./_secret_file_mode.ts";
 import { untrustedFile } from "./_untrusted_path.ts";
+import { weakTokenProblem } from "./_weak_token.ts";
 
 /**
  * The largest token file read: 1024 tokens (`MAX_TOKENS`) of 64 characters,
@@ -69,13 +70,30 @@ export function checkToken(
     : list.some((t) => t.length < 16)
     ? "expected a token of at least 16 characters"
     : list.every(usableToken)
-    ? undefined
+    ? weakProblem(list)
     : TOKEN_UNUSABLE;
   if (problem !== undefined) {
     throw new ConfigError(`${name}: ${problem} (at ${where})`, {
       details: { path: name, source: where },
     });
   }
+}
+
+/**
+ * Why a token of `list` is clearly weak (which one, by its place: never
+ * the token), or `undefined`: `aaaaaaaaaaaaaaaa` and `password12345678`
+ * passed the length check, and a token's id is tested against offline.
+ */
+function weakProblem(list: readonly string[]): string | undefined {
+  for (let i = 0; i < list.length; i++) {
+    const problem = weakTokenProblem(list[i]!);
+    if (problem !== undefined) {
+      return list.length === 1
+        ? problem
+        : `token ${i + 1} of ${list.length} is ${problem}`;
+    }
+  }
+  return undefined;
 }
 
 /**
