@@ -197,3 +197,41 @@ Deno.test("createGateway refuses a tenantToken that is not one of token's", () =
       err instanceof RangeError && /not one of token's/.test(err.message),
   );
 });
+
+Deno.test("serve applies a token file's new tokens beside an inline manageToken (kept, still the management token)", async () => {
+  await using dir = await tempDir("pyproxy-tenant-tokens-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  const manage = "7e3b9d1f5a2c8e4b6d0f3a9c1e7b5d2f";
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n`, { mode: 0o600 });
+  const floor = TOKEN_FILE_INTERVAL_FLOOR.ms;
+  TOKEN_FILE_INTERVAL_FLOOR.ms = 1;
+  try {
+    await withLogs(async (records) => {
+      await using gw = await startGateway({
+        tokenFile,
+        tokenFileInterval: 5,
+        manageToken: manage,
+        allowManage: true,
+      });
+      const status = async (token: string, path = "/v1/models") => {
+        const res = await gw.fetch(path, {
+          method: path === "/v1/workers" ? "PUT" : "GET",
+          ...(path === "/v1/workers" ? { body: "{}" } : {}),
+          headers: bearer(token),
+        });
+        await res.body?.cancel();
+        return res.status;
+      };
+      await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT_A} tenant\n`);
+      await waitFor(async () => (await status(TENANT_A)) === 200, {
+        message: records.map((r) => r.message.join("")).join("\n"),
+      });
+      assert.equal(await status(TENANT_A, "/metrics"), 403);
+      // The management token is still one: management takes it, not token.
+      assert.equal(await status(OPERATOR, "/v1/workers"), 403);
+      assert.notEqual(await status(manage, "/v1/workers"), 403);
+    }, "info");
+  } finally {
+    TOKEN_FILE_INTERVAL_FLOOR.ms = floor;
+  }
+});
