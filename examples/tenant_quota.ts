@@ -19,7 +19,10 @@
  * the request in with (`tokenId(token)`, the first 16 hex digits of its
  * SHA-256), never a request header, which any client may set to another
  * tenant's name (or leave out). `tenants` names the ids, for the status
- * and the metrics; an id it does not name counts under itself.
+ * and the metrics; an id it does not name counts under itself. Those are
+ * the operator's views: mark each tenant's line of the token file
+ * `<token> tenant`, and its token calls models but gets 403 on `/metrics`,
+ * `/v1/status` and the dashboard (docs/gateway.md, "Serving many tenants").
  *
  * The plugin's `onCall` sees each model call once, when it is made
  * (docs/plugins.md, "Call hooks"): a call of a model that batches is

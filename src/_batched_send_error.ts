@@ -73,6 +73,7 @@ export interface BatchedCallFields {
   headers?: Record<string, string>;
   traceparent?: string;
   tracestate?: string;
+  caller?: string;
 }
 
 /**
@@ -90,7 +91,7 @@ export interface BatchedCallFields {
  * ```
  */
 export function batchOverhead(call: BatchedCallFields): number {
-  const { requestId, headers, traceparent, tracestate } = call;
+  const { requestId, headers, traceparent, tracestate, caller } = call;
   const batch: Record<string, unknown> = { msgs: [0], split: true };
   const alone: Record<string, unknown> = { msg: 0 };
   if (requestId !== undefined) {
@@ -100,6 +101,10 @@ export function batchOverhead(call: BatchedCallFields): number {
   if (headers !== undefined) {
     batch.messageHeaders = [headers];
     alone.headers = headers;
+  }
+  if (caller !== undefined) {
+    batch.callers = [caller];
+    alone.caller = caller;
   }
   if (traceparent !== undefined) {
     const context: Record<string, string> = { traceparent };

@@ -75,6 +75,8 @@ export interface BatchCallOptions {
   headers?: Record<string, string>;
   /** The call's W3C trace context: sent in its batch's `traceContexts` (protocol §6). */
   traceparent?: string;
+  /** Who makes the call (a gateway token's id): sent in its batch's `callers` (protocol §6). */
+  caller?: string;
   /** Its `tracestate`, with `traceparent`. */
   tracestate?: string;
 }
@@ -104,8 +106,8 @@ export interface BatchSendOptions {
  * Sends one batch: `executeBatch` with `msgs`, `requestIds` (one per
  * message, `null` for a call without one) when any call has one,
  * `messageHeaders` (likewise) when any call has headers, and
- * `traceContexts` (likewise) when any call has a trace context; resolves
- * to its reply.
+ * `traceContexts` (likewise) when any call has a trace context, and
+ * `callers` (likewise) when any call has a caller; resolves to its reply.
  */
 export type SendBatch = (
   msgs: unknown[],
@@ -113,6 +115,7 @@ export type SendBatch = (
   requestIds: Array<string | null> | undefined,
   messageHeaders: Array<Record<string, string> | null> | undefined,
   traceContexts: Array<BatchTraceContext | null> | undefined,
+  callers: Array<string | null> | undefined,
 ) => Promise<unknown>;
 
 /**
@@ -318,6 +321,7 @@ export class ModelBatcher {
     let identified = false;
     let withHeaders = false;
     let traced = false;
+    let called = false;
     for (const item of items) {
       item.batch = batch;
       // The batch lasts as long as its most patient call (timeouts are
@@ -327,6 +331,7 @@ export class ModelBatcher {
       if (item.options.requestId !== undefined) identified = true;
       if (item.options.headers !== undefined) withHeaders = true;
       if (item.options.traceparent !== undefined) traced = true;
+      if (item.options.caller !== undefined) called = true;
     }
     // Only a batch with an id has requestIds: without, nothing more is sent.
     const requestIds = identified
@@ -337,6 +342,9 @@ export class ModelBatcher {
       : undefined;
     const traceContexts = traced
       ? items.map((i) => traceContext(i))
+      : undefined;
+    const callers = called
+      ? items.map((i) => i.options.caller ?? null)
       : undefined;
     this.#inFlight++;
     // Only a routed call's batch of one has routing (see `add`).
@@ -377,6 +385,7 @@ export class ModelBatcher {
       requestIds,
       messageHeaders,
       traceContexts,
+      callers,
     ).then(
       (reply) => {
         if (sentAt >= 0) this.#count(items.length, performance.now() - sentAt);

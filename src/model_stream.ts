@@ -247,7 +247,8 @@ export interface ExecuteStreamOptions {
   headers?: Record<string, string>;
   /**
    * Who makes the call, for the plugins' call hooks (`ModelCall.caller`),
-   * as `pool.execute`'s `caller`; never sent to the worker.
+   * as `pool.execute`'s `caller`: sent with the call (protocol §6), the
+   * model reads it with `host.caller()`.
    */
   caller?: string;
   /**
@@ -417,6 +418,7 @@ export class ModelStream<T = unknown>
     if (contentType !== undefined) args.contentType = contentType;
     if (headers !== undefined) args.headers = headers;
     if (traceparent !== undefined) traceContextArgs(args, options);
+    if (options.caller !== undefined) args.caller = options.caller;
     pool.request<{ items?: unknown }>("executeStream", args, {
       ...(options.key === undefined ? {} : { key: options.key }),
       ...(options.worker === undefined ? {} : { worker: options.worker }),

@@ -207,9 +207,11 @@ export interface ExecuteOptions extends Omit<PoolRequestOptions, "onEvent"> {
   /**
    * Who makes the call, for the plugins' call hooks (`ModelCall.caller`):
    * a quota or an audit per client keys on it. The gateway gives the id of
-   * the bearer token that let the request in (`tokenId`); never sent to the
-   * worker. A string of 1 to 128 characters; anything else rejects with
-   * `ConfigError`.
+   * the bearer token that let the request in (`tokenId`). Sent with the
+   * call (protocol §6, `caller`): the model reads it with `host.caller()`
+   * (for a model that batches, its batch's `callers` holds it:
+   * `execute_batch` reads it in `host.callers()`). A string of 1 to 128
+   * characters; anything else rejects with `ConfigError`.
    */
   caller?: string;
   /**
@@ -1634,13 +1636,14 @@ export class Pool implements AsyncDisposable {
         ) as Promise<T>;
       }
     }
-    const { requestId, contentType, headers, traceparent } = options;
+    const { requestId, contentType, headers, traceparent, caller } = options;
     const args: Record<string, unknown> = requestId === undefined
       ? { name, msg }
       : { name, msg, requestId };
     if (contentType !== undefined) args.contentType = contentType;
     if (headers !== undefined) args.headers = headers;
     if (traceparent !== undefined) traceContextArgs(args, options);
+    if (caller !== undefined) args.caller = caller;
     // No lookup while no model's call has hung a worker's loop.
     if (this.#threadedOnly.size > 0 && this.#threadedOnly.has(name)) {
       args.threaded = true;
@@ -1683,7 +1686,7 @@ export class Pool implements AsyncDisposable {
       new ModelBatcher(
         name,
         settings,
-        (msgs, options, requestIds, messageHeaders, traceContexts) => {
+        (msgs, options, requestIds, messageHeaders, traceContexts, callers) => {
           // split: a batch that reaches a version of the model updated
           // meanwhile (smaller batch_size, or none) still runs.
           const args: Record<string, unknown> = requestIds === undefined
@@ -1693,6 +1696,7 @@ export class Pool implements AsyncDisposable {
             args.messageHeaders = messageHeaders;
           }
           if (traceContexts !== undefined) args.traceContexts = traceContexts;
+          if (callers !== undefined) args.callers = callers;
           // A part of a batch taken apart was admitted with it: routed as a
           // retry, past a full queue (maxQueue), or a good call of the
           // batch would fail for another call's message.

@@ -403,7 +403,7 @@ Deno.test("resolveConfig refuses CORS credentials for any origin (browsers would
         cwd: "/",
         file: { cors: { origins: ["*"], credentials: true } },
         configPath: "/srv/pyproxy.json",
-        envToken: "0123456789abcdef0123",
+        envToken: "4a8e2c7f1b9d3e6a0c5f",
       })
     ),
     'cors: credentials cannot be used with the origin "*" (browsers refuse credentialed responses to any origin): list the origins (at /srv/pyproxy.json: cors)',
@@ -430,7 +430,7 @@ Deno.test('resolveConfig requires a token for cors origins "*" and allowedHosts 
     ),
     'allowedHosts: allowedHosts "*" turns off the Host check that stops DNS rebinding: it requires a token (--token or --token-file, the PYPROXY_TOKEN or PYPROXY_TOKEN_FILE environment variable, or "token" or "tokenFile" in pyproxy.json) (at config: allowedHosts)',
   );
-  const token = "0123456789abcdef0123";
+  const token = "4a8e2c7f1b9d3e6a0c5f";
   assert.deepEqual(
     resolveConfig({
       cwd: "/",
@@ -454,9 +454,9 @@ Deno.test("resolveConfig refuses a non-loopback address without a token", () => 
   const withToken = resolveConfig({
     cwd: "/",
     cli: { host: "0.0.0.0" },
-    envToken: "0123456789abcdef",
+    envToken: "4a8e2c7f1b9d3e6a",
   });
-  assert.equal(withToken.token, "0123456789abcdef");
+  assert.equal(withToken.token, "4a8e2c7f1b9d3e6a");
   assert.equal(
     resolveConfig({ cwd: "/", cli: { host: "localhost" } }).token,
     undefined,
@@ -1023,7 +1023,7 @@ Deno.test("resolveConfig lower-cases forwardHeaders, lists each once, and refuse
     configError(() =>
       resolveConfig({
         cwd: "/",
-        file: { forwardHeaders: ["authorization"], token: "0123456789abcdef" },
+        file: { forwardHeaders: ["authorization"], token: "4a8e2c7f1b9d3e6a" },
       })
     ),
     refusal("pyproxy.json: forwardHeaders"),
@@ -1032,7 +1032,7 @@ Deno.test("resolveConfig lower-cases forwardHeaders, lists each once, and refuse
     configError(() =>
       resolveConfig({
         cwd: "/",
-        envToken: "0123456789abcdef",
+        envToken: "4a8e2c7f1b9d3e6a",
         cli: { forwardHeaders: ["Authorization"] },
       })
     ),

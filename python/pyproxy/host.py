@@ -52,6 +52,15 @@ message (the links of the batch's span)::
     with trace.get_tracer(__name__).start_as_current_span("score", context=ctx):
         ...
 
+``caller()`` sends nothing either: who makes the call, the id of the gateway
+token that let the request in (``tokenId``: the first 16 hex digits of the
+token's SHA-256, as plugins see it in ``call.caller``), or
+``pool.execute(..., {caller})``'s; ``None`` without one (a gateway without a
+token); in ``execute_batch``, ``callers()`` gives one per message::
+
+    if host.caller() not in PREMIUM:
+        msg = downsample(msg)
+
 ``set_status(status)`` and ``set_header(name, value)`` send nothing either:
 they choose the HTTP status (200 to 299) and headers of the call's success
 response (docs/models.md, "Statuses and headers"), as a FastAPI route's
@@ -106,6 +115,8 @@ from pyproxy_server.errors import HostError
 __all__ = [
     "call",
     "cache",
+    "caller",
+    "callers",
     "content_type",
     "headers",
     "message_headers",
@@ -211,6 +222,43 @@ def request_ids():
     if batch is not None:
         return list(batch[0])
     return [current.request_id]
+
+
+def caller():
+    """Who makes the running call: a string, or ``None``.
+
+    The call's ``caller`` (protocol §6): on a gateway with a token, the id
+    of the bearer token that let the request in (``tokenId``, the first 16
+    hex digits of its SHA-256: what plugins see as ``call.caller``), on
+    every model route; ``pool.execute``/``pool.executeStream``'s ``caller``
+    for a library call. ``None`` for a call without one (a gateway without
+    a token), outside a call, and in ``execute_batch``, whose messages may
+    each have their own: :func:`callers` gives them.
+    """
+    current = current_call.get()
+    if current is None:
+        return None
+    batch = current_batch.get()
+    if batch is not None:
+        as_batch, callers_ = batch[1], batch[5]
+        return None if as_batch else callers_[0]
+    return current.caller
+
+
+def callers():
+    """The callers of the messages the running code got: a list, in order.
+
+    In ``execute_batch(msgs)``, one per message of ``msgs`` (``None`` for a
+    message whose call has none): ``callers()[i]`` is who sent ``msgs[i]``.
+    In any other call, ``[caller()]``; outside a call, ``[]``.
+    """
+    current = current_call.get()
+    if current is None:
+        return []
+    batch = current_batch.get()
+    if batch is not None:
+        return list(batch[5])
+    return [current.caller]
 
 
 def content_type():

@@ -20,6 +20,10 @@ receive a ``Call``:
   forwards, lower-case name → value; protocol §6), or ``{}``;
   ``call.message_headers``: an ``executeBatch``'s ``messageHeaders``, one
   dict per message; ``[call.headers]`` for other commands.
+- ``call.caller``: the request's ``caller`` (who makes the call: the id of the
+  gateway token that let it in, ``pool.execute(..., {caller})``; protocol §6),
+  or ``None``; ``call.callers``: an ``executeBatch``'s ``callers``, one per
+  message; ``[call.caller]`` for other commands.
 - ``call.trace_context``: the request's ``traceparent`` and ``tracestate``
   (W3C trace context of a traced call; protocol §6) as a dict, or ``None``;
   ``call.trace_contexts``: an ``executeBatch``'s ``traceContexts``, one per
@@ -45,16 +49,18 @@ __all__ = ["Call", "current_call", "current_batch"]
 current_call = contextvars.ContextVar("pyproxy_current_call", default=None)
 
 # While a batching call runs model code: ``(ids, as_batch, headers, start,
-# traces)``, the request ids of the messages that code got (a tuple in message
+# traces, callers)``, the request ids of the messages that code got (a tuple in message
 # order, ``None`` for a message without one), whether it got them as a batch
 # (``execute_batch``) or as one message (``execute``: a batch run message by
 # message for a model that no longer batches), and their forwarded headers (a
 # tuple of dicts as long as ``ids``), the index of its first message in
 # the call's (``host.set_status(..., index=)``), and their trace contexts (a
-# tuple of dicts or ``None`` as long as ``ids``). Set around each part of the
+# tuple of dicts or ``None`` as long as ``ids``), and their callers (a tuple
+# of strings or ``None`` as long as ``ids``). Set around each part of the
 # call only, so other calls pay nothing; ``pyproxy.host.request_id()``/
 # ``request_ids()``, ``headers()``/``message_headers()`` and
-# ``trace_context()``/``trace_contexts()`` read it.
+# ``trace_context()``/``trace_contexts()`` and ``caller()``/``callers()``
+# read it.
 current_batch = contextvars.ContextVar("pyproxy_current_batch", default=None)
 
 def _trace_context_of(value):
@@ -207,6 +213,31 @@ class Call:
         msg = self.msg
         value = msg.get("requestId") if msg.__class__ is dict else None
         return value if value.__class__ is str else None
+
+    @property
+    def caller(self):
+        """The request's ``caller`` string (who makes the call: the id of the
+        gateway token that let it in; protocol §6), or ``None`` (absent, or
+        not a string). Read when asked: a call without one costs nothing."""
+        msg = self.msg
+        value = msg.get("caller") if msg.__class__ is dict else None
+        return value if value.__class__ is str else None
+
+    @property
+    def callers(self):
+        """The callers of the call's messages, one per message, in order.
+
+        An ``executeBatch``'s ``callers`` (protocol §6): a list as long as
+        its ``msgs``, each a string or ``None``; one that is not such a list
+        counts as absent (``None`` for every message), a non-string entry as
+        ``None``. Another command's: ``[call.caller]``.
+        """
+        return self._per_message(
+            "callers",
+            lambda: self.caller,
+            lambda value: value if value.__class__ is str else None,
+            None,
+        )
 
     @property
     def content_type(self):

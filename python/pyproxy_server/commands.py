@@ -91,10 +91,12 @@ def install(server):
         # Each part of the batch runs with the request ids of its messages
         # (host.request_ids(); protocol §6, requestIds), their forwarded
         # headers (host.message_headers(); messageHeaders) and their trace
-        # contexts (host.trace_contexts(); traceContexts).
+        # contexts (host.trace_contexts(); traceContexts), and their callers
+        # (host.callers(); callers).
         ids = call.request_ids
         heads = call.message_headers
         traces = call.trace_contexts
+        callers = call.callers
         if split:
             # The messages were gathered for another version of the model (an
             # updateModel swapped it while they were on their way): run them
@@ -102,7 +104,9 @@ def install(server):
             results = []
             if size is None:
                 for i, one in enumerate(msgs):
-                    token = current_batch.set(((ids[i],), False, (heads[i],), i, (traces[i],)))
+                    token = current_batch.set(
+                        ((ids[i],), False, (heads[i],), i, (traces[i],), (callers[i],))
+                    )
                     try:
                         results.append(entry.run(one, call))
                     except KeyboardInterrupt:
@@ -115,7 +119,14 @@ def install(server):
                 for start in range(0, len(msgs), size):
                     end = start + size
                     token = current_batch.set(
-                        (tuple(ids[start:end]), True, tuple(heads[start:end]), start, tuple(traces[start:end]))
+                        (
+                            tuple(ids[start:end]),
+                            True,
+                            tuple(heads[start:end]),
+                            start,
+                            tuple(traces[start:end]),
+                            tuple(callers[start:end]),
+                        )
                     )
                     try:
                         results.extend(entry.run_batch(msgs[start:end]))
@@ -131,7 +142,9 @@ def install(server):
                 % (len(msgs), entry.name, size)
             )
         else:
-            token = current_batch.set((tuple(ids), True, tuple(heads), 0, tuple(traces)))
+            token = current_batch.set(
+                (tuple(ids), True, tuple(heads), 0, tuple(traces), tuple(callers))
+            )
             try:
                 results = list(entry.run_batch(msgs))
             finally:

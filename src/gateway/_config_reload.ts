@@ -22,6 +22,8 @@ export interface ReloadPlan {
   /** The tokens in force after it (the generated one kept). */
   token?: string | string[];
   manageToken?: string | string[];
+  /** Of `token`'s, the tenants' (a token file's marks). */
+  tenantToken?: string[];
   /** The new certificate and key, when they differ from those served. */
   tls?: { cert: string; key: string };
   /** What changes, for the log (never a secret): e.g. `token (2)`. */
@@ -34,6 +36,7 @@ export interface ReloadPlan {
 const APPLIED = new Set([
   "token",
   "manageToken",
+  "tenantToken",
   "tls",
   "tokenGenerated",
   "configPath",
@@ -131,6 +134,9 @@ export async function reloadPlan(
   if (!sameList(current.manageToken, next.manageToken)) {
     changed.push(`manageToken (${tokenList(next.manageToken).length})`);
   }
+  if (!sameList(current.tenantToken ?? [], next.tenantToken ?? [])) {
+    changed.push(`tenantToken (${next.tenantToken?.length ?? 0})`);
+  }
   const newTls = tls !== undefined &&
       (served === undefined || tls.cert !== served.cert ||
         tls.key !== served.key)
@@ -147,6 +153,9 @@ export async function reloadPlan(
     ...(next.manageToken === undefined
       ? {}
       : { manageToken: next.manageToken }),
+    ...(next.tenantToken === undefined
+      ? {}
+      : { tenantToken: next.tenantToken }),
     ...(newTls === undefined ? {} : { tls: newTls }),
     changed,
     ignored,

@@ -10,6 +10,8 @@
 export interface GatewayTokens {
   token?: string | readonly string[];
   manageToken?: string | readonly string[];
+  /** Of `token`'s, the tenants' (refused the operator's routes). */
+  tenantToken?: readonly string[];
 }
 
 /**

@@ -21,6 +21,7 @@ import {
   readTrusted,
   type TrustedRead,
 } from "./_trusted_file_read.ts";
+import { weakTokenProblem } from "./_weak_token.ts";
 
 /**
  * The largest token file read: 1024 tokens (`MAX_TOKENS`) of 64 characters,
@@ -73,13 +74,30 @@ export function checkToken(
     : list.some((t) => t.length < 16)
     ? "expected a token of at least 16 characters"
     : list.every(usableToken)
-    ? undefined
+    ? weakProblem(list)
     : TOKEN_UNUSABLE;
   if (problem !== undefined) {
     throw new ConfigError(`${name}: ${problem} (at ${where})`, {
       details: { path: name, source: where },
     });
   }
+}
+
+/**
+ * Why a token of `list` is clearly weak (which one, by its place: never
+ * the token), or `undefined`: `aaaaaaaaaaaaaaaa` and `password12345678`
+ * passed the length check, and a token's id is tested against offline.
+ */
+function weakProblem(list: readonly string[]): string | undefined {
+  for (let i = 0; i < list.length; i++) {
+    const problem = weakTokenProblem(list[i]!);
+    if (problem !== undefined) {
+      return list.length === 1
+        ? problem
+        : `token ${i + 1} of ${list.length} is ${problem}`;
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -92,6 +110,64 @@ export function parseTokenFile(text: string): string[] {
   return text.split("\n").map((line) => line.trim()).filter((line) =>
     line !== "" && !line.startsWith("#")
   );
+}
+
+/**
+ * The mark of a tenant's token in a token file: the word `tenant` after
+ * the token and some whitespace (`<token> tenant`). Such a token calls
+ * models but is refused the operator's views (`/metrics`, `/v1/status`,
+ * the dashboard, ...): docs/gateway.md, "Serving many tenants".
+ */
+const TENANT_MARK = /^(\S(?:.*\S)?)\s+tenant$/;
+
+/**
+ * The tokens of a token file's lines ({@linkcode parseTokenFile}), and
+ * those of them marked `tenant` (`<token> tenant`), marks taken off.
+ */
+export function tokenFileEntries(
+  lines: readonly string[],
+): { tokens: string[]; tenants: string[] } {
+  const tokens: string[] = [];
+  const tenants: string[] = [];
+  for (const line of lines) {
+    const marked = TENANT_MARK.exec(line);
+    if (marked === null) {
+      tokens.push(line);
+    } else {
+      tokens.push(marked[1]!);
+      tenants.push(marked[1]!);
+    }
+  }
+  return { tokens, tenants };
+}
+
+/** What {@linkcode readTokenFiles} reads. */
+export interface FileTokens {
+  token?: string[];
+  manageToken?: string[];
+  /**
+   * Of `token`'s, those marked `tenant` in the token file; left out when
+   * none is (a configuration whose `tokenFile` reads none has none).
+   */
+  tenantToken?: string[];
+}
+
+/**
+ * `config` with `tokens` (read from its files) in force: a `tenantToken`
+ * the files no longer mark is dropped.
+ */
+export function withTokensRead(
+  config: ResolvedConfig,
+  tokens: FileTokens,
+): ResolvedConfig {
+  const { tenantToken: _, ...rest } = config;
+  const tenantToken = tokens.tenantToken ??
+    (config.tokenFile === undefined ? config.tenantToken : undefined);
+  return {
+    ...rest,
+    ...tokens,
+    ...(tenantToken === undefined ? {} : { tenantToken }),
+  };
 }
 
 /**
@@ -246,8 +322,8 @@ export async function readTokenFiles(
   runtime: Runtime,
   config: ResolvedConfig,
   reading: TokenFileReads = new Map(),
-): Promise<{ token?: string[]; manageToken?: string[] }> {
-  const out: { token?: string[]; manageToken?: string[] } = {};
+): Promise<FileTokens> {
+  const out: FileTokens = {};
   // Read, it would fail as a token both kinds: say what is wrong.
   if (
     config.tokenFile !== undefined &&
@@ -261,12 +337,12 @@ export async function readTokenFiles(
   for (const name of ["token", "manageToken"] as const) {
     const path = config[FILE_OF[name]];
     if (path === undefined) continue;
-    const tokens = parseTokenFile(
+    const lines = parseTokenFile(
       await readTokenFile(runtime, FILE_OF[name], path, reading),
     );
     // `<token>  # added 2026-12-06` would be one token, spaces and all
     // (one a client would not send): a comment takes a line of its own.
-    if (tokens.some((t) => /\s#/.test(t))) {
+    if (lines.some((t) => /\s#/.test(t))) {
       throw new ConfigError(
         `${name}: expected a "#" comment on a line of its own (a token followed by a space and "#" would hold the comment) (at ${
           FILE_OF[name]
@@ -274,8 +350,19 @@ export async function readTokenFiles(
         { details: { path: name, source: `${FILE_OF[name]}: ${path}` } },
       );
     }
+    const { tokens, tenants } = tokenFileEntries(lines);
+    if (name === "manageToken" && tenants.length > 0) {
+      // A management token runs code and loads models: never a tenant's.
+      throw new ConfigError(
+        `manageToken: a management token cannot be marked "tenant" (it runs eval and model management, the operator's); mark tenants' tokens in tokenFile (at ${
+          FILE_OF[name]
+        }: ${path})`,
+        { details: { path: name, source: `${FILE_OF[name]}: ${path}` } },
+      );
+    }
     checkToken(name, tokens, `${FILE_OF[name]}: ${path}`);
     out[name] = tokens;
+    if (tenants.length > 0) out.tenantToken = tenants;
   }
   const token = out.token ?? config.token;
   const manage = out.manageToken ?? config.manageToken;
@@ -395,10 +482,7 @@ export interface TokenFileWatchOptions {
    * reloads; it compares with what is in force, and skips them when
    * `config` is no longer what is in force: a reload applied meanwhile).
    */
-  apply(
-    tokens: { token?: string[]; manageToken?: string[] },
-    config: ResolvedConfig,
-  ): Promise<void>;
+  apply(tokens: FileTokens, config: ResolvedConfig): Promise<void>;
 }
 
 /**
@@ -449,7 +533,7 @@ export class TokenFileWatch {
     const { runtime, logger } = this.#options;
     const config = this.#options.current();
     if (!hasTokenFiles(config)) return;
-    let tokens: { token?: string[]; manageToken?: string[] };
+    let tokens: FileTokens;
     try {
       tokens = await readTokenFiles(runtime, config, this.#options.reading);
     } catch (err) {
@@ -491,6 +575,7 @@ export class TokenFileWatch {
       config.manageTokenFile,
       tokens.token ?? null,
       tokens.manageToken ?? null,
+      tokens.tenantToken ?? null,
     ]);
     if (seen !== this.#changed) {
       this.#changed = seen;
@@ -512,7 +597,7 @@ export async function withFileTokens(
   reading: TokenFileReads,
 ): Promise<ResolvedConfig> {
   return hasTokenFiles(config)
-    ? { ...config, ...await readTokenFiles(runtime, config, reading) }
+    ? withTokensRead(config, await readTokenFiles(runtime, config, reading))
     : config;
 }
 
@@ -548,7 +633,7 @@ export function withTokenFilesOf(
  */
 export function tokenChanges(
   config: ResolvedConfig,
-  tokens: { token?: string[]; manageToken?: string[] },
+  tokens: FileTokens,
 ): string[] {
   const changed: string[] = [];
   for (const name of ["token", "manageToken"] as const) {
@@ -558,6 +643,15 @@ export function tokenChanges(
     const was = new Set(typeof before === "string" ? [before] : before ?? []);
     if (was.size !== next.length || next.some((t) => !was.has(t))) {
       changed.push(`${name} (${next.length})`);
+    }
+  }
+  // Marks moved (a token made a tenant's, or an operator's again): a
+  // change of what those tokens may read, whatever the tokens.
+  if (config.tokenFile !== undefined) {
+    const was = new Set(config.tenantToken ?? []);
+    const next = tokens.tenantToken ?? [];
+    if (was.size !== next.length || next.some((t) => !was.has(t))) {
+      changed.push(`tenantToken (${next.length})`);
     }
   }
   return changed;

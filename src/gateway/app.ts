@@ -66,6 +66,7 @@ import {
   originGuard,
   requestAuthority,
   requestHostChecker,
+  tokenId,
   tokenIdentifier,
   tokenMatcher,
 } from "./security.ts";
@@ -100,6 +101,15 @@ export interface GatewayOptions {
    * dashboard's `?token=`). Requires `token`.
    */
   manageToken?: string | readonly string[];
+  /**
+   * Of `token`'s tokens, those of tenants (a token file's lines marked
+   * `tenant`): they call models (and read their descriptions), but get 403
+   * `ForbiddenToken` on the operator's routes: `/metrics`, `/v1/status`,
+   * the dashboard `/`, `GET /v1/channels`, publishing to a channel, the
+   * `/v2` statistics, eval and model management. Each must be one of
+   * `token`'s. The other tokens keep every route. @default {[]}
+   */
+  tenantToken?: readonly string[];
   /** The port the server listens on, for the Host check (a function: port 0 is known late). @default {() => 8000} */
   port?: () => number;
   /** Extra allowed `Host` values (`"*"` disables the check). */
@@ -409,7 +419,10 @@ export function createGateway(
   }
   // An empty token would be presented by `/?token=`, an empty or undecodable
   // token subprotocol: the dashboard and channel subscriptions would be open.
-  let { tokens, manageTokens } = checkedTokens(options, "create gateway");
+  let { tokens, manageTokens, tenantIds } = checkedTokens(
+    options,
+    "create gateway",
+  );
   if (
     tokens === undefined && options.insecureNoAuth !== true &&
     (options.allowEval === true || options.allowManage === true)
@@ -429,6 +442,14 @@ export function createGateway(
     const token = bearerToken(request.headers.get("authorization") ?? "");
     return token !== undefined && manageMatches !== undefined &&
       manageMatches(token);
+  };
+  // A tenant's token: read as an error is answered (debug), never on a
+  // request's way in.
+  const presentsTenantToken = (request: Request): boolean => {
+    if (tenantIds === undefined) return false;
+    const token = bearerToken(request.headers.get("authorization") ?? "");
+    const id = token === undefined ? undefined : tokenMatches?.(token);
+    return id !== undefined && tenantIds.has(id);
   };
   const compress = options.compress === true ? {} : options.compress;
   const minBytes = compress ? compress.minBytes : undefined;
@@ -481,10 +502,13 @@ export function createGateway(
       : undefined,
     // With a management token, its requests only (read as an error is
     // answered, never on a request's way in).
+    // Never to a tenant's: a traceback or stderr names paths and secrets.
     debug: options.debug !== true
       ? () => false
       : (request) =>
-        manageMatches === undefined || presentsManageToken(request),
+        manageMatches === undefined
+          ? !presentsTenantToken(request)
+          : presentsManageToken(request),
     manageDebug: options.debug === true,
     modelsDir: options.modelsDir,
     repositoryModels: groupByName(options.repositoryModels ?? []),
@@ -700,12 +724,32 @@ export function createGateway(
     }));
     const manageRoute = (c: Context): boolean =>
       c.req.matchedRoutes.some((r) => manageKeys.has(`${r.method} ${r.path}`));
+    // Asked for a tenant's token only: nobody else pays for it.
+    const operatorRoute = (c: Context): boolean =>
+      c.req.path === "/v2/models/stats" ||
+      c.req.matchedRoutes.some((r) =>
+        OPERATOR_KEYS.has(`${r.method} ${r.path}`)
+      );
+    const tenantRefusals = new RefusalLog(logger);
     const auth = (): MiddlewareHandler =>
       bearerAuth({
         token: tokens!,
         ...(manageTokens === undefined
           ? {}
           : { manageToken: manageTokens, manageRoute }),
+        ...(tenantIds === undefined ? {} : {
+          tenantIds,
+          operatorRoute,
+          onTenantRefused: (c: Context, id: string) =>
+            tenantRefusals.refused(
+              "Refused a tenant's token {caller} (403 ForbiddenToken) on {method} {path}: an operator's route",
+              {
+                caller: id,
+                method: c.req.method,
+                path: loggedPath(c.req.path),
+              },
+            ),
+        }),
         webSocketPath: isChannelPath,
         onAuthenticated: (c, id) => ctx.callers!.set(c.req.raw, id),
         onRefused: (c) =>
@@ -1042,6 +1086,8 @@ export function createGateway(
   // Tracing wraps the whole app only when on: off, no request pays for it.
   const setTokens = (next: GatewayTokens): void => {
     const checked = checkedTokens(next, "replace tokens");
+    // Leaving tenantToken out of a replacement is no tenants: a token file
+    // whose marks are all gone.
     for (
       const [name, before, after] of [
         ["token", tokens, checked.tokens],
@@ -1063,6 +1109,7 @@ export function createGateway(
       : tokenMatcher(checked.manageTokens);
     tokens = checked.tokens;
     manageTokens = checked.manageTokens;
+    tenantIds = checked.tenantIds;
     renewAuth();
     tokenMatches = nextAny;
     manageMatches = nextManage;
@@ -1148,7 +1195,11 @@ function pluginStatusOf(
 function checkedTokens(
   options: GatewayTokens,
   action: string,
-): { tokens?: readonly string[]; manageTokens?: readonly string[] } {
+): {
+  tokens?: readonly string[];
+  manageTokens?: readonly string[];
+  tenantIds?: ReadonlySet<string>;
+} {
   tokenListProblem("token", options.token, action);
   tokenListProblem("manageToken", options.manageToken, action);
   if (options.manageToken !== undefined && options.token === undefined) {
@@ -1171,9 +1222,21 @@ function checkedTokens(
       `Cannot ${action}: manageToken must differ from every token`,
     );
   }
+  const tenants = options.tenantToken ?? [];
+  if (tenants.length > 0) {
+    const listed = new Set(tokens);
+    if (!tenants.every((t) => listed.has(t))) {
+      throw new RangeError(
+        `Cannot ${action}: tenantToken lists a token that is not one of token's (a tenant's token is an inference token that may not read the operator's routes)`,
+      );
+    }
+  }
   return {
     ...(tokens === undefined ? {} : { tokens: [...tokens] }),
     ...(manageTokens === undefined ? {} : { manageTokens: [...manageTokens] }),
+    ...(tenants.length === 0
+      ? {}
+      : { tenantIds: new Set(tenants.map(tokenId)) }),
   };
 }
 
@@ -1245,6 +1308,28 @@ const EVAL_ROUTES: Readonly<Record<string, string>> = {
   "POST /v1/eval": "--allow-eval",
   "GET /v1/eval/:id/events": "--allow-eval",
 };
+
+/**
+ * The routes a tenant's token is refused (`"METHOD /path"` as
+ * registered), as they show or change what is every tenant's: the pool's
+ * and the plugins' state (their per-tenant counts), every channel's
+ * messages, every model's call counts, eval and management. A tenant's
+ * token calls models and reads their descriptions (`/v1/models`, `/v2`
+ * metadata, `/openapi.json`), subscribes to a channel it names, and
+ * nothing else. `GET /v2/models/stats` is `GET /v2/models/:name` (the
+ * router takes no static route beside it): matched by its path.
+ */
+const OPERATOR_KEYS: ReadonlySet<string> = new Set([
+  "GET /v1/status",
+  "GET /metrics",
+  "GET /",
+  "GET /v1/channels",
+  "POST /v1/channels/:name",
+  "GET /v2/models/:name/stats",
+  "GET /v2/models/:name/versions/:version/stats",
+  ...Object.keys(MANAGE_ROUTES),
+  ...Object.keys(EVAL_ROUTES),
+]);
 
 /**
  * The methods of the app's routes whose pattern matches a path (HEAD with

@@ -177,6 +177,14 @@ export interface ResolvedConfig {
    * read (nothing yet in a configuration from {@linkcode resolveConfig}).
    */
   tokenFile?: string;
+  /**
+   * Of `token`'s tokens, the tenants': those `tokenFile` marks `tenant`
+   * (`<token> tenant`). They call models, but not the operator's views
+   * (`/metrics`, `/v1/status`, the dashboard, channels' list and publish,
+   * statistics, eval, management): docs/gateway.md, "Serving many
+   * tenants". Only a token file marks them.
+   */
+  tenantToken?: string[];
   /** The file `manageToken` is read from, as `tokenFile` for `token`. */
   manageTokenFile?: string;
   /**

@@ -500,6 +500,20 @@ export interface BearerAuthOptions {
    * @default {() => false}
    */
   manageRoute?: (c: Context) => boolean;
+  /**
+   * The {@linkcode tokenId}s of the tenants' tokens (of `token`'s): they
+   * are refused (403 `ForbiddenToken`) the requests `operatorRoute` picks.
+   */
+  tenantIds?: ReadonlySet<string>;
+  /**
+   * Whether a request reads or changes what only the operator may (asked
+   * only for a tenant's token).
+   *
+   * @default {() => false}
+   */
+  operatorRoute?: (c: Context) => boolean;
+  /** Called with each request refused for being a tenant's (its 403), and the token's id. */
+  onTenantRefused?: (c: Context, id: string) => void;
   /** Paths served without a token. @default {["/healthz"]} */
   publicPaths?: string[];
   /** Paths that also accept the token as `?token=` (the dashboard page). @default {["/"]} */
@@ -557,6 +571,12 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
   const onRefused = options.onRefused;
   const onBadOffer = options.onBadOffer;
   const manageRoute = options.manageRoute ?? (() => false);
+  const tenantIds = options.tenantIds === undefined ||
+      options.tenantIds.size === 0
+    ? undefined
+    : options.tenantIds;
+  const operatorRoute = options.operatorRoute ?? (() => false);
+  const onTenantRefused = options.onTenantRefused;
   return async (c, next) => {
     const path = c.req.path;
     if (publicPaths.has(path) || c.req.method === "OPTIONS") {
@@ -624,10 +644,28 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
         },
       }, 401);
     }
+    if (
+      tenantIds !== undefined && !manage && tenantIds.has(inferenceId!) &&
+      operatorRoute(c)
+    ) {
+      onTenantRefused?.(c, inferenceId!);
+      return c.json({
+        error: {
+          type: "ForbiddenToken",
+          message: `Cannot ${c.req.method} ${
+            path.length > 200 ? `${path.slice(0, 200)}…` : path
+          }: ${TENANT_REFUSED}`,
+        },
+      }, 403);
+    }
     onAuthenticated?.(c, (inferenceId ?? manageId)!);
     await next();
   };
 }
+
+/** Why a tenant's token is refused an operator's route (its 403). */
+const TENANT_REFUSED =
+  "this token is a tenant's (marked \"tenant\" in the token file): it calls models, and the operator's views (/metrics, /v1/status, the dashboard, the channels' list and publishing, statistics, eval and model management) take an operator's token (a token file line without the mark)";
 
 /**
  * A 401's message, saying how to send the token: a newcomer opening the

@@ -43,6 +43,7 @@ import {
 } from "./_config_reload.ts";
 import { SET_TOKENS_OF } from "./_gateway_tokens.ts";
 import {
+  type FileTokens,
   hasTokenFiles,
   type ReadableWarnings,
   tokenChanges,
@@ -51,6 +52,7 @@ import {
   warnReadableTokenFiles,
   withFileTokens,
   withTokenFilesOf,
+  withTokensRead,
 } from "./_token_files.ts";
 import { checkTokenFileInterval } from "./_token_file_interval.ts";
 import { GatewayMetrics } from "./metrics.ts";
@@ -825,6 +827,7 @@ export async function serve(
       ...defined({
         token: config.token,
         manageToken: config.manageToken,
+        tenantToken: config.tenantToken,
         cors: config.cors,
         tracing: config.tracing,
         version: options.version,
@@ -1271,7 +1274,11 @@ export async function serve(
         // Its own checks (a `reloadConfig` of the caller's may skip
         // `loadConfig`'s): a refusal changes nothing.
         SET_TOKENS_OF.get(app)!({
-          ...defined({ token: plan.token, manageToken: plan.manageToken }),
+          ...defined({
+            token: plan.token,
+            manageToken: plan.manageToken,
+            tenantToken: plan.tenantToken,
+          }),
         });
       } catch (err) {
         await fresh?.shutdown().catch(() => {});
@@ -1284,9 +1291,14 @@ export async function serve(
       }
       // Everything checked and ready: nothing below fails.
       if (fresh !== undefined) switchTo(fresh, plan.tls!);
+      const { tenantToken: _marked, ...before } = current;
       current = {
-        ...withTokenFilesOf(current, next),
-        ...defined({ token: plan.token, manageToken: plan.manageToken }),
+        ...withTokenFilesOf(before, next),
+        ...defined({
+          token: plan.token,
+          manageToken: plan.manageToken,
+          tenantToken: plan.tenantToken,
+        }),
         // The TLS files read, polled from now on (another path, another
         // interval).
         ...withTlsFilesOf(next),
@@ -1337,7 +1349,7 @@ export async function serve(
     // A token file's new tokens: applied as a reload applies them (one at
     // a time with the reloads), the rest of the configuration untouched.
     const applyFileTokens = (
-      tokens: { token?: string[]; manageToken?: string[] },
+      tokens: FileTokens,
       read: ResolvedConfig,
     ): Promise<void> => {
       const apply = async (): Promise<void> => {
@@ -1347,8 +1359,15 @@ export async function serve(
         if (shutting !== undefined || read !== current) return;
         const changed = tokenChanges(current, tokens);
         if (changed.length > 0) {
-          SET_TOKENS_OF.get(app)!(tokens);
-          current = { ...current, ...tokens };
+          const next = withTokensRead(current, tokens);
+          SET_TOKENS_OF.get(app)!({
+            ...defined({
+              token: next.token,
+              manageToken: next.manageToken,
+              tenantToken: next.tenantToken,
+            }),
+          });
+          current = next;
         }
         logger.info("Read the token files again: {changes}", {
           changes: changed.length === 0

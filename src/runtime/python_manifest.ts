@@ -22,9 +22,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy/host.py",
-      size: 15944,
+      size: 17748,
       sha256:
-        "079098e3ff7575ec5702a3ac43b47dd9b679796040c4e551130991c0e32a0022",
+        "275e60051d010a516b77b20e842712c7f8ff71e5d480e0ddd240bc1133066c7a",
     },
     {
       path: "pyproxy/lock.py",
@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 13525,
+      size: 14940,
       sha256:
-        "60fe7a2c1faa6bd2ec98202763cbca1a82faee9b7b59a23f6320da4a8425e274",
+        "13114678ad04d83ac9763759fe61a9f1c0ae6c489171a86515591c28c7db553d",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 9897,
+      size: 10312,
       sha256:
-        "2e559f8d10b48a0304df6fb0b3f3d757bdb1f5da9a0779150f6ea4b212d1b1b9",
+        "ae1735372614d7ff91329cd21be3f9ad9d21e4729fbf5d7888b70f0b5d204a07",
     },
     {
       path: "pyproxy_server/connection.py",

@@ -1,0 +1,160 @@
+/**
+ * Clearly weak tokens (`aaaaaaaaaaaaaaaa`, `password12345678`) are refused
+ * wherever a configuration's tokens are checked, saying how to make one;
+ * generated tokens and random ones pass; a token file's poll or a reload
+ * that reads a weak one keeps the tokens in force and logs why.
+ */
+import assert from "node:assert/strict";
+import { ConfigError } from "../src/errors.ts";
+import { parseConfig, resolveConfig } from "../src/gateway/config.ts";
+import { tokenList } from "../src/gateway/config.ts";
+import { checkToken } from "../src/gateway/_token_files.ts";
+import {
+  tokenStrength,
+  WEAK_TOKEN_BITS,
+  weakTokenProblem,
+} from "../src/gateway/_weak_token.ts";
+import { TOKEN_FILE_INTERVAL_FLOOR } from "../src/gateway/_token_file_interval.ts";
+import { tempDir, waitFor } from "./_harness.ts";
+import { startGateway, withLogs } from "./_gateway_harness.ts";
+
+const STRONG = "4a8e2c7f1b9d3e6a0c5f8b2d7e1a4c9f";
+const STRONG_2 = "c3e7a1f9b5d2e8c4a6f0b3d9e7c1a5f2";
+
+const WEAK = [
+  "aaaaaaaaaaaaaaaa",
+  "password12345678",
+  "1212121212121212",
+  "abcdefgh12345678",
+  "1234567890123456",
+  "PASSWORD12345678",
+  "zyxwvutsrqponmlk",
+];
+
+Deno.test("weakTokenProblem refuses what a guesser tries first, and says how to make a token", () => {
+  for (const token of WEAK) {
+    const problem = weakTokenProblem(token);
+    assert.ok(problem !== undefined, token);
+    assert.match(problem, /openssl rand -base64 32/);
+    assert.ok(!problem.includes(token), "the token is never in the message");
+  }
+  assert.match(weakTokenProblem("aaaaaaaaaaaaaaaa")!, /a character repeated/);
+  assert.match(
+    weakTokenProblem("password12345678")!,
+    /a common password word, a run of consecutive characters/,
+  );
+});
+
+Deno.test("weakTokenProblem takes random tokens, generated ones and the docs' and tests' examples", () => {
+  for (
+    const token of [
+      STRONG,
+      "d6f41502211c66ec", // 16 hex digits: 64 bits
+      "test-token-0123456789",
+      "a-long-random-secret-token",
+      "first-token-0123456789abcdef",
+      "tenant-0000-0123456789abcdef",
+      "my-gateway-token-0123",
+      "Zm9vYmFyYmF6cXV4cXV1eA",
+    ]
+  ) assert.equal(weakTokenProblem(token), undefined, token);
+  // serve's generated token (24 random bytes, base64url): far above.
+  for (let i = 0; i < 20; i++) {
+    const config = resolveConfig({ cwd: "/", cli: { allowEval: true } });
+    const token = tokenList(config.token)[0]!;
+    assert.ok(tokenStrength(token).bits > 3 * WEAK_TOKEN_BITS, token);
+  }
+});
+
+Deno.test("a weak token is refused from pyproxy.json, the environment, a flag and a token list, naming its place", () => {
+  assert.throws(
+    () => resolveConfig({ cwd: "/", envToken: "aaaaaaaaaaaaaaaa" }),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      /^token: a weak token .*\(at environment: PYPROXY_TOKEN\)$/.test(
+        err.message,
+      ),
+  );
+  assert.throws(
+    () => resolveConfig({ cwd: "/", cli: { token: "password12345678" } }),
+    ConfigError,
+  );
+  assert.throws(
+    () =>
+      resolveConfig({
+        cwd: "/",
+        file: parseConfig(
+          { token: STRONG, manageToken: "1212121212121212" },
+          "/srv/pyproxy.json",
+        ),
+      }),
+    (err: unknown) =>
+      err instanceof ConfigError && /^manageToken: a weak token/.test(
+        err.message,
+      ),
+  );
+  assert.throws(
+    () => checkToken("token", [STRONG, "aaaaaaaaaaaaaaaa"], "tokenFile: /x"),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      /^token: token 2 of 2 is a weak token/.test(err.message),
+  );
+});
+
+Deno.test("serve keeps the tokens in force when a token file's poll or a reload reads a weak one, and logs why", async () => {
+  await using dir = await tempDir("pyproxy-weak-token-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${STRONG}\n`, { mode: 0o600 });
+  const floor = TOKEN_FILE_INTERVAL_FLOOR.ms;
+  TOKEN_FILE_INTERVAL_FLOOR.ms = 1;
+  try {
+    await withLogs(async (records) => {
+      const cli = { tokenFile, tokenFileInterval: 5 };
+      // A SIGHUP's reload reads the configuration (and the file) again.
+      let modelsDir = "";
+      await using gw = await startGateway(cli, {}, {
+        reloadConfig: () =>
+          Promise.resolve(
+            resolveConfig({
+              cwd: dir.path,
+              cli: { ...cli, port: 0, workers: 1, modelsDir },
+            }),
+          ),
+      });
+      modelsDir = gw.dir;
+      const status = async (token: string) => {
+        const res = await gw.fetch("/v1/models", {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        await res.body?.cancel();
+        return res.status;
+      };
+      assert.equal(await status(STRONG), 200);
+      await Deno.writeTextFile(tokenFile, `${STRONG_2}\npassword12345678\n`);
+      const lines = () => records.map((r) => r.message.join(""));
+      await waitFor(() =>
+        lines().some((l) => l.startsWith("Token file changed, but cannot"))
+      );
+      const line = lines().find((l) => l.startsWith("Token file changed"))!;
+      assert.match(line, /token 2 of 2 is a weak token/);
+      assert.match(line, /openssl rand -base64 32/);
+      assert.ok(!line.includes("password12345678"), line);
+      // A reload refuses it too, and says why.
+      await assert.rejects(gw.reload(), ConfigError);
+      assert.ok(
+        lines().some((l) =>
+          l.startsWith(
+            "Reload failed; the settings in force are kept: token: token 2 of 2 is a weak token",
+          )
+        ),
+        lines().join("\n"),
+      );
+      // The old set, whole: neither of the new tokens.
+      assert.equal(await status(STRONG), 200);
+      assert.equal(await status(STRONG_2), 401);
+      assert.equal(await status("password12345678"), 401);
+    }, "info");
+  } finally {
+    TOKEN_FILE_INTERVAL_FLOOR.ms = floor;
+  }
+});
