@@ -345,6 +345,7 @@ export class Supervisor {
           ? {}
           : { maxFrameSize: o.maxFrameSize }),
         ...(o.schedBatch ? { schedBatch: true } : {}),
+        ...(o.oomScoreAdj === 0 ? {} : { oomScoreAdj: o.oomScoreAdj }),
         ...(o.serverLogger === undefined ? {} : { logger: o.serverLogger }),
         // A PythonServer given neither port nor socket listens on a Unix
         // socket of its own: TCP workers ask for a port.
