@@ -178,6 +178,10 @@ Options:
       --no-sched-batch      Leave the workers' Linux scheduling policy alone (by
                             default they run under SCHED_BATCH, so a request does
                             not make a worker preempt the gateway's thread)
+      --oom-score-adj <n>   Raise the workers' Linux oom_score_adj by n, 0 to 1000
+                            (default 500), so that the kernel's OOM killer ends a
+                            worker, which restarts, before the gateway (in a
+                            container, PID 1: its death ends every worker)
       --log-level <level>   trace, debug, info, warning, error, fatal; or
                             category=level, e.g. pyproxy.pool=debug (repeatable)
       --log-format <format> text (default); json: one JSON object a line on
@@ -294,6 +298,7 @@ const OPTIONS = {
   "allow-eval": { type: "boolean" },
   "no-cancel-on-disconnect": { type: "boolean" },
   "no-sched-batch": { type: "boolean" },
+  "oom-score-adj": { type: "string" },
   compress: { type: "boolean" },
   "no-compress": { type: "boolean" },
   "trace-endpoint": { type: "string" },
@@ -616,6 +621,7 @@ function cliOverrides(
   if (values["allow-manage"]) cli.allowManage = true;
   if (values["no-cancel-on-disconnect"]) cli.cancelOnDisconnect = false;
   if (values["no-sched-batch"]) cli.schedBatch = false;
+  set("oomScoreAdj", toNumber(str("oom-score-adj")));
   const minBytes = toNumber(str("compress-min-bytes"));
   if (values["no-compress"]) cli.compress = false;
   else if (minBytes !== undefined) cli.compress = { minBytes };

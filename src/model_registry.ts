@@ -25,6 +25,7 @@ import {
   outOfService,
 } from "./_model_placement.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
+import { OUT_OF_MEMORY } from "./_oom_kills.ts";
 
 /**
  * A model as the pool knows it (`pool.status().models`).
@@ -2201,6 +2202,9 @@ function notThisLoad(exit: WorkerExit | undefined): string | null {
   // The host's own kills say why in their reason; this one came from outside.
   if (exit.reason === "killed by SIGKILL") {
     return "it was killed by SIGKILL from outside (kill -9, the OOM killer)";
+  }
+  if (exit.reason === `killed by SIGKILL${OUT_OF_MEMORY}`) {
+    return "it was killed by the kernel's OOM killer (out of memory)";
   }
   // SIGTERM, SIGINT, SIGHUP (kill, earlyoom, a closed terminal): the server
   // stops cleanly (code 128 + the signal's number; 0 from a server before

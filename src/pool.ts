@@ -653,6 +653,18 @@ export interface PoolOptions {
    */
   schedBatch?: boolean;
   /**
+   * How much the workers raise their Linux `oom_score_adj` (0 to 1000; see
+   * `PythonServerOptions.oomScoreAdj`): when memory runs out (a container's
+   * limit covers the host and its workers together), the kernel's OOM killer
+   * ends a worker, which the pool restarts, rather than the host, which is
+   * often the largest process (measured: four workers growing together
+   * under a 300 MiB cgroup got the gateway, PID 1, killed, and with it every
+   * worker's calls; with 500 a worker). 0 leaves it alone.
+   *
+   * @default {500}
+   */
+  oomScoreAdj?: number;
+  /**
    * How the workers' sessions exchange integers outside ±(2^53 − 1)
    * (`Number.isSafeInteger`), which a `number` would round. `"number"`: a
    * result, stream item, eval value or host command argument holding one

@@ -89,6 +89,8 @@ export interface ResolvedPoolOptions {
   maxFrameSize: number | undefined;
   /** Workers run under `SCHED_BATCH`. */
   schedBatch: boolean;
+  /** How much the workers raise their `oom_score_adj`. */
+  oomScoreAdj: number;
   /** How integers beyond ±2^53 are exchanged. */
   integers: "number" | "bigint";
   /** Bounds of the model metrics. */
@@ -237,6 +239,12 @@ const schema = v.strictObject({
   // time out starting instead of saying why).
   maxFrameSize: int(4096),
   schedBatch: v.optional(v.boolean("expected a boolean")),
+  oomScoreAdj: v.optional(v.pipe(
+    v.number("expected an integer from 0 to 1000"),
+    v.integer("expected an integer from 0 to 1000"),
+    v.minValue(0, "expected an integer from 0 to 1000"),
+    v.maxValue(1000, "expected an integer from 0 to 1000"),
+  )),
   integers: v.optional(
     v.picklist(["number", "bigint"], 'expected "number" or "bigint"'),
   ),
@@ -372,6 +380,7 @@ export function resolvePoolOptions(
     serverArgs: typeof args === "function" ? args : () => args,
     maxFrameSize: options.maxFrameSize,
     schedBatch: options.schedBatch ?? false,
+    oomScoreAdj: options.oomScoreAdj ?? 500,
     integers: options.integers ?? "number",
     modelMetrics: {
       maxSeriesPerModel: options.modelMetrics?.maxSeriesPerModel ?? 1000,

@@ -235,6 +235,17 @@ export interface PythonServerOptions {
    */
   schedBatch?: boolean;
   /**
+   * Raises the server's Linux `oom_score_adj` by this much, at most to 1000,
+   * before any model loads (`--oom-score-adj`): the kernel's OOM killer then
+   * ends the server, rather than its host, when memory runs out (a
+   * container's limit), whichever is larger; the processes its models start
+   * inherit it. 0 leaves it alone. A {@linkcode Pool} passes its own
+   * `oomScoreAdj` (500 by default).
+   *
+   * @default {0}
+   */
+  oomScoreAdj?: number;
+  /**
    * The directory holding the `pyproxy_server` package, put on `PYTHONPATH`.
    *
    * @default {this library's `python/` directory (downloaded once when imported from JSR)}
@@ -479,6 +490,9 @@ export class PythonServer implements AsyncDisposable {
       args.push("--max-frame-size", String(options.maxFrameSize));
     }
     if (options.schedBatch === true) args.push("--sched-batch");
+    if (options.oomScoreAdj !== undefined && options.oomScoreAdj !== 0) {
+      args.push("--oom-score-adj", String(options.oomScoreAdj));
+    }
     // Under a python wrapper the server's parent is the wrapper: this lets
     // it see the host gone (killed) and end what its model code started.
     args.push("--host-pid", String(runtime.pid()));

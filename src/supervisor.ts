@@ -27,6 +27,7 @@ import { OutputRateLimit } from "./_output_rate_limit.ts";
 import { waitsForIO } from "./_waits_for_io.ts";
 import { withTimeout } from "./_with_timeout.ts";
 import { describeInFlight, type InFlight } from "./_in_flight.ts";
+import { OomKills } from "./_oom_kills.ts";
 
 /** Options of {@linkcode Supervisor}. */
 export interface SupervisorOptions {
@@ -105,10 +106,13 @@ export class Supervisor {
    * never go down.
    */
   #removedExits: Record<string, number> = {};
+  /** The OOM kills of the host's cgroup, which tell the workers' SIGKILLs apart. */
+  #oomKills: OomKills;
 
   /** Creates a supervisor with no slots yet. */
   constructor(options: SupervisorOptions) {
     this.#opts = options;
+    this.#oomKills = new OomKills(options.options.runtime);
     this.context = this.#makeContext();
     this.#hooks = this.#workerHooks();
   }
@@ -345,6 +349,7 @@ export class Supervisor {
           ? {}
           : { maxFrameSize: o.maxFrameSize }),
         ...(o.schedBatch ? { schedBatch: true } : {}),
+        ...(o.oomScoreAdj === 0 ? {} : { oomScoreAdj: o.oomScoreAdj }),
         ...(o.serverLogger === undefined ? {} : { logger: o.serverLogger }),
         // A PythonServer given neither port nor socket listens on a Unix
         // socket of its own: TCP workers ask for a port.
@@ -354,6 +359,7 @@ export class Supervisor {
       handshakeTimeout: o.handshakeTimeout,
       hooks: this.#hooks,
       logger: o.logger,
+      oomKills: this.#oomKills,
     });
     this.workers.push(worker);
     this.#byId.set(id, worker);

@@ -8,6 +8,7 @@
  * @module
  */
 import type { Logger } from "./logger.ts";
+import { type OomKills, OUT_OF_MEMORY } from "./_oom_kills.ts";
 import { PythonServer, type PythonServerOptions } from "./python_server.ts";
 import type { Session, SessionConnectOptions } from "./session.ts";
 import { withinRunningTime, withTimeout } from "./_with_timeout.ts";
@@ -220,6 +221,12 @@ export interface WorkerOptions {
   hooks: WorkerHooks;
   /** Logger. */
   logger: Logger;
+  /**
+   * The OOM kills of the host's memory cgroup, shared by the pool's workers:
+   * a process killed by SIGKILL from outside while one was counted says so
+   * in its exit's reason.
+   */
+  oomKills?: OomKills;
 }
 
 /**
@@ -528,7 +535,20 @@ export class Worker implements WorkerInfo {
     }
     this.#server = server;
     this.#pid = server.pid;
-    server.exited.then((st) => this.#onExit(gen, st.code, st.signal));
+    server.exited.then((st) => {
+      const oomKills = this.#options.oomKills;
+      // A SIGKILL the pool did not send: the OOM killer's when its cgroup
+      // counted a kill (nothing else tells it from a `kill -9`).
+      if (
+        st.signal === "SIGKILL" && this.#killReason === undefined &&
+        oomKills !== undefined
+      ) {
+        oomKills.claim().then(
+          (oom) => this.#onExit(gen, st.code, st.signal, oom),
+          () => this.#onExit(gen, st.code, st.signal, false),
+        );
+      } else this.#onExit(gen, st.code, st.signal, false);
+    });
     if (this.#stopping) {
       this.#intentional = true;
       server.kill("SIGKILL");
@@ -643,6 +663,8 @@ export class Worker implements WorkerInfo {
     this.#readyAt = Date.now();
     this.#attempt = 0;
     this.#setState("ready");
+    // Kills counted until now are not this process's (nor a later one's).
+    this.#options.oomKills?.note().catch(() => {});
   }
 
   /**
@@ -863,10 +885,15 @@ export class Worker implements WorkerInfo {
     session.close().catch(() => {});
   }
 
-  #onExit(gen: number, code: number | null, signal: string | null): void {
+  #onExit(
+    gen: number,
+    code: number | null,
+    signal: string | null,
+    outOfMemory: boolean,
+  ): void {
     if (gen !== this.#gen) return;
     const status = signal !== null
-      ? `killed by ${signal}`
+      ? `killed by ${signal}${outOfMemory ? OUT_OF_MEMORY : ""}`
       : `exited with code ${code}`;
     let reason = this.#killReason ?? status;
     // A start that failed because the process ended by itself (a model's

@@ -91,6 +91,7 @@ Deno.test("main serve --help lists every option", async () => {
       "--autoscale",
       "--no-cancel-on-disconnect",
       "--no-sched-batch",
+      "--oom-score-adj",
       "--compress",
       "--compress-min-bytes",
       "--no-compress",
@@ -175,6 +176,11 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
       ["serve", "--no-sched-batch", "--workers", "0"],
       1,
       /error: workers: expected an integer/,
+    ],
+    [
+      ["serve", "--oom-score-adj", "1001"],
+      1,
+      /error: .*oomScoreAdj.*1000/,
     ],
     [
       ["serve", "--compress", "--workers", "0"],

@@ -284,6 +284,17 @@ Deno.test("resolveConfig: schedBatch from the file, a flag turning it off, a bad
   assert.throws(() => parseConfig({ schedBatch: 1 }), /schedBatch/);
 });
 
+Deno.test("resolveConfig: oomScoreAdj 500 by default, from the file or the flag, 0 to 1000", () => {
+  const at = (file: Record<string, unknown>, cli: Record<string, unknown>) =>
+    resolveConfig({ cwd: "/home/me", file, cli }).oomScoreAdj;
+  assert.equal(at({}, {}), 500);
+  assert.equal(at({ oomScoreAdj: 0 }, {}), 0);
+  assert.equal(at({ oomScoreAdj: 0 }, { oomScoreAdj: 900 }), 900);
+  for (const bad of [1001, -1, 1.5, "500"]) {
+    assert.throws(() => parseConfig({ oomScoreAdj: bad }), /oomScoreAdj/);
+  }
+});
+
 Deno.test("parseConfig refuses the metrics' reserved labels as model names", () => {
   for (const name of ["_unknown", "_other"]) {
     assert.match(

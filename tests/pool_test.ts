@@ -94,6 +94,8 @@ Deno.test("Pool.start rejects bad options with a ConfigError naming the field", 
       { schedBatch: "yes" as unknown as boolean },
       /schedBatch: expected a boolean/,
     ],
+    [{ oomScoreAdj: 1001 }, /oomScoreAdj: expected an integer from 0 to 1000/],
+    [{ oomScoreAdj: -1 }, /oomScoreAdj: expected an integer from 0 to 1000/],
     // A caller without types (JavaScript, Bun) is told the near option.
     [
       { worker: 2 } as PoolOptions,
@@ -744,6 +746,45 @@ Deno.test({
           new Set(policies),
           new Set([schedBatch ? SCHED_BATCH : own]),
           `worker ${w.id}, schedBatch ${schedBatch}`,
+        );
+      }
+    }
+  },
+});
+
+/** A process's Linux `oom_score_adj` (`"self"` for this one), if readable. */
+function oomScoreAdj(pid: number | "self"): number | undefined {
+  try {
+    return Number(Deno.readTextFileSync(`/proc/${pid}/oom_score_adj`));
+  } catch {
+    return undefined;
+  }
+}
+
+Deno.test({
+  name:
+    "Pool raises its workers' oom_score_adj by 500 (oomScoreAdj), so that the OOM killer takes a worker before the host; oomScoreAdj 0 leaves it alone",
+  ignore: oomScoreAdj("self") === undefined,
+  async fn() {
+    // Measured in a container's 300 MiB memory cgroup: four workers growing
+    // together (a model keeping 8 MiB a call) got the host, the gateway at
+    // 82 MB resident and PID 1, killed rather than one of them at ~74 MB: the
+    // container died, and every worker's calls with it.
+    await using dir = await modelsDir();
+    const own = oomScoreAdj("self")!;
+    for (
+      const [options, expected] of [
+        [{}, Math.min(1000, own + 500)],
+        [{ oomScoreAdj: 200 }, Math.min(1000, own + 200)],
+        [{ oomScoreAdj: 0 }, own],
+      ] as const
+    ) {
+      await using pool = await Pool.start(opts(dir.path, options));
+      for (const w of pool.status().workers) {
+        assert.equal(
+          oomScoreAdj(w.pid!),
+          expected,
+          `worker ${w.id}, ${JSON.stringify(options)}`,
         );
       }
     }

@@ -91,6 +91,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-calls", type=int, default=65536, help="threaded calls queued or running per connection before OverloadedError (default 65536)")
     parser.add_argument("--spin-us", type=int, default=DEFAULT_SPIN_US, help="microseconds a connection polls for the next request of a fast client before sleeping; 0 = never (default %d)" % DEFAULT_SPIN_US)
     parser.add_argument("--sched-batch", action="store_true", help="run under Linux SCHED_BATCH: a request that wakes the server does not preempt the process running on that core (an HTTP gateway's thread); ignored where the OS has no SCHED_BATCH")
+    parser.add_argument("--oom-score-adj", type=int, default=0, help="raise this process's Linux oom_score_adj by this much (1 to 1000, capped at 1000) before any model loads, so that the kernel's OOM killer ends this server, which its host restarts, rather than the host: in a container's memory limit the host (an HTTP gateway, PID 1) is often the largest process, and its death ends every worker; 0 (default) leaves it alone; ignored where /proc/self/oom_score_adj cannot be written")
     parser.add_argument("--host-pid", type=int, default=None, help="the pid of the host that started this server, when that is not its parent (a python wrapper runs it): once it is gone, the server ends its process group as it exits, as it does when it sees itself re-parented")
     parser.add_argument("--max-unauthenticated", type=int, default=None, help="connections not authenticated yet kept at once; one more closes one of them at random (default 1024, or a quarter of the soft fd limit when less)")
     parser.add_argument("--insecure-no-auth", action="store_true", help="accept connections without authentication (local experiments only)")
@@ -116,6 +117,8 @@ def parse_args(argv=None):
         parser.error("--max-eval-sessions must be >= 0")
     if args.max_elastic_threads < 1:
         parser.error("--max-elastic-threads must be >= 1")
+    if not 0 <= args.oom_score_adj <= 1000:
+        parser.error("--oom-score-adj must be 0 to 1000")
     return args
 
 
@@ -136,6 +139,34 @@ def set_sched_batch():
     except OSError:
         return False
     return True
+
+
+OOM_SCORE_ADJ_FILE = "/proc/self/oom_score_adj"
+
+
+def raise_oom_score_adj(by, path=OOM_SCORE_ADJ_FILE):
+    """Raise this process's ``oom_score_adj`` by ``by``, at most to 1000.
+
+    The kernel's OOM killer ends the process with the most points, its
+    resident memory plus ``oom_score_adj`` thousandths of the memory it may
+    use: raised, this server goes before its host, whatever their sizes
+    (within a container's limit, before the host as long as it holds less
+    than ``by`` thousandths of the limit more than this server). Any process
+    may raise its own; the processes model code starts inherit it. Returns
+    ``(before, after)``, or None where it cannot be read or written (not
+    Linux, a ``/proc`` of another kind).
+    """
+    try:
+        with open(path, "r+") as f:
+            before = int(f.read().strip())
+            after = min(1000, before + by)
+            if after != before:
+                f.seek(0)
+                f.write("%d\n" % after)
+                f.flush()
+    except (OSError, ValueError):
+        return None
+    return before, after
 
 
 def read_secret():
@@ -651,6 +682,8 @@ def main(argv=None):
     log_mark = _log_mark(os.environ.pop("PYPROXY_LOG_MARK", None))
     # Before any thread starts: threads inherit the policy.
     sched_batch = set_sched_batch() if args.sched_batch else False
+    # Before any model loads (the memory a model takes at import counts too).
+    oom_adj = raise_oom_score_adj(args.oom_score_adj) if args.oom_score_adj else None
     parent = os.getppid()
     host, host_start = watched_host(args.host_pid, parent)
     secret, line_mark = (None, None) if args.insecure_no_auth else read_secret()
@@ -706,6 +739,11 @@ def main(argv=None):
     log.info("listening: %s (pid %d, auth %s)", json.dumps(ready), server.pid, "none" if secret is None else "hmac-sha256")
     if args.sched_batch and not sched_batch:
         log.warning("--sched-batch: this system has no SCHED_BATCH; scheduling unchanged")
+    if args.oom_score_adj:
+        if oom_adj is None:
+            log.info("--oom-score-adj: %s cannot be written here; left alone", OOM_SCORE_ADJ_FILE)
+        else:
+            log.info("oom_score_adj %d -> %d: the kernel's OOM killer takes this server before its host", *oom_adj)
 
     # A stop for a signal from outside exits with 128 + its number (143 for
     # SIGTERM, 130 for SIGINT, as a shell reports a process it ended): the

@@ -228,6 +228,8 @@ export interface ResolvedConfig {
   cancelOnDisconnect: boolean;
   /** Workers run under Linux `SCHED_BATCH` (they do not preempt the gateway's thread). */
   schedBatch: boolean;
+  /** How much the workers raise their Linux `oom_score_adj` (the OOM killer takes one before the gateway). */
+  oomScoreAdj: number;
   /** Enables `PUT`/`DELETE /v1/models/{name}`. */
   allowManage: boolean;
   /** Includes Python tracebacks in error responses. */
@@ -629,6 +631,7 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     cancelOnDisconnect: pick("cancelOnDisconnect") ?? true,
     compress: resolveCompress(file.compress, cli.compress),
     schedBatch: pick("schedBatch") ?? true,
+    oomScoreAdj: pick("oomScoreAdj") ?? 500,
     allowManage: pick("allowManage") ?? false,
     debug: pick("debug") ?? false,
     logLevel: pick("logLevel") ?? DEFAULTS.logLevel,

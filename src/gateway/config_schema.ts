@@ -360,6 +360,8 @@ export interface GatewayConfig {
   cancelOnDisconnect?: boolean | undefined;
   /** Workers run under Linux `SCHED_BATCH` (default true). */
   schedBatch?: boolean | undefined;
+  /** How much the workers raise their Linux `oom_score_adj`, 0 to 1000 (default 500). */
+  oomScoreAdj?: number | undefined;
   /** Enables `PUT`/`DELETE /v1/models/{name}`. */
   allowManage?: boolean | undefined;
   /** Includes Python tracebacks in error responses. */
@@ -869,6 +871,7 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   allowEval: v.optional(bool()),
   cancelOnDisconnect: v.optional(bool()),
   schedBatch: v.optional(bool()),
+  oomScoreAdj: v.optional(int(0, 1000)),
   allowManage: v.optional(bool()),
   debug: v.optional(bool()),
   logLevel: v.optional(level()),

@@ -596,6 +596,9 @@ export async function serve(
     // The gateway's thread is its bottleneck: a worker woken by a request
     // must not preempt it (docs/gateway.md).
     schedBatch: config.schedBatch,
+    // In a container's memory limit the gateway (PID 1) is often the largest
+    // process: the OOM killer must take a worker, which restarts, instead.
+    oomScoreAdj: config.oomScoreAdj,
     // JSON in, JSON out: integers beyond ±2^53 pass through exactly (docs/gateway.md).
     integers: "bigint",
     ...defined({

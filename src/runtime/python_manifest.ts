@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 36236,
+      size: 38356,
       sha256:
-        "8e04cf48a4404c974b8953ae0ce2327e8916ec6ad9bc5766eac7ca70a64492a4",
+        "877b286ba8f6540940afbffd0fe1a6fc966a49a024ee3eaf8f7fce3484532f12",
     },
     {
       path: "pyproxy_server/array_like.py",
