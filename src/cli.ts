@@ -376,8 +376,30 @@ function closestOption(given: string): string | undefined {
   );
 }
 
-function printError(message: string): void {
-  console.error(`error: ${message}`);
+/**
+ * Writes the CLI's one `error: ...` line; with `--log-format json` (or
+ * `journald`) resolved, as a record of that format instead (`fatal`, the
+ * category `pyproxy.cli`): a log shipper reading the container's stderr as
+ * JSON Lines got every line as JSON but the one that said why it stopped.
+ */
+function printError(message: string, format?: string): void {
+  if (format !== "json" && format !== "journald") {
+    console.error(`error: ${message}`);
+    return;
+  }
+  const text = `error: ${message}`;
+  const record: LogRecord = {
+    category: ["pyproxy", "cli"],
+    level: "fatal",
+    message: [text],
+    rawMessage: text,
+    timestamp: Date.now(),
+    properties: {},
+  };
+  const line = format === "json"
+    ? jsonLinesFormatter(record)
+    : journaldFormatter()(record);
+  console.error(line.endsWith("\n") ? line.slice(0, -1) : line);
 }
 
 /**
@@ -819,6 +841,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     return 2;
   }
   let startLog: StartLog | undefined;
+  let logFormat: string | undefined;
   try {
     const { cli, config: configPath, pluginModules } = cliOverrides(values);
     const config = await loadConfig({
@@ -827,6 +850,7 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       ...(configPath === undefined ? {} : { path: configPath }),
       ...(pluginModules === undefined ? {} : { pluginModules }),
     });
+    logFormat = config.logFormat;
     startLog = await setupLogging(config);
     for (
       const warning of await exposedTokenWarnings(
@@ -976,7 +1000,10 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
       }
       return signal === "SIGINT" ? 130 : signal === "SIGHUP" ? 129 : 143;
     }
-    printError(withPermissionHint(namingTheFlag(errorLine(err), err)));
+    printError(
+      withPermissionHint(namingTheFlag(errorLine(err), err)),
+      logFormat,
+    );
     return 1;
   }
 }

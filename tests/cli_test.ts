@@ -905,6 +905,37 @@ Deno.test("main reports every failure in one error line on stderr", async () => 
   }
 });
 
+Deno.test("main's error line is a record of --log-format json or journald once the format is known", async () => {
+  await using dir = await tempDir();
+  const missing = `${dir.path}/no-such-dir`;
+  const [json, journald, text] = await cliEach([
+    [["serve", "--port", "0", "--log-format", "json", "--models", missing]],
+    [["serve", "--port", "0", "--log-format", "journald", "--models", missing]],
+    [["serve", "--port", "0", "--models", missing]],
+  ]);
+  assert.equal(json!.code, 1, json!.stderr);
+  const lines = json!.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 1, json!.stderr);
+  const record = JSON.parse(lines[0]!);
+  assert.equal(record.level, "FATAL");
+  assert.equal(record.logger, "pyproxy.cli");
+  assert.match(
+    record.message,
+    /^error: modelsDir: .*\/no-such-dir does not exist$/,
+  );
+  assert.ok(!Number.isNaN(Date.parse(record["@timestamp"])));
+  assert.equal(journald!.code, 1, journald!.stderr);
+  assert.match(
+    journald!.stderr.trimEnd(),
+    /^<2>\[FTL\] pyproxy·cli: error: modelsDir: .*\/no-such-dir does not exist$/,
+  );
+  // The text format (the default) keeps its plain line.
+  assert.match(
+    text!.stderr.trimEnd(),
+    /^error: modelsDir: .*no-such-dir does not exist$/,
+  );
+});
+
 /**
  * `serve --python <script>` with `script` as the interpreter (a shell
  * script): its exit code and stderr.
