@@ -511,6 +511,12 @@ export class TokenFileWatch {
    * not applied yet: applied once the next poll reads the same.
    */
   #changed: string | undefined;
+  /**
+   * The tokens and the error of the last apply that failed: logged once,
+   * tried again at each change seen twice, logged again only when the
+   * tokens or the error differ.
+   */
+  #applyFailed: string | undefined;
 
   constructor(options: TokenFileWatchOptions) {
     this.#options = options;
@@ -583,7 +589,19 @@ export class TokenFileWatch {
     }
     this.#changed = undefined;
     this.#failed = undefined;
-    await this.#options.apply(tokens, config);
+    try {
+      await this.#options.apply(tokens, config);
+    } catch (err) {
+      // Every second poll read the same change and failed the same way:
+      // one error line every two intervals (tenants27 saw one each 10 s).
+      const message = err instanceof Error ? err.message : String(err);
+      const key = JSON.stringify([seen, message]);
+      if (key === this.#applyFailed || this.#poll.stopped) return;
+      this.#applyFailed = key;
+      logger.error("Cannot apply the token files: {message}", { message });
+      return;
+    }
+    this.#applyFailed = undefined;
   }
 }
 
