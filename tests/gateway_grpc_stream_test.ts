@@ -63,6 +63,13 @@ class Late:
             raise
         yield {"step": [1.5]}
 `,
+  "halfway.py": `class Halfway:
+    """Yields one item, then raises."""
+
+    def execute(self, msg):
+        yield {"step": [1.5]}
+        raise ValueError("halfway")
+`,
   "ticker.py": `import time
 
 
@@ -102,9 +109,10 @@ const gateway = (extra: Parameters<typeof rawGrpcGateway>[2] = {}) =>
   rawGrpcGateway(TOKEN, MODELS, extra);
 
 /** A ModelStreamInfer call by grpc-js: what it answered and how it ended. */
-function streamCall(client: grpc.Client) {
+function streamCall(client: grpc.Client, extra: Record<string, string> = {}) {
   const metadata = new grpc.Metadata();
   metadata.set("authorization", `Bearer ${TOKEN}`);
+  for (const [k, v] of Object.entries(extra)) metadata.set(k, v);
   const call = client.makeBidiStreamRequest<Uint8Array, Uint8Array>(
     STREAM_PATH,
     (x) => Buffer.from(x),
@@ -314,23 +322,63 @@ async function grpcModelStreamInferYieldingModelCancel(
   assert.equal(next.responses.length, 3);
 }
 
-Deno.test("gRPC ModelStreamInfer of a yielding model that times out after its first item: its error response names the model, the time and its setting", async () => {
+Deno.test("gRPC ModelStreamInfer of a yielding model that fails after its first item: its error response names the model, the time and its setting, and carries the status, the error's type and the request id as parameters", async () => {
   await using gw = await gateway({
     limits: { requestTimeout: 400, streamIdleTimeout: 600_000 },
   });
-  const s = streamCall(gw.client);
+  const s = streamCall(gw.client, { "x-request-id": "rid-halfway" });
   // The gate never opens: the model waits 30 s after its first item.
   s.send(gateRequest(`${gw.dir}/gate`, "g"));
-  await s.responded(2);
+  s.send({
+    model_name: "halfway",
+    id: "h",
+    inputs: [bytesInput("x", "x")],
+    parameters: { triton_enable_empty_final_response: { bool_param: true } },
+  });
+  await s.responded(4);
   s.call.end();
   await s.ended;
+  const of = (id: string) =>
+    s.responses.filter((r) =>
+      (r.infer_response as { id?: string } | null)?.id === id
+    );
+  const timedOut = of("g").at(-1);
   // Before: "Cannot complete executeStream: timed out after 400 ms".
   assert.match(
-    String(s.responses.at(-1)?.error_message),
+    String(timedOut?.error_message),
     /^Cannot complete the stream of model 'gate': it ran 400 ms, the limit of a whole stream, the gateway's limits\.requestTimeout \(serve --timeout\), as the model sets none: .*; cancelled after 1 item$/,
     JSON.stringify(s.responses),
   );
+  // As an error before the first item tells it (before: its message only,
+  // so a client could not tell a timeout from the model's error).
+  assert.deepEqual(params(timedOut), {
+    triton_final_response: true,
+    grpc_status: "DEADLINE_EXCEEDED",
+    error_type: "TimeoutError",
+    request_id: "rid-halfway",
+    // It was running (a retry runs it again).
+    waited: "worker",
+  });
+  const failed = of("h").at(-1);
+  assert.equal(failed?.error_message, "ValueError: halfway");
+  assert.deepEqual(params(failed), {
+    triton_final_response: true,
+    grpc_status: "INVALID_ARGUMENT",
+    error_type: "PythonError",
+    exception: "ValueError",
+    request_id: "rid-halfway",
+  });
 });
+
+/** An error response's parameters, each as its value. */
+function params(r: Record<string, unknown> | undefined) {
+  const p = (r?.infer_response as {
+    parameters: Record<string, { string_param?: string; bool_param?: boolean }>;
+  }).parameters;
+  return Object.fromEntries(
+    Object.entries(p).map(([k, v]) => [k, v.string_param || v.bool_param]),
+  );
+}
 
 /** A raw HTTP/2 connection to the gRPC port; `close()` it in a `finally`. */
 function h2(gw: Gateway) {
@@ -498,7 +546,7 @@ Deno.test("gRPC ModelStreamInfer: limits.streamFirstItemTimeout and the request'
     },
   });
   await Deno.writeTextFile(`${gw.dir}/open`, "open");
-  const s = streamCall(gw.client);
+  const s = streamCall(gw.client, { "x-request-id": "rid-first" });
   s.send(late("limit", "never-limit"));
   s.send(
     late("asked", "never-asked", { firstItemTimeout: { int64_param: 150 } }),
@@ -531,17 +579,6 @@ Deno.test("gRPC ModelStreamInfer: limits.streamFirstItemTimeout and the request'
   );
   s.call.end();
   assert.equal((await s.ended).code, grpc.status.OK);
-  const params = (r: Record<string, unknown> | undefined) => {
-    const p = (r?.infer_response as {
-      parameters: Record<
-        string,
-        { string_param?: string; bool_param?: boolean }
-      >;
-    }).parameters;
-    return Object.fromEntries(
-      Object.entries(p).map(([k, v]) => [k, v.string_param || v.bool_param]),
-    );
-  };
   for (
     const [id, wording] of [
       ["limit", /within 700 ms, the gateway's limits\.streamFirstItemTimeout/],
@@ -564,6 +601,7 @@ Deno.test("gRPC ModelStreamInfer: limits.streamFirstItemTimeout and the request'
       grpc_status: "DEADLINE_EXCEEDED",
       error_type: "TimeoutError",
       bound: "firstItemTimeout",
+      request_id: "rid-first",
     });
     assert.ok(waited === "queue" || waited === "worker", String(waited));
   }
@@ -576,6 +614,7 @@ Deno.test("gRPC ModelStreamInfer: limits.streamFirstItemTimeout and the request'
     triton_final_response: true,
     grpc_status: "INVALID_ARGUMENT",
     error_type: "InvalidRequestError",
+    request_id: "rid-first",
   });
   const opened = of("opened");
   assert.equal(opened.length, 2, JSON.stringify(opened));

@@ -500,6 +500,13 @@ export function inferenceProtocolRoutes(
                   explainedTimeout(ctx, err, user, name, undefined, items),
                   request,
                 ),
+              // Its record carries REST's status and body (gRPC's error
+              // response parameters), as a status would before the first.
+              describeError: (err) => {
+                const { status, body } = describeError(err, ctx.debug(request));
+                body.requestId = clientId ?? crypto.randomUUID();
+                return { status, body };
+              },
               ...(hold === undefined ? {} : {
                 retire: hold.signal,
                 retiredError: () =>
