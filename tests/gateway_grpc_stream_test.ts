@@ -292,6 +292,9 @@ async function grpcModelStreamInferYieldingModelCall(
     inFlight: 0,
   });
   assert.deepEqual(await stats(gw, "gate"), { success: 1, fail: 1 });
+  // Counted at the cancel, which reaches Python a moment later: the next
+  // step counts the calls on the worker (a busy host showed it 2).
+  await until("the worker to be free", async () => await busy(gw) === 0);
 }
 
 /** A step of "gRPC ModelStreamInfer on one gateway without a stream idle timeout (each step its own calls)": gRPC ModelStreamInfer of a yielding model: a cancel while the model works between two items cancels it in Python at once, the worker free */
@@ -631,4 +634,76 @@ Deno.test("gRPC ModelStreamInfer: limits.streamFirstItemTimeout and the request'
     }
   }
   assert.equal((await counted(gw, "late")).byStatus["504"], 3);
+});
+
+Deno.test("firstItemTimeout on a call that is no stream (a unary gRPC ModelInfer, /v2 infer, /v1 execute) is refused with INVALID_ARGUMENT or 400, the model not called; a ModelStreamInfer of a returning model takes it", async () => {
+  await using gw = await gateway();
+  const log = `${gw.dir}/padded.log`;
+  const padded = (parameters: Record<string, unknown>) => ({
+    model_name: "padded",
+    id: "p",
+    inputs: [bytesInput("log", log)],
+    parameters,
+  });
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${TOKEN}`);
+  const unary = (parameters: Record<string, unknown>) =>
+    new Promise<grpc.ServiceError | null>((resolve) => {
+      gw.client.makeUnaryRequest<Uint8Array, Uint8Array>(
+        "/inference.GRPCInferenceService/ModelInfer",
+        (x) => Buffer.from(x),
+        (b) => b,
+        encode(padded(parameters)),
+        metadata,
+        (error: grpc.ServiceError | null) => resolve(error),
+      );
+    });
+  // Before: OK, the parameter dropped (a client believed its call bounded).
+  const refused = await unary({ firstItemTimeout: { int64_param: 100 } });
+  assert.equal(refused?.code, grpc.status.INVALID_ARGUMENT, refused?.details);
+  assert.match(
+    String(refused?.details),
+    /^Cannot infer: the firstItemTimeout parameter bounds the first item of a stream \(ModelStreamInfer\) only/,
+  );
+  assert.equal(await unary({}), null);
+  const headers = { authorization: `Bearer ${TOKEN}` };
+  const v2 = await gw.fetch("/v2/models/padded/infer?firstItemTimeout=100", {
+    method: "POST",
+    headers,
+    body: JSON.stringify({
+      inputs: [{ name: "log", datatype: "BYTES", shape: [1], data: [log] }],
+    }),
+  });
+  assert.equal(v2.status, 400);
+  // The protocol's error body: {"error": "<message>"}.
+  assert.match(
+    (await v2.json()).error,
+    /^Cannot infer: \?firstItemTimeout= bounds the first item of a stream \(POST \/v1\/models\/\{name\}\/stream\) only/,
+  );
+  for (
+    const path of [
+      "/v1/models/padded/execute?firstItemTimeout=100",
+      "/v1/models/padded/versions/1/execute?firstItemTimeout",
+    ]
+  ) {
+    const v1 = await gw.fetch(path, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ log: [log] }),
+    });
+    assert.equal(v1.status, 400, path);
+    assert.match(
+      (await v1.json()).error.message,
+      /^Cannot execute: \?firstItemTimeout= bounds the first item of a stream \(POST \/v1\/models\/\{name\}\/stream\) only/,
+    );
+  }
+  // A stream's request of a model that returns: its one answer.
+  const s = streamCall(gw.client);
+  s.send(padded({ firstItemTimeout: { int64_param: 60000 } }));
+  s.call.end();
+  assert.equal((await s.ended).code, grpc.status.OK);
+  assert.equal(s.responses.length, 1);
+  assert.equal(s.responses[0]?.error_message, "", JSON.stringify(s.responses));
+  // Called twice: the unary call without it, and the stream's.
+  assert.equal(await Deno.readTextFile(log), "x\nx\n");
 });

@@ -30,6 +30,11 @@ export function markTransportRequest(request: Request): Request {
   return request;
 }
 
+/** Whether `request` is the gRPC transport's (a unary call's included). */
+export function isTransportRequest(request: Request): boolean {
+  return transportRequests.has(request);
+}
+
 /**
  * Whether `request` asks for the streamed form: the transport's request
  * with its media type as `Accept`. An HTTP client sending that type gets
