@@ -18,7 +18,7 @@ Deno.test("pumpWebSocket counts and reports a subscriber whose connection fails 
       const { socket, response } = Deno.upgradeWebSocket(req, {
         idleTimeout: 1,
       });
-      pumpWebSocket(hub, socket, hub.subscribe("feed"), release);
+      pumpWebSocket(hub, socket, hub.subscribe("feed"), false, release);
       socket.addEventListener("open", () => open());
       return response;
     },

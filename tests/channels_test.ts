@@ -139,6 +139,29 @@ Deno.test("ChannelHub replays the whole history to a subscriber resuming after a
   hub.close();
 });
 
+Deno.test("ChannelHub tells a resume point of another epoch as a restart, even once the new numbering passed its seq: the whole history, restarted true", async () => {
+  const hub = new ChannelHub({ historySize: 10 });
+  for (let i = 1; i <= 5; i++) hub.publish("news", `m${i}`);
+  const epoch = hub.list()[0]!.epoch;
+  assert.match(epoch, /^[0-9a-f]{8}$/);
+  const other = hub.subscribe("news", { afterSeq: 3, afterEpoch: "0ld3p0ch" });
+  assert.equal(other.restarted, true);
+  assert.equal(other.epoch, epoch);
+  assert.deepEqual(
+    (await take(other, 5)).map((e) =>
+      e.type === "message" ? [e.message.seq, e.message.epoch] : e
+    ),
+    [1, 2, 3, 4, 5].map((seq) => [seq, epoch]),
+  );
+  const same = hub.subscribe("news", { afterSeq: 3, afterEpoch: epoch });
+  assert.equal(same.restarted, false);
+  assert.deepEqual(dataOf(await take(same, 2)), ["m4", "m5"]);
+  // Beyond the last seq, without an epoch: a restart too.
+  assert.equal(hub.subscribe("news", { afterSeq: 900 }).restarted, true);
+  assert.equal(hub.subscribe("news", { afterSeq: 3 }).restarted, false);
+  hub.close();
+});
+
 Deno.test("ChannelHub refuses invalid channel names", () => {
   const hub = new ChannelHub();
   assert.throws(() => hub.publish("bad name", 1), TypeError);

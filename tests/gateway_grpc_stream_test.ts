@@ -63,6 +63,13 @@ class Late:
             raise
         yield {"step": [1.5]}
 `,
+  "halfway.py": `class Halfway:
+    """Yields one item, then raises."""
+
+    def execute(self, msg):
+        yield {"step": [1.5]}
+        raise ValueError("halfway")
+`,
   "ticker.py": `import time
 
 
@@ -102,9 +109,10 @@ const gateway = (extra: Parameters<typeof rawGrpcGateway>[2] = {}) =>
   rawGrpcGateway(TOKEN, MODELS, extra);
 
 /** A ModelStreamInfer call by grpc-js: what it answered and how it ended. */
-function streamCall(client: grpc.Client) {
+function streamCall(client: grpc.Client, extra: Record<string, string> = {}) {
   const metadata = new grpc.Metadata();
   metadata.set("authorization", `Bearer ${TOKEN}`);
+  for (const [k, v] of Object.entries(extra)) metadata.set(k, v);
   const call = client.makeBidiStreamRequest<Uint8Array, Uint8Array>(
     STREAM_PATH,
     (x) => Buffer.from(x),
@@ -284,6 +292,9 @@ async function grpcModelStreamInferYieldingModelCall(
     inFlight: 0,
   });
   assert.deepEqual(await stats(gw, "gate"), { success: 1, fail: 1 });
+  // Counted at the cancel, which reaches Python a moment later: the next
+  // step counts the calls on the worker (a busy host showed it 2).
+  await until("the worker to be free", async () => await busy(gw) === 0);
 }
 
 /** A step of "gRPC ModelStreamInfer on one gateway without a stream idle timeout (each step its own calls)": gRPC ModelStreamInfer of a yielding model: a cancel while the model works between two items cancels it in Python at once, the worker free */
@@ -314,23 +325,63 @@ async function grpcModelStreamInferYieldingModelCancel(
   assert.equal(next.responses.length, 3);
 }
 
-Deno.test("gRPC ModelStreamInfer of a yielding model that times out after its first item: its error response names the model, the time and its setting", async () => {
+Deno.test("gRPC ModelStreamInfer of a yielding model that fails after its first item: its error response names the model, the time and its setting, and carries the status, the error's type and the request id as parameters", async () => {
   await using gw = await gateway({
     limits: { requestTimeout: 400, streamIdleTimeout: 600_000 },
   });
-  const s = streamCall(gw.client);
+  const s = streamCall(gw.client, { "x-request-id": "rid-halfway" });
   // The gate never opens: the model waits 30 s after its first item.
   s.send(gateRequest(`${gw.dir}/gate`, "g"));
-  await s.responded(2);
+  s.send({
+    model_name: "halfway",
+    id: "h",
+    inputs: [bytesInput("x", "x")],
+    parameters: { triton_enable_empty_final_response: { bool_param: true } },
+  });
+  await s.responded(4);
   s.call.end();
   await s.ended;
+  const of = (id: string) =>
+    s.responses.filter((r) =>
+      (r.infer_response as { id?: string } | null)?.id === id
+    );
+  const timedOut = of("g").at(-1);
   // Before: "Cannot complete executeStream: timed out after 400 ms".
   assert.match(
-    String(s.responses.at(-1)?.error_message),
+    String(timedOut?.error_message),
     /^Cannot complete the stream of model 'gate': it ran 400 ms, the limit of a whole stream, the gateway's limits\.requestTimeout \(serve --timeout\), as the model sets none: .*; cancelled after 1 item$/,
     JSON.stringify(s.responses),
   );
+  // As an error before the first item tells it (before: its message only,
+  // so a client could not tell a timeout from the model's error).
+  assert.deepEqual(params(timedOut), {
+    triton_final_response: true,
+    grpc_status: "DEADLINE_EXCEEDED",
+    error_type: "TimeoutError",
+    request_id: "rid-halfway",
+    // It was running (a retry runs it again).
+    waited: "worker",
+  });
+  const failed = of("h").at(-1);
+  assert.equal(failed?.error_message, "ValueError: halfway");
+  assert.deepEqual(params(failed), {
+    triton_final_response: true,
+    grpc_status: "INVALID_ARGUMENT",
+    error_type: "PythonError",
+    exception: "ValueError",
+    request_id: "rid-halfway",
+  });
 });
+
+/** An error response's parameters, each as its value. */
+function params(r: Record<string, unknown> | undefined) {
+  const p = (r?.infer_response as {
+    parameters: Record<string, { string_param?: string; bool_param?: boolean }>;
+  }).parameters;
+  return Object.fromEntries(
+    Object.entries(p).map(([k, v]) => [k, v.string_param || v.bool_param]),
+  );
+}
 
 /** A raw HTTP/2 connection to the gRPC port; `close()` it in a `finally`. */
 function h2(gw: Gateway) {
@@ -498,7 +549,7 @@ Deno.test("gRPC ModelStreamInfer: limits.streamFirstItemTimeout and the request'
     },
   });
   await Deno.writeTextFile(`${gw.dir}/open`, "open");
-  const s = streamCall(gw.client);
+  const s = streamCall(gw.client, { "x-request-id": "rid-first" });
   s.send(late("limit", "never-limit"));
   s.send(
     late("asked", "never-asked", { firstItemTimeout: { int64_param: 150 } }),
@@ -531,17 +582,6 @@ Deno.test("gRPC ModelStreamInfer: limits.streamFirstItemTimeout and the request'
   );
   s.call.end();
   assert.equal((await s.ended).code, grpc.status.OK);
-  const params = (r: Record<string, unknown> | undefined) => {
-    const p = (r?.infer_response as {
-      parameters: Record<
-        string,
-        { string_param?: string; bool_param?: boolean }
-      >;
-    }).parameters;
-    return Object.fromEntries(
-      Object.entries(p).map(([k, v]) => [k, v.string_param || v.bool_param]),
-    );
-  };
   for (
     const [id, wording] of [
       ["limit", /within 700 ms, the gateway's limits\.streamFirstItemTimeout/],
@@ -564,6 +604,7 @@ Deno.test("gRPC ModelStreamInfer: limits.streamFirstItemTimeout and the request'
       grpc_status: "DEADLINE_EXCEEDED",
       error_type: "TimeoutError",
       bound: "firstItemTimeout",
+      request_id: "rid-first",
     });
     assert.ok(waited === "queue" || waited === "worker", String(waited));
   }
@@ -576,6 +617,7 @@ Deno.test("gRPC ModelStreamInfer: limits.streamFirstItemTimeout and the request'
     triton_final_response: true,
     grpc_status: "INVALID_ARGUMENT",
     error_type: "InvalidRequestError",
+    request_id: "rid-first",
   });
   const opened = of("opened");
   assert.equal(opened.length, 2, JSON.stringify(opened));
@@ -592,4 +634,76 @@ Deno.test("gRPC ModelStreamInfer: limits.streamFirstItemTimeout and the request'
     }
   }
   assert.equal((await counted(gw, "late")).byStatus["504"], 3);
+});
+
+Deno.test("firstItemTimeout on a call that is no stream (a unary gRPC ModelInfer, /v2 infer, /v1 execute) is refused with INVALID_ARGUMENT or 400, the model not called; a ModelStreamInfer of a returning model takes it", async () => {
+  await using gw = await gateway();
+  const log = `${gw.dir}/padded.log`;
+  const padded = (parameters: Record<string, unknown>) => ({
+    model_name: "padded",
+    id: "p",
+    inputs: [bytesInput("log", log)],
+    parameters,
+  });
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${TOKEN}`);
+  const unary = (parameters: Record<string, unknown>) =>
+    new Promise<grpc.ServiceError | null>((resolve) => {
+      gw.client.makeUnaryRequest<Uint8Array, Uint8Array>(
+        "/inference.GRPCInferenceService/ModelInfer",
+        (x) => Buffer.from(x),
+        (b) => b,
+        encode(padded(parameters)),
+        metadata,
+        (error: grpc.ServiceError | null) => resolve(error),
+      );
+    });
+  // Before: OK, the parameter dropped (a client believed its call bounded).
+  const refused = await unary({ firstItemTimeout: { int64_param: 100 } });
+  assert.equal(refused?.code, grpc.status.INVALID_ARGUMENT, refused?.details);
+  assert.match(
+    String(refused?.details),
+    /^Cannot infer: the firstItemTimeout parameter bounds the first item of a stream \(ModelStreamInfer\) only/,
+  );
+  assert.equal(await unary({}), null);
+  const headers = { authorization: `Bearer ${TOKEN}` };
+  const v2 = await gw.fetch("/v2/models/padded/infer?firstItemTimeout=100", {
+    method: "POST",
+    headers,
+    body: JSON.stringify({
+      inputs: [{ name: "log", datatype: "BYTES", shape: [1], data: [log] }],
+    }),
+  });
+  assert.equal(v2.status, 400);
+  // The protocol's error body: {"error": "<message>"}.
+  assert.match(
+    (await v2.json()).error,
+    /^Cannot infer: \?firstItemTimeout= bounds the first item of a stream \(POST \/v1\/models\/\{name\}\/stream\) only/,
+  );
+  for (
+    const path of [
+      "/v1/models/padded/execute?firstItemTimeout=100",
+      "/v1/models/padded/versions/1/execute?firstItemTimeout",
+    ]
+  ) {
+    const v1 = await gw.fetch(path, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ log: [log] }),
+    });
+    assert.equal(v1.status, 400, path);
+    assert.match(
+      (await v1.json()).error.message,
+      /^Cannot execute: \?firstItemTimeout= bounds the first item of a stream \(POST \/v1\/models\/\{name\}\/stream\) only/,
+    );
+  }
+  // A stream's request of a model that returns: its one answer.
+  const s = streamCall(gw.client);
+  s.send(padded({ firstItemTimeout: { int64_param: 60000 } }));
+  s.call.end();
+  assert.equal((await s.ended).code, grpc.status.OK);
+  assert.equal(s.responses.length, 1);
+  assert.equal(s.responses[0]?.error_message, "", JSON.stringify(s.responses));
+  // Called twice: the unary call without it, and the stream's.
+  assert.equal(await Deno.readTextFile(log), "x\nx\n");
 });

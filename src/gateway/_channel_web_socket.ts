@@ -12,20 +12,24 @@ const WS_MAX_BUFFERED = 4 * 1024 * 1024;
 /**
  * Sends `sub`'s messages to `socket` until either ends, and calls `release`
  * once it has. A subscriber too slow (more than 4 MiB unsent) is dropped with
- * a `dropped` frame and close code 1008. A connection that fails (Deno's
- * ping unanswered for 30 s: a tab that far behind, or a client gone without
- * closing) is dropped too, so that it is logged and counted as one, though
- * no frame can reach it.
+ * a `dropped` frame and close code 1008. A connection that fails (its ping
+ * unanswered for 30 s: a tab that far behind, or a client gone without
+ * closing; the socket's `error` event, which the Bun adapter fires for a
+ * 1006 close as Deno does) is dropped too, so that it is logged and counted
+ * as one, though no frame can reach it. Each message frame has its `epoch`; `restartFrame`
+ * (the client sent an epoch): a resume across a restart starts with a
+ * `{"type": "restart", "channel", "epoch"}` frame.
  *
  * @example
  * ```ts ignore
- * pumpWebSocket(hub, socket, hub.subscribe("events"), () => {});
+ * pumpWebSocket(hub, socket, hub.subscribe("events"), false, () => {});
  * ```
  */
 export function pumpWebSocket(
   hub: ChannelHub,
   socket: WebSocket,
   sub: Subscription,
+  restartFrame: boolean,
   release: () => void,
 ): void {
   const send = (ev: ChannelEvent): void => {
@@ -41,14 +45,23 @@ export function pumpWebSocket(
       );
       return;
     }
-    const { channel, seq, time } = ev.message;
+    const { channel, seq, epoch, time } = ev.message;
     const data = hub.wireData(ev.message);
     socket.send(
-      stringifyJson({ type: "message", channel, seq, time, data })!,
+      stringifyJson({ type: "message", channel, seq, epoch, time, data })!,
     );
   };
   socket.onopen = async () => {
     try {
+      if (restartFrame && sub.restarted) {
+        socket.send(
+          JSON.stringify({
+            type: "restart",
+            channel: sub.channel,
+            epoch: sub.epoch,
+          }),
+        );
+      }
       for await (const ev of sub) {
         if (socket.readyState !== WebSocket.OPEN) break;
         send(ev);

@@ -137,8 +137,8 @@ export async function inferRest(
     at += b.byteLength;
   }
   // A stream's bound on its first item, as the route takes it (the stream
-  // route's query parameter): checked there.
-  const query = accept === undefined || infer.firstItemTimeout === undefined
+  // route's query parameter): checked there, and refused on a unary call.
+  const query = infer.firstItemTimeout === undefined
     ? ""
     : `?firstItemTimeout=${encodeURIComponent(infer.firstItemTimeout)}`;
   return await rest(`${modelPath(infer.name, infer.version)}/infer${query}`, {

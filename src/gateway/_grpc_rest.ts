@@ -117,6 +117,10 @@ export interface RestError {
   message: string;
   /** Its `error.type` (`TimeoutError`), when its body has one. */
   type?: string;
+  /** A model's exception's type (`error.exception`: `ValueError`). */
+  exception?: string;
+  /** Its `error.requestId`, when its body has one. */
+  requestId?: string;
   /** A timeout's `error.bound` (`firstItemTimeout`), when it has one. */
   bound?: string;
   /** A timeout's `error.waited` (`queue`, `worker`), when it has one. */
@@ -126,19 +130,32 @@ export interface RestError {
 /** A REST error's message, and its type and a timeout's bound and wait. */
 export async function restError(res: Response): Promise<RestError> {
   const text = await res.text().catch(() => "");
-  const out: RestError = { message: text || `HTTP ${res.status}` };
+  let body: unknown;
   try {
-    const body = JSON.parse(text) as { error?: unknown };
-    const error = body.error as string | Record<string, unknown> | undefined;
-    if (typeof error === "string") out.message = error;
-    else if (typeof error === "object" && error !== null) {
-      if (typeof error.message === "string") out.message = error.message;
-      if (typeof error.type === "string") out.type = error.type;
-      if (typeof error.bound === "string") out.bound = error.bound;
-      if (typeof error.waited === "string") out.waited = error.waited;
-    }
+    body = JSON.parse(text);
   } catch {
     // Not JSON: the text as it is.
+  }
+  return restErrorOf(body, text || `HTTP ${res.status}`);
+}
+
+/**
+ * A REST error body's (`{"error": ...}`) message and fields: `fallback` as
+ * its message when it has none.
+ */
+export function restErrorOf(body: unknown, fallback: string): RestError {
+  const out: RestError = { message: fallback };
+  const error = (body as { error?: unknown } | null)?.error as
+    | string
+    | Record<string, unknown>
+    | undefined;
+  if (typeof error === "string") out.message = error;
+  else if (typeof error === "object" && error !== null) {
+    if (typeof error.message === "string") out.message = error.message;
+    for (const key of ["type", "exception", "requestId", "bound", "waited"]) {
+      const value = error[key];
+      if (typeof value === "string") out[key as keyof RestError] = value;
+    }
   }
   return out;
 }

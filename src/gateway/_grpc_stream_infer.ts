@@ -33,6 +33,7 @@ import {
   type RestCall,
   type RestError,
   restError,
+  restErrorOf,
 } from "./_grpc_rest.ts";
 import {
   GrpcStatus,
@@ -82,11 +83,12 @@ function frame(message: Uint8Array): Uint8Array {
  * An error is the request's last response: its `infer_response` says so with
  * Triton's `triton_final_response`, as a success's last does (a client that
  * waits for the final flag waited for ever after an error). An error the
- * REST route answered with a status (`error`: before a yielding model's
- * first item) adds string parameters: `grpc_status`, the name of the status
- * a unary call would have ended with (`DEADLINE_EXCEEDED` for a 504),
- * `error_type` (`TimeoutError`), and a timeout's `bound` and `waited`, as
- * the REST body's.
+ * REST route told (`error`: its status before a yielding model's first
+ * item, its record's status and body after it) adds string parameters:
+ * `grpc_status`, the name of the status a unary call would have ended with
+ * (`DEADLINE_EXCEEDED` for a 504), `error_type` (`TimeoutError`), a model's
+ * `exception` (`ValueError`), the `request_id`, and a timeout's `bound` and
+ * `waited`, as the REST body's.
  */
 function errorResponse(
   message: string,
@@ -116,6 +118,8 @@ function errorResponse(
       };
       string("grpc_status", grpcStatusName(error.status));
       string("error_type", error.type);
+      string("exception", error.exception);
+      string("request_id", error.requestId);
       string("bound", error.bound);
       string("waited", error.waited);
     }
@@ -371,7 +375,16 @@ export function streamInfer(
         if (done) return;
         if (item.kind === "error") {
           if (held !== undefined) send(held, false);
-          write(errorResponse(item.message, request));
+          write(
+            errorResponse(
+              item.message,
+              request,
+              item.status === undefined ? undefined : {
+                ...restErrorOf(item.body, item.message),
+                status: grpcStatusOf(item.status),
+              },
+            ),
+          );
           return;
         }
         if (infer.emptyFinal) send(item, false);

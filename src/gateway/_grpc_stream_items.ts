@@ -7,10 +7,13 @@
  */
 import { RecordKind } from "./_inference_stream.ts";
 
-/** One record: an item (its JSON header and binary outputs), or an error. */
+/**
+ * One record: an item (its JSON header and binary outputs), or an error
+ * (with its REST `status` and error `body` when the record has them).
+ */
 export type StreamItem =
   | { kind: "item"; header: unknown; binary: Uint8Array }
-  | { kind: "error"; message: string };
+  | { kind: "error"; message: string; status?: number; body?: unknown };
 
 const DECODER = new TextDecoder();
 
@@ -36,7 +39,7 @@ export async function* streamItems(
         if (buffered.byteLength < 9 + length) break;
         const bytes = buffered.subarray(9, 9 + length);
         if (buffered[0] === RecordKind.ERROR) {
-          yield { kind: "error", message: DECODER.decode(bytes) };
+          yield errorItem(DECODER.decode(bytes), headerLength > 0);
         } else {
           yield {
             kind: "item",
@@ -60,5 +63,22 @@ export async function* streamItems(
     }
   } finally {
     await reader.cancel().catch(() => {});
+  }
+}
+
+/** An error record's item: its message, or its JSON status and body. */
+function errorItem(text: string, json: boolean): StreamItem {
+  if (!json) return { kind: "error", message: text };
+  try {
+    const { status, error } = JSON.parse(text) as {
+      status?: unknown;
+      error?: { message?: unknown };
+    };
+    const message = typeof error?.message === "string" ? error.message : text;
+    return typeof status === "number"
+      ? { kind: "error", message, status, body: { error } }
+      : { kind: "error", message };
+  } catch {
+    return { kind: "error", message: text };
   }
 }

@@ -10,7 +10,10 @@
  * A record: a kind byte (0: an item, 1: the error that ended the stream),
  * the item's JSON header length and the record's length (both uint32
  * big-endian), then its bytes (an item: the JSON header and its binary
- * outputs; an error: its message, UTF-8). docs/gateway.md, "gRPC".
+ * outputs; an error: its message, UTF-8, with a header length of 0, or,
+ * with a header length of the whole record, the JSON `{"status", "error"}`
+ * of REST's status and error body, for {@linkcode errorRecord}).
+ * docs/gateway.md, "gRPC".
  *
  * @module
  */
@@ -25,6 +28,11 @@ const transportRequests = new WeakSet<Request>();
 export function markTransportRequest(request: Request): Request {
   transportRequests.add(request);
   return request;
+}
+
+/** Whether `request` is the gRPC transport's (a unary call's included). */
+export function isTransportRequest(request: Request): boolean {
+  return transportRequests.has(request);
 }
 
 /**
@@ -57,6 +65,24 @@ export function streamRecord(
   return out;
 }
 
+/**
+ * The record of the error that ended a stream: its REST `status` and error
+ * `body` (`{type, message, requestId...}`, as a status would have carried
+ * it before the first item) when known, else its message alone.
+ */
+export function errorRecord(
+  message: string,
+  described?: { status: number; body: unknown },
+): Uint8Array {
+  if (described === undefined) {
+    return streamRecord(RecordKind.ERROR, 0, new TextEncoder().encode(message));
+  }
+  const bytes = new TextEncoder().encode(
+    JSON.stringify({ status: described.status, error: described.body }),
+  );
+  return streamRecord(RecordKind.ERROR, bytes.byteLength, bytes);
+}
+
 /** Options of {@linkcode inferenceStreamResponse}. */
 export interface InferenceStreamOptions {
   /** Aborting (the client gone) cancels the items. */
@@ -76,6 +102,14 @@ export interface InferenceStreamOptions {
    * models directory, as in its error bodies). The error itself without it.
    */
   hideError?: (err: unknown, items: number) => Promise<unknown>;
+  /**
+   * The REST status and error body of an error after the first item (as
+   * `hideError` shows it, a retired token's included): its record carries
+   * them, so the transport tells a timeout from the model's error or a
+   * retired token as it does before the first item. Its message alone
+   * without it.
+   */
+  describeError?: (err: unknown) => { status: number; body: unknown };
   /**
    * Called once, when the stream is over: `"done"` after its last item,
    * `{ error }` with the error that ended it after its first item,
@@ -162,11 +196,7 @@ export async function inferenceStreamResponse(
           // stream says why, as an error after its first item does.
           if (retired !== undefined) {
             controller.enqueue(
-              streamRecord(
-                RecordKind.ERROR,
-                0,
-                new TextEncoder().encode(retired.message),
-              ),
+              errorRecord(retired.message, options.describeError?.(retired)),
             );
           }
           controller.close();
@@ -186,7 +216,7 @@ export async function inferenceStreamResponse(
         const message = err instanceof Error ? err.message : String(err);
         end({ error: err });
         controller.enqueue(
-          streamRecord(RecordKind.ERROR, 0, new TextEncoder().encode(message)),
+          errorRecord(message, options.describeError?.(err)),
         );
         controller.close();
       }

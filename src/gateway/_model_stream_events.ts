@@ -75,34 +75,43 @@ export async function* streamEvents(
   onFirstItem?: () => void,
 ): AsyncGenerator<SseEvent> {
   let seq = 0;
-  let onStop: (() => void) | undefined;
-  const stopped = new Promise<"stop">((resolve) => {
-    onStop = () => resolve("stop");
-    if (stop.aborted) onStop();
-    else stop.addEventListener("abort", onStop, { once: true });
-  });
+  // Why the stream stops before its end (the gateway's stop, its token
+  // retired), once told; and the read waiting for an item, woken then.
+  // Not a Promise.race per item against promises that last as long as the
+  // stream: each race left a reaction on them until they settled, 10^4
+  // items' worth per stream of 10^4 items (streams27).
+  let why: "retired" | "stop" | undefined;
+  let wake: ((why: "retired" | "stop") => void) | undefined;
+  const onStop = () => {
+    // A retirement told first stays the reason.
+    why ??= "stop";
+    wake?.(why);
+  };
   // Its token retired: the hold cancelled the items already (the model's
   // generator with them), whether or not the client was reading.
-  let onRetire: (() => void) | undefined;
-  const retired = retire === undefined
-    ? undefined
-    : new Promise<"retired">((resolve) => {
-      onRetire = () => resolve("retired");
-      if (retire.aborted) onRetire();
-      else retire.addEventListener("abort", onRetire, { once: true });
-    });
+  const onRetire = () => {
+    why = "retired";
+    wake?.(why);
+  };
+  if (stop.aborted) onStop();
+  else stop.addEventListener("abort", onStop, { once: true });
+  if (retire?.aborted) onRetire();
+  else retire?.addEventListener("abort", onRetire, { once: true });
   try {
-    // The next item, or why the stream stops first: whichever the race
-    // took, the token's retirement wins (the items' end may have come first).
+    // The next item, or why the stream stops first: whichever came first,
+    // the token's retirement wins (the items' end may have come first).
     const read = async (): Promise<
       IteratorResult<unknown> | "retired" | "stop"
     > => {
-      const r = await Promise.race(
-        retired === undefined
-          ? [items.next(), stopped]
-          : [items.next(), stopped, retired],
+      if (why !== undefined) return why;
+      const r = await new Promise<IteratorResult<unknown> | "retired" | "stop">(
+        (resolve, reject) => {
+          wake = resolve;
+          items.next().then(resolve, reject);
+        },
       );
-      return r === "retired" || retire?.aborted ? "retired" : r;
+      wake = undefined;
+      return why === "retired" || retire?.aborted ? "retired" : r;
     };
     let next: IteratorResult<unknown>;
     if (first !== undefined) next = first;
@@ -139,8 +148,8 @@ export async function* streamEvents(
     if (seq === 0) outcome.modelAnswered = err instanceof ModelHTTPError;
     yield await errorEvent(err, failure, outcome, seq === 0 ? undefined : seq);
   } finally {
-    stop.removeEventListener("abort", onStop!);
-    if (onRetire !== undefined) retire?.removeEventListener("abort", onRetire);
+    stop.removeEventListener("abort", onStop);
+    retire?.removeEventListener("abort", onRetire);
     items.cancel();
   }
 

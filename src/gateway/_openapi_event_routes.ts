@@ -26,9 +26,10 @@ import {
 const CHANNEL_MESSAGE_FRAME: JsonSchema = {
   type: "object",
   properties: {
-    type: { type: "string", enum: ["message", "dropped"] },
+    type: { type: "string", enum: ["message", "restart", "dropped"] },
     channel: { type: "string" },
     seq: { type: "integer" },
+    epoch: { type: "string" },
     time: { type: "number" },
     data: {},
     reason: { type: "string" },
@@ -197,10 +198,15 @@ export function channelPaths(
         responses: guarded({
           "200": jsonResponse("Published.", {
             type: "object",
-            required: ["channel", "seq", "delivered"],
+            required: ["channel", "seq", "epoch", "delivered"],
             properties: {
               channel: { type: "string" },
               seq: { type: "integer" },
+              epoch: {
+                type: "string",
+                description:
+                  "The channel's numbering: a new one after a restart of the gateway (or an idle channel forgotten).",
+              },
               delivered: { type: "integer" },
             },
           }),
@@ -214,20 +220,37 @@ export function channelPaths(
         operationId: "subscribe",
         tags: ["channels"],
         summary: "Subscribe (Server-Sent Events, or a WebSocket upgrade)",
-        parameters: lastEventIdParams("message sequence number"),
+        parameters: [
+          ...lastEventIdParams(
+            "message sequence number, or `<epoch>:<seq>` (a resume point of another epoch replays the whole history after a `restart` event)",
+            "^([A-Za-z0-9_-]{1,32}:)?\\d{1,15}$",
+          ),
+          queryParam(
+            "epoch",
+            "The epoch of the resume point (`lastEventId`'s own wins), or empty: none known yet. Given (or in the resume point), SSE ids are `<epoch>:<seq>` and a resume across a restart starts with a `restart` event (WebSocket: frame).",
+            { type: "string", pattern: "^[A-Za-z0-9_-]{0,32}$" },
+          ),
+        ],
         responses: guarded({
           "101": {
             description:
-              'A WebSocket (for an upgrade request): JSON frames `{type: "message", channel, seq, time, data}`, then `{type: "dropped", reason}` when dropped. A handshake that offers the subprotocol `pyproxy.v1` is answered it' +
+              'A WebSocket (for an upgrade request): JSON frames `{type: "message", channel, seq, epoch, time, data}` (first `{type: "restart", channel, epoch}` when a resume point with an epoch is of another numbering), then `{type: "dropped", reason}` when dropped. A handshake that offers the subprotocol `pyproxy.v1` is answered it' +
               (o.token
                 ? "; a browser, which cannot send `Authorization`, offers the token beside it as the subprotocol `pyproxy.bearer.<token>` (or `pyproxy.bearer64.<base64url of the token>`), accepted on this handshake only."
                 : "."),
             "x-websocket-frame": CHANNEL_MESSAGE_FRAME,
           },
           "200": sseResponse(
-            "`message` events (id: the sequence number), `dropped` when the subscriber is dropped.",
+            "`message` events (id: the sequence number, or `<epoch>:<seq>` when the request gave an epoch), `dropped` when the subscriber is dropped; first `restart` when a resume point with an epoch is of another numbering.",
             {
               message: {},
+              restart: {
+                type: "object",
+                properties: {
+                  channel: { type: "string" },
+                  epoch: { type: "string" },
+                },
+              },
               dropped: {
                 type: "object",
                 properties: { reason: { type: "string" } },

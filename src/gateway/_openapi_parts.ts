@@ -135,8 +135,11 @@ export function queryParam(
 }
 
 /** `Last-Event-ID` (header) and `lastEventId` (query), for resuming a stream. */
-export function lastEventIdParams(what: string): OpenApiObject[] {
-  const schema = { type: "string", pattern: "^\\d{1,15}$" };
+export function lastEventIdParams(
+  what: string,
+  pattern = "^\\d{1,15}$",
+): OpenApiObject[] {
+  const schema = { type: "string", pattern };
   return [
     {
       name: "Last-Event-ID",

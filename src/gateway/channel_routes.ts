@@ -26,10 +26,22 @@ function checkChannel(name: string): void {
   }
 }
 
+/**
+ * A subscription's events. `epochIds`: the client asked for epochs (it sent
+ * one): each `id` is `<epoch>:<seq>` (what its `Last-Event-ID` then sends
+ * back), and a resume across a restart starts with a `restart` event.
+ */
 async function* sseEvents(
   hub: ChannelHub,
   sub: Subscription,
+  epochIds: boolean,
 ): AsyncGenerator<SseEvent> {
+  if (epochIds && sub.restarted) {
+    yield {
+      event: "restart",
+      data: { channel: sub.channel, epoch: sub.epoch },
+    };
+  }
   for await (const ev of sub) {
     if (ev.type === "dropped") {
       yield { event: "dropped", data: { reason: ev.reason } };
@@ -39,7 +51,7 @@ async function* sseEvents(
     // it is), so subscribers parse every message the same way.
     yield {
       event: "message",
-      id: ev.message.seq,
+      id: epochIds ? `${ev.message.epoch}:${ev.message.seq}` : ev.message.seq,
       data: stringifyJson(hub.wireData(ev.message) ?? null)!,
     };
   }
@@ -60,6 +72,25 @@ function presentedToken(request: Request): string | undefined {
  */
 function decimal(text: string): number | undefined {
   return /^\d{1,15}$/.test(text) ? Number(text) : undefined;
+}
+
+/** An epoch as a client sends it back (the gateway makes 8 hex digits). */
+const EPOCH = /^[A-Za-z0-9_-]{1,32}$/;
+
+/**
+ * A resume point as a client sends it (`Last-Event-ID`, `?lastEventId=`):
+ * `<seq>`, or `<epoch>:<seq>` (the ids of a subscription that asked for
+ * epochs); `null` when it is neither.
+ */
+function resumePoint(
+  text: string,
+): { seq: number; epoch?: string } | null {
+  const colon = text.lastIndexOf(":");
+  const seq = decimal(colon < 0 ? text : text.slice(colon + 1));
+  if (seq === undefined) return null;
+  if (colon < 0) return { seq };
+  const epoch = text.slice(0, colon);
+  return EPOCH.test(epoch) ? { seq, epoch } : null;
 }
 
 /**
@@ -124,26 +155,50 @@ export function channelRoutes(ctx: RouteContext): Hono {
       );
     }
     const { message, delivered } = hub.publish(name, body);
-    return c.json({ channel: name, seq: message.seq, delivered });
+    return c.json({
+      channel: name,
+      seq: message.seq,
+      epoch: message.epoch,
+      delivered,
+    });
   });
 
   app.get("/v1/channels/:name", (c) => {
     const name = c.req.param("name");
     checkChannel(name);
     const last = c.req.header("last-event-id") ?? c.req.query("lastEventId");
-    const afterSeq = last === undefined || last === ""
+    const point = last === undefined || last === ""
       ? undefined
-      : decimal(last);
-    if (last !== undefined && last !== "" && afterSeq === undefined) {
+      : resumePoint(last);
+    if (point === null) {
       throw httpError(
         400,
         "InvalidRequestError",
-        "Cannot subscribe: Last-Event-ID must be a message sequence number",
+        "Cannot subscribe: Last-Event-ID must be a message sequence number, or <epoch>:<seq>",
       );
     }
+    // ?epoch=: the epoch of the client's resume point (its Last-Event-ID's
+    // wins), or empty: none yet, but it wants them (SSE ids <epoch>:<seq>,
+    // a `restart` event). Without either, the ids and events of before.
+    const epochParam = c.req.query("epoch");
+    if (
+      epochParam !== undefined && epochParam !== "" && !EPOCH.test(epochParam)
+    ) {
+      throw httpError(
+        400,
+        "InvalidRequestError",
+        "Cannot subscribe: epoch must be 1-32 characters of A-Z a-z 0-9 _ -",
+      );
+    }
+    const afterEpoch = point?.epoch ?? (epochParam || undefined);
+    const epochs = epochParam !== undefined || point?.epoch !== undefined;
     // HEAD: no subscriber (nothing would ever read or close it).
     if (c.req.method === "HEAD") return sseHead();
-    const options = afterSeq === undefined ? {} : { afterSeq };
+    const options = point === undefined
+      ? {}
+      : afterEpoch === undefined
+      ? { afterSeq: point.seq }
+      : { afterSeq: point.seq, afterEpoch };
     // Read before the upgrade, which takes the request over.
     const token = ctx.tokenHolders === undefined
       ? undefined
@@ -170,6 +225,7 @@ export function channelRoutes(ctx: RouteContext): Hono {
         hub,
         socket,
         sub,
+        epochs,
         hold(token, () => {
           sub.close();
           // 1008: policy violation, as a refused handshake would be now.
@@ -184,7 +240,7 @@ export function channelRoutes(ctx: RouteContext): Hono {
     ctx.logger.debug("Subscriber joined {channel}", { channel: name });
     // The stream ends (an EventSource reconnects, and gets 401).
     const release = hold(token, () => sub.close());
-    return sseResponse(sseEvents(hub, sub), {
+    return sseResponse(sseEvents(hub, sub, epochs), {
       onClose: () => {
         release();
         sub.close();

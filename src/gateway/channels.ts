@@ -28,6 +28,12 @@ export interface ChannelMessage {
   channel: string;
   /** Per-channel sequence number, from 1. */
   seq: number;
+  /**
+   * The channel's numbering `seq` belongs to: made when the channel is (a
+   * gateway's start, an idle channel forgotten and made again), so a `seq`
+   * of another epoch is of a numbering that started again since.
+   */
+  epoch: string;
   /** When it was published (ms since the epoch). */
   time: number;
   /** The JSON payload. */
@@ -72,6 +78,8 @@ export interface ChannelInfo {
   subscribers: number;
   /** Messages published since the channel was created. */
   published: number;
+  /** Its numbering's epoch ({@linkcode ChannelMessage.epoch}). */
+  epoch: string;
   /** Subscribers dropped for being too slow. */
   dropped: number;
   /** The most recent messages (oldest first). */
@@ -96,10 +104,17 @@ export interface ChannelInfo {
 export interface SubscribeOptions {
   /**
    * Replay the history messages with a `seq` greater than this first (e.g.
-   * from `Last-Event-ID`); beyond the channel's last `seq` (its numbering
-   * started again: a restart), the whole history.
+   * from `Last-Event-ID`); beyond the channel's last `seq`, or of another
+   * `afterEpoch` (its numbering started again: a restart), the whole
+   * history, and the subscription says so ({@linkcode Subscription.restarted}).
    */
   afterSeq?: number;
+  /**
+   * The epoch `afterSeq` belongs to ({@linkcode ChannelMessage.epoch}), when
+   * the client knows it: one that is not the channel's tells a restart even
+   * once the new numbering passed `afterSeq`.
+   */
+  afterEpoch?: string;
 }
 
 /**
@@ -119,6 +134,14 @@ export interface SubscribeOptions {
 export class Subscription implements AsyncIterableIterator<ChannelEvent> {
   /** The channel subscribed to. */
   readonly channel: string;
+  /** The channel's epoch when subscribed ({@linkcode ChannelMessage.epoch}). */
+  readonly epoch: string;
+  /**
+   * Whether the resume point (`afterSeq`, `afterEpoch`) was of a numbering
+   * that started again since: the whole history is replayed, and messages
+   * of the old numbering after that point may be lost.
+   */
+  readonly restarted: boolean;
   #queue: ChannelEvent[] = [];
   #sizes: number[] = [];
   #bytes = 0;
@@ -139,8 +162,14 @@ export class Subscription implements AsyncIterableIterator<ChannelEvent> {
     onClose: (sub: Subscription) => void,
     maxBytes: number = Infinity,
     onDrop?: (reason: string) => void,
+    resume: { epoch: string; restarted: boolean } = {
+      epoch: "",
+      restarted: false,
+    },
   ) {
     this.channel = channel;
+    this.epoch = resume.epoch;
+    this.restarted = resume.restarted;
     this.#limit = limit;
     this.#maxBytes = maxBytes;
     this.#onClose = onClose;
@@ -254,6 +283,8 @@ interface Channel {
   sizes: number[];
   subscribers: Set<Subscription>;
   seq: number;
+  /** Its numbering's epoch (ChannelMessage.epoch). */
+  epoch: string;
   dropped: number;
 }
 
@@ -445,6 +476,7 @@ export class ChannelHub {
     const message: ChannelMessage = {
       channel,
       seq: ++ch.seq,
+      epoch: ch.epoch,
       time: Date.now(),
       data,
     };
@@ -485,6 +517,13 @@ export class ChannelHub {
       throw new TypeError("Cannot subscribe: the channel hub is closed");
     }
     const ch = this.#channel(channel);
+    // Past the channel's last seq, or of another epoch, the client saw a
+    // numbering that started again since (the gateway restarted, or the
+    // idle channel was forgotten): all it kept is new to that client.
+    const { afterSeq, afterEpoch } = options;
+    const restarted = afterSeq !== undefined &&
+      (afterSeq > ch.seq ||
+        (afterEpoch !== undefined && afterEpoch !== ch.epoch));
     // A replay larger than the buffer is clamped by the history size, which is the point of the bound.
     const sub = new Subscription(
       channel,
@@ -501,12 +540,10 @@ export class ChannelHub {
           // the reporter's failure must not break publishing
         }
       },
+      { epoch: ch.epoch, restarted },
     );
-    if (options.afterSeq !== undefined) {
-      // Past the channel's last seq, the client saw a numbering that started
-      // again since (the gateway restarted, or the idle channel was
-      // forgotten): all it kept is new to that client.
-      const after = options.afterSeq > ch.seq ? 0 : options.afterSeq;
+    if (afterSeq !== undefined) {
+      const after = restarted ? 0 : afterSeq;
       ch.history.forEach((m, i) => {
         if (m.seq > after) sub.push(m, ch.sizes[i]);
       });
@@ -521,6 +558,7 @@ export class ChannelHub {
       name: ch.name,
       subscribers: ch.subscribers.size,
       published: ch.seq,
+      epoch: ch.epoch,
       dropped: ch.dropped,
       history: [...ch.history],
     }));
@@ -566,6 +604,8 @@ export class ChannelHub {
       sizes: [],
       subscribers: new Set(),
       seq: 0,
+      // Random: a restarted gateway's numbering has another.
+      epoch: crypto.randomUUID().slice(0, 8),
       dropped: 0,
     };
     this.#channels.set(name, ch);

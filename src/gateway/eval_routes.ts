@@ -57,9 +57,9 @@ const EvalBody = v.strictObject(
 // the usual first try.
 const JSON_BODY_HINT = ' (send {"code": "<Python code>"})';
 
-/** What `stopped` resolves with in {@linkcode atomEvents}. */
+/** Why {@linkcode atomEvents} stops early: the gateway's stop, the code still running. */
 const STOP = Symbol("stop");
-/** What `retired` resolves with in {@linkcode atomEvents}. */
+/** Why {@linkcode atomEvents} stops early: its token retired. */
 const RETIRED = Symbol("retired");
 
 /**
@@ -90,18 +90,43 @@ async function* atomEvents(
   yield { event: "atom", data: { id: atom.id } };
   let settled = false;
   atom.result.then(() => settled = true, () => settled = true);
-  let onStop!: () => void;
-  const stopped = new Promise<typeof STOP>((resolve) => {
-    onStop = () => resolve(STOP);
-  });
+  // The stop and the token's retirement, once told; and the wait they
+  // wake. Not a Promise.race per event against promises as long-lived as
+  // the stream: each race left a reaction on them until they settled, one
+  // per output event (streams27, as the model streams').
+  let stopTold = false;
+  let retireTold = false;
+  let wake: ((why: typeof STOP | typeof RETIRED) => void) | undefined;
+  const onStop = () => {
+    stopTold = true;
+    wake?.(STOP);
+  };
+  const onRetire = () => {
+    retireTold = true;
+    wake?.(RETIRED);
+  };
   if (stop.aborted) onStop();
   else stop.addEventListener("abort", onStop, { once: true });
-  let onRetire!: () => void;
-  const retired = new Promise<typeof RETIRED>((resolve) => {
-    onRetire = () => resolve(RETIRED);
-  });
   if (retire?.aborted) onRetire();
   else retire?.addEventListener("abort", onRetire, { once: true });
+  /**
+   * `promise`'s value, or why the stream stops first: the retirement, or
+   * the stop while the code runs (once it settled, its output follows).
+   */
+  const unless = async <T>(
+    promise: Promise<T>,
+  ): Promise<T | typeof STOP | typeof RETIRED> => {
+    if (retireTold) return RETIRED;
+    if (stopTold && !settled) return STOP;
+    const r = await new Promise<T | typeof STOP | typeof RETIRED>(
+      (resolve, reject) => {
+        wake = resolve;
+        promise.then(resolve, reject);
+      },
+    );
+    wake = undefined;
+    return r;
+  };
   let cut = false;
   let revoked = false;
   const reader = output.getReader();
@@ -109,9 +134,7 @@ async function* atomEvents(
     let read: Promise<ReadableStreamReadResult<GatewayOutputChunk>> | undefined;
     for (;;) {
       read ??= reader.read();
-      const next = settled
-        ? await Promise.race([read, retired])
-        : await Promise.race([read, stopped, retired]);
+      const next = await unless(read);
       if (next === RETIRED) {
         revoked = true;
         break;
@@ -136,7 +159,7 @@ async function* atomEvents(
     }
     if (!revoked && !cut && !settled) {
       const ended = atom.result.then(() => undefined, () => undefined);
-      const first = await Promise.race([ended, stopped, retired]);
+      const first = await unless(ended);
       revoked = first === RETIRED;
       cut = first === STOP && !settled;
     }

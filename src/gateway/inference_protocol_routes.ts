@@ -26,6 +26,7 @@ import { inferenceModelConfig } from "./_inference_model_config.ts";
 import { modelEntries, workersOf } from "./_pool_reads.ts";
 import {
   inferenceStreamResponse,
+  isTransportRequest,
   wantsInferenceStream,
 } from "./_inference_stream.ts";
 import { TOKEN_RETIRED } from "./_token_holders.ts";
@@ -49,7 +50,7 @@ import {
   modelSuccessHeaders,
 } from "./model_routes.ts";
 import { explainedTimeout } from "./_timeout_explained.ts";
-import { firstItemTimeout } from "./_first_item_timeout.ts";
+import { firstItemTimeout, notAStream } from "./_first_item_timeout.ts";
 import { versionKey } from "../_model_version.ts";
 import { ModelHTTPError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
@@ -411,6 +412,13 @@ export function inferenceProtocolRoutes(
     let meta: ResponseMeta | undefined;
     try {
       model ??= modelOf(user, version);
+      // A stream's bound on a call that is none: refused, not ignored (its
+      // client would believe it bounded). A transport stream's request of a
+      // model that returns takes it: its one answer is its first item.
+      if (
+        request.url.includes("?") && !itemsWanted() &&
+        new URL(request.url).searchParams.has("firstItemTimeout")
+      ) throw notAStream("infer", isTransportRequest(request));
       if (model.streams === true && !itemsWanted()) throw streaming(model.name);
       const changes = catalog.changes;
       const { body, binary } = await readBody(request);
@@ -500,6 +508,13 @@ export function inferenceProtocolRoutes(
                   explainedTimeout(ctx, err, user, name, undefined, items),
                   request,
                 ),
+              // Its record carries REST's status and body (gRPC's error
+              // response parameters), as a status would before the first.
+              describeError: (err) => {
+                const { status, body } = describeError(err, ctx.debug(request));
+                body.requestId = clientId ?? crypto.randomUUID();
+                return { status, body };
+              },
               ...(hold === undefined ? {} : {
                 retire: hold.signal,
                 retiredError: () =>

@@ -48,6 +48,7 @@ import { jsonResponse } from "./json_response.ts";
 import { answerBody, jsonAnswer } from "./_answer_body.ts";
 import { MAX_MODEL_TIMEOUT, MODEL_TIMEOUT_SHAPE } from "../_model_timeout.ts";
 import { explainedTimeout } from "./_timeout_explained.ts";
+import { notAStream } from "./_first_item_timeout.ts";
 import { closeAfter } from "./_close_after.ts";
 import { discardUnreadBody } from "./_unread_body.ts";
 
@@ -950,6 +951,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
   app.post("/v1/models/:name/execute", (c) => {
     // Most calls have no query string: skip the query scans then.
     const query = c.req.url.includes("?");
+    // A stream's bound: refused, not ignored (notAStream).
+    if (query && c.req.query("firstItemTimeout") !== undefined) {
+      throw notAStream("execute", false);
+    }
     return run(
       c.req.raw,
       c.req.param("name"),
@@ -961,6 +966,10 @@ export function modelRoutes(ctx: RouteContext): Hono {
 
   app.post("/v1/models/:name/versions/:version/execute", (c) => {
     const query = c.req.url.includes("?");
+    // A stream's bound: refused, not ignored (notAStream).
+    if (query && c.req.query("firstItemTimeout") !== undefined) {
+      throw notAStream("execute", false);
+    }
     return run(
       c.req.raw,
       c.req.param("name"),

@@ -96,9 +96,18 @@ export function sseResponse(
   const keepAliveMs = options.keepAliveMs ?? 15000;
   let pending: Promise<IteratorResult<SseEvent>> | undefined;
   let finished = false;
+  // The keep-alive: one timer per stream, re-armed for `keepAliveMs` after
+  // the last chunk, never set per event (a stream of 10^4 items a second
+  // made a timer, a promise and a Promise.race per item). A comment goes
+  // out only while a pull waits for the source, as the client takes chunks.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let lastChunk = 0;
+  let keepAlive: (() => void) | undefined;
   const finish = (): void => {
     if (finished) return;
     finished = true;
+    clearTimeout(timer);
+    timer = undefined;
     void iterator.return?.()?.catch(() => {});
     options.onClose?.();
   };
@@ -113,22 +122,37 @@ export function sseResponse(
         controller.enqueue(encoder.encode(encodeSse(event)));
         controller.close();
       }, () => {});
+      keepAlive = () => {
+        timer = undefined;
+        if (finished) return;
+        const now = Date.now();
+        const due = lastChunk + keepAliveMs;
+        if (now >= due) {
+          // Silent for keepAliveMs: a comment, if a pull waits for the
+          // source (else the client has not taken the last chunk yet).
+          if (pending !== undefined) {
+            controller.enqueue(encoder.encode(": keep-alive\n\n"));
+          }
+          lastChunk = now;
+        }
+        timer = setTimeout(
+          keepAlive!,
+          Math.max(1, lastChunk + keepAliveMs - now),
+        );
+      };
     },
     async pull(controller) {
       if (finished) return;
+      if (timer === undefined) {
+        lastChunk = Date.now();
+        timer = setTimeout(keepAlive!, keepAliveMs);
+      }
       pending ??= iterator.next();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const tick = new Promise<"tick">((
-        resolve,
-      ) => (timer = setTimeout(() => resolve("tick"), keepAliveMs)));
       try {
-        const result = await Promise.race([pending, tick]);
-        if (finished) return;
-        if (result === "tick") {
-          controller.enqueue(encoder.encode(": keep-alive\n\n"));
-          return;
-        }
+        const result = await pending;
         pending = undefined;
+        if (finished) return;
+        lastChunk = Date.now();
         if (result.done) {
           finish();
           controller.close();
@@ -138,8 +162,6 @@ export function sseResponse(
       } catch (err) {
         finish();
         controller.error(err);
-      } finally {
-        clearTimeout(timer);
       }
     },
     cancel() {

@@ -97,6 +97,7 @@ interface BunGlobal {
     fetch(request: Request, server: BunServer): Promise<Response | undefined>;
     error(error: Error): Response;
     websocket: {
+      idleTimeout: number;
       open(ws: BunServerWebSocket): void;
       message(ws: BunServerWebSocket, message: string | Uint8Array): void;
       close(ws: BunServerWebSocket, code: number, reason: string): void;

@@ -93,10 +93,28 @@ class BunWebSocket extends EventTarget {
     this.#fire(new MessageEvent("message", { data }), this.onmessage);
   }
 
-  /** Called by the server's `close` handler. */
+  /**
+   * Called by the server's `close` handler. A connection that ended while
+   * open without a close frame (1006, and not by our `close()`): a client
+   * killed or cut off, or Bun's `idleTimeout` past with no pong (its reason
+   * `WebSocket timed out from inactivity`) is an `error` event first, as
+   * Deno's `Unexpected EOF` and `No response from ping frame.` are, so the
+   * gateway drops, logs and counts it as a lost subscriber alike.
+   */
   closed(code: number, reason: string): void {
     if (this.readyState === 3) return;
+    const lost = code === 1006 && this.readyState === 1;
     this.readyState = 3;
+    if (lost) {
+      this.#fire(
+        new ErrorEvent("error", {
+          message: reason === ""
+            ? "the connection ended without a close frame (1006)"
+            : reason,
+        }),
+        this.onerror,
+      );
+    }
     this.#fire(
       new CloseEvent("close", { code, reason, wasClean: code !== 1006 }),
       this.onclose,
@@ -129,6 +147,21 @@ class BunWebSocket extends EventTarget {
  * ```
  */
 export class BunWebSocketUpgrades {
+  /**
+   * `idleTimeout`: seconds without a message or a pong (Bun pings the
+   * client) before Bun closes a WebSocket; 30 as Deno's default ping timeout
+   * (Bun's own is 120: a lost subscriber went unseen 4-8 minutes).
+   */
+  constructor(options: { idleTimeout?: number } = {}) {
+    this.handlers = {
+      idleTimeout: options.idleTimeout ?? 30,
+      open: (ws) => (ws.data as BunWebSocket).opened(ws),
+      message: (ws, message) => (ws.data as BunWebSocket).received(message),
+      close: (ws, code, reason) =>
+        (ws.data as BunWebSocket).closed(code, reason),
+    };
+  }
+
   /**
    * Deno-style upgrade: a WebSocket now, the handshake once `fetch` returns,
    * answering `Sec-WebSocket-Protocol` with `options.protocol` (or none).
@@ -199,12 +232,9 @@ export class BunWebSocketUpgrades {
 
   /** The `websocket` option of `Bun.serve`. */
   readonly handlers: {
+    idleTimeout: number;
     open(ws: BunServerWebSocket): void;
     message(ws: BunServerWebSocket, message: string | Uint8Array): void;
     close(ws: BunServerWebSocket, code: number, reason: string): void;
-  } = {
-    open: (ws) => (ws.data as BunWebSocket).opened(ws),
-    message: (ws, message) => (ws.data as BunWebSocket).received(message),
-    close: (ws, code, reason) => (ws.data as BunWebSocket).closed(code, reason),
   };
 }

@@ -1,0 +1,42 @@
+import assert from "node:assert/strict";
+import { SseReader, startGateway } from "./_gateway_harness.ts";
+
+const TOKEN = "eval-routes-test-token-0123456789";
+
+Deno.test("evalRoutes stream an eval's output without a Promise.race per output event against the stop and the token's retirement", async () => {
+  // Before: each event raced promises as long-lived as the stream, each race
+  // leaving a reaction on them until the stream ended (as the model streams'
+  // did: bench/sse_streams.ts).
+  await using gw = await startGateway({ token: TOKEN, allowEval: true });
+  const race = Promise.race;
+  let races = 0;
+  Promise.race = function (this: PromiseConstructor, values: unknown[]) {
+    races++;
+    return race.call(this, values);
+  } as typeof race;
+  let output: Array<{ data: unknown }>;
+  try {
+    const res = await gw.fetch("/v1/eval", {
+      method: "POST",
+      body: JSON.stringify({
+        code: "import time\nfor i in range(100):\n" +
+          "    print(i, flush=True)\n    time.sleep(0.005)\n7",
+      }),
+    });
+    assert.equal(res.status, 200);
+    const events = await new SseReader(res.body!).all();
+    assert.deepEqual(events.at(-1), { event: "result", data: { value: 7 } });
+    output = events.filter((e) => e.event === "output");
+  } finally {
+    Promise.race = race;
+  }
+  assert.equal(
+    output.map((e) => (e.data as { data: string }).data).join(""),
+    Array.from({ length: 100 }, (_, i) => `${i}\n`).join(""),
+  );
+  assert.ok(output.length >= 20, `${output.length} output events`);
+  assert.ok(
+    races < output.length / 4,
+    `${races} races, ${output.length} events`,
+  );
+});
