@@ -198,12 +198,17 @@ Deno.test("channelsPlugin publishes from the publish host handler", async () => 
   const publish = plugin.handlers!.publish!;
   const sub = hub.subscribe("events");
   const call = {} as Parameters<typeof publish>[1];
-  assert.deepEqual(await publish({ channel: "events", msg: { a: 1 } }, call), {
+  const answer = await publish({ channel: "events", msg: { a: 1 } }, call);
+  const [got] = await take(sub, 1);
+  assert.match(String((answer as { epoch?: unknown }).epoch), /^[0-9a-f]{8}$/);
+  assert.deepEqual(answer, {
     channel: "events",
     seq: 1,
+    // The numbering the subscribers see, as POST /v1/channels/{name} answers.
+    epoch: got!.type === "message" ? got!.message.epoch : undefined,
     delivered: 1,
   });
-  assert.deepEqual(dataOf(await take(sub, 1)), [{ a: 1 }]);
+  assert.deepEqual(dataOf([got!]), [{ a: 1 }]);
   assert.throws(() => publish({ msg: 1 }, call), /channel must be a string/);
   assert.throws(
     () => publish({ channel: "events", msg: "x".repeat(100) }, call),

@@ -48,7 +48,7 @@ export function channelsPlugin(options: ChannelsPluginOptions): Plugin {
     handlers: {
       publish(
         args: unknown,
-      ): { channel: string; seq: number; delivered: number } {
+      ): { channel: string; seq: number; epoch: string; delivered: number } {
         if (typeof args !== "object" || args === null) {
           throw new TypeError("Cannot publish: expected {channel, msg}");
         }
@@ -63,7 +63,9 @@ export function channelsPlugin(options: ChannelsPluginOptions): Plugin {
           );
         }
         const { message, delivered } = hub.publish(channel, msg ?? null);
-        return { channel, seq: message.seq, delivered };
+        // The epoch as the HTTP publish answers it: a model that keeps the
+        // seq to tell subscribers where to resume needs its numbering too.
+        return { channel, seq: message.seq, epoch: message.epoch, delivered };
       },
     },
   };
