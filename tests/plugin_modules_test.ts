@@ -19,6 +19,8 @@ import {
   untrustedImport,
 } from "../src/gateway/_local_imports.ts";
 import { getLogger } from "@logtape/logtape";
+import { pathToFileURL } from "node:url";
+import type { Runtime } from "../src/runtime/types.ts";
 import { tempDir, waitFor, writeFiles } from "./_harness.ts";
 import { type ServeCli, startServeCli } from "./_serve_cli.ts";
 
@@ -799,4 +801,62 @@ Deno.test("A reload that changes the plugin modules names plugins among the sett
       .pluginModules,
     ["/srv/p/a.ts", "file:///x.ts"],
   );
+});
+
+Deno.test("untrustedImport follows a bare name the runtime resolves to a local file (an import map's, a package.json's imports), not one resolved into a package cache", async () => {
+  // `import "@lib/helper.ts"` with deno.json's `"@lib/": "./lib/"` (or
+  // Bun's `import "#lib/helper.ts"` with package.json's `"#lib/*"`) loads
+  // lib/helper.ts: from a directory every user could write, it was loaded
+  // unchecked where `import "./lib/helper.ts"` was refused (chaos49).
+  await using dir = await tempDir();
+  await writeFiles(dir.path, {
+    "main.ts":
+      'import { h } from "@lib/helper.ts";\nimport "#lib/other.ts";\nimport "pkg";\nimport "npm:left-pad";\n// imported from "the prose of a comment"\nexport default () => ({ name: h });\n',
+    "lib/helper.ts": 'export const h = "helper";\n',
+    "lib/other.ts": "export {};\n",
+    "node_modules/pkg/index.js": "export {};\n",
+  });
+  const base = defaultRuntime();
+  const asked: string[] = [];
+  const runtime: Runtime = {
+    ...base,
+    resolveImport: (specifier, referrer) => {
+      asked.push(specifier);
+      assert.equal(referrer, pathToFileURL(`${dir.path}/main.ts`).href);
+      const lib = /^[@#]lib\/(.*)$/.exec(specifier);
+      return lib !== null
+        ? pathToFileURL(`${dir.path}/lib/${lib[1]}`).href
+        : specifier === "pkg"
+        ? pathToFileURL(`${dir.path}/node_modules/pkg/index.js`).href
+        : undefined;
+    },
+  };
+  const main = `${dir.path}/main.ts`;
+  assert.equal(await untrustedImport(runtime, main), undefined);
+  // Bare names only: not npm:, not a comment's prose.
+  assert.deepEqual(asked.sort(), ["#lib/other.ts", "@lib/helper.ts", "pkg"]);
+  for (const file of ["lib/helper.ts", "lib/other.ts"]) {
+    await Deno.chmod(`${dir.path}/${file}`, 0o666);
+    assert.match(
+      (await untrustedImport(runtime, main)) ?? "taken",
+      new RegExp(
+        `^it imports \\S+/${file} \\(from \\S+/main\\.ts\\): every user can write to that file \\(mode 0666\\)`,
+      ),
+    );
+    await Deno.chmod(`${dir.path}/${file}`, 0o644);
+  }
+  // A package's file (node_modules, Deno's npm cache): the runtime's.
+  await Deno.chmod(`${dir.path}/node_modules/pkg/index.js`, 0o666);
+  assert.equal(await untrustedImport(runtime, main), undefined);
+  // Deno's adapter resolves with the import map: the package's own name.
+  {
+    assert.equal(
+      base.resolveImport?.("@pyproxy/pyproxy", pathToFileURL(main).href),
+      new URL("../mod.ts", import.meta.url).href,
+    );
+    assert.equal(
+      base.resolveImport?.("no-such-name", pathToFileURL(main).href),
+      undefined,
+    );
+  }
 });

@@ -215,3 +215,46 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name:
+    "readTrusted reads again a file whose path did not resolve after its read (Bun's realpath during a rename), and throws the runtime's error for a file gone",
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    await using dir = await tempDir("pyproxy-trusted-read-test-");
+    const path = `${dir.path}/token`;
+    await Deno.writeTextFile(path, "checked\n", { mode: 0o600 });
+    const base = defaultRuntime();
+    // As Bun's fs.promises.realpath answers now and then while another
+    // file is renamed over the path (which is never without one).
+    let misses = 1;
+    const runtime: Runtime = {
+      ...base,
+      realPath: (p) =>
+        misses-- > 0
+          ? Promise.reject(
+            Object.assign(new Error(`ENOENT: no such file, realpath '${p}'`), {
+              code: "ENOENT",
+            }),
+          )
+          : base.realPath(p),
+    };
+    let reads = 0;
+    const read = () =>
+      readTrusted(runtime, path, async () => {
+        reads++;
+        const got = (await runtime.readRegularFile!(path, 64))!;
+        return { value: new TextDecoder().decode(got.bytes), file: got };
+      });
+    assert.deepEqual(await read(), { value: "checked\n" });
+    assert.equal(reads, 2);
+    // Never resolving: the runtime's error at the last read.
+    misses = Infinity;
+    reads = 0;
+    await assert.rejects(
+      read(),
+      (err: Error & { code?: string }) => err.code === "ENOENT",
+    );
+    assert.equal(reads, 3);
+  },
+});

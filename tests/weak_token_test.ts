@@ -5,6 +5,8 @@
  * that reads a weak one keeps the tokens in force and logs why.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import fc from "fast-check";
 import { ConfigError } from "../src/errors.ts";
 import { parseConfig, resolveConfig } from "../src/gateway/config.ts";
 import { tokenList } from "../src/gateway/config.ts";
@@ -157,4 +159,63 @@ Deno.test("serve keeps the tokens in force when a token file's poll or a reload 
   } finally {
     TOKEN_FILE_INTERVAL_FLOOR.ms = floor;
   }
+});
+
+Deno.test("weakTokenProblem reads a token file's longest line (256 KiB) in linear time", async () => {
+  // Run in a worker, ended past a bound far above the few ms it takes: the
+  // search for a repeated pattern at each character was cubic, and such a
+  // line blocked the event loop (4096 characters: 37 s; 256 KiB: days)
+  // at start and at every poll that read it.
+  const url = new URL("../src/gateway/_weak_token.ts", import.meta.url).href;
+  const source = `import { tokenStrength } from ${JSON.stringify(url)};
+    const n = ${256 * 1024};
+    const tokens = ["ab".repeat(n / 2 - 1) + "aX", "0123456789".repeat(n / 10) + "!"];
+    postMessage(tokens.map((t) => tokenStrength(t).bits));`;
+  const worker = new Worker(
+    URL.createObjectURL(new Blob([source], { type: "text/javascript" })),
+    { type: "module" },
+  );
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const bits = await Promise.race([
+      new Promise<number[]>((resolve, reject) => {
+        worker.onmessage = (e) => resolve(e.data);
+        worker.onerror = (e) => reject(e.error ?? new Error(e.message));
+      }),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error("tokenStrength did not answer within 60 s")),
+          60_000,
+        );
+      }),
+    ]);
+    // Long enough to pass, whatever their patterns.
+    for (const b of bits) assert.ok(b > WEAK_TOKEN_BITS, String(b));
+  } finally {
+    clearTimeout(timer);
+    worker.terminate();
+  }
+});
+
+Deno.test("weakTokenProblem takes random tokens of the lengths openssl rand gives", () => {
+  // `openssl rand -hex|-base64 N` and base64url: the 16 hex digits of
+  // -hex 8 (the shortest a token may be) are the closest, about 1 in a
+  // million of them under WEAK_TOKEN_BITS (docs/gateway.md, "Weak tokens").
+  const encodings = {
+    hex: (b: Uint8Array) => Buffer.from(b).toString("hex"),
+    base64: (b: Uint8Array) => Buffer.from(b).toString("base64"),
+    base64url: (b: Uint8Array) => Buffer.from(b).toString("base64url"),
+  };
+  fc.assert(
+    fc.property(
+      fc.constantFrom(...Object.values(encodings)),
+      fc.constantFrom(12, 16, 24, 32, 48, 64),
+      fc.uint8Array({ minLength: 64, maxLength: 64 }),
+      (encode, size, bytes) => {
+        const token = encode(bytes.subarray(0, size));
+        return token.length < 16 || weakTokenProblem(token) === undefined;
+      },
+    ),
+    { numRuns: 20_000, seed: 49 },
+  );
 });

@@ -4,9 +4,11 @@
  * directory another user can write ran their code with the gateway's
  * permissions, though the module itself passed. Found statically, in the
  * text: string-literal specifiers, string-literal URLs of the module's own
- * location (`new URL("./w.ts", import.meta.url)`), and the `package.json`
- * of an imported directory with the files it names; a specifier or URL
- * computed at run time is not seen (docs/security.md).
+ * location (`new URL("./w.ts", import.meta.url)`), the `package.json`
+ * of an imported directory with the files it names, and the local files
+ * that bare names resolve to (an import map's `"@lib/": "./lib/"`, a
+ * `package.json`'s `imports`; packages' caches left out); a specifier or
+ * URL computed at run time is not seen (docs/security.md).
  *
  * @module
  */
@@ -39,6 +41,19 @@ const OWN_URL =
 
 /** A specifier of a local file: relative, absolute, or a `file:` URL. */
 const LOCAL = /^(?:\.{1,2}\/|\/|file:)/i;
+
+/**
+ * A bare name (`@lib/x.ts`, `#lib/x`, `hono/cors`): no scheme (`npm:`,
+ * `jsr:`, `node:`), no space; not the prose of a comment's `from "..."`.
+ */
+const BARE = /^[@#\w][\w@#./+~-]*$/;
+
+/**
+ * A path in a package cache: a `node_modules` directory, or Deno's npm
+ * cache (`<DENO_DIR>/npm/<registry host>/`). A bare name resolved there is
+ * a package's, as `npm:` specifiers are: not followed.
+ */
+const PACKAGE_CACHE = /\/node_modules\/|\/npm\/[^/]+\.[^/]+\//;
 
 /** The files whose imports are read: JavaScript and TypeScript. */
 const CODE = /\.(?:[cm]?[jt]s|[jt]sx)$/i;
@@ -76,7 +91,9 @@ export class ImportsNotCheckedError extends Error {
 /**
  * The local specifiers of `text` (a module's source), resolved against
  * `url` (its `file:` URL), as file paths; those that are not file paths
- * once resolved are left out. With the string-literal URLs it makes of its
+ * once resolved are left out. Bare names too, with `resolveBare` (the
+ * runtime's `resolveImport`), when they resolve to a file outside a
+ * package cache. With the string-literal URLs it makes of its
  * own location ({@linkcode OWN_URL}: a worker, a dynamic import, a file it
  * reads).
  *
@@ -86,7 +103,11 @@ export class ImportsNotCheckedError extends Error {
  * // ["/srv/lib/x.ts"]
  * ```
  */
-export function localImports(text: string, url: string): string[] {
+export function localImports(
+  text: string,
+  url: string,
+  resolveBare?: (specifier: string, referrer: string) => string | undefined,
+): string[] {
   const out = new Set<string>();
   const add = (specifier: string) => {
     try {
@@ -99,10 +120,20 @@ export function localImports(text: string, url: string): string[] {
   for (const match of text.matchAll(SPECIFIER)) {
     const specifier = match[2]!;
     if (
-      !LOCAL.test(specifier) || typeOnly(text, match.index) ||
+      typeOnly(text, match.index) ||
       (match[1] === "`" && specifier.includes("${"))
     ) continue;
-    add(specifier);
+    if (LOCAL.test(specifier)) add(specifier);
+    else if (resolveBare !== undefined && BARE.test(specifier)) {
+      // A bare name that an import map (`"@lib/": "./lib/"`) or a
+      // package.json's `imports` (`"#lib/*": "./lib/*"`) maps to local
+      // files loads one of them: such an import from a directory every
+      // user could write was loaded unchecked (chaos49).
+      const resolved = resolveBare(specifier, url);
+      if (resolved !== undefined && !PACKAGE_CACHE.test(resolved)) {
+        add(resolved);
+      }
+    }
   }
   // URLs of its own location (security27): a worker, a dynamic import of
   // one, a file it reads. `new URL`'s bare names too (relative there).
@@ -232,8 +263,9 @@ function typeOnly(text: string, at: number): boolean {
  * already) imports, directly or through others, could be written or
  * replaced by another user (`untrustedThroughLinks`), naming it; or
  * `undefined`. A file that is not there is passed over (the import says
- * so); bare names (`npm:`, `jsr:`, an import map's) are the runtime's
- * cache's, not followed. Throws an {@linkcode ImportsNotCheckedError} when
+ * so); `npm:`, `jsr:` and bare names resolved into a package cache are
+ * the runtime's cache's, not followed; a bare name the runtime resolves
+ * to a local file (an import map's, a `package.json`'s `imports`) is. Throws an {@linkcode ImportsNotCheckedError} when
  * they cannot all be checked.
  *
  * @example
@@ -263,7 +295,12 @@ export async function untrustedImport(
       );
     }
     const text = new TextDecoder().decode(await runtime.readFile(file));
-    for (const imported of localImports(text, pathToFileURL(file).href)) {
+    const imports = localImports(
+      text,
+      pathToFileURL(file).href,
+      runtime.resolveImport?.bind(runtime),
+    );
+    for (const imported of imports) {
       // The path as written, and when it names no file (missing, or a
       // directory), those Bun would load for it.
       const info = await runtime.stat(imported).catch(() => null);

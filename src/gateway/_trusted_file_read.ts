@@ -36,8 +36,8 @@ export type TrustedRead<T> = { value: T; untrusted?: undefined } | {
  * in for the read and out again before the check (a token of another
  * user's, a key of theirs) was taken when the path alone was checked
  * (security27). A file found replaced since its read (a rotation) is read
- * again, up to {@linkcode READS} times; past that, a
- * {@linkcode ReplacedWhileReadError}. Without `file` (a runtime without
+ * again, up to {@linkcode READS} times (as is one whose path did not
+ * resolve after the read); past that, a {@linkcode ReplacedWhileReadError}. Without `file` (a runtime without
  * `readRegularFile`) or where owners are unknown, the path's check alone.
  * Throws what `read` throws, and the runtime's error when `path` is gone by
  * the check.
@@ -59,7 +59,17 @@ export async function readTrusted<T>(
   const given = resolve(path);
   for (let reads = 1;; reads++) {
     const { value, file } = await read();
-    const real = await runtime.realPath(given);
+    let real: string;
+    try {
+      real = await runtime.realPath(given);
+    } catch (err) {
+      // Bun's realpath fails now and then (ENOENT) while the path is
+      // replaced by a rename, though a rename leaves no moment without a
+      // file there (under a loop of renames: 166 of 111 000, where Deno's
+      // failed none): gone or replaced since the read, read again.
+      if (!gone(err) || reads === READS) throw err;
+      continue;
+    }
     const why = await untrustedThroughLinks(runtime, given, real);
     if (why !== undefined) return { untrusted: why };
     const self = runtime.uid?.();
@@ -93,6 +103,12 @@ export async function readTrusted<T>(
       );
     }
   }
+}
+
+/** Whether `err` says a path is not there (Node's, Bun's or Deno's). */
+function gone(err: unknown): boolean {
+  return (err as { code?: unknown }).code === "ENOENT" ||
+    (err as { name?: unknown }).name === "NotFound";
 }
 
 /**

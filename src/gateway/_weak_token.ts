@@ -74,6 +74,10 @@ export function tokenStrength(
   const perChar = Math.log2(Math.max(2, alphabetSize(token)));
   const lower = token.toLowerCase();
   const patterns = new Set<string>();
+  // Computed once: asked at each character, the search for a period was
+  // quadratic there, cubic in all (a token of 4096 characters such as
+  // `abab...abX` took 37 s of the event loop, at start and at each poll).
+  const periods = suffixPeriods(token);
   let bits = 0;
   let i = 0;
   while (i < token.length) {
@@ -109,7 +113,7 @@ export function tokenStrength(
     }
     // A pattern repeated to the end (`abcabcabc`, `1212...`): its first
     // copy, and how many times.
-    const period = repeatedPeriod(token, i);
+    const period = repeatedPeriod(periods, token.length, i);
     if (period !== undefined) {
       patterns.add("a pattern repeated");
       bits += tokenStrength(token.slice(i, i + period)).bits +
@@ -123,22 +127,41 @@ export function tokenStrength(
 }
 
 /**
- * The period of `token` from `from` to its end when it is a pattern of 2
- * to a third of that length repeated (the last copy may be cut short).
+ * The smallest period of each suffix of `token` (by its length: `[m]` is
+ * that of the last `m` code units), in linear time: the failure function
+ * of the reversed token (a string's periods are its reverse's, and its
+ * suffixes are the reverse's prefixes).
  */
-function repeatedPeriod(token: string, from: number): number | undefined {
-  const length = token.length - from;
-  for (let p = 2; p * 3 <= length; p++) {
-    let repeats = true;
-    for (let k = from + p; k < token.length; k++) {
-      if (token[k] !== token[k - p]) {
-        repeats = false;
-        break;
-      }
-    }
-    if (repeats) return p;
+function suffixPeriods(token: string): Uint32Array {
+  const n = token.length;
+  const at = (j: number): number => token.charCodeAt(n - 1 - j);
+  // border[m]: the longest proper border of the reverse's first m units.
+  const border = new Uint32Array(n + 1);
+  let k = 0;
+  for (let j = 1; j < n; j++) {
+    while (k > 0 && at(j) !== at(k)) k = border[k]!;
+    if (at(j) === at(k)) k++;
+    border[j + 1] = k;
   }
-  return undefined;
+  const periods = new Uint32Array(n + 1);
+  for (let m = 1; m <= n; m++) periods[m] = m - border[m]!;
+  return periods;
+}
+
+/**
+ * The period of the token from `from` to its end when it is a pattern of
+ * 2 to a third of that length repeated (the last copy may be cut short),
+ * from {@linkcode suffixPeriods}: the smallest period of 2 or more (one
+ * character repeated has period 2 as well).
+ */
+function repeatedPeriod(
+  periods: Uint32Array,
+  length: number,
+  from: number,
+): number | undefined {
+  const rest = length - from;
+  const p = Math.max(2, periods[rest]!);
+  return p * 3 <= rest ? p : undefined;
 }
 
 /**

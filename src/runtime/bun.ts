@@ -23,7 +23,8 @@ import {
 } from "node:fs/promises";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { availableParallelism, cpus, tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import process from "node:process";
 import { isatty } from "node:tty";
 import { unsetNames } from "./_unset_env.ts";
@@ -80,6 +81,7 @@ interface BunServer {
   ): boolean;
 }
 interface BunGlobal {
+  resolveSync(specifier: string, from: string): string;
   spawn(cmd: string[], options: {
     cwd?: string;
     env?: Record<string, string | undefined>;
@@ -460,6 +462,17 @@ export function bunRuntime(): Runtime {
       typeof process.getuid === "function" ? process.getuid() : undefined,
     realPath: (path) => realpath(path),
     readRegularFile,
+    // From the referrer's directory: its package.json's `imports` and
+    // node_modules are the ones Bun reads for it.
+    resolveImport(specifier, referrer) {
+      try {
+        return pathToFileURL(
+          bunGlobal().resolveSync(specifier, dirname(fileURLToPath(referrer))),
+        ).href;
+      } catch {
+        return undefined;
+      }
+    },
     // Asked of the descriptor each time: `process.stdout.isTTY` is fixed at
     // start, and stays true once the terminal hung up (serve tells a hang-up
     // from a reload's SIGHUP so).

@@ -601,6 +601,14 @@ export function denoRuntime(): Runtime {
     },
     realPath: (path) => Deno.realPath(path),
     readRegularFile,
+    // The import map is the process's (scopes aside): the same from here.
+    resolveImport(specifier) {
+      try {
+        return import.meta.resolve(specifier);
+      } catch {
+        return undefined;
+      }
+    },
     stdoutIsTerminal: () => Deno.stdout.isTerminal(),
     tlsFetch(tls) {
       // One client for the exporter's life (its connections are reused).

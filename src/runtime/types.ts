@@ -631,6 +631,16 @@ export interface Runtime {
     limit: number,
   ): Promise<RegularFileRead | null>;
   /**
+   * The URL the runtime loads for `specifier`, a bare name (`@lib/x.ts`,
+   * `#lib/x.ts`, `hono`) imported by the module at `referrer` (a `file:`
+   * URL), as its import map (Deno's `deno.json` `imports`) or its
+   * `package.json` (`imports`, `node_modules`; Bun) says; `undefined` when
+   * it resolves to none. For the plugin import check: a bare name mapped
+   * to a local directory loads a file of it, as a relative import would.
+   * Optional: without it, bare names are not followed.
+   */
+  resolveImport?(specifier: string, referrer: string): string | undefined;
+  /**
    * A `fetch` whose HTTPS connections trust `tls.ca` (PEM; Deno adds it
    * to its roots, Bun takes it as Node's `ca` option) and present `tls.cert` and `tls.key` (PEM, both or
    * neither) as the client's certificate: the tracing exporter's, for a

@@ -184,3 +184,40 @@ test(
   },
   30_000,
 );
+
+test(
+  "loadPluginModule checks the file a package.json's imports map a bare #name to (chaos49)",
+  async () => {
+    // `import "#lib/helper.ts"` with `"imports": {"#lib/*": "./lib/*"}`:
+    // not a relative path, so not followed, and a helper every user could
+    // write ran with the gateway's permissions.
+    const { loadPluginModule } = await import(
+      "../../src/gateway/_plugin_modules.ts"
+    );
+    const { defaultRuntime } = await import("../../src/runtime/mod.ts");
+    const dir = mkdtempSync(`${tmpdir()}/pyproxy-test-`);
+    try {
+      mkdirSync(`${dir}/lib`);
+      writeFileSync(
+        `${dir}/package.json`,
+        '{"name":"p","imports":{"#lib/*":"./lib/*"}}\n',
+      );
+      writeFileSync(`${dir}/lib/helper.ts`, 'export const a = "mapped";\n');
+      writeFileSync(
+        `${dir}/plugin.ts`,
+        'import { a } from "#lib/helper.ts";\nexport default () => ({ name: a });\n',
+      );
+      const spec = { module: `${dir}/plugin.ts`, where: "t", path: "--plugin" };
+      chmodSync(`${dir}/lib/helper.ts`, 0o666);
+      await expect(loadPluginModule(spec, defaultRuntime())).rejects.toThrow(
+        /it imports \S+\/lib\/helper\.ts \(from \S+\): every user can write to that file/,
+      );
+      chmodSync(`${dir}/lib/helper.ts`, 0o644);
+      const plugin = await loadPluginModule(spec, defaultRuntime());
+      expect(plugin.name).toBe("mapped");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
