@@ -12,7 +12,7 @@ import { readTokenFiles } from "../src/gateway/_token_files.ts";
 import { TOKEN_FILE_INTERVAL_FLOOR } from "../src/gateway/_token_file_interval.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import { tempDir, waitFor } from "./_harness.ts";
-import { startGateway, withLogs } from "./_gateway_harness.ts";
+import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
 import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
 
 const OPERATOR = "9f1c6ad2e07b4b3c8e5d1a6f2b7c9e04";
@@ -230,6 +230,66 @@ Deno.test("serve applies a token file's new tokens beside an inline manageToken 
       // The management token is still one: management takes it, not token.
       assert.equal(await status(OPERATOR, "/v1/workers"), 403);
       assert.notEqual(await status(manage, "/v1/workers"), 403);
+    }, "info");
+  } finally {
+    TOKEN_FILE_INTERVAL_FLOOR.ms = floor;
+  }
+});
+
+Deno.test("serve ends the evals of a token a token file's poll marks a tenant's, as a retired token's, and keeps the operator's", async () => {
+  await using dir = await tempDir("pyproxy-tenant-tokens-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT_A}\n`, {
+    mode: 0o600,
+  });
+  const floor = TOKEN_FILE_INTERVAL_FLOOR.ms;
+  TOKEN_FILE_INTERVAL_FLOOR.ms = 1;
+  try {
+    await withLogs(async () => {
+      await using gw = await startGateway({
+        tokenFile,
+        tokenFileInterval: 5,
+        allowEval: true,
+        workers: 2,
+      });
+      // An eval each, running (its code waits) once its output came.
+      const running = async (token: string) => {
+        const res = await gw.fetch("/v1/eval", {
+          method: "POST",
+          body: JSON.stringify({
+            code: "import time\nprint('started', flush=True)\ntime.sleep(20)",
+          }),
+          headers: bearer(token),
+        });
+        assert.equal(res.status, 200);
+        const events = new SseReader(res.body!);
+        assert.equal((await events.next())?.event, "atom");
+        assert.equal((await events.next())?.event, "output");
+        return events;
+      };
+      const demoted = await running(TENANT_A);
+      const operator = await running(OPERATOR);
+      try {
+        await Deno.writeTextFile(
+          tokenFile,
+          `${OPERATOR}\n${TENANT_A} tenant\n`,
+        );
+        const rest = await demoted.all();
+        assert.deepEqual(
+          (rest.at(-1)?.data as { type?: string }).type,
+          "Unauthorized",
+          JSON.stringify(rest),
+        );
+        // The operator's eval goes on: its stream is still open.
+        const more = await Promise.race([
+          operator.next().then(() => "event"),
+          new Promise((resolve) => setTimeout(resolve, 200, "open")),
+        ]);
+        assert.equal(more, "open");
+      } finally {
+        await demoted.cancel();
+        await operator.cancel();
+      }
     }, "info");
   } finally {
     TOKEN_FILE_INTERVAL_FLOOR.ms = floor;

@@ -1107,6 +1107,16 @@ export function createGateway(
     const nextManage = checked.manageTokens === undefined
       ? undefined
       : tokenMatcher(checked.manageTokens);
+    // What an eval held needs: the management token, else an operator's
+    // (an inference token not marked a tenant's). Without this, an operator
+    // token re-marked `tenant` kept the evals it had opened running, where
+    // its next eval got 403.
+    const nextTenants = checked.tenantIds;
+    const nextOperator = nextManage ??
+      (nextTenants === undefined ? undefined : (token: string): boolean => {
+        const id = nextAny?.(token);
+        return id !== undefined && !nextTenants.has(id);
+      });
     tokens = checked.tokens;
     manageTokens = checked.manageTokens;
     tenantIds = checked.tenantIds;
@@ -1116,9 +1126,10 @@ export function createGateway(
     // A retired token's channel subscriptions and streams end too: they
     // would go on for as long as their clients stay (days), where its next
     // request gets 401.
-    const ended = nextAny === undefined
-      ? undefined
-      : ctx.tokenHolders?.revoke((t) => nextAny(t) !== undefined, nextManage);
+    const ended = nextAny === undefined ? undefined : ctx.tokenHolders?.revoke(
+      (t) => nextAny(t) !== undefined,
+      nextOperator,
+    );
     if (ended !== undefined && ended.subscription > 0) {
       logger.info(
         "Ended {count} channel subscription(s) whose token is no longer accepted",
