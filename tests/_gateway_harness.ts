@@ -102,7 +102,9 @@ export interface TestGateway extends GatewayServer {
 /**
  * Starts a gateway; dispose it with `await using`. `models`: more model
  * files (name → Python source) beside the example and test models;
- * `options`: serve's options besides the configuration.
+ * `options`: serve's options besides the configuration. Its close lets
+ * calls in flight run 2 s (`limits.shutdownGrace`, unless `overrides`
+ * sets it), not the default 10 s.
  */
 export async function startGateway(
   overrides: GatewayConfig = {},
@@ -117,8 +119,11 @@ export async function startGateway(
         port: 0,
         workers: 1,
         modelsDir: dir,
-        limits: { shutdownGrace: 2000 },
         ...overrides,
+        // Other limits given keep this one: an override of `limits` (a
+        // bodyLimit, a loadTimeout) replaced it, and such a gateway's close
+        // waited up to 10 s for a call a test had given up on.
+        limits: { shutdownGrace: 2000, ...overrides.limits },
       },
     });
     const server = await serve(config, options);

@@ -634,7 +634,16 @@ class Marker:
 });
 
 Deno.test("Model repository extension: a model whose import kills the workers is skipped at start and fails its load and PUT with a WorkerCrashedError naming the exit; the other models keep serving", async () => {
-  await using gw = await startGateway({ allowManage: true, workers: 2 }, {
+  // The crash quarantine off (loadCrashWindow 0): each of its deaths, within
+  // 3 s of the other models' loads, held each of their replays 250 ms on
+  // both restarted workers (~3 s a death, the test 7-8 s); what the pool
+  // does with such deaths is pool_load_crash_test's and
+  // gateway_load_crash_test's.
+  await using gw = await startGateway({
+    allowManage: true,
+    workers: 2,
+    limits: { loadCrashWindow: 0 },
+  }, {
     ...MODELS,
     "crash.py": "import os\nos.write(2, b'no device\\n')\nos._exit(4)\n",
   });

@@ -18,6 +18,15 @@ const put = (body: unknown): RequestInit => ({
   body: JSON.stringify(body),
 });
 
+/**
+ * The close's grace for the calls in flight, in ms: none. The calls these
+ * tests give up on still sleep in the model (a cancel cannot cut a
+ * time.sleep short), and each close waited for them (~2 s a test, 7 s of
+ * the file's 15); what a close does with such calls is
+ * gateway_shutdown_test's.
+ */
+const NO_GRACE = 0;
+
 /** Sleeps msg["seconds"]; its author says its calls may take 150 ms. */
 const DECLARED = `import time
 
@@ -52,7 +61,7 @@ const message = (r: { body: Record<string, unknown> }): string =>
 
 Deno.test("Gateway: models[].timeout is the default of its model's calls, above or below limits.requestTimeout; ?timeout= only lowers it", async () => {
   await using gw = await startGateway({
-    limits: { requestTimeout: 400, shutdownGrace: 2000 },
+    limits: { requestTimeout: 400, shutdownGrace: NO_GRACE },
     models: [
       { name: "tight", file: "slow.py", timeout: 150 },
       { name: "image", file: "slow.py", timeout: 10_000 },
@@ -182,7 +191,7 @@ Deno.test("Gateway: a call whose timeout passes in the queue says it waited for 
 
 Deno.test("Gateway: PUT's timeout beats the class's timeout_ms; an update changes it; it holds after a worker restart; a bad one is a 400", async () => {
   await using gw = await startGateway(
-    { allowManage: true, models: [] },
+    { allowManage: true, models: [], limits: { shutdownGrace: NO_GRACE } },
     { "declared.py": DECLARED },
   );
   let res = await gw.fetch("/v1/models/d", put({ file: "declared.py" }));
@@ -249,7 +258,7 @@ class Slow:
         time.sleep(msg.get("seconds", 0))
         return {"slept": msg.get("seconds", 0)}
 `;
-  const pool = await Pool.start({ workers: 1 });
+  const pool = await Pool.start({ workers: 1, shutdownGrace: NO_GRACE });
   try {
     await pool.addModel("spec", { source: slow, timeout: 150 });
     await pool.addModel("long", { source: slow, timeout: 10_000 });
@@ -331,7 +340,7 @@ class Drip:
 Deno.test("Gateway: a stream that times out after its first item ends with an error event naming the model, the time and its setting", async () => {
   await using gw = await startGateway(
     {
-      limits: { requestTimeout: 300, shutdownGrace: 2000 },
+      limits: { requestTimeout: 300, shutdownGrace: NO_GRACE },
       models: [
         { name: "drip", file: "drip.py", timeout: 250 },
         { name: "plain", file: "drip.py" },

@@ -114,14 +114,18 @@ async function anyInline(
 
 /**
  * Two workers (hang grace 1 s) that both run model `slow` inline, their
- * exits and the model's threaded marks pushed to `events`.
+ * exits and the model's threaded marks pushed to `events`. Closed with no
+ * grace: a poison that timed out on a thread still sleeps there, and the
+ * close waited for it (0.5-1.3 s a test).
  */
 async function inlineOnBoth(
   dir: string,
   pids: PidTracker,
   events: PoolEvent[],
 ): Promise<Pool> {
-  const pool = await Pool.start(poolOptions(dir, {}, { hangGrace: 1000 }));
+  const pool = await Pool.start(
+    poolOptions(dir, { shutdownGrace: 0 }, { hangGrace: 1000 }),
+  );
   try {
     pids.watch(pool);
     pool.on((ev) => {

@@ -3,8 +3,19 @@ import { Pool, type PoolOptions } from "../src/pool.ts";
 import { ConfigError, TimeoutError } from "../src/errors.ts";
 import { modelsDir, poolOptions, readyAgain } from "./_pool_harness.ts";
 
+/**
+ * One worker, closed with no grace: the calls these tests give up on still
+ * sleep in the model (a cancel cannot cut a time.sleep short), and each
+ * close waited for them (~0.9 s a test).
+ */
 function opts(dir: string, extra: PoolOptions = {}): PoolOptions {
-  return { workers: 1, modelsDir: dir, handleSignals: false, ...extra };
+  return {
+    workers: 1,
+    modelsDir: dir,
+    handleSignals: false,
+    shutdownGrace: 0,
+    ...extra,
+  };
 }
 
 /** Sleeps msg["ms"]; its author says its calls may take 150 ms. */
@@ -121,7 +132,9 @@ Deno.test("Pool: updateModel changes a model's timeout for later calls; a call i
 
 Deno.test("Pool: a model's timeout holds after its worker restarts", async () => {
   await using dir = await modelsDir();
-  await using pool = await Pool.start(poolOptions(dir.path, { workers: 1 }));
+  await using pool = await Pool.start(
+    poolOptions(dir.path, { workers: 1, shutdownGrace: 0 }),
+  );
   await pool.addModel("declared", { source: DECLARED });
   await pool.addModel("spec", { file: "slow.py", timeout: 100 });
   const back = readyAgain(pool, "w1");

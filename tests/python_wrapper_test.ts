@@ -128,8 +128,15 @@ Deno.test("Pool under a python wrapper: a server killed with SIGKILL takes the p
   await using dir = await modelsDir();
   const pids: number[] = [];
   try {
+    // The crash quarantine off (loadCrashWindow 0): the kill, within 3 s of
+    // the model's load, held its replay on the restarted worker 3 s; what
+    // the pool makes of such a death is pool_load_crash_test's.
     await using pool = await Pool.start(
-      poolOptions(dir.path, { workers: 1, python: wrapped.python }),
+      poolOptions(dir.path, {
+        workers: 1,
+        python: wrapped.python,
+        loadCrashWindow: 0,
+      }),
     );
     await pool.addModel("spawner", { source: SPAWNER });
     const out = await pool.execute("spawner", {}) as {
