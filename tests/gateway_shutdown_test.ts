@@ -353,11 +353,14 @@ Deno.test("GatewayServer.shutdown: a call in flight that publishes (?publish=, h
     await Deno.writeTextFile(release, "");
   }
   assert.deepEqual(await routed, [200, { done: true }]);
-  assert.deepEqual(await hosted, [200, {
+  const [status, published] = await hosted;
+  assert.deepEqual([status, { ...published, epoch: "" }], [200, {
     channel: "news",
     seq: 1,
+    epoch: "",
     delivered: 0,
   }]);
+  assert.match(published.epoch, /^[0-9a-f]{8}$/);
   await stopped;
 });
 

@@ -19,7 +19,11 @@ import {
 const PYTHON_DIR = new URL("../python", import.meta.url).pathname;
 
 const MODELS: Record<string, string> = {
+  // Declared inline: §3's pipelined replies come in batch frames when the
+  // calls run on the server's loop, which a model still learning (or sent
+  // back to threads by a call a busy machine preempted) does not do.
   "doubler.py": "class Doubler:\n" +
+    "    inline = True\n" +
     "    def execute(self, msg):\n" +
     "        return {'y': msg['x'] * 2}\n",
   // Prints, then calls the host: waits (holding its call thread) for our reply.
