@@ -61,6 +61,8 @@ const JSON_BODY_HINT = ' (send {"code": "<Python code>"})';
 const STOP = Symbol("stop");
 /** Why {@linkcode atomEvents} stops early: its token retired. */
 const RETIRED = Symbol("retired");
+/** Why {@linkcode atomEvents} stops early: its client left. */
+const LEFT = Symbol("left");
 
 /**
  * The events of an eval: its id, its output, then its result or error. A
@@ -75,7 +77,10 @@ const RETIRED = Symbol("retired");
  * error (500) is logged with it. When `retire` aborts (the token the stream
  * was opened with retired by a reload or a token file), the stream ends at
  * once with an `error` event of type `Unauthorized` (status 401), settled
- * or not.
+ * or not. `left` aborts when the client is gone (the response's `onClose`):
+ * the stream then lets go of its listeners and its reader at once, not at
+ * the code's next output or its end (as a `return()` queued behind the
+ * pending read would).
  */
 async function* atomEvents(
   atom: GatewayAtom,
@@ -86,6 +91,7 @@ async function* atomEvents(
   logger: RouteContext["logger"],
   logged: WeakSet<GatewayAtom>,
   retire?: AbortSignal,
+  left?: AbortSignal,
 ): AsyncGenerator<SseEvent> {
   yield { event: "atom", data: { id: atom.id } };
   let settled = false;
@@ -96,7 +102,10 @@ async function* atomEvents(
   // per output event (streams27, as the model streams').
   let stopTold = false;
   let retireTold = false;
-  let wake: ((why: typeof STOP | typeof RETIRED) => void) | undefined;
+  let leftTold = false;
+  let wake:
+    | ((why: typeof STOP | typeof RETIRED | typeof LEFT) => void)
+    | undefined;
   const onStop = () => {
     stopTold = true;
     wake?.(STOP);
@@ -105,20 +114,32 @@ async function* atomEvents(
     retireTold = true;
     wake?.(RETIRED);
   };
+  // The client left while the code was quiet: nothing else would wake the
+  // wait (its response's cancel can only queue a return() behind it), so its
+  // listeners and reader stayed until the next output or the result.
+  const onLeft = () => {
+    leftTold = true;
+    wake?.(LEFT);
+  };
   if (stop.aborted) onStop();
   else stop.addEventListener("abort", onStop, { once: true });
   if (retire?.aborted) onRetire();
   else retire?.addEventListener("abort", onRetire, { once: true });
+  if (left?.aborted) onLeft();
+  else left?.addEventListener("abort", onLeft, { once: true });
   /**
    * `promise`'s value, or why the stream stops first: the retirement, or
    * the stop while the code runs (once it settled, its output follows).
    */
   const unless = async <T>(
     promise: Promise<T>,
-  ): Promise<T | typeof STOP | typeof RETIRED> => {
+  ): Promise<T | typeof STOP | typeof RETIRED | typeof LEFT> => {
+    if (leftTold) return LEFT;
     if (retireTold) return RETIRED;
     if (stopTold && !settled) return STOP;
-    const r = await new Promise<T | typeof STOP | typeof RETIRED>(
+    const r = await new Promise<
+      T | typeof STOP | typeof RETIRED | typeof LEFT
+    >(
       (resolve, reject) => {
         wake = resolve;
         promise.then(resolve, reject);
@@ -135,6 +156,7 @@ async function* atomEvents(
     for (;;) {
       read ??= reader.read();
       const next = await unless(read);
+      if (next === LEFT) return;
       if (next === RETIRED) {
         revoked = true;
         break;
@@ -160,12 +182,14 @@ async function* atomEvents(
     if (!revoked && !cut && !settled) {
       const ended = atom.result.then(() => undefined, () => undefined);
       const first = await unless(ended);
+      if (first === LEFT) return;
       revoked = first === RETIRED;
       cut = first === STOP && !settled;
     }
   } finally {
     stop.removeEventListener("abort", onStop);
     retire?.removeEventListener("abort", onRetire);
+    left?.removeEventListener("abort", onLeft);
     // A client that went away releases its reader; the atom keeps running and stays replayable.
     await reader.cancel().catch(() => {});
   }
@@ -215,13 +239,18 @@ async function* atomEvents(
   }
 }
 
-/** `onClose` that also releases the stream's hold on its token. */
+/**
+ * `onClose` that also releases the stream's hold on its token and aborts
+ * `left` (the client is gone: {@linkcode atomEvents} lets go at once).
+ */
 function released(
   onClose: () => void,
   hold: TokenHold | undefined,
+  left: AbortController,
 ): () => void {
-  return hold === undefined ? onClose : () => {
-    hold.release();
+  return () => {
+    hold?.release();
+    left.abort();
     onClose();
   };
 }
@@ -299,6 +328,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
       atom.result.then(running.release, running.release);
     }
     const stream = ctx.tokenHolders?.holdRequest(c.req.raw, undefined, true);
+    const left = new AbortController();
     if (requestId === undefined) {
       ctx.logger.debug("Eval {id} started", { id: atom.id });
     } else {
@@ -317,12 +347,13 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.logger,
         logged,
         stream?.signal,
+        left.signal,
       ),
       // The drain waits for the stream to end (within the grace): over
       // HTTP/2 the server's shutdown resets a stream still being written.
       {
         headers: { "x-atom-id": atom.id },
-        onClose: released(ctx.metrics.hold(), stream),
+        onClose: released(ctx.metrics.hold(), stream, left),
       },
     );
   });
@@ -355,6 +386,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
     // HEAD: no replay reader (nothing would ever read or release it).
     if (c.req.method === "HEAD") return sseHead({ "x-atom-id": atom.id });
     const stream = ctx.tokenHolders?.holdRequest(c.req.raw, undefined, true);
+    const left = new AbortController();
     return sseResponse(
       atomEvents(
         atom,
@@ -365,10 +397,11 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.logger,
         logged,
         stream?.signal,
+        left.signal,
       ),
       {
         headers: { "x-atom-id": atom.id },
-        onClose: released(ctx.metrics.hold(), stream),
+        onClose: released(ctx.metrics.hold(), stream, left),
       },
     );
   });
