@@ -80,7 +80,10 @@ export class OomKills {
   /** Takes the current count as accounted for (a worker became ready). */
   async note(): Promise<void> {
     const count = await this.#count();
-    if (count !== undefined) this.#seen = count;
+    // Never lowered: a count read before a kill that another worker's exit
+    // claimed meanwhile would give that kill back, to be laid on the next
+    // SIGKILL (a kill -9) as the OOM killer's.
+    if (count !== undefined) this.#seen = Math.max(this.#seen ?? 0, count);
   }
 
   /** Whether a kill was counted that no worker claimed yet; claims it. */
