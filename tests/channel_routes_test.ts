@@ -87,7 +87,7 @@ Deno.test("channelRoutes: a resume point of another epoch (the gateway restarted
     6,
   );
   assert.deepEqual(resumed.map((e) => [e?.event, e?.id, e?.data]), [
-    ["restart", undefined, { channel: "news", epoch: newEpoch }],
+    ["restart", `${newEpoch}:0`, { channel: "news", epoch: newEpoch }],
     ...[1, 2, 3, 4, 5].map((i) => ["message", `${newEpoch}:${i}`, `new${i}`]),
   ]);
   // Of the same epoch: a plain resume, no marker.
@@ -142,4 +142,45 @@ Deno.test("channelRoutes: a resume point of another epoch (the gateway restarted
   const badEpoch = await after.fetch("/v1/channels/news?epoch=a.b");
   assert.equal(badEpoch.status, 400);
   await badEpoch.body?.cancel();
+});
+
+Deno.test("channelRoutes: an EventSource that got the restart marker and reconnects before any message gets no second marker", async () => {
+  // The marker had no id, so an EventSource kept the Last-Event-ID of the
+  // old numbering and sent it again at its next reconnect: a channel with
+  // nothing published since the restart told the page a second time (and
+  // at each reconnect) that it had restarted.
+  await using gw = await startGateway();
+  const open = (lastEventId: string) =>
+    gw.fetch("/v1/channels/quiet?epoch=", {
+      headers: { "last-event-id": lastEventId },
+    });
+  // What an EventSource sends back: the last id it saw, if any.
+  let lastEventId = "0badc0de:3"; // of a numbering before a restart
+  const first = await open(lastEventId);
+  const reader = new SseReader(first.body!);
+  const marker = await reader.next();
+  await reader.cancel();
+  assert.equal(marker?.event, "restart");
+  const { epoch } = marker?.data as { epoch: string };
+  lastEventId = marker?.id ?? lastEventId;
+  // Reconnected (a proxy's timeout, a network change), then one message.
+  const again = await open(lastEventId);
+  assert.equal(again.status, 200);
+  const next = new SseReader(again.body!);
+  try {
+    const published = await gw.fetch("/v1/channels/quiet", {
+      method: "POST",
+      body: JSON.stringify("hello"),
+    });
+    assert.equal(published.status, 200);
+    await published.body?.cancel();
+    const event = await next.next();
+    assert.deepEqual([event?.event, event?.id, event?.data], [
+      "message",
+      `${epoch}:1`,
+      "hello",
+    ]);
+  } finally {
+    await next.cancel();
+  }
 });

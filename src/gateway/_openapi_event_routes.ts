@@ -241,7 +241,7 @@ export function channelPaths(
             "x-websocket-frame": CHANNEL_MESSAGE_FRAME,
           },
           "200": sseResponse(
-            "`message` events (id: the sequence number, or `<epoch>:<seq>` when the request gave an epoch), `dropped` when the subscriber is dropped; first `restart` when a resume point with an epoch is of another numbering.",
+            "`message` events (id: the sequence number, or `<epoch>:<seq>` when the request gave an epoch), `dropped` when the subscriber is dropped; first `restart` (id `<epoch>:0`, the new numbering's start) when a resume point with an epoch is of another numbering.",
             {
               message: {},
               restart: {
