@@ -17,7 +17,7 @@ import { WorkerCrashedError } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
-import { tempDir } from "./_harness.ts";
+import { recordingLogger, tempDir } from "./_harness.ts";
 import {
   modelsDir,
   nextEvent,
@@ -218,5 +218,39 @@ Deno.test("Pool names a worker's SIGKILL the OOM killer's when its cgroup counte
     );
   } finally {
     await pids.assertGone();
+  }
+});
+
+Deno.test("Pool warns at start when its memory cgroup is killed as a group (memory.oom.group 1, Kubernetes 1.28+ on cgroup v2): the workers' oom_score_adj cannot spare the host then", async () => {
+  // Before: nothing said so, and docs/gateway.md's "workers die first"
+  // did not hold there: an OOM kill of a worker ended the gateway too.
+  for (
+    const [group, adj, warned] of [["1", 500, 1], ["0", 500, 0], [
+      "1",
+      0,
+      0,
+    ]] as const
+  ) {
+    await using cgroup = await tempDir();
+    await write(cgroup.path, "/proc/self/cgroup", "0::/kubepods/pod1/c1\n");
+    const base = "/sys/fs/cgroup/kubepods/pod1/c1";
+    await write(cgroup.path, `${base}/memory.events`, v2Events(0));
+    await write(cgroup.path, `${base}/memory.oom.group`, `${group}\n`);
+    const { runtime, read } = cgroupRuntime(cgroup.path);
+    const { logger, entries } = recordingLogger();
+    await using dir = await modelsDir();
+    {
+      await using pool = await Pool.start(
+        poolOptions(dir.path, { runtime, logger, oomScoreAdj: adj }),
+      );
+      assert.equal(pool.status().workers.length, 2);
+      // The ready workers' reads of the count, and (warned or not) the look.
+      await read(`${base}/memory.events`, 3);
+      if (adj > 0) await read(`${base}/memory.oom.group`, 1);
+    }
+    const warnings = entries.filter(([level, message]) =>
+      level === "warn" && message.includes("memory.oom.group")
+    );
+    assert.equal(warnings.length, warned, `${group} ${adj}`);
   }
 });
