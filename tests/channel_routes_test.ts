@@ -118,10 +118,14 @@ Deno.test("channelRoutes: a resume point of another epoch (the gateway restarted
     protocols,
     6,
   );
+  // seq 0: a page keeping each frame's epoch and seq resumes from the new
+  // numbering's start (before, the frame had no seq, and such a page resumed
+  // with its old seq under the new epoch: the new numbering up to it lost).
   assert.deepEqual(ws[0], {
     type: "restart",
     channel: "news",
     epoch: newEpoch,
+    seq: 0,
   });
   assert.deepEqual(
     ws.slice(1).map((f) => [f.type, f.seq, f.epoch, f.data]),

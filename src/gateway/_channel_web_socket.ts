@@ -18,7 +18,7 @@ const WS_MAX_BUFFERED = 4 * 1024 * 1024;
  * 1006 close as Deno does) is dropped too, so that it is logged and counted
  * as one, though no frame can reach it. Each message frame has its `epoch`; `restartFrame`
  * (the client sent an epoch): a resume across a restart starts with a
- * `{"type": "restart", "channel", "epoch"}` frame.
+ * `{"type": "restart", "channel", "epoch", "seq": 0}` frame.
  *
  * @example
  * ```ts ignore
@@ -55,10 +55,16 @@ export function pumpWebSocket(
     try {
       if (restartFrame && sub.restarted) {
         socket.send(
+          // seq 0, the new numbering's start, as the SSE marker's id: a page
+          // that keeps each frame's epoch and seq for its resume point then
+          // resumes from it, not from its old seq under the new epoch (which
+          // skipped the new numbering up to that seq when the connection
+          // dropped before the next message).
           JSON.stringify({
             type: "restart",
             channel: sub.channel,
             epoch: sub.epoch,
+            seq: 0,
           }),
         );
       }

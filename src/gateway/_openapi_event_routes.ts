@@ -234,7 +234,7 @@ export function channelPaths(
         responses: guarded({
           "101": {
             description:
-              'A WebSocket (for an upgrade request): JSON frames `{type: "message", channel, seq, epoch, time, data}` (first `{type: "restart", channel, epoch}` when a resume point with an epoch is of another numbering), then `{type: "dropped", reason}` when dropped. A handshake that offers the subprotocol `pyproxy.v1` is answered it' +
+              'A WebSocket (for an upgrade request): JSON frames `{type: "message", channel, seq, epoch, time, data}` (first `{type: "restart", channel, epoch, seq: 0}` when a resume point with an epoch is of another numbering), then `{type: "dropped", reason}` when dropped. A handshake that offers the subprotocol `pyproxy.v1` is answered it' +
               (o.token
                 ? "; a browser, which cannot send `Authorization`, offers the token beside it as the subprotocol `pyproxy.bearer.<token>` (or `pyproxy.bearer64.<base64url of the token>`), accepted on this handshake only."
                 : "."),
