@@ -91,7 +91,7 @@ async function* atomEvents(
   logger: RouteContext["logger"],
   logged: WeakSet<GatewayAtom>,
   retire?: AbortSignal,
-  left?: AbortSignal,
+  left?: EvalStreamEnd,
 ): AsyncGenerator<SseEvent> {
   yield { event: "atom", data: { id: atom.id } };
   let settled = false;
@@ -125,8 +125,8 @@ async function* atomEvents(
   else stop.addEventListener("abort", onStop, { once: true });
   if (retire?.aborted) onRetire();
   else retire?.addEventListener("abort", onRetire, { once: true });
-  if (left?.aborted) onLeft();
-  else left?.addEventListener("abort", onLeft, { once: true });
+  if (left?.signal.aborted) onLeft();
+  else left?.signal.addEventListener("abort", onLeft, { once: true });
   /**
    * `promise`'s value, or why the stream stops first: the retirement, or
    * the stop while the code runs (once it settled, its output follows).
@@ -189,20 +189,14 @@ async function* atomEvents(
   } finally {
     stop.removeEventListener("abort", onStop);
     retire?.removeEventListener("abort", onRetire);
-    left?.removeEventListener("abort", onLeft);
+    left?.signal.removeEventListener("abort", onLeft);
     // A client that went away releases its reader; the atom keeps running and stays replayable.
     await reader.cancel().catch(() => {});
   }
+  // Its last event comes now: a retirement since is told by it, if any.
+  if (left !== undefined) left.final = true;
   if (revoked || retire?.aborted) {
-    yield {
-      event: "error",
-      data: {
-        status: 401,
-        type: "Unauthorized",
-        message: TOKEN_RETIRED,
-        requestId: atom.requestId ?? requestId ?? crypto.randomUUID(),
-      },
-    };
+    yield retiredEvalEvent(atom, requestId);
     return;
   }
   if (cut) {
@@ -240,18 +234,67 @@ async function* atomEvents(
 }
 
 /**
- * `onClose` that also releases the stream's hold on its token and aborts
- * `left` (the client is gone: {@linkcode atomEvents} lets go at once).
+ * How an eval's event stream ends early: `signal` aborts when its client
+ * is gone ({@linkcode atomEvents} lets go at once); `final` once the stream
+ * came to its last event.
  */
-function released(
-  onClose: () => void,
-  hold: TokenHold | undefined,
-  left: AbortController,
-): () => void {
-  return () => {
-    hold?.release();
-    left.abort();
-    onClose();
+interface EvalStreamEnd {
+  signal: AbortSignal;
+  final: boolean;
+}
+
+/** The `error` event of an eval stream whose token was retired (401). */
+function retiredEvalEvent(
+  atom: GatewayAtom,
+  requestId: string | undefined,
+): SseEvent {
+  return {
+    event: "error",
+    data: {
+      status: 401,
+      type: "Unauthorized",
+      message: TOKEN_RETIRED,
+      requestId: atom.requestId ?? requestId ?? crypto.randomUUID(),
+    },
+  };
+}
+
+/**
+ * An eval stream's end: its `EvalStreamEnd`, its hold on its token (whose
+ * retirement ends the response with the 401 event at once, also while the
+ * client takes no event: nothing pulled the stream then, which stayed open
+ * as long as the client kept its connection), and the response's options.
+ */
+function evalStreamEnd(
+  ctx: RouteContext,
+  request: Request,
+  atom: GatewayAtom,
+  requestId: string | undefined,
+): {
+  left: EvalStreamEnd;
+  hold: TokenHold | undefined;
+  options: { onClose: () => void; endWith: Promise<SseEvent> };
+} {
+  const gone = new AbortController();
+  const left: EvalStreamEnd = { signal: gone.signal, final: false };
+  const retired = Promise.withResolvers<SseEvent>();
+  // Ignored by the response while the stream makes its next event (which
+  // tells the retirement itself), and once it came to its last.
+  const hold = ctx.tokenHolders?.holdRequest(request, () => {
+    if (!left.final) retired.resolve(retiredEvalEvent(atom, requestId));
+  }, true);
+  const onClose = ctx.metrics.hold();
+  return {
+    left,
+    hold,
+    options: {
+      onClose: () => {
+        hold?.release();
+        gone.abort();
+        onClose();
+      },
+      endWith: retired.promise,
+    },
   };
 }
 
@@ -327,8 +370,12 @@ export function evalRoutes(ctx: RouteContext): Hono {
     if (running !== undefined) {
       atom.result.then(running.release, running.release);
     }
-    const stream = ctx.tokenHolders?.holdRequest(c.req.raw, undefined, true);
-    const left = new AbortController();
+    const { left, hold: stream, options } = evalStreamEnd(
+      ctx,
+      c.req.raw,
+      atom,
+      requestId,
+    );
     if (requestId === undefined) {
       ctx.logger.debug("Eval {id} started", { id: atom.id });
     } else {
@@ -347,13 +394,13 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.logger,
         logged,
         stream?.signal,
-        left.signal,
+        left,
       ),
       // The drain waits for the stream to end (within the grace): over
       // HTTP/2 the server's shutdown resets a stream still being written.
       {
         headers: { "x-atom-id": atom.id },
-        onClose: released(ctx.metrics.hold(), stream, left),
+        ...options,
       },
     );
   });
@@ -385,8 +432,12 @@ export function evalRoutes(ctx: RouteContext): Hono {
     }
     // HEAD: no replay reader (nothing would ever read or release it).
     if (c.req.method === "HEAD") return sseHead({ "x-atom-id": atom.id });
-    const stream = ctx.tokenHolders?.holdRequest(c.req.raw, undefined, true);
-    const left = new AbortController();
+    const { left, hold: stream, options } = evalStreamEnd(
+      ctx,
+      c.req.raw,
+      atom,
+      clientRequestId(c.req.raw),
+    );
     return sseResponse(
       atomEvents(
         atom,
@@ -397,11 +448,11 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.logger,
         logged,
         stream?.signal,
-        left.signal,
+        left,
       ),
       {
         headers: { "x-atom-id": atom.id },
-        onClose: released(ctx.metrics.hold(), stream, left),
+        ...options,
       },
     );
   });
