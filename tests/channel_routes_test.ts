@@ -188,3 +188,39 @@ Deno.test("channelRoutes: an EventSource that got the restart marker and reconne
     await next.cancel();
   }
 });
+
+Deno.test("channelRoutes: a resume replays a kept history larger than a subscriber's buffer (SSE) and the WebSocket's 4 MiB of unsent bytes whole, not dropping the subscriber", async () => {
+  // Before: 30 messages of 700 kB (within the 1 MiB body limit and the
+  // history's bounds) dropped an SSE subscriber resuming from 0 at once (16
+  // MiB of buffered messages) and a WebSocket one after 6 frames (4 MiB
+  // unsent): a resume across a restart replays the whole history, and the
+  // page was dropped again at each reconnect.
+  await using gw = await startGateway();
+  const big = "x".repeat(700_000);
+  for (let i = 1; i <= 30; i++) {
+    const res = await gw.fetch("/v1/channels/news", {
+      method: "POST",
+      body: JSON.stringify(`${i}${big}`),
+    });
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+  }
+  const sse = await events(
+    await gw.fetch("/v1/channels/news?lastEventId=0"),
+    30,
+  );
+  assert.deepEqual(
+    sse.map((e) => [e?.event, e?.id]),
+    Array.from({ length: 30 }, (_, i) => ["message", `${i + 1}`]),
+  );
+  const url = `${gw.url.replace(/^http/, "ws")}/v1/channels/news`;
+  const ws = await frames(
+    `${url}?lastEventId=0`,
+    webSocketProtocols(gw.token),
+    30,
+  );
+  assert.deepEqual(
+    ws.map((f) => [f.type, f.seq]),
+    Array.from({ length: 30 }, (_, i) => ["message", i + 1]),
+  );
+});
