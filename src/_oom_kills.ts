@@ -80,7 +80,29 @@ export class OomKills {
   /** Takes the current count as accounted for (a worker became ready). */
   async note(): Promise<void> {
     const count = await this.#count();
-    if (count !== undefined) this.#seen = count;
+    // Never lowered: a count read before a kill that another worker's exit
+    // claimed meanwhile would give that kill back, to be laid on the next
+    // SIGKILL (a kill -9) as the OOM killer's.
+    if (count !== undefined) this.#seen = Math.max(this.#seen ?? 0, count);
+  }
+
+  /**
+   * Whether the OOM killer kills the host's memory cgroup as a whole
+   * (cgroup v2's `memory.oom.group` is 1 beside its `memory.events`, as
+   * Kubernetes 1.28+ sets on a container's group unless its kubelet has
+   * `singleProcessOOMKill`): an OOM kill of a worker then ends every
+   * process of the group, the host too, whatever the workers'
+   * `oom_score_adj`. False where it cannot tell (cgroup v1, no file).
+   */
+  async groupKill(): Promise<boolean> {
+    await this.#count();
+    const file = this.#file;
+    if (file === null || file === undefined) return false;
+    if (!file.endsWith("/memory.events")) return false;
+    const group = await this.#text(
+      `${file.slice(0, -"memory.events".length)}memory.oom.group`,
+    );
+    return group?.trim() === "1";
   }
 
   /** Whether a kill was counted that no worker claimed yet; claims it. */

@@ -118,6 +118,20 @@ export class Supervisor {
   }
 
   /**
+   * Warns, once the workers started, when their raised `oom_score_adj`
+   * cannot spare the host: its memory cgroup is killed as a whole
+   * ({@linkcode OomKills.groupKill}).
+   */
+  #warnGroupKill(): void {
+    this.#oomKills.groupKill().then((group) => {
+      if (!group) return;
+      this.#opts.options.logger.warn(
+        "The memory cgroup kills as a group (memory.oom.group is 1, as Kubernetes 1.28+ sets on cgroup v2): an OOM kill of a worker ends every process of the group, this one too, whatever oomScoreAdj; a kubelet with singleProcessOOMKill: true (1.32+) kills one process",
+      );
+    }, () => {});
+  }
+
+  /**
    * Every process the pool's slots ended, by cause (`WorkerInfo.exits`
    * summed), the slots a resize removed included: only ever goes up.
    */
@@ -170,6 +184,7 @@ export class Supervisor {
         },
       );
     }
+    if (this.#opts.options.oomScoreAdj > 0) this.#warnGroupKill();
   }
 
   /**

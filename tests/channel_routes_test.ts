@@ -87,7 +87,7 @@ Deno.test("channelRoutes: a resume point of another epoch (the gateway restarted
     6,
   );
   assert.deepEqual(resumed.map((e) => [e?.event, e?.id, e?.data]), [
-    ["restart", undefined, { channel: "news", epoch: newEpoch }],
+    ["restart", `${newEpoch}:0`, { channel: "news", epoch: newEpoch }],
     ...[1, 2, 3, 4, 5].map((i) => ["message", `${newEpoch}:${i}`, `new${i}`]),
   ]);
   // Of the same epoch: a plain resume, no marker.
@@ -118,10 +118,14 @@ Deno.test("channelRoutes: a resume point of another epoch (the gateway restarted
     protocols,
     6,
   );
+  // seq 0: a page keeping each frame's epoch and seq resumes from the new
+  // numbering's start (before, the frame had no seq, and such a page resumed
+  // with its old seq under the new epoch: the new numbering up to it lost).
   assert.deepEqual(ws[0], {
     type: "restart",
     channel: "news",
     epoch: newEpoch,
+    seq: 0,
   });
   assert.deepEqual(
     ws.slice(1).map((f) => [f.type, f.seq, f.epoch, f.data]),
@@ -142,4 +146,81 @@ Deno.test("channelRoutes: a resume point of another epoch (the gateway restarted
   const badEpoch = await after.fetch("/v1/channels/news?epoch=a.b");
   assert.equal(badEpoch.status, 400);
   await badEpoch.body?.cancel();
+});
+
+Deno.test("channelRoutes: an EventSource that got the restart marker and reconnects before any message gets no second marker", async () => {
+  // The marker had no id, so an EventSource kept the Last-Event-ID of the
+  // old numbering and sent it again at its next reconnect: a channel with
+  // nothing published since the restart told the page a second time (and
+  // at each reconnect) that it had restarted.
+  await using gw = await startGateway();
+  const open = (lastEventId: string) =>
+    gw.fetch("/v1/channels/quiet?epoch=", {
+      headers: { "last-event-id": lastEventId },
+    });
+  // What an EventSource sends back: the last id it saw, if any.
+  let lastEventId = "0badc0de:3"; // of a numbering before a restart
+  const first = await open(lastEventId);
+  const reader = new SseReader(first.body!);
+  const marker = await reader.next();
+  await reader.cancel();
+  assert.equal(marker?.event, "restart");
+  const { epoch } = marker?.data as { epoch: string };
+  lastEventId = marker?.id ?? lastEventId;
+  // Reconnected (a proxy's timeout, a network change), then one message.
+  const again = await open(lastEventId);
+  assert.equal(again.status, 200);
+  const next = new SseReader(again.body!);
+  try {
+    const published = await gw.fetch("/v1/channels/quiet", {
+      method: "POST",
+      body: JSON.stringify("hello"),
+    });
+    assert.equal(published.status, 200);
+    await published.body?.cancel();
+    const event = await next.next();
+    assert.deepEqual([event?.event, event?.id, event?.data], [
+      "message",
+      `${epoch}:1`,
+      "hello",
+    ]);
+  } finally {
+    await next.cancel();
+  }
+});
+
+Deno.test("channelRoutes: a resume replays a kept history larger than a subscriber's buffer (SSE) and the WebSocket's 4 MiB of unsent bytes whole, not dropping the subscriber", async () => {
+  // Before: 30 messages of 700 kB (within the 1 MiB body limit and the
+  // history's bounds) dropped an SSE subscriber resuming from 0 at once (16
+  // MiB of buffered messages) and a WebSocket one after 6 frames (4 MiB
+  // unsent): a resume across a restart replays the whole history, and the
+  // page was dropped again at each reconnect.
+  await using gw = await startGateway();
+  const big = "x".repeat(700_000);
+  for (let i = 1; i <= 30; i++) {
+    const res = await gw.fetch("/v1/channels/news", {
+      method: "POST",
+      body: JSON.stringify(`${i}${big}`),
+    });
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+  }
+  const sse = await events(
+    await gw.fetch("/v1/channels/news?lastEventId=0"),
+    30,
+  );
+  assert.deepEqual(
+    sse.map((e) => [e?.event, e?.id]),
+    Array.from({ length: 30 }, (_, i) => ["message", `${i + 1}`]),
+  );
+  const url = `${gw.url.replace(/^http/, "ws")}/v1/channels/news`;
+  const ws = await frames(
+    `${url}?lastEventId=0`,
+    webSocketProtocols(gw.token),
+    30,
+  );
+  assert.deepEqual(
+    ws.map((f) => [f.type, f.seq]),
+    Array.from({ length: 30 }, (_, i) => ["message", i + 1]),
+  );
 });

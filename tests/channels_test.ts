@@ -371,3 +371,30 @@ Deno.test("ChannelHub refuses NaN and infinities with a SerializationError namin
   assert.deepEqual(hub.list(), []);
   assert.equal(hub.publish("news", { x: null }).message.seq, 1);
 });
+
+Deno.test("ChannelHub replays the kept history to a resuming subscriber whatever its bytes: a replay larger than maxBufferBytes is no slow subscriber", async () => {
+  // Before: the replay was pushed as live messages are, so a history larger
+  // than a subscriber's maxBufferBytes (50 messages of 1 MiB, the body
+  // limit, against 16 MiB) dropped the subscriber as too slow the moment it
+  // resumed (a resume across a restart replays the whole history), and again
+  // at each reconnect. Live messages after it are bounded as before.
+  const drops: string[] = [];
+  const hub = new ChannelHub({
+    historySize: 10,
+    maxBufferBytes: 1000,
+    onDrop: (_channel, reason) => drops.push(reason),
+  });
+  const big = "x".repeat(400);
+  for (let i = 1; i <= 5; i++) hub.publish("news", `${i}${big}`);
+  const sub = hub.subscribe("news", { afterSeq: 0, afterEpoch: "0badc0de" });
+  assert.equal(sub.restarted, true);
+  const replayed = await take(sub, 5);
+  assert.deepEqual(replayed.map((e) => e.type), Array(5).fill("message"));
+  assert.deepEqual(drops, []);
+  // Caught up: a live message is delivered; a backlog past the bound is not.
+  hub.publish("news", "live");
+  assert.deepEqual(dataOf(await take(sub, 1)), ["live"]);
+  for (let i = 0; i < 5; i++) hub.publish("news", big);
+  assert.equal(drops.length, 1);
+  hub.close();
+});

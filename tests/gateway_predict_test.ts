@@ -768,3 +768,32 @@ class M:
   const six = await expect("/v1/models/nv/versions/6", 200);
   assert.equal(six.model_version_status[0].state, "AVAILABLE");
 });
+
+Deno.test("Gateway :predict: ?firstItemTimeout= is refused with a 400 (a stream's bound), as execute's and /v2 infer's, the model not called", async () => {
+  // Before: answered 200, the parameter dropped: a client believed its call
+  // bounded (execute and /v2 infer refused it since streams27).
+  await using gw = await startGateway({ workers: 1 }, MODELS);
+  for (
+    const path of [
+      "/v1/models/summer:predict?firstItemTimeout=100",
+      "/v1/models/summer/versions/1:predict?firstItemTimeout",
+      "/v1/models/batcher:predict?timeout=5000&firstItemTimeout=100",
+    ]
+  ) {
+    const res = await gw.fetch(path, post({ instances: [[1, 2]] }));
+    assert.equal(res.status, 400, path);
+    // TF Serving's error shape: {"error": "<message>"}.
+    assert.match(
+      (await res.json()).error,
+      /^Cannot predict: \?firstItemTimeout= bounds the first item of a stream \(POST \/v1\/models\/\{name\}\/stream\) only; a call's bound is \?timeout=/,
+      path,
+    );
+  }
+  const stats = await (await gw.fetch("/v2/models/summer/stats")).json();
+  assert.equal(stats.model_stats[0].inference_count, 0);
+  const ok = await gw.fetch(
+    "/v1/models/summer:predict?timeout=5000",
+    post({ instances: [[1, 2]] }),
+  );
+  assert.deepEqual(await ok.json(), { predictions: [3] });
+});

@@ -303,3 +303,153 @@ Deno.test("A token retired while its gRPC ModelStreamInfer runs a yielding model
     await ended;
   }
 });
+
+const BIG = `import os
+
+
+class Big:
+    """Yields 1 MB items, writing how many it gave to msg["dir"]/count."""
+
+    def execute(self, msg):
+        count = os.path.join(msg["dir"], "count")
+        for i in range(1000):
+            with open(count + ".tmp", "w") as f:
+                f.write(str(i))
+            os.replace(count + ".tmp", count)
+            yield "x" * 1000000
+`;
+
+/** The items `Big` gave, once that stopped growing (its reader full). */
+async function stalled(dir: string): Promise<number> {
+  let last = -1;
+  let same = 0;
+  for (;;) {
+    const now = await Deno.readTextFile(`${dir}/count`).then(Number, () => -1);
+    same = now === last && now >= 0 ? same + 1 : 0;
+    if (same === 5) return now;
+    last = now;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+Deno.test("A token retired while its model stream's client takes no event: the stream ends with its 401 (counted, not left in flight), as an idle one does", async () => {
+  // Before: the retirement cancelled the items, which stopped the idle
+  // bound's watch, and the response stayed open and in flight for as long
+  // as the client kept its connection without reading (the log said the
+  // stream was ended); without the retirement the idle bound ended it.
+  await using dir = await tempDir("pyproxy-token-streams-test-");
+  const { write, load } = await configDir(dir.path, "big.py", BIG, {}, 1);
+  await write({ token: [T1, T2] });
+  await withLogs(async () => {
+    await using server = await serve(await load(), { reloadConfig: load });
+    const { port } = new URL(server.url);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: +port });
+    try {
+      const body = JSON.stringify({ dir: dir.path });
+      await conn.write(
+        new TextEncoder().encode(
+          `POST /v1/models/big/stream HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n` +
+            `Authorization: Bearer ${T1}\r\nContent-Type: application/json\r\n` +
+            `Content-Length: ${body.length}\r\n\r\n${body}`,
+        ),
+      );
+      // The head and a first chunk; then the client reads nothing more.
+      const head = new Uint8Array(64);
+      await conn.read(head);
+      assert.match(new TextDecoder().decode(head), /^HTTP\/1\.1 200/);
+      // The client's socket and the gateway's buffers full: no pull waits.
+      await stalled(dir.path);
+      await write({ token: T2 });
+      await server.reload();
+      await waitFor(async () => await requests(server.url, "big", 401) === 1, {
+        message: "the stream to end with its 401",
+      });
+    } finally {
+      conn.close();
+    }
+  });
+});
+
+Deno.test("A token retired while its eval stream's client takes no event: the stream ends at once, its listeners let go", async () => {
+  // Before: nothing pulled the stream, so its generator (and its listeners
+  // on the gateway's stop and the token's retirement) stayed for as long as
+  // the client kept its connection without reading.
+  await using dir = await tempDir("pyproxy-token-streams-test-");
+  const { write, load } = await configDir(
+    dir.path,
+    "big.py",
+    BIG,
+    { allowEval: true },
+    1,
+  );
+  await write({ token: [T1, T2] });
+  const add = EventTarget.prototype.addEventListener;
+  const remove = EventTarget.prototype.removeEventListener;
+  let held = 0;
+  const counted = (listener: unknown) =>
+    typeof listener === "function" &&
+    (listener.name === "onStop" || listener.name === "onRetire");
+  EventTarget.prototype.addEventListener = function (
+    this: EventTarget,
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ) {
+    if (this instanceof AbortSignal && type === "abort" && counted(listener)) {
+      held++;
+    }
+    return add.call(this, type, listener, options);
+  };
+  EventTarget.prototype.removeEventListener = function (
+    this: EventTarget,
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ) {
+    if (this instanceof AbortSignal && type === "abort" && counted(listener)) {
+      held--;
+    }
+    return remove.call(this, type, listener, options);
+  };
+  try {
+    await withLogs(async () => {
+      await using server = await serve(await load(), { reloadConfig: load });
+      const { port } = new URL(server.url);
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: +port });
+      try {
+        const code = "import os\ncount = " +
+          JSON.stringify(`${dir.path}/count`) +
+          "\nfor i in range(2000):\n" +
+          "    with open(count + '.tmp', 'w') as f:\n        f.write(str(i))\n" +
+          "    os.replace(count + '.tmp', count)\n" +
+          "    print('x' * 1000000, flush=True)\n";
+        const body = JSON.stringify({ code });
+        await conn.write(
+          new TextEncoder().encode(
+            `POST /v1/eval HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n` +
+              `Authorization: Bearer ${T1}\r\nContent-Type: application/json\r\n` +
+              `Content-Length: ${
+                new TextEncoder().encode(body).length
+              }\r\n\r\n${body}`,
+          ),
+        );
+        const head = new Uint8Array(64);
+        await conn.read(head);
+        assert.match(new TextDecoder().decode(head), /^HTTP\/1\.1 200/);
+        // The client's socket and the gateway's buffers full.
+        await stalled(dir.path);
+        assert.ok(held > 0, `${held} listeners`);
+        await write({ token: T2 });
+        await server.reload();
+        await waitFor(() => held === 0, {
+          message: "the eval stream's listeners to let go",
+        });
+      } finally {
+        conn.close();
+      }
+    });
+  } finally {
+    EventTarget.prototype.addEventListener = add;
+    EventTarget.prototype.removeEventListener = remove;
+  }
+});

@@ -17,7 +17,7 @@ import { WorkerCrashedError } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
-import { tempDir } from "./_harness.ts";
+import { recordingLogger, tempDir } from "./_harness.ts";
 import {
   modelsDir,
   nextEvent,
@@ -133,6 +133,46 @@ Deno.test("OomKills reads cgroup v2's memory.events and v1's memory.oom_control,
   assert.equal(await oomNone.claim(), false);
 });
 
+Deno.test("OomKills: a worker's ready note read before a kill that another worker claimed meanwhile does not give that kill back to the next SIGKILL", async () => {
+  // A worker becomes ready (note) and reads the count, 0; the OOM killer
+  // ends another worker, whose exit claims the kill (count 1) before the
+  // note's read returns. Before, the note then set the count accounted for
+  // back to 0, and the next worker killed with kill -9 was told the OOM
+  // killer's.
+  await using dir = await tempDir();
+  const events = "/sys/fs/cgroup/memory.events";
+  await write(dir.path, "/proc/self/cgroup", "0::/\n");
+  await write(dir.path, events, v2Events(0));
+  const base = cgroupRuntime(dir.path).runtime;
+  // The next read of the count is returned only once `late` resolves.
+  let hold: { read: () => void; late: Promise<void> } | undefined;
+  const runtime: Runtime = {
+    ...base,
+    readFile: async (path, options) => {
+      const bytes = await base.readFile(path, options);
+      if (path === events && hold !== undefined) {
+        const held = hold;
+        hold = undefined;
+        held.read();
+        await held.late;
+      }
+      return bytes;
+    },
+  };
+  const oom = new OomKills(runtime);
+  await oom.note();
+  const read = Promise.withResolvers<void>();
+  const late = Promise.withResolvers<void>();
+  hold = { read: read.resolve, late: late.promise };
+  const ready = oom.note(); // reads 0, returned late
+  await read.promise;
+  await write(dir.path, events, v2Events(1));
+  assert.equal(await oom.claim(), true); // the OOM-killed worker
+  late.resolve();
+  await ready;
+  assert.equal(await oom.claim(), false); // a kill -9 since
+});
+
 Deno.test("Pool names a worker's SIGKILL the OOM killer's when its cgroup counted one (the call's WorkerCrashedError, lastExit), and not a kill -9's", async () => {
   await using cgroup = await tempDir();
   const events = "/sys/fs/cgroup/memory.events";
@@ -178,5 +218,39 @@ Deno.test("Pool names a worker's SIGKILL the OOM killer's when its cgroup counte
     );
   } finally {
     await pids.assertGone();
+  }
+});
+
+Deno.test("Pool warns at start when its memory cgroup is killed as a group (memory.oom.group 1, Kubernetes 1.28+ on cgroup v2): the workers' oom_score_adj cannot spare the host then", async () => {
+  // Before: nothing said so, and docs/gateway.md's "workers die first"
+  // did not hold there: an OOM kill of a worker ended the gateway too.
+  for (
+    const [group, adj, warned] of [["1", 500, 1], ["0", 500, 0], [
+      "1",
+      0,
+      0,
+    ]] as const
+  ) {
+    await using cgroup = await tempDir();
+    await write(cgroup.path, "/proc/self/cgroup", "0::/kubepods/pod1/c1\n");
+    const base = "/sys/fs/cgroup/kubepods/pod1/c1";
+    await write(cgroup.path, `${base}/memory.events`, v2Events(0));
+    await write(cgroup.path, `${base}/memory.oom.group`, `${group}\n`);
+    const { runtime, read } = cgroupRuntime(cgroup.path);
+    const { logger, entries } = recordingLogger();
+    await using dir = await modelsDir();
+    {
+      await using pool = await Pool.start(
+        poolOptions(dir.path, { runtime, logger, oomScoreAdj: adj }),
+      );
+      assert.equal(pool.status().workers.length, 2);
+      // The ready workers' reads of the count, and (warned or not) the look.
+      await read(`${base}/memory.events`, 3);
+      if (adj > 0) await read(`${base}/memory.oom.group`, 1);
+    }
+    const warnings = entries.filter(([level, message]) =>
+      level === "warn" && message.includes("memory.oom.group")
+    );
+    assert.equal(warnings.length, warned, `${group} ${adj}`);
   }
 });

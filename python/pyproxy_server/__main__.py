@@ -169,6 +169,27 @@ def raise_oom_score_adj(by, path=OOM_SCORE_ADJ_FILE):
     return before, after
 
 
+def oom_score_adj_record(by, before, after):
+    """The log record's ``(level, message, *args)`` of ``raise_oom_score_adj(by)``'s
+    ``(before, after)``.
+
+    Capped at 1000, the raise is less than ``by``: the server inherited a
+    high score (a Kubernetes pod that is not Guaranteed runs at 2 to 1000:
+    BestEffort at 1000, Burstable at 1000 less its request's thousandths of
+    the node's memory), so it goes before its host only while the host holds
+    less than ``after - before`` thousandths of the memory limit more, and
+    not at all when that is 0. Said as a warning then: the info line claimed
+    the server went first whatever the sizes, also at ``1000 -> 1000``.
+    """
+    if after - before >= by:
+        return (logging.INFO, "oom_score_adj %d -> %d: the kernel's OOM killer takes this server before its host", before, after)
+    if after == before:
+        return (logging.WARNING, "oom_score_adj %d -> %d: inherited at %d already, the most there is (--oom-score-adj %d cannot raise it): the kernel's OOM killer takes the larger of this server and its host, maybe the host; "
+                "start the host at a lower oom_score_adj (a Kubernetes pod whose memory and CPU requests equal its limits: Guaranteed)", before, after, before, by)
+    return (logging.WARNING, "oom_score_adj %d -> %d: capped at 1000, raised by %d, not %d (--oom-score-adj): the kernel's OOM killer takes this server before its host only while the host holds less than %d thousandths of the memory limit more; "
+            "start the host at a lower oom_score_adj (a Kubernetes pod whose memory and CPU requests equal its limits: Guaranteed)", before, after, after - before, by, after - before)
+
+
 def read_secret():
     """Read ``{"secret": "<hex>"}`` from the first stdin line; returns the
     secret and the line's optional ``logMark`` (``PYPROXY_LOG_MARK``'s
@@ -743,7 +764,7 @@ def main(argv=None):
         if oom_adj is None:
             log.info("--oom-score-adj: %s cannot be written here; left alone", OOM_SCORE_ADJ_FILE)
         else:
-            log.info("oom_score_adj %d -> %d: the kernel's OOM killer takes this server before its host", *oom_adj)
+            log.log(*oom_score_adj_record(args.oom_score_adj, *oom_adj))
 
     # A stop for a signal from outside exits with 128 + its number (143 for
     # SIGTERM, 130 for SIGINT, as a shell reports a process it ended): the

@@ -4,6 +4,8 @@ ends it rather than its host; a child that model code starts inherits it.
 Without the flag it is left alone. Real server processes."""
 
 import os
+import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -37,6 +39,62 @@ class DefaultOomScoreAdjTest(ServerTestCase):
     def test_without_the_flag_it_is_inherited(self):
         self.connect().call("ping")
         self.assertEqual(_adj(self.server.proc.pid), _adj())
+
+
+def _started_at(score):
+    """``preexec_fn``: the child starts at ``score`` (raising needs no privilege)."""
+    def start():
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("%d\n" % score)
+    return start
+
+
+@unittest.skipUnless(HAS_OOM_SCORE_ADJ, "needs Linux /proc/<pid>/oom_score_adj")
+class CappedOomScoreAdjTest(unittest.TestCase):
+    """A server started at a high score (a Kubernetes pod that is not
+    Guaranteed: BestEffort runs at 1000, Burstable often at 900 and more)
+    cannot be raised by all it was asked: its log says so as a warning.
+    Before, it said at info that the OOM killer takes it before its host,
+    ``1000 -> 1000`` too."""
+
+    def _log_line(self, start):
+        with tempfile.TemporaryDirectory() as root:
+            package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            env = dict(os.environ, PYTHONPATH=package)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pyproxy_server", "--path", root, "--id", "o1", "--insecure-no-auth",
+                 "--oom-score-adj", "500", "--log-dir", "-"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                preexec_fn=_started_at(start))
+            try:
+                for line in proc.stderr:
+                    if b"oom_score_adj" in line:
+                        self.assertEqual(_adj(proc.pid), min(1000, start + 500))
+                        return line.decode()
+                self.fail("no oom_score_adj line")
+            finally:
+                proc.kill()
+                proc.wait()
+                proc.stdin.close()
+                proc.stdout.close()
+                proc.stderr.close()
+
+    def test_a_raise_capped_at_1000_is_a_warning_that_says_by_how_much(self):
+        line = self._log_line(900)
+        self.assertIn("WARNING", line)
+        self.assertIn("oom_score_adj 900 -> 1000: capped at 1000, raised by 100, not 500", line)
+        self.assertNotIn("takes this server before its host\n", line)
+
+    def test_no_raise_at_all_is_a_warning(self):
+        line = self._log_line(1000)
+        self.assertIn("WARNING", line)
+        self.assertIn("oom_score_adj 1000 -> 1000: inherited at 1000 already", line)
+        self.assertIn("maybe the host", line)
+
+    def test_a_full_raise_is_info(self):
+        line = self._log_line(0)
+        self.assertIn("INFO", line)
+        self.assertIn("oom_score_adj 0 -> 500: the kernel's OOM killer takes this server before its host", line)
 
 
 class RaiseOomScoreAdjTest(unittest.TestCase):

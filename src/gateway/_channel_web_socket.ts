@@ -18,7 +18,7 @@ const WS_MAX_BUFFERED = 4 * 1024 * 1024;
  * 1006 close as Deno does) is dropped too, so that it is logged and counted
  * as one, though no frame can reach it. Each message frame has its `epoch`; `restartFrame`
  * (the client sent an epoch): a resume across a restart starts with a
- * `{"type": "restart", "channel", "epoch"}` frame.
+ * `{"type": "restart", "channel", "epoch", "seq": 0}` frame.
  *
  * @example
  * ```ts ignore
@@ -32,6 +32,13 @@ export function pumpWebSocket(
   restartFrame: boolean,
   release: () => void,
 ): void {
+  // The kept history the subscription starts with (queued by subscribe,
+  // just before): sent as the socket takes it, not dropped for the unsent
+  // bytes it makes (a resume across a restart replays the whole history,
+  // up to 50 messages of the 1 MiB body limit: the 4 MiB bound dropped such
+  // a subscriber at once, and again at each reconnect). Live messages keep
+  // the bound.
+  let replay = sub.buffered;
   const send = (ev: ChannelEvent): void => {
     if (ev.type === "dropped") {
       socket.send(JSON.stringify({ type: "dropped", reason: ev.reason }));
@@ -55,14 +62,24 @@ export function pumpWebSocket(
     try {
       if (restartFrame && sub.restarted) {
         socket.send(
+          // seq 0, the new numbering's start, as the SSE marker's id: a page
+          // that keeps each frame's epoch and seq for its resume point then
+          // resumes from it, not from its old seq under the new epoch (which
+          // skipped the new numbering up to that seq when the connection
+          // dropped before the next message).
           JSON.stringify({
             type: "restart",
             channel: sub.channel,
             epoch: sub.epoch,
+            seq: 0,
           }),
         );
       }
       for await (const ev of sub) {
+        if (replay > 0) {
+          replay--;
+          await drained(socket);
+        }
         if (socket.readyState !== WebSocket.OPEN) break;
         send(ev);
       }
@@ -91,4 +108,20 @@ export function pumpWebSocket(
     sub.close();
     release();
   };
+}
+
+/** How often a replay checks that the socket sent what it was given. */
+const DRAIN_POLL_MS = 10;
+
+/**
+ * Resolves once `socket` has at most `WS_MAX_BUFFERED` bytes unsent, or is
+ * no longer open (a WebSocket has no event for it: polled).
+ */
+async function drained(socket: WebSocket): Promise<void> {
+  while (
+    socket.readyState === WebSocket.OPEN &&
+    socket.bufferedAmount > WS_MAX_BUFFERED
+  ) {
+    await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+  }
 }

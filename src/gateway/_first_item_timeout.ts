@@ -38,7 +38,7 @@ export function firstItemTimeout(
 
 /**
  * The 400 of a `firstItemTimeout` given to a call that is no stream (`/v1`
- * execute, `/v2` infer, a unary gRPC `ModelInfer`: `grpc` true). Refused,
+ * execute, `:predict`, `/v2` infer, a unary gRPC `ModelInfer`: `grpc` true). Refused,
  * not ignored: its client would believe its call bounded, and it would run
  * up to its whole timeout (as OpenAI's API and vLLM refuse `stream_options`
  * without `stream`).
@@ -49,7 +49,7 @@ export function firstItemTimeout(
  * ```
  */
 export function notAStream(
-  action: "execute" | "infer",
+  action: "execute" | "infer" | "predict",
   grpc: boolean,
 ): Error {
   return httpError(
@@ -58,7 +58,7 @@ export function notAStream(
     grpc
       ? "Cannot infer: the firstItemTimeout parameter bounds the first item of a stream (ModelStreamInfer) only; a unary ModelInfer's bound is its deadline (grpc-timeout)"
       : `Cannot ${action}: ?firstItemTimeout= bounds the first item of a stream (POST /v1/models/{name}/stream) only; a call's bound is ${
-        action === "execute" ? "?timeout=" : "its model's timeout"
+        action === "infer" ? "its model's timeout" : "?timeout="
       }`,
   );
 }

@@ -156,19 +156,7 @@ export async function* streamEvents(
   /** The `error` event of a stream ended by a retired token or the gateway's stop. */
   function stopEvent(why: "retired" | "stop"): SseEvent {
     items.cancel();
-    if (why === "retired") {
-      outcome.status = 401;
-      return {
-        event: "error",
-        data: {
-          error: {
-            type: "Unauthorized",
-            message: TOKEN_RETIRED,
-            requestId: failure.requestId(),
-          },
-        },
-      };
-    }
+    if (why === "retired") return retiredEvent(failure, outcome);
     outcome.status = 503;
     const error = {
       error: {
@@ -184,6 +172,27 @@ export async function* streamEvents(
     );
     return { event: "error", data: error };
   }
+}
+
+/**
+ * The `error` event of a model stream whose token was retired (401
+ * `Unauthorized`); `outcome.status` becomes 401.
+ */
+export function retiredEvent(
+  failure: StreamFailure,
+  outcome: { status: number },
+): SseEvent {
+  outcome.status = 401;
+  return {
+    event: "error",
+    data: {
+      error: {
+        type: "Unauthorized",
+        message: TOKEN_RETIRED,
+        requestId: failure.requestId(),
+      },
+    },
+  };
 }
 
 /**

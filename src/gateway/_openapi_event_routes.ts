@@ -234,14 +234,14 @@ export function channelPaths(
         responses: guarded({
           "101": {
             description:
-              'A WebSocket (for an upgrade request): JSON frames `{type: "message", channel, seq, epoch, time, data}` (first `{type: "restart", channel, epoch}` when a resume point with an epoch is of another numbering), then `{type: "dropped", reason}` when dropped. A handshake that offers the subprotocol `pyproxy.v1` is answered it' +
+              'A WebSocket (for an upgrade request): JSON frames `{type: "message", channel, seq, epoch, time, data}` (first `{type: "restart", channel, epoch, seq: 0}` when a resume point with an epoch is of another numbering), then `{type: "dropped", reason}` when dropped. A handshake that offers the subprotocol `pyproxy.v1` is answered it' +
               (o.token
                 ? "; a browser, which cannot send `Authorization`, offers the token beside it as the subprotocol `pyproxy.bearer.<token>` (or `pyproxy.bearer64.<base64url of the token>`), accepted on this handshake only."
                 : "."),
             "x-websocket-frame": CHANNEL_MESSAGE_FRAME,
           },
           "200": sseResponse(
-            "`message` events (id: the sequence number, or `<epoch>:<seq>` when the request gave an epoch), `dropped` when the subscriber is dropped; first `restart` when a resume point with an epoch is of another numbering.",
+            "`message` events (id: the sequence number, or `<epoch>:<seq>` when the request gave an epoch), `dropped` when the subscriber is dropped; first `restart` (id `<epoch>:0`, the new numbering's start) when a resume point with an epoch is of another numbering.",
             {
               message: {},
               restart: {

@@ -13,6 +13,7 @@
 import { jsonAnswer } from "./_answer_body.ts";
 import { toBase64 } from "../_binary.ts";
 import { versionKey } from "../_model_version.ts";
+import { notAStream } from "./_first_item_timeout.ts";
 import { ModelHTTPError, TimeoutError, ValidationError } from "../errors.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
@@ -315,12 +316,16 @@ export function predictCalls(
     try {
       let { model } = found ?? modelOf(name, version);
       if (model.streams === true) throw streaming(model.name);
+      const query = request.url.includes("?")
+        ? new URL(request.url).searchParams
+        : undefined;
+      // A stream's bound: refused, not ignored, as execute's and /v2
+      // infer's (notAStream): its client would believe its call bounded.
+      if (query?.has("firstItemTimeout")) throw notAStream("predict", false);
       const timeout = callTimeout(
         ctx,
         key,
-        request.url.includes("?")
-          ? new URL(request.url).searchParams.get("timeout") ?? undefined
-          : undefined,
+        query?.get("timeout") ?? undefined,
       );
       const body = await readPredictBody(ctx, request);
       // The default version, removed while the body arrived: the new

@@ -37,8 +37,12 @@ async function* sseEvents(
   epochIds: boolean,
 ): AsyncGenerator<SseEvent> {
   if (epochIds && sub.restarted) {
+    // Its id `<epoch>:0`, the new numbering's start: an EventSource sends
+    // that back, not the old numbering's id, if it reconnects before a
+    // message (without, it got the marker again at each reconnect).
     yield {
       event: "restart",
+      id: `${sub.epoch}:0`,
       data: { channel: sub.channel, epoch: sub.epoch },
     };
   }

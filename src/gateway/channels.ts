@@ -217,6 +217,21 @@ export class Subscription implements AsyncIterableIterator<ChannelEvent> {
     return true;
   }
 
+  /**
+   * Queues a message of the kept history replayed as the subscription
+   * starts: never a reason to drop it (the history is bounded by its own
+   * limits), though its bytes count against what live messages may add.
+   * A history larger than `maxBufferBytes` (50 messages of the 1 MiB body
+   * limit, against 16 MiB) dropped a resuming subscriber at once, and again
+   * at each reconnect.
+   */
+  replay(message: ChannelMessage, size = 0): void {
+    if (this.#done) return;
+    this.#queue.push({ type: "message", message });
+    this.#sizes.push(size);
+    this.#bytes += size;
+  }
+
   /** Drops the subscriber: the buffer is freed and the next event is the `dropped` notice. */
   drop(reason: string): void {
     if (this.#done) return;
@@ -545,7 +560,7 @@ export class ChannelHub {
     if (afterSeq !== undefined) {
       const after = restarted ? 0 : afterSeq;
       ch.history.forEach((m, i) => {
-        if (m.seq > after) sub.push(m, ch.sizes[i]);
+        if (m.seq > after) sub.replay(m, ch.sizes[i]);
       });
     }
     ch.subscribers.add(sub);

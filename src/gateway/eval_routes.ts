@@ -61,6 +61,8 @@ const JSON_BODY_HINT = ' (send {"code": "<Python code>"})';
 const STOP = Symbol("stop");
 /** Why {@linkcode atomEvents} stops early: its token retired. */
 const RETIRED = Symbol("retired");
+/** Why {@linkcode atomEvents} stops early: its client left. */
+const LEFT = Symbol("left");
 
 /**
  * The events of an eval: its id, its output, then its result or error. A
@@ -75,7 +77,10 @@ const RETIRED = Symbol("retired");
  * error (500) is logged with it. When `retire` aborts (the token the stream
  * was opened with retired by a reload or a token file), the stream ends at
  * once with an `error` event of type `Unauthorized` (status 401), settled
- * or not.
+ * or not. `left` aborts when the client is gone (the response's `onClose`):
+ * the stream then lets go of its listeners and its reader at once, not at
+ * the code's next output or its end (as a `return()` queued behind the
+ * pending read would).
  */
 async function* atomEvents(
   atom: GatewayAtom,
@@ -86,6 +91,7 @@ async function* atomEvents(
   logger: RouteContext["logger"],
   logged: WeakSet<GatewayAtom>,
   retire?: AbortSignal,
+  left?: EvalStreamEnd,
 ): AsyncGenerator<SseEvent> {
   yield { event: "atom", data: { id: atom.id } };
   let settled = false;
@@ -96,7 +102,10 @@ async function* atomEvents(
   // per output event (streams27, as the model streams').
   let stopTold = false;
   let retireTold = false;
-  let wake: ((why: typeof STOP | typeof RETIRED) => void) | undefined;
+  let leftTold = false;
+  let wake:
+    | ((why: typeof STOP | typeof RETIRED | typeof LEFT) => void)
+    | undefined;
   const onStop = () => {
     stopTold = true;
     wake?.(STOP);
@@ -105,20 +114,32 @@ async function* atomEvents(
     retireTold = true;
     wake?.(RETIRED);
   };
+  // The client left while the code was quiet: nothing else would wake the
+  // wait (its response's cancel can only queue a return() behind it), so its
+  // listeners and reader stayed until the next output or the result.
+  const onLeft = () => {
+    leftTold = true;
+    wake?.(LEFT);
+  };
   if (stop.aborted) onStop();
   else stop.addEventListener("abort", onStop, { once: true });
   if (retire?.aborted) onRetire();
   else retire?.addEventListener("abort", onRetire, { once: true });
+  if (left?.signal.aborted) onLeft();
+  else left?.signal.addEventListener("abort", onLeft, { once: true });
   /**
    * `promise`'s value, or why the stream stops first: the retirement, or
    * the stop while the code runs (once it settled, its output follows).
    */
   const unless = async <T>(
     promise: Promise<T>,
-  ): Promise<T | typeof STOP | typeof RETIRED> => {
+  ): Promise<T | typeof STOP | typeof RETIRED | typeof LEFT> => {
+    if (leftTold) return LEFT;
     if (retireTold) return RETIRED;
     if (stopTold && !settled) return STOP;
-    const r = await new Promise<T | typeof STOP | typeof RETIRED>(
+    const r = await new Promise<
+      T | typeof STOP | typeof RETIRED | typeof LEFT
+    >(
       (resolve, reject) => {
         wake = resolve;
         promise.then(resolve, reject);
@@ -135,6 +156,7 @@ async function* atomEvents(
     for (;;) {
       read ??= reader.read();
       const next = await unless(read);
+      if (next === LEFT) return;
       if (next === RETIRED) {
         revoked = true;
         break;
@@ -160,25 +182,21 @@ async function* atomEvents(
     if (!revoked && !cut && !settled) {
       const ended = atom.result.then(() => undefined, () => undefined);
       const first = await unless(ended);
+      if (first === LEFT) return;
       revoked = first === RETIRED;
       cut = first === STOP && !settled;
     }
   } finally {
     stop.removeEventListener("abort", onStop);
     retire?.removeEventListener("abort", onRetire);
+    left?.signal.removeEventListener("abort", onLeft);
     // A client that went away releases its reader; the atom keeps running and stays replayable.
     await reader.cancel().catch(() => {});
   }
+  // Its last event comes now: a retirement since is told by it, if any.
+  if (left !== undefined) left.final = true;
   if (revoked || retire?.aborted) {
-    yield {
-      event: "error",
-      data: {
-        status: 401,
-        type: "Unauthorized",
-        message: TOKEN_RETIRED,
-        requestId: atom.requestId ?? requestId ?? crypto.randomUUID(),
-      },
-    };
+    yield retiredEvalEvent(atom, requestId);
     return;
   }
   if (cut) {
@@ -215,14 +233,68 @@ async function* atomEvents(
   }
 }
 
-/** `onClose` that also releases the stream's hold on its token. */
-function released(
-  onClose: () => void,
-  hold: TokenHold | undefined,
-): () => void {
-  return hold === undefined ? onClose : () => {
-    hold.release();
-    onClose();
+/**
+ * How an eval's event stream ends early: `signal` aborts when its client
+ * is gone ({@linkcode atomEvents} lets go at once); `final` once the stream
+ * came to its last event.
+ */
+interface EvalStreamEnd {
+  signal: AbortSignal;
+  final: boolean;
+}
+
+/** The `error` event of an eval stream whose token was retired (401). */
+function retiredEvalEvent(
+  atom: GatewayAtom,
+  requestId: string | undefined,
+): SseEvent {
+  return {
+    event: "error",
+    data: {
+      status: 401,
+      type: "Unauthorized",
+      message: TOKEN_RETIRED,
+      requestId: atom.requestId ?? requestId ?? crypto.randomUUID(),
+    },
+  };
+}
+
+/**
+ * An eval stream's end: its `EvalStreamEnd`, its hold on its token (whose
+ * retirement ends the response with the 401 event at once, also while the
+ * client takes no event: nothing pulled the stream then, which stayed open
+ * as long as the client kept its connection), and the response's options.
+ */
+function evalStreamEnd(
+  ctx: RouteContext,
+  request: Request,
+  atom: GatewayAtom,
+  requestId: string | undefined,
+): {
+  left: EvalStreamEnd;
+  hold: TokenHold | undefined;
+  options: { onClose: () => void; endWith: Promise<SseEvent> };
+} {
+  const gone = new AbortController();
+  const left: EvalStreamEnd = { signal: gone.signal, final: false };
+  const retired = Promise.withResolvers<SseEvent>();
+  // Ignored by the response while the stream makes its next event (which
+  // tells the retirement itself), and once it came to its last.
+  const hold = ctx.tokenHolders?.holdRequest(request, () => {
+    if (!left.final) retired.resolve(retiredEvalEvent(atom, requestId));
+  }, true);
+  const onClose = ctx.metrics.hold();
+  return {
+    left,
+    hold,
+    options: {
+      onClose: () => {
+        hold?.release();
+        gone.abort();
+        onClose();
+      },
+      endWith: retired.promise,
+    },
   };
 }
 
@@ -298,7 +370,12 @@ export function evalRoutes(ctx: RouteContext): Hono {
     if (running !== undefined) {
       atom.result.then(running.release, running.release);
     }
-    const stream = ctx.tokenHolders?.holdRequest(c.req.raw, undefined, true);
+    const { left, hold: stream, options } = evalStreamEnd(
+      ctx,
+      c.req.raw,
+      atom,
+      requestId,
+    );
     if (requestId === undefined) {
       ctx.logger.debug("Eval {id} started", { id: atom.id });
     } else {
@@ -317,12 +394,13 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.logger,
         logged,
         stream?.signal,
+        left,
       ),
       // The drain waits for the stream to end (within the grace): over
       // HTTP/2 the server's shutdown resets a stream still being written.
       {
         headers: { "x-atom-id": atom.id },
-        onClose: released(ctx.metrics.hold(), stream),
+        ...options,
       },
     );
   });
@@ -354,7 +432,12 @@ export function evalRoutes(ctx: RouteContext): Hono {
     }
     // HEAD: no replay reader (nothing would ever read or release it).
     if (c.req.method === "HEAD") return sseHead({ "x-atom-id": atom.id });
-    const stream = ctx.tokenHolders?.holdRequest(c.req.raw, undefined, true);
+    const { left, hold: stream, options } = evalStreamEnd(
+      ctx,
+      c.req.raw,
+      atom,
+      clientRequestId(c.req.raw),
+    );
     return sseResponse(
       atomEvents(
         atom,
@@ -365,10 +448,11 @@ export function evalRoutes(ctx: RouteContext): Hono {
         ctx.logger,
         logged,
         stream?.signal,
+        left,
       ),
       {
         headers: { "x-atom-id": atom.id },
-        onClose: released(ctx.metrics.hold(), stream),
+        ...options,
       },
     );
   });

@@ -29,6 +29,7 @@ import {
 } from "./model_routes.ts";
 import {
   errorEvent,
+  retiredEvent,
   streamError,
   streamEvents,
   type StreamFailure,
@@ -186,6 +187,15 @@ export function modelStreamRoutes(ctx: RouteContext): Hono {
     // Held by its token (when tokens are set): a reload or a token file
     // that retires it ends the stream (its model's call cancelled).
     let hold: TokenHold | undefined;
+    // Retired: the call cancelled, and the response ended with the 401
+    // event also while its client takes no event (endWith): with its items
+    // cancelled, the idle bound no longer watched it, and the stream stayed
+    // open and in flight until the client read again. Not once the stream
+    // sent its end or error (its status no longer 499).
+    const onRetired = () => {
+      items?.cancel();
+      if (outcome.status === 499) idle.resolve(retiredEvent(failure, outcome));
+    };
     // The stream stays in flight in the metrics until it ends, and counts
     // with how it ended (an LLM's streams are the gateway's load).
     // `items`: the items it sent (pyproxy_stream_items_total).
@@ -305,7 +315,7 @@ export function modelStreamRoutes(ctx: RouteContext): Hono {
       }
       ctx.tracing?.callOptions(c.req.raw, name, options);
       items = executeStream.call(pool, name, body, options);
-      hold = ctx.tokenHolders?.holdRequest(c.req.raw, onLeave);
+      hold = ctx.tokenHolders?.holdRequest(c.req.raw, onRetired);
       // The response's body tells that the client left: its cancel
       // cancels the items (onClose).
       if (early) return earlyStream(items, hold);

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 38356,
+      size: 40010,
       sha256:
-        "877b286ba8f6540940afbffd0fe1a6fc966a49a024ee3eaf8f7fce3484532f12",
+        "cc8b7e69d9deee9915e6562afa868baa2231a39864bf783cb55129ce45331535",
     },
     {
       path: "pyproxy_server/array_like.py",
