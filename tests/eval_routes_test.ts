@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { SseReader, startGateway, until } from "./_gateway_harness.ts";
+import { countAbortListeners } from "./_abort_listeners.ts";
 
 const TOKEN = "eval-routes-test-token-0123456789";
 
@@ -47,64 +48,31 @@ Deno.test("evalRoutes let go of an eval's stop and retirement listeners when its
   // gone from a quiet eval kept its listeners on the gateway's stop signal
   // (and its replay reader) until the code printed again or ended.
   await using gw = await startGateway({ token: TOKEN, allowEval: true });
-  const add = EventTarget.prototype.addEventListener;
-  const remove = EventTarget.prototype.removeEventListener;
-  let held = 0;
-  let peak = 0;
-  const counted = (listener: unknown) =>
-    typeof listener === "function" &&
-    (listener.name === "onStop" || listener.name === "onRetire");
-  EventTarget.prototype.addEventListener = function (
-    this: EventTarget,
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
-  ) {
-    if (this instanceof AbortSignal && type === "abort" && counted(listener)) {
-      peak = Math.max(peak, ++held);
-    }
-    return add.call(this, type, listener, options);
-  };
-  EventTarget.prototype.removeEventListener = function (
-    this: EventTarget,
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | EventListenerOptions,
-  ) {
-    if (this instanceof AbortSignal && type === "abort" && counted(listener)) {
-      held--;
-    }
-    return remove.call(this, type, listener, options);
-  };
-  try {
-    const res = await gw.fetch("/v1/eval", {
-      method: "POST",
-      body: JSON.stringify({
-        code: "import time\nprint('started', flush=True)\ntime.sleep(30)\n7",
-      }),
-    });
-    assert.equal(res.status, 200);
-    const id = res.headers.get("x-atom-id")!;
-    const events = new SseReader(res.body!);
-    assert.equal((await events.next())?.event, "atom");
-    assert.equal((await events.next())?.event, "output");
-    // Replays of it by clients that leave while the code sleeps.
-    for (let i = 0; i < 5; i++) {
-      const replay = await gw.fetch(`/v1/eval/${id}/events`);
-      assert.equal(replay.status, 200);
-      const reader = new SseReader(replay.body!);
-      assert.equal((await reader.next())?.event, "atom");
-      assert.equal((await reader.next())?.event, "output");
-      await reader.cancel();
-    }
-    await events.cancel();
-    assert.ok(peak >= 2, `${peak} listeners at most`);
-    await until(
-      () => Promise.resolve(held === 0),
-      `the listeners let go (${held} held)`,
-    );
-  } finally {
-    EventTarget.prototype.addEventListener = add;
-    EventTarget.prototype.removeEventListener = remove;
+  using listeners = countAbortListeners();
+  const res = await gw.fetch("/v1/eval", {
+    method: "POST",
+    body: JSON.stringify({
+      code: "import time\nprint('started', flush=True)\ntime.sleep(30)\n7",
+    }),
+  });
+  assert.equal(res.status, 200);
+  const id = res.headers.get("x-atom-id")!;
+  const events = new SseReader(res.body!);
+  assert.equal((await events.next())?.event, "atom");
+  assert.equal((await events.next())?.event, "output");
+  // Replays of it by clients that leave while the code sleeps.
+  for (let i = 0; i < 5; i++) {
+    const replay = await gw.fetch(`/v1/eval/${id}/events`);
+    assert.equal(replay.status, 200);
+    const reader = new SseReader(replay.body!);
+    assert.equal((await reader.next())?.event, "atom");
+    assert.equal((await reader.next())?.event, "output");
+    await reader.cancel();
   }
+  await events.cancel();
+  assert.ok(listeners.peak >= 2, `${listeners.peak} listeners at most`);
+  await until(
+    () => Promise.resolve(listeners.held === 0),
+    `the listeners let go (${listeners.held} held)`,
+  );
 });

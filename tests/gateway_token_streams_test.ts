@@ -11,6 +11,7 @@ import { serve } from "../src/gateway/serve.ts";
 import { TOKEN_RETIRED } from "../src/gateway/_token_holders.ts";
 import { tempDir, waitFor } from "./_harness.ts";
 import { SseReader, withLogs } from "./_gateway_harness.ts";
+import { countAbortListeners } from "./_abort_listeners.ts";
 import { rawGrpcGateway } from "./_grpc_raw_gateway.ts";
 import {
   exists,
@@ -383,73 +384,41 @@ Deno.test("A token retired while its eval stream's client takes no event: the st
     1,
   );
   await write({ token: [T1, T2] });
-  const add = EventTarget.prototype.addEventListener;
-  const remove = EventTarget.prototype.removeEventListener;
-  let held = 0;
-  const counted = (listener: unknown) =>
-    typeof listener === "function" &&
-    (listener.name === "onStop" || listener.name === "onRetire");
-  EventTarget.prototype.addEventListener = function (
-    this: EventTarget,
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | AddEventListenerOptions,
-  ) {
-    if (this instanceof AbortSignal && type === "abort" && counted(listener)) {
-      held++;
+  using listeners = countAbortListeners();
+  await withLogs(async () => {
+    await using server = await serve(await load(), { reloadConfig: load });
+    const { port } = new URL(server.url);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: +port });
+    try {
+      const code = "import os\ncount = " +
+        JSON.stringify(`${dir.path}/count`) +
+        "\nfor i in range(2000):\n" +
+        "    with open(count + '.tmp', 'w') as f:\n        f.write(str(i))\n" +
+        "    os.replace(count + '.tmp', count)\n" +
+        "    print('x' * 1000000, flush=True)\n";
+      const body = JSON.stringify({ code });
+      await conn.write(
+        new TextEncoder().encode(
+          `POST /v1/eval HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n` +
+            `Authorization: Bearer ${T1}\r\nContent-Type: application/json\r\n` +
+            `Content-Length: ${
+              new TextEncoder().encode(body).length
+            }\r\n\r\n${body}`,
+        ),
+      );
+      const head = new Uint8Array(64);
+      await conn.read(head);
+      assert.match(new TextDecoder().decode(head), /^HTTP\/1\.1 200/);
+      // The client's socket and the gateway's buffers full.
+      await stalled(dir.path);
+      assert.ok(listeners.held > 0, `${listeners.held} listeners`);
+      await write({ token: T2 });
+      await server.reload();
+      await waitFor(() => listeners.held === 0, {
+        message: "the eval stream's listeners to let go",
+      });
+    } finally {
+      conn.close();
     }
-    return add.call(this, type, listener, options);
-  };
-  EventTarget.prototype.removeEventListener = function (
-    this: EventTarget,
-    type: string,
-    listener: EventListenerOrEventListenerObject | null,
-    options?: boolean | EventListenerOptions,
-  ) {
-    if (this instanceof AbortSignal && type === "abort" && counted(listener)) {
-      held--;
-    }
-    return remove.call(this, type, listener, options);
-  };
-  try {
-    await withLogs(async () => {
-      await using server = await serve(await load(), { reloadConfig: load });
-      const { port } = new URL(server.url);
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port: +port });
-      try {
-        const code = "import os\ncount = " +
-          JSON.stringify(`${dir.path}/count`) +
-          "\nfor i in range(2000):\n" +
-          "    with open(count + '.tmp', 'w') as f:\n        f.write(str(i))\n" +
-          "    os.replace(count + '.tmp', count)\n" +
-          "    print('x' * 1000000, flush=True)\n";
-        const body = JSON.stringify({ code });
-        await conn.write(
-          new TextEncoder().encode(
-            `POST /v1/eval HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n` +
-              `Authorization: Bearer ${T1}\r\nContent-Type: application/json\r\n` +
-              `Content-Length: ${
-                new TextEncoder().encode(body).length
-              }\r\n\r\n${body}`,
-          ),
-        );
-        const head = new Uint8Array(64);
-        await conn.read(head);
-        assert.match(new TextDecoder().decode(head), /^HTTP\/1\.1 200/);
-        // The client's socket and the gateway's buffers full.
-        await stalled(dir.path);
-        assert.ok(held > 0, `${held} listeners`);
-        await write({ token: T2 });
-        await server.reload();
-        await waitFor(() => held === 0, {
-          message: "the eval stream's listeners to let go",
-        });
-      } finally {
-        conn.close();
-      }
-    });
-  } finally {
-    EventTarget.prototype.addEventListener = add;
-    EventTarget.prototype.removeEventListener = remove;
-  }
+  });
 });
