@@ -60,6 +60,31 @@ class Slow:
         inline = threading.current_thread() is threading.main_thread()
         return {"pid": os.getpid(), "i": msg.get("i"), "inline": inline}
 `,
+  // The \`slow\` model with \`inline = True\`: inline from its first call, and
+  // never made threaded by the server for a slow inline call. A model that
+  // learned inline (8 calls under 1 ms on average) is made threaded again by
+  // one inline call slower than 20 ms (DEMOTE_AFTER), or an average over
+  // 2 ms: on a loaded machine a call of 0 ms preempted that long did so after
+  // a test saw it inline, the slow call then ran on a thread, held no loop,
+  // and the test waited for a \`busy\` event or a kill that could not come.
+  // Tests of the host's side once a call holds the loop use this one; only
+  // the host's \`threaded: true\` (protocol §6) runs it threaded.
+  "inline_slow.py": `
+import os
+import threading
+import time
+
+class Slow:
+    inline = True
+
+    def __init__(self, options):
+        pass
+
+    def execute(self, msg):
+        time.sleep(msg.get("ms", 0) / 1000.0)
+        inline = threading.current_thread() is threading.main_thread()
+        return {"pid": os.getpid(), "i": msg.get("i"), "inline": inline}
+`,
   "freezer.py": `
 import os
 import signal

@@ -19,22 +19,13 @@ import {
 } from "./_pool_harness.ts";
 
 /**
- * Adds `slow` (the harness's slow.py) declared `inline = True`, and checks
- * that a call runs on the server's loop. Declared, not learned: a learned
- * model whose last fast call a busy machine preempted past 20 ms goes back
- * to threads (python/pyproxy_server/models.py, DEMOTE_AFTER), and its next
- * call, the slow one, then holds no loop (no busy event; the hang test
- * waited for an exit that never came). Learning is python/tests/test_inline.py's.
+ * Adds `slow` as the harness's `inline_slow.py` (declared `inline = True`,
+ * see its comment: a learned model can be sent back to threads by a busy
+ * machine just before the slow call) and checks that a call runs on the
+ * server's loop. Learning is python/tests/test_inline.py's.
  */
-async function addInlineSlow(pool: Pool, dir: string): Promise<void> {
-  const source = await Deno.readTextFile(`${dir}/slow.py`);
-  const declared = source.replace(
-    "class Slow:\n",
-    "class Slow:\n    inline = True\n",
-  );
-  assert.notEqual(declared, source);
-  await Deno.writeTextFile(`${dir}/slow_inline.py`, declared);
-  await pool.addModel("slow", { file: "slow_inline.py" });
+async function addInlineSlow(pool: Pool): Promise<void> {
+  await pool.addModel("slow", { file: "inline_slow.py" });
   const out = await pool.execute<{ inline: boolean }>("slow", { ms: 0 });
   assert.ok(out.inline, "a declared inline model runs on the loop");
 }
@@ -64,7 +55,7 @@ Deno.test("Pool keeps a worker whose inline call turns slow: busy events answer 
     });
     pids.watch(pool);
     const pid = pidOf(pool, "w1");
-    await addInlineSlow(pool, dir.path);
+    await addInlineSlow(pool);
     // Holds the server's loop for 1.5 s: three heartbeat timeouts.
     const out = await pool.execute<{ pid: number }>("slow", { ms: 1500 });
     assert.equal(out.pid, pid);
@@ -86,7 +77,7 @@ Deno.test("Pool still replaces a worker whose inline call outlives its timeout: 
     );
     pids.watch(pool);
     const pid = pidOf(pool, "w1");
-    await addInlineSlow(pool, dir.path);
+    await addInlineSlow(pool);
     const exit = nextEvent(pool, "worker-exit", (ev) => ev.worker === "w1");
     const back = readyAgain(pool, "w1");
     await assert.rejects(

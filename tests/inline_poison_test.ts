@@ -26,42 +26,6 @@ import {
 } from "./_pool_harness.ts";
 
 /**
- * The harness's `slow` model (sleeps `ms`, says whether it ran inline) with
- * `inline = True`: inline from its first call, and never made threaded by the
- * server for a slow inline call. A model that learned inline (8 calls under
- * 1 ms on average) is made threaded again by one inline call slower than
- * 20 ms (DEMOTE_AFTER), or an average over 2 ms: on a loaded machine a call
- * of 0 ms preempted that long did so after `learnInline` saw it inline, the
- * poison then ran on a thread, held no loop, and the test waited for ever for
- * a `busy` event or a kill that could not come. What these tests check is
- * the host's side (its marks, kills and retries) once a call holds the loop;
- * only the host's `threaded: true` (protocol §6) runs this model threaded.
- */
-const INLINE_SLOW = `
-import os
-import threading
-import time
-
-class Slow:
-    inline = True
-
-    def __init__(self, options):
-        pass
-
-    def execute(self, msg):
-        time.sleep(msg.get("ms", 0) / 1000.0)
-        inline = threading.current_thread() is threading.main_thread()
-        return {"pid": os.getpid(), "i": msg.get("i"), "inline": inline}
-`;
-
-/** {@linkcode modelsDir} with `inline_slow.py` ({@linkcode INLINE_SLOW}). */
-async function inlineModelsDir(): Promise<{ path: string } & AsyncDisposable> {
-  const dir = await modelsDir();
-  await Deno.writeTextFile(`${dir.path}/inline_slow.py`, INLINE_SLOW);
-  return dir;
-}
-
-/**
  * Fast calls on `worker` until its server runs `slow` inline (at once with
  * `inline = True`, unless the host marked it threaded).
  */
@@ -144,7 +108,7 @@ async function inlineOnBoth(
 }
 
 Deno.test("Pool runs a model threaded after one of its inline calls hung a worker: the next poison costs no worker", async () => {
-  await using dir = await inlineModelsDir();
+  await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
     const events: PoolEvent[] = [];
@@ -202,7 +166,7 @@ Deno.test("Pool runs a model threaded after one of its inline calls hung a worke
 });
 
 Deno.test("Pool marks a model threaded as its inline call times out holding the loop, before the hang probe's kill: a poison sent then to another worker costs no worker", async () => {
-  await using dir = await inlineModelsDir();
+  await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
     const events: PoolEvent[] = [];
@@ -245,7 +209,7 @@ Deno.test("Pool marks a model threaded as its inline call times out holding the 
 });
 
 Deno.test("Pool marks only the version whose inline call timed out holding the loop", async () => {
-  await using dir = await inlineModelsDir();
+  await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
     await using pool = await Pool.start(
@@ -298,13 +262,13 @@ for (
   Deno.test(`Pool marks no model threaded when a worker ${how} while an inline call of it holds the loop`, async () => {
     // Running it on a thread would not have saved the worker: only the
     // pool's own kill of a worker that answers nothing marks a model.
-    await using dir = await inlineModelsDir();
+    await using dir = await modelsDir();
     await Deno.writeTextFile(
       `${dir.path}/stop.py`,
       `import os, threading, time
 
 class Stop:
-    inline = True  # as INLINE_SLOW's, for the same reason
+    inline = True  # as inline_slow.py's, for the same reason
 
     def __init__(self, options):
         pass
@@ -354,7 +318,7 @@ class Stop:
 }
 
 Deno.test("Pool marks no model threaded when an inline call turns slow and completes", async () => {
-  await using dir = await inlineModelsDir();
+  await using dir = await modelsDir();
   const pids = new PidTracker();
   try {
     await using pool = await Pool.start(
@@ -383,7 +347,7 @@ Deno.test("Pool marks no model threaded when a call of it times out behind its s
   // The call that timed out never ran: it waited on the server behind one
   // that held the loop and answered in time. Only the holder's own timeout
   // says that it hung.
-  await using dir = await inlineModelsDir();
+  await using dir = await modelsDir();
   const busy = busyWatch("slow");
   const pids = new PidTracker();
   try {
@@ -420,13 +384,13 @@ Deno.test("Pool marks no model threaded when a call of it times out behind its s
 Deno.test("Pool marks no model threaded when an inline call turned slow and its reply failed to read", async () => {
   // The reply (an integer beyond ±2^53, refused with `integers: "number"`)
   // is still the call's end: a later death from outside was laid on it.
-  await using dir = await inlineModelsDir();
+  await using dir = await modelsDir();
   await Deno.writeTextFile(
     `${dir.path}/huge.py`,
     `import threading, time
 
 class Huge:
-    inline = True  # as INLINE_SLOW's, for the same reason
+    inline = True  # as inline_slow.py's, for the same reason
 
     def __init__(self, options):
         pass
@@ -467,7 +431,7 @@ Deno.test("Pool retries a hung inline call threaded: an idempotent poison costs 
   // Its own hang: busy events stop after 1 s (BUSY_MAX, 30 s by default),
   // then the heartbeat kills the worker under the call, which is retried
   // on the other worker. Made before the mark, it went there inline.
-  await using dir = await inlineModelsDir();
+  await using dir = await modelsDir();
   await Deno.writeTextFile(
     `${dir.path}/hang.py`,
     `import os, threading, time
@@ -476,7 +440,7 @@ from pyproxy_server.inline_watch import InlineWatch
 InlineWatch.BUSY_MAX = 1.0
 
 class Hang:
-    inline = True  # as INLINE_SLOW's, for the same reason
+    inline = True  # as inline_slow.py's, for the same reason
 
     def __init__(self, options):
         pass
