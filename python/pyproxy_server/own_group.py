@@ -14,6 +14,7 @@ would signal its host's.
 
 import os
 import signal
+import threading
 import time
 
 __all__ = ["end_own_group", "group_grace_ms", "group_members"]
@@ -98,6 +99,7 @@ def end_own_group(grace=GRACE):
         if others is not None and not others:
             return 0
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _hold_forks()
         os.killpg(me, signal.SIGTERM)
     except (AttributeError, OSError, ValueError):
         return 0
@@ -131,6 +133,27 @@ def end_own_group(grace=GRACE):
     # included, reaches every member at once, a fork under way too.
     os.killpg(me, signal.SIGKILL)
     return found
+
+
+def _hold_forks():
+    """From now on, a thread of this process that forks (``os.fork``: a
+    ``multiprocessing`` pool's handler thread replacing the workers killed)
+    waits for ever before its fork: this process is on its way out
+    (``os._exit``), and a child forked after the last look at the group
+    outlived it, re-parented to init (under load, the handler thread forked
+    while that look read ``/proc``). The main thread, ending the group,
+    never forks. Python >= 3.7 (``os.register_at_fork``)."""
+    register = getattr(os, "register_at_fork", None)
+    if register is None:
+        return
+    main = threading.main_thread()
+    held = threading.Event()  # never set
+
+    def before():
+        if threading.current_thread() is not main:
+            held.wait()
+
+    register(before=before)
 
 
 def _children_left(pgid):

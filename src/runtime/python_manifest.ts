@@ -220,9 +220,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/own_group.py",
-      size: 5760,
+      size: 6609,
       sha256:
-        "7d988bd5cf629cc874dc6494647a36c6325c0763059aa17e62d118ff34a4b4ff",
+        "59f097e9dffa37729b3af559c8a6f0462d9be19ced57dd57206218edf58a7607",
     },
     {
       path: "pyproxy_server/server.py",
