@@ -15,6 +15,7 @@
  * @module
  */
 import type * as http2 from "node:http2";
+import { addressShareKey } from "./_address_share_key.ts";
 import { ProtoWriter } from "./_protobuf.ts";
 import type { Answer } from "./_grpc_framing.ts";
 import { isKnownService, ServingStatus } from "./_grpc_health.ts";
@@ -357,9 +358,12 @@ const CANCEL = 0x8;
 /** How long an ended watch's trailers may wait for its client to read. */
 const UNREAD_MS = 1000;
 
-/** A peer's address (its IP), `""` when unknown. */
+/**
+ * A peer's address as its share is counted (its IPv4, its IPv6's /64:
+ * `addressShareKey`), `""` when unknown.
+ */
 function peerOf(stream: http2.ServerHttp2Stream): string {
-  return stream.session?.socket?.remoteAddress ?? "";
+  return addressShareKey(stream.session?.socket?.remoteAddress ?? "");
 }
 
 const evictedAnswer: Answer = {

@@ -16,6 +16,7 @@
  * @module
  */
 import type * as http2 from "node:http2";
+import { addressShareKey } from "./_address_share_key.ts";
 
 /** HTTP/2's ENHANCE_YOUR_CALM: gRPC clients read its RST_STREAM as RESOURCE_EXHAUSTED. */
 export const ENHANCE_YOUR_CALM = 0xb;
@@ -54,9 +55,13 @@ export class UnreadTotal {
       peer.bytes * this.#peers.size >= half;
   }
 
-  /** `address`'s count (shared by its connections). */
+  /**
+   * `address`'s count (shared by its connections; an IPv6 address's by
+   * every address of its /64, one host's: `addressShareKey`).
+   */
   peer(address: string): Peer {
-    return this.#peers.get(address) ?? { address, bytes: 0 };
+    const key = addressShareKey(address);
+    return this.#peers.get(key) ?? { address: key, bytes: 0 };
   }
 
   /** @internal */
