@@ -603,9 +603,7 @@ export interface PoolOptions {
   placement?: PlacementOptions;
   /**
    * On SIGINT/SIGTERM, close the pool (and every other open pool with this
-   * option) and then end the process by that signal, raised again once the
-   * pools' listeners are gone (status 130/143; an exit with that status
-   * where it cannot be raised). @default {true}
+   * option) and then exit the process (status 130/143). @default {true}
    */
   handleSignals?: boolean;
   /** Runtime adapter. @default {defaultRuntime()} */
@@ -1040,20 +1038,8 @@ export class Pool implements AsyncDisposable {
             // closes every such pool of the program (each pool's listener
             // exiting once its own pool had closed cut the others short: no
             // grace for their calls, their directories left behind), and
-            // each exits once all are closed. By the signal itself, once
-            // the closes removed these listeners: `deno test` turns an
-            // exit into the end of one file's isolate and runs the next
-            // files (a CI's SIGTERM did not stop the run; testers28). The
-            // exit stays for a runtime without `raise`, or a listener of
-            // the program's own that takes the signal again.
-            closeAllOnSignal().finally(() => {
-              try {
-                runtime.raise?.(signal);
-              } catch {
-                // no permission to signal: exit as before
-              }
-              runtime.exit(code);
-            });
+            // each exits once all are closed.
+            closeAllOnSignal().finally(() => runtime.exit(code));
           }));
         }
       }

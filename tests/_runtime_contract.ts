@@ -757,39 +757,6 @@ export const runtimeContract: ContractCheck[] = [
   },
   {
     name:
-      "raise() ends a child running the adapter by the signal once its listener is removed (not its exit)",
-    async fn({ rt, runScript }) {
-      // How a pool's signal listener ends the process after its close: an
-      // exit under `deno test` ends one file's isolate, not the run.
-      const { cmd, args } = runScript(CHILD, ["raise"]);
-      const child = rt.spawn({ cmd, args });
-      try {
-        const reader = child.stdout.pipeThrough(new TextDecoderStream())
-          .getReader();
-        let text = "";
-        while (!text.includes("\n")) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          text += value;
-        }
-        assert.equal(JSON.parse(text.split("\n")[0] ?? "").pid, child.pid);
-        child.kill("SIGTERM");
-        while (true) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          text += value;
-        }
-        assert.match(text, /\nsignal\n$/);
-        assert.equal((await child.status).signal, "SIGTERM");
-        await readAll(child.stderr);
-      } finally {
-        child.kill("SIGKILL");
-        await released(child);
-      }
-    },
-  },
-  {
-    name:
       "serve() answers fetches on port 0 with the remote address and shuts down",
     async fn({ rt }) {
       const server = await rt.serve(

@@ -513,9 +513,6 @@ export function bunRuntime(): Runtime {
       };
     },
     exit: (code) => process.exit(code),
-    raise: (signal) => {
-      process.kill(process.pid, signal);
-    },
     args: () => process.argv.slice(2),
     tempDir: () => tmpdir(),
     freeBytes,

@@ -650,7 +650,6 @@ export function denoRuntime(): Runtime {
       };
     },
     exit: (code) => Deno.exit(code),
-    raise: (signal) => killUnasked(Deno.pid, signal),
     args: () => Deno.args,
     tempDir: () => envUnasked("TMPDIR") ?? "/tmp",
     mayReadProc: allAccess,

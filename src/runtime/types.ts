@@ -698,15 +698,6 @@ export interface Runtime {
   ): () => void;
   /** Exits the process. */
   exit(code: number): never;
-  /**
-   * Sends `signal` to this process itself: once no listener of it is left,
-   * its default action ends the process, killed by that signal. How a
-   * program that caught a terminating signal ends after its cleanup, and
-   * the one way that ends `deno test` (which turns an `exit` into the end
-   * of one test file's isolate, and goes on with the next file). Throws
-   * where it cannot (no permission): then `exit` is called.
-   */
-  raise?(signal: "SIGINT" | "SIGTERM"): void;
   /** Command-line arguments after the script. */
   args(): string[];
   /** The system temp directory. */
