@@ -33,6 +33,7 @@ Deno.test("docs/runtimes.md's 'Testing your app' files pass `deno test` in a pro
     "models/scorer.py",
     "src/label.ts",
     "tests/_pool.ts",
+    "tests/fake_model_test.ts",
     "tests/label_test.ts",
     "tests/scorer_steps_test.ts",
     "tests/scorer_test.ts",
@@ -68,8 +69,8 @@ Deno.test("docs/runtimes.md's 'Testing your app' files pass `deno test` in a pro
     const text = new TextDecoder().decode(out.stdout) +
       new TextDecoder().decode(out.stderr);
     assert.equal(out.code, 0, text);
-    // Two tests, one of two steps, two without a pool.
-    assert.match(text, /ok \| 5 passed \(2 steps\) \| 0 failed/, text);
+    // Two tests, one of two steps, two without a pool, one with a stand-in.
+    assert.match(text, /ok \| 6 passed \(2 steps\) \| 0 failed/, text);
     // logDir "-": nothing written into the models directory.
     assert.deepEqual(
       [...Deno.readDirSync(`${dir}/models`)].map((e) => e.name).sort(),
