@@ -61,12 +61,15 @@ export class SlotLease {
     this.#worker.unpark();
   }
 
-  /** The call is over on the server: releases what it holds, once. */
-  end(): void {
+  /**
+   * The call is over on the server: releases what it holds, once (with
+   * `abandoned`, a call counted by the worker's `abandon()`).
+   */
+  end(abandoned = false): void {
     const state = this.#state;
     if (state === "ended") return;
     this.#state = "ended";
-    this.#worker.release(state === "parked");
+    this.#worker.release(state === "parked", abandoned);
     this.#freed();
   }
 }

@@ -2718,8 +2718,9 @@ export class Pool implements AsyncDisposable {
 
   /**
    * Stops admitting calls (`ShuttingDownError`), fails queued calls at once,
-   * lets in-flight calls finish up to `shutdownGrace`, stops the servers and
-   * kills whatever remains. Idempotent.
+   * lets in-flight calls finish up to `shutdownGrace` (not the calls given up
+   * on, timed out or cancelled, that a server still runs), stops the servers
+   * and kills whatever remains. Idempotent.
    */
   close(): Promise<void> {
     return this.#closed ??= this.#close();
@@ -3063,6 +3064,7 @@ export class Pool implements AsyncDisposable {
       : Math.max(1, call.deadline - Date.now());
     // The common call has no timeout, signal or listener: no options object then.
     let options: RequestOptions | undefined;
+    let abandon: (() => void) | undefined;
     if (
       remaining !== undefined || signal !== undefined ||
       onEvent !== undefined || onSlot !== undefined ||
@@ -3082,9 +3084,24 @@ export class Pool implements AsyncDisposable {
         this.#opts.maxParkedPerWorker,
       );
       if (lease === undefined) worker.acquire();
+      // Given up on (its promise rejected before the server was done with
+      // it): still holding its slot, but no longer waited for by a stop.
+      let over = false;
+      let abandoned = false;
+      abandon = () => {
+        if (over || abandoned) return;
+        abandoned = true;
+        worker.abandon();
+      };
       const done = lease === undefined
-        ? () => this.#released(worker)
-        : () => lease.end();
+        ? () => {
+          over = true;
+          this.#released(worker, abandoned);
+        }
+        : () => {
+          over = true;
+          lease.end(abandoned);
+        };
       const placement = call.placement;
       options = {
         // A placed model's call the server was still on when its session
@@ -3132,15 +3149,19 @@ export class Pool implements AsyncDisposable {
       },
       (error) => {
         if (releaseOnSettle) this.#released(worker);
+        else abandon!();
         this.#onCallError(call, worker, gen, error, remaining);
         if (this.#router.queued > 0) this.#router.pump(false);
       },
     );
   }
 
-  /** A call of `worker` is done on the server: room for a queued call. */
-  #released(worker: Worker): void {
-    worker.release();
+  /**
+   * A call of `worker` is done on the server: room for a queued call
+   * (`abandoned`: one counted by `worker.abandon()`).
+   */
+  #released(worker: Worker, abandoned = false): void {
+    worker.release(false, abandoned);
     this.#pumpQueue();
   }
 

@@ -284,6 +284,8 @@ export class Worker implements WorkerInfo {
   #exitWaiters: Array<(exit: WorkerExit) => void> = [];
   #inFlight = 0;
   #parked = 0;
+  /** Calls in flight whose callers have their answer already (abandon()). */
+  #abandoned = 0;
   #idleWaiters: Array<() => void> = [];
   /** Calls in the pool queue bound to this worker (kept by the pool). */
   queued = 0;
@@ -395,13 +397,34 @@ export class Worker implements WorkerInfo {
 
   /**
    * Counts a call that settled: one that held a slot, or with `parked` a
-   * parked one ({@linkcode Worker.park}).
+   * parked one ({@linkcode Worker.park}); with `abandoned`, one counted by
+   * {@linkcode Worker.abandon} before.
    */
-  release(parked = false): void {
+  release(parked = false, abandoned = false): void {
     if (parked) this.#parked--;
     else this.#inFlight--;
+    if (abandoned) this.#abandoned--;
+    this.#wakeIfDrained();
+  }
+
+  /**
+   * A call in flight whose caller already has its answer, an error (its
+   * timeout, its abort, a client that left), while the server still runs
+   * it until its cancel is answered: it keeps its slot (new calls must not
+   * pile onto a worker still busy with it), but `stop()`'s drain does not
+   * wait for it, as nobody waits for its result (a close after a call
+   * timed out in a model's `time.sleep(10)` took the whole
+   * `shutdownGrace`). Released with `release(parked, true)`.
+   */
+  abandon(): void {
+    this.#abandoned++;
+    this.#wakeIfDrained();
+  }
+
+  /** Wakes the drain once every call in flight is settled or abandoned. */
+  #wakeIfDrained(): void {
     if (
-      this.#inFlight === 0 && this.#parked === 0 &&
+      this.#inFlight + this.#parked === this.#abandoned &&
       this.#idleWaiters.length > 0
     ) {
       for (const wake of this.#idleWaiters.splice(0)) wake();
@@ -801,7 +824,9 @@ export class Worker implements WorkerInfo {
     }
     this.#intentional = true;
     if (this.#state === "ready") this.#setState("draining");
-    if (this.#inFlight > 0 || this.#parked > 0) {
+    // Calls whose callers have their answer already (timed out, aborted)
+    // are not waited for: the stop cuts them short, as their cancel would.
+    if (this.#inFlight + this.#parked > this.#abandoned) {
       await withTimeout(
         new Promise<void>((resolve) => this.#idleWaiters.push(resolve)),
         graceMs,

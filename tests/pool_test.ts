@@ -327,6 +327,47 @@ async function removeModels(pool: Pool): Promise<void> {
   for (const { name } of pool.status().models) await pool.removeModel(name);
 }
 
+Deno.test("Pool.close does not wait for calls given up on (timed out, aborted) that the server still runs, and still waits for a call its caller awaits", async () => {
+  // Their callers have their answer; the drain waited for them anyway, the
+  // whole shutdownGrace (5 s by default) for a call that timed out in a
+  // model's time.sleep (testers28).
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  let guard: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const pool = await Pool.start(
+      opts(dir.path, {
+        workers: 1,
+        maxInFlightPerWorker: 3,
+        shutdownGrace: 120_000,
+      }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    const giveUp = new AbortController();
+    const aborted = pool.execute("slow", { ms: 60_000 }, {
+      signal: giveUp.signal,
+    });
+    const timedOut = pool.execute("slow", { ms: 60_000 }, { timeout: 200 });
+    const awaited = pool.execute("slow", { ms: 1_000, i: 7 });
+    giveUp.abort();
+    await assert.rejects(aborted, CancelledError);
+    await assert.rejects(timedOut, TimeoutError);
+    const closed = pool.close().then(() => "closed");
+    const result = await Promise.race([
+      closed,
+      new Promise((resolve) => {
+        guard = setTimeout(() => resolve("still closing"), 30_000);
+      }),
+    ]);
+    assert.equal(result, "closed");
+    assert.equal(((await awaited) as { i: number }).i, 7);
+  } finally {
+    clearTimeout(guard);
+    await pids.assertGone();
+  }
+});
+
 /** A step of "Pool calls on one one-worker pool of one call at a time (each step its own models)": Pool times out a queued call and a running call */
 async function poolTimesOutQueuedCall(pool: Pool): Promise<void> {
   await pool.addModel("slow", { file: "slow.py" });
