@@ -109,6 +109,10 @@ Deno.test("serve refuses a token file's tenant tokens the operator's routes (403
       `Refused a tenant's token ${
         tokenId(TENANT_A)
       } (403 ForbiddenToken) on GET /v1/status: an operator's route`,
+      // A channel not its own: a kind of its own (POST /v1/channels/news).
+      `Refused a tenant's token ${
+        tokenId(TENANT_A)
+      } (403 ForbiddenToken) on POST /v1/channels/news: not its channel`,
     ]);
     assert.ok(!lines.some((l) => l.includes(TENANT_A)), "no token logged");
   }, "info");

@@ -18,7 +18,8 @@ import { DisconnectWatch } from "./disconnect_watch.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelRoutes } from "./channel_routes.ts";
 import { dashboardCsp, dashboardHtml } from "./dashboard.ts";
-import { REQUEST_ID_HEADER } from "./error_response.ts";
+import { httpError, REQUEST_ID_HEADER } from "./error_response.ts";
+import { tenantChannelRefusal, tenantOwnsChannel } from "./_tenant_channels.ts";
 import { foreignRouteHint } from "./_foreign_route_hint.ts";
 import { routeError } from "./_route_error.ts";
 import { evalRoutes } from "./eval_routes.ts";
@@ -465,6 +466,8 @@ export function createGateway(
     options.token !== undefined,
   );
   const logger = options.logger ?? getLogger(["pyproxy", "gateway"]);
+  // A tenant's token refused another's channel (one line a minute at most).
+  const channelRefusals = new RefusalLog(logger);
   const runtime = options.runtime ?? defaultRuntime();
   const ctx: RouteContext = {
     pool,
@@ -533,6 +536,33 @@ export function createGateway(
     ),
     tokenHolders: tokens === undefined ? undefined : new TokenHolders(),
     callers: tokens === undefined ? undefined : new WeakMap(),
+    channelAccess: tokens === undefined
+      ? undefined
+      : (request, channel, action) => {
+        // Asked only of a channel route or a `?publish=`: the tenants'
+        // current ids (a reload replaces them).
+        if (tenantIds === undefined) return;
+        const id = ctx.callers!.get(request);
+        if (
+          id === undefined || !tenantIds.has(id) ||
+          tenantOwnsChannel(id, channel)
+        ) return;
+        channelRefusals.refused(
+          "Refused a tenant's token {caller} (403 ForbiddenToken) on {method} {path}: not its channel",
+          {
+            caller: id,
+            method: request.method,
+            path: loggedPath(new URL(request.url).pathname),
+          },
+        );
+        throw httpError(
+          403,
+          "ForbiddenToken",
+          `Cannot ${action} channel ${JSON.stringify(channel)}: ${
+            tenantChannelRefusal(id)
+          }`,
+        );
+      },
   };
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
@@ -1126,9 +1156,19 @@ export function createGateway(
     // A retired token's channel subscriptions and streams end too: they
     // would go on for as long as their clients stay (days), where its next
     // request gets 401.
+    // A subscription's token made a tenant's keeps only its own channels.
+    const nextChannel = nextTenants === undefined
+      ? undefined
+      : (token: string, channel: string): boolean => {
+        const id = nextAny?.(token);
+        return id === undefined || !nextTenants.has(id) ||
+          tenantOwnsChannel(id, channel);
+      };
     const ended = nextAny === undefined ? undefined : ctx.tokenHolders?.revoke(
       (t) => nextAny(t) !== undefined,
       nextOperator,
+      nextChannel,
+      nextManage !== undefined,
     );
     if (ended !== undefined && ended.subscription > 0) {
       logger.info(
@@ -1326,8 +1366,9 @@ const EVAL_ROUTES: Readonly<Record<string, string>> = {
  * and the plugins' state (their per-tenant counts), every channel's
  * messages, every model's call counts, eval and management. A tenant's
  * token calls models and reads their descriptions (`/v1/models`, `/v2`
- * metadata, `/openapi.json`), subscribes to a channel it names, and
- * nothing else. `GET /v2/models/stats` is `GET /v2/models/:name` (the
+ * metadata, `/openapi.json`), subscribes and publishes to its own
+ * channels (the routes check the name: `channelAccess`), and nothing
+ * else. `GET /v2/models/stats` is `GET /v2/models/:name` (the
  * router takes no static route beside it): matched by its path.
  */
 const OPERATOR_KEYS: ReadonlySet<string> = new Set([
@@ -1335,7 +1376,6 @@ const OPERATOR_KEYS: ReadonlySet<string> = new Set([
   "GET /metrics",
   "GET /",
   "GET /v1/channels",
-  "POST /v1/channels/:name",
   "GET /v2/models/:name/stats",
   "GET /v2/models/:name/versions/:version/stats",
   ...Object.keys(MANAGE_ROUTES),

@@ -558,6 +558,10 @@ export function modelExecutor(
           `Cannot publish to channel ${JSON.stringify(publish)}: invalid name`,
         );
       }
+      // A tenant's token: its own channels only, refused before the call.
+      if (publish !== undefined) {
+        ctx.channelAccess?.(request, publish, "publish to");
+      }
       let timeout = callTimeout(ctx, name, timeoutParam);
       const input = await readCallInput(ctx, request, name);
       if (

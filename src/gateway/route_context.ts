@@ -131,4 +131,13 @@ export interface RouteContext {
    * `undefined` without a token.
    */
   callers: WeakMap<Request, string> | undefined;
+  /**
+   * Throws 403 `ForbiddenToken` (and logs it now and then) when `request`
+   * was let in by a tenant's token and `channel` is not one of its own
+   * (named by its id: `_tenant_channels.ts`); `action` is what it asked
+   * (`"subscribe to"`, `"publish to"`). `undefined` without a token.
+   */
+  channelAccess:
+    | ((request: Request, channel: string, action: string) => void)
+    | undefined;
 }
