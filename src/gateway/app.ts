@@ -28,6 +28,7 @@ import { GatewayMetrics } from "./metrics.ts";
 import { GatewayTracing, TRACING_OF } from "./_gateway_tracing.ts";
 import { type GatewayTokens, SET_TOKENS_OF } from "./_gateway_tokens.ts";
 import { TokenHolders } from "./_token_holders.ts";
+import { checkToken } from "./_token_files.ts";
 import type { TracingOptions } from "./tracing_options.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
@@ -92,7 +93,9 @@ export interface GatewayOptions {
   /**
    * Bearer token required on every route except `/healthz`; several are
    * accepted alike (rotation, a token per client: at most
-   * {@linkcode MAX_TOKENS}, 1024).
+   * {@linkcode MAX_TOKENS}, 1024). Each at least 16 characters and not
+   * clearly weak (`ConfigError`, as `serve`'s configuration: make one with
+   * `openssl rand -base64 32`); `manageToken`'s too.
    */
   token?: string | readonly string[];
   /**
@@ -1253,6 +1256,19 @@ function checkedTokens(
 } {
   tokenListProblem("token", options.token, action);
   tokenListProblem("manageToken", options.manageToken, action);
+  // As serve's configuration is (ConfigError): at least 16 characters,
+  // sendable, not clearly weak (`aaaaaaaaaaaaaaaa`, `password12345678`),
+  // which a library gateway took (tenants28). Never the token in the error.
+  for (const name of ["token", "manageToken"] as const) {
+    const value = options[name];
+    if (value !== undefined) {
+      checkToken(
+        name,
+        value,
+        action === "create gateway" ? "createGateway's options" : action,
+      );
+    }
+  }
   if (options.manageToken !== undefined && options.token === undefined) {
     throw new RangeError(
       `Cannot ${action}: manageToken requires token (the inference token)`,
