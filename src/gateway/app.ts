@@ -539,6 +539,11 @@ export function createGateway(
     ),
     tokenHolders: tokens === undefined ? undefined : new TokenHolders(),
     callers: tokens === undefined ? undefined : new WeakMap(),
+    isTenant: (request, caller) => {
+      if (tenantIds === undefined) return false;
+      const id = caller ?? ctx.callers?.get(request);
+      return id !== undefined && tenantIds.has(id);
+    },
     channelAccess: tokens === undefined
       ? undefined
       : (request, channel, action) => {
@@ -934,7 +939,11 @@ export function createGateway(
   // rather than reflect one.
   const anyHost = hostOptions.allowedHosts.includes("*");
   let openApi: { key: string; body: Uint8Array<ArrayBuffer> } | undefined;
+  // A tenant's token's: without eval, management and the management token
+  // (the routes it is refused), whatever this configuration serves.
+  let tenantOpenApi: typeof openApi;
   app.get("/openapi.json", (c) => {
+    const tenant = ctx.isTenant(c.req.raw);
     // The Host header, or HTTP/2's :authority.
     const host = requestAuthority(c.req.raw);
     const scheme = new URL(c.req.url).protocol === "https:" ? "https" : "http";
@@ -953,14 +962,15 @@ export function createGateway(
           : [m.name, m.version ?? null, m.label, m.default === true]
       ),
     ]);
-    if (openApi?.key !== key) {
+    let cached = tenant ? tenantOpenApi : openApi;
+    if (cached?.key !== key) {
       const doc = openApiDocument({
         version: options.version ?? PYTHON_MANIFEST.version,
         serverUrl,
         token: options.token !== undefined,
-        manageToken: manageTokens !== undefined,
-        allowEval: ctx.allowEval,
-        allowManage: ctx.allowManage,
+        manageToken: !tenant && manageTokens !== undefined,
+        allowEval: !tenant && ctx.allowEval,
+        allowManage: !tenant && ctx.allowManage,
         streams: pool.executeStream !== undefined,
         bodyLimit: ctx.bodyLimit,
         requestTimeout: ctx.requestTimeout,
@@ -971,9 +981,11 @@ export function createGateway(
         forwardHeaders: ctx.forwardHeaders,
         models,
       });
-      openApi = { key, body: new TextEncoder().encode(JSON.stringify(doc)) };
+      cached = { key, body: new TextEncoder().encode(JSON.stringify(doc)) };
+      if (tenant) tenantOpenApi = cached;
+      else openApi = cached;
     }
-    return c.body(openApi.body, 200, {
+    return c.body(cached.body, 200, {
       "content-type": "application/json",
       "cache-control": "no-store",
     });
@@ -996,6 +1008,13 @@ export function createGateway(
     ...(ctx.allowManage ? {} : MANAGE_ROUTES),
     ...(ctx.allowEval ? {} : EVAL_ROUTES),
   });
+  // A tenant's token: as if eval and management were off, and without
+  // their flags, whatever this configuration serves (its 403 on them says
+  // no more): the Allow header and the message named what was on.
+  const tenantMethods = methodsByPath(app, {
+    ...MANAGE_ROUTES,
+    ...EVAL_ROUTES,
+  });
   // The usual slips get a hint: a POST to a model without /execute, a path
   // without its /v1, another server's route (a client being migrated).
   // TensorFlow Serving's and KServe V1's `:predict`: not a route (see
@@ -1007,8 +1026,12 @@ export function createGateway(
       const answer = predict(c.req.raw, path);
       if (answer !== undefined) return answer;
     }
-    const { allow, off } = allowedMethods(path);
-    if (allow.length > 0 || off.length > 0) {
+    const tenant = ctx.isTenant(c.req.raw);
+    const methods = (tenant ? tenantMethods : allowedMethods)(path);
+    const allow = methods.allow;
+    // Those turned off, with their flag: never to a tenant.
+    const off = tenant ? [] : methods.off;
+    if (allow.length > 0 || methods.off.length > 0) {
       // A :predict whose colon is percent-encoded reads as a model name here.
       const run = foreignRouteHint(path) ||
         (method === "POST" &&
@@ -1036,7 +1059,7 @@ export function createGateway(
         { allow: allow.join(", ") },
       );
     }
-    const v1 = allowedMethods(`/v1${path}`);
+    const v1 = (tenant ? tenantMethods : allowedMethods)(`/v1${path}`);
     const hint = v1.allow.length > 0 || v1.off.length > 0
       ? ` (did you mean /v1${path}?)`
       : foreignRouteHint(path);
