@@ -157,6 +157,7 @@ Deno.test("createGateway answers a tenant's token's 405s and /openapi.json alike
         ["PATCH", "/v1/models/echo"],
         ["GET", "/v1/workers"],
         ["GET", "/openapi.json"],
+        ["GET", "/v2"],
       ]
     ) {
       const res = await app.request(`http://localhost:8000${path}`, {
@@ -196,4 +197,10 @@ Deno.test("createGateway answers a tenant's token's 405s and /openapi.json alike
     "Cannot GET /v1/eval: allowed: none; POST with --allow-eval",
   );
   assert.ok(paths(operatorOn[3]![2]).includes("/v1/eval"));
+  // The /v2 server metadata's extensions: the repository's with management.
+  const extensions = (doc: unknown) =>
+    (doc as { extensions: string[] }).extensions;
+  assert.ok(!extensions(tenantOn[4]![2]).includes("model_repository"));
+  assert.ok(extensions(operatorOn[4]![2]).includes("model_repository"));
+  assert.ok(!extensions(operatorOff[4]![2]).includes("model_repository"));
 });

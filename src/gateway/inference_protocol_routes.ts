@@ -214,7 +214,16 @@ export function inferenceProtocolRoutes(
     version,
     extensions: extensions(ctx.allowManage),
   };
-  app.get("/v2", () => Response.json(metadataBody));
+  // A tenant's token: the same whatever this configuration serves (the
+  // repository extension told whether management is on; _tenant_view.ts).
+  const tenantMetadataBody = { ...metadataBody, extensions: extensions(false) };
+  app.get(
+    "/v2",
+    (c) =>
+      Response.json(
+        ctx.isTenant(c.req.raw) ? tenantMetadataBody : metadataBody,
+      ),
+  );
 
   app.get("/v2/health/live", () => Response.json({ live: true }));
 
