@@ -6,7 +6,9 @@
  * tokens see what they saw before.
  */
 import assert from "node:assert/strict";
+import { ModelUnavailableError, OverloadedError } from "../src/errors.ts";
 import { createGateway } from "../src/gateway/app.ts";
+import { tenantError } from "../src/gateway/_tenant_view.ts";
 import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
 import { tempDir } from "./_harness.ts";
 import { startGateway, until } from "./_gateway_harness.ts";
@@ -29,6 +31,13 @@ class Gate:
             time.sleep(0.01)
         return {"released": True}
 `,
+  "crash.py": `import os
+
+
+class Crash:
+    def execute(self, msg):
+        os._exit(3)
+`,
 };
 
 Deno.test("serve shows a tenant's token a 429 without the queue's depth and limits, a /v2 config without the workers' count and descriptions without their workers; the operator's as before", async () => {
@@ -45,6 +54,7 @@ Deno.test("serve shows a tenant's token a 429 without the queue's depth and limi
     models: [
       { name: "gate", file: "gate.py" },
       { name: "echo", file: "echo.py", workers: 1 },
+      { name: "crash", file: "crash.py" },
     ],
   }, GATE);
   const gated = gw.fetch("/v1/models/gate/execute", {
@@ -114,6 +124,39 @@ Deno.test("serve shows a tenant's token a 429 without the queue's depth and limi
     assert.equal(echo(operator).workers, 1, path);
     assert.equal((echo(operator).slots as string[]).length, 1, path);
   }
+  // A worker's crash: which call failed, not the worker, its pid, nor the
+  // calls it was running (other tenants' calls, by model).
+  const crash = async (token: string) => {
+    await until(
+      async () => (await gw.fetch("/healthz")).status === 200,
+      "a ready worker",
+    );
+    const res = await gw.fetch("/v1/models/crash/execute", {
+      method: "POST",
+      body: "{}",
+      headers: bearer(token),
+    });
+    assert.equal(res.status, 502);
+    const { error } = await res.json();
+    assert.equal(error.type, "WorkerCrashedError");
+    return error;
+  };
+  const tenantCrash = await crash(TENANT);
+  assert.deepEqual(Object.keys(tenantCrash).sort(), [
+    "message",
+    "requestId",
+    "type",
+  ]);
+  assert.equal(
+    tenantCrash.message,
+    "Cannot run model 'crash': the worker running it died before it completed",
+  );
+  const operatorCrash = await crash(OPERATOR);
+  assert.match(
+    operatorCrash.message,
+    /^Cannot run model 'crash': worker w\d+ \(pid \d+\) died: exited with code 3 while running: crash \(1 call\)$/,
+  );
+  assert.deepEqual(operatorCrash.inFlight, { crash: 1 });
 });
 
 function stubPool(): GatewayPool {
@@ -203,4 +246,32 @@ Deno.test("createGateway answers a tenant's token's 405s and /openapi.json alike
   assert.ok(!extensions(tenantOn[4]![2]).includes("model_repository"));
   assert.ok(extensions(operatorOn[4]![2]).includes("model_repository"));
   assert.ok(!extensions(operatorOff[4]![2]).includes("model_repository"));
+});
+
+Deno.test("tenantError words a model out of service without the workers it crashed and their exits, and keeps other errors", () => {
+  const out = new ModelUnavailableError(
+    "Cannot call model 'bad': it crashed workers w1, w2 (pid 4242: exited with code 3) ...",
+    {
+      details: {
+        model: "bad",
+        version: "2",
+        crashed: ["w1", "w2"],
+        lastExit: "pid 4242: exited with code 3",
+      },
+    },
+  );
+  const shown = tenantError(out) as ModelUnavailableError;
+  assert.ok(shown instanceof ModelUnavailableError);
+  assert.equal(
+    shown.message,
+    "Cannot call model 'bad' version '2': it is out of service (it crashed the workers it ran on) until the operator loads it again",
+  );
+  assert.deepEqual(shown.details, { model: "bad", version: "2" });
+  // A plugin's quota (no maxQueue): its own words.
+  const quota = new OverloadedError("Cannot run call: quota used up", {
+    details: { retryAfterMs: 60_000 },
+  });
+  assert.equal(tenantError(quota), quota);
+  const other = new Error("x");
+  assert.equal(tenantError(other), other);
 });

@@ -11,15 +11,22 @@
  *
  * @module
  */
-import { OverloadedError } from "../errors.ts";
+import {
+  ModelUnavailableError,
+  OverloadedError,
+  WorkerCrashedError,
+} from "../errors.ts";
 import type { ModelConfig } from "./_inference_model_config.ts";
 import type { ModelView } from "./_model_view.ts";
 
 /**
  * `err` as a tenant reads it: the pool's own queue-full 429 (its
  * `details.maxQueue`) without the queue's depth, `maxQueue` and
- * `maxInFlightPerWorker` (its `Retry-After` kept); any other error as it
- * is (a plugin's quota answers its own words).
+ * `maxInFlightPerWorker` (its `Retry-After` kept); a worker's crash
+ * (502) without the worker, its pid and exit, and the calls it was running
+ * (the other tenants' calls, by model: their activity); a model out of
+ * service (503) without the workers it crashed and their exits; any other
+ * error as it is (a plugin's quota answers its own words).
  *
  * @example
  * ```ts
@@ -30,6 +37,18 @@ import type { ModelView } from "./_model_view.ts";
  * ```
  */
 export function tenantError(err: unknown): unknown {
+  if (err instanceof WorkerCrashedError) return tenantCrash(err);
+  if (err instanceof ModelUnavailableError) {
+    const { model, version } = err.details;
+    if (typeof model !== "string") return err;
+    const versioned = typeof version === "string";
+    return new ModelUnavailableError(
+      `Cannot call model '${model}'${
+        versioned ? ` version '${version}'` : ""
+      }: it is out of service (it crashed the workers it ran on) until the operator loads it again`,
+      { details: versioned ? { model, version } : { model } },
+    );
+  }
   if (
     !(err instanceof OverloadedError) || err.details.maxQueue === undefined
   ) return err;
@@ -37,6 +56,25 @@ export function tenantError(err: unknown): unknown {
   return new OverloadedError(
     "Cannot accept call: the model's queue is full; retry later",
     retryAfterMs === undefined ? {} : { details: { retryAfterMs } },
+  );
+}
+
+/** A worker's crash as a tenant reads it: which call failed, no more. */
+function tenantCrash(err: WorkerCrashedError): WorkerCrashedError {
+  const { cmd, call, model, version } = err.details;
+  if (typeof cmd !== "string" || typeof call !== "string") {
+    return new WorkerCrashedError(
+      "Cannot complete call: the worker running it died",
+    );
+  }
+  const verb = cmd === "executeStream" ? "stream" : "run";
+  const what = typeof version === "string" && typeof model === "string"
+    ? `${verb} model '${model}' version '${version}'`
+    : call === cmd
+    ? `complete call ${cmd}`
+    : `${verb} model '${call}'`;
+  return new WorkerCrashedError(
+    `Cannot ${what}: the worker running it died before it completed`,
   );
 }
 
