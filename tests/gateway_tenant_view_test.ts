@@ -127,10 +127,11 @@ Deno.test("serve shows a tenant's token a 429 without the queue's depth and limi
   // A worker's crash: which call failed, not the worker, its pid, nor the
   // calls it was running (other tenants' calls, by model).
   const crash = async (token: string) => {
-    await until(
-      async () => (await gw.fetch("/healthz")).status === 200,
-      "a ready worker",
-    );
+    await until(async () => {
+      const res = await gw.fetch("/healthz");
+      await res.body?.cancel();
+      return res.status === 200;
+    }, "a ready worker");
     const res = await gw.fetch("/v1/models/crash/execute", {
       method: "POST",
       body: "{}",
