@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { ModelUnavailableError, OverloadedError } from "../src/errors.ts";
 import { createGateway } from "../src/gateway/app.ts";
-import { tenantError } from "../src/gateway/_tenant_view.ts";
+import { tenantError, tenantModelView } from "../src/gateway/_tenant_view.ts";
 import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
 import { tempDir } from "./_harness.ts";
 import { startGateway, until } from "./_gateway_harness.ts";
@@ -275,4 +275,20 @@ Deno.test("tenantError words a model out of service without the workers it crash
   assert.equal(tenantError(quota), quota);
   const other = new Error("x");
   assert.equal(tenantError(other), other);
+});
+
+Deno.test("tenantModelView leaves out a model's workers and the operator's diagnostics of them, and says it is out of service without naming a worker", () => {
+  assert.deepEqual(
+    tenantModelView({
+      name: "bad",
+      workers: 2,
+      slots: ["w1", "w2"],
+      failedReason: "worker w1 (pid 4242) died: exited with code 3 ...",
+      suspected: { deaths: [], strikes: 1 } as never,
+      threaded: "its inline call held worker w2's loop",
+    }),
+    { name: "bad", failedReason: "it crashed the workers it ran on" },
+  );
+  const plain = { name: "echo" };
+  assert.equal(tenantModelView(plain), plain);
 });

@@ -93,10 +93,27 @@ export function tenantModelConfig(config: ModelConfig): ModelConfig {
 
 /**
  * A model's description as a tenant reads it: without `workers` and
- * `slots` (how many workers hold it, and which).
+ * `slots` (how many workers hold it, and which), nor the operator's
+ * diagnostics of its workers (`suspected`: the deaths laid on it and the
+ * worker holding a replay; `threaded`: why), and with a `failedReason`
+ * (out of service) that names no worker nor exit.
  */
 export function tenantModelView(view: ModelView): ModelView {
-  if (view.workers === undefined && view.slots === undefined) return view;
-  const { workers: _w, slots: _s, ...rest } = view;
-  return rest;
+  if (
+    view.workers === undefined && view.slots === undefined &&
+    view.suspected === undefined && view.threaded === undefined &&
+    view.failedReason === undefined
+  ) return view;
+  const {
+    workers: _w,
+    slots: _s,
+    suspected: _x,
+    threaded: _t,
+    failedReason,
+    ...rest
+  } = view;
+  return failedReason === undefined ? rest : {
+    ...rest,
+    failedReason: "it crashed the workers it ran on",
+  };
 }
