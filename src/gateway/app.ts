@@ -109,9 +109,11 @@ export interface GatewayOptions {
    * Of `token`'s tokens, those of tenants (a token file's lines marked
    * `tenant`): they call models (and read their descriptions), but get 403
    * `ForbiddenToken` on the operator's routes: `/metrics`, `/v1/status`,
-   * the dashboard `/`, `GET /v1/channels`, publishing to a channel, the
-   * `/v2` statistics, eval and model management. Each must be one of
-   * `token`'s. The other tokens keep every route. @default {[]}
+   * the dashboard `/`, `GET /v1/channels`, the `/v2` statistics, eval and
+   * model management; they subscribe and publish only to the channels
+   * named by their {@linkcode tokenId} (`<id>`, `<id>.events`), and read
+   * no details of the workers and the queue in answers. Each must be one
+   * of `token`'s. The other tokens keep every route. @default {[]}
    */
   tenantToken?: readonly string[];
   /** The port the server listens on, for the Host check (a function: port 0 is known late). @default {() => 8000} */
