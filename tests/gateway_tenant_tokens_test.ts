@@ -109,6 +109,10 @@ Deno.test("serve refuses a token file's tenant tokens the operator's routes (403
       `Refused a tenant's token ${
         tokenId(TENANT_A)
       } (403 ForbiddenToken) on GET /v1/status: an operator's route`,
+      // A channel not its own: a kind of its own (POST /v1/channels/news).
+      `Refused a tenant's token ${
+        tokenId(TENANT_A)
+      } (403 ForbiddenToken) on POST /v1/channels/news: not its channel`,
     ]);
     assert.ok(!lines.some((l) => l.includes(TENANT_A)), "no token logged");
   }, "info");
@@ -275,11 +279,26 @@ Deno.test("serve ends the evals of a token a token file's poll marks a tenant's,
           `${OPERATOR}\n${TENANT_A} tenant\n`,
         );
         const rest = await demoted.all();
-        assert.deepEqual(
-          (rest.at(-1)?.data as { type?: string }).type,
-          "Unauthorized",
-          JSON.stringify(rest),
-        );
+        // What happened (before: 401, "no longer accepted", which the
+        // token still was), as its next eval's 403 says.
+        const { status, type, message } = rest.at(-1)?.data as {
+          status?: number;
+          type?: string;
+          message?: string;
+        };
+        assert.deepEqual({ status, type, message }, {
+          status: 403,
+          type: "ForbiddenToken",
+          message:
+            "Cannot complete stream: the token it was opened with is now a tenant's (a reload or a token file marked it \"tenant\"), and eval takes an operator's token",
+        }, JSON.stringify(rest));
+        const again = await gw.fetch("/v1/eval", {
+          method: "POST",
+          body: JSON.stringify({ code: "1" }),
+          headers: bearer(TENANT_A),
+        });
+        assert.equal(again.status, 403);
+        assert.equal((await again.json()).error.type, "ForbiddenToken");
         // The operator's eval goes on: its stream is still open.
         const more = await Promise.race([
           operator.next().then(() => "event"),

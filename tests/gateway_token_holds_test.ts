@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
-import { TOKEN_RETIRED } from "../src/gateway/_token_holders.ts";
+import { TOKEN_RETIRED, tokenDemoted } from "../src/gateway/_token_holders.ts";
 import {
   inferenceStreamResponse,
   RecordKind,
@@ -186,9 +186,11 @@ Deno.test("A reload that keeps a management token only as an inference token end
         rest.at(-1)?.data as { type?: string; message?: string },
         {
           ...(rest.at(-1)?.data as object),
-          status: 401,
-          type: "Unauthorized",
-          message: TOKEN_RETIRED,
+          // What happened, as its next eval's 403 (before: 401, "no
+          // longer accepted", which it still was).
+          status: 403,
+          type: "ForbiddenToken",
+          message: tokenDemoted("inference"),
         },
       );
       // Its next eval is refused, as the one it ran.

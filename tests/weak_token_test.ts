@@ -11,6 +11,8 @@ import { ConfigError } from "../src/errors.ts";
 import { parseConfig, resolveConfig } from "../src/gateway/config.ts";
 import { tokenList } from "../src/gateway/config.ts";
 import { checkToken } from "../src/gateway/_token_files.ts";
+import { createGateway, type GatewayOptions } from "../src/gateway/app.ts";
+import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
 import {
   tokenStrength,
   WEAK_TOKEN_BITS,
@@ -101,6 +103,47 @@ Deno.test("a weak token is refused from pyproxy.json, the environment, a flag an
       err instanceof ConfigError &&
       /^token: token 2 of 2 is a weak token/.test(err.message),
   );
+});
+
+Deno.test("createGateway refuses a weak or short token as serve's configuration does (ConfigError, never the token), and takes a random one", () => {
+  const pool = {
+    status: () => ({ workers: [], models: [] }),
+  } as unknown as GatewayPool;
+  const create = (options: GatewayOptions) =>
+    createGateway(pool, { ...options, stopSignal: AbortSignal.abort() });
+  for (const token of WEAK) {
+    assert.throws(
+      () => create({ token }),
+      (err: unknown) =>
+        err instanceof ConfigError && err.code === "CONFIG_INVALID" &&
+        /^token: a weak token .*openssl rand -base64 32.*\(at createGateway's options\)$/
+          .test(err.message) &&
+        !err.message.includes(token),
+      token,
+    );
+  }
+  // By its place in a list; the management token too.
+  assert.throws(
+    () => create({ token: [STRONG, "aaaaaaaaaaaaaaaa"] }),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      /^token: token 2 of 2 is a weak token/.test(err.message),
+  );
+  assert.throws(
+    () => create({ token: STRONG, manageToken: "password12345678" }),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      /^manageToken: a weak token/.test(err.message),
+  );
+  assert.throws(
+    () => create({ token: "s3cr3t" }),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      /^token: expected a token of at least 16 characters/.test(err.message),
+  );
+  create({ token: [STRONG, STRONG_2] });
+  create({ token: STRONG, manageToken: STRONG_2 });
+  create({});
 });
 
 Deno.test("serve keeps the tokens in force when a token file's poll or a reload reads a weak one, and logs why", async () => {

@@ -56,8 +56,11 @@ export interface ModelConfig {
    * for the others, as Triton leaves it when not decoupled.
    */
   model_transaction_policy?: { decoupled: true };
-  /** The workers that load it: those it is placed on, else every worker. */
-  instance_group: Array<{ name: string; kind: "KIND_CPU"; count: number }>;
+  /**
+   * The workers that load it: those it is placed on, else every worker
+   * (`count` left out for a tenant's token: `_tenant_view.ts`).
+   */
+  instance_group: Array<{ name: string; kind: "KIND_CPU"; count?: number }>;
   /** A model with versions serves each loaded one; one without, its current one. */
   version_policy:
     | { all: Record<string, never> }

@@ -18,7 +18,8 @@ import { DisconnectWatch } from "./disconnect_watch.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelRoutes } from "./channel_routes.ts";
 import { dashboardCsp, dashboardHtml } from "./dashboard.ts";
-import { REQUEST_ID_HEADER } from "./error_response.ts";
+import { httpError, REQUEST_ID_HEADER } from "./error_response.ts";
+import { tenantChannelRefusal, tenantOwnsChannel } from "./_tenant_channels.ts";
 import { foreignRouteHint } from "./_foreign_route_hint.ts";
 import { routeError } from "./_route_error.ts";
 import { evalRoutes } from "./eval_routes.ts";
@@ -27,6 +28,7 @@ import { GatewayMetrics } from "./metrics.ts";
 import { GatewayTracing, TRACING_OF } from "./_gateway_tracing.ts";
 import { type GatewayTokens, SET_TOKENS_OF } from "./_gateway_tokens.ts";
 import { TokenHolders } from "./_token_holders.ts";
+import { checkToken } from "./_token_files.ts";
 import type { TracingOptions } from "./tracing_options.ts";
 import { ModelCatalog } from "./model_catalog.ts";
 import { modelView } from "./_model_view.ts";
@@ -91,7 +93,9 @@ export interface GatewayOptions {
   /**
    * Bearer token required on every route except `/healthz`; several are
    * accepted alike (rotation, a token per client: at most
-   * {@linkcode MAX_TOKENS}, 1024).
+   * {@linkcode MAX_TOKENS}, 1024). Each at least 16 characters and not
+   * clearly weak (`ConfigError`, as `serve`'s configuration: make one with
+   * `openssl rand -base64 32`); `manageToken`'s too.
    */
   token?: string | readonly string[];
   /**
@@ -105,9 +109,11 @@ export interface GatewayOptions {
    * Of `token`'s tokens, those of tenants (a token file's lines marked
    * `tenant`): they call models (and read their descriptions), but get 403
    * `ForbiddenToken` on the operator's routes: `/metrics`, `/v1/status`,
-   * the dashboard `/`, `GET /v1/channels`, publishing to a channel, the
-   * `/v2` statistics, eval and model management. Each must be one of
-   * `token`'s. The other tokens keep every route. @default {[]}
+   * the dashboard `/`, `GET /v1/channels`, the `/v2` statistics, eval and
+   * model management; they subscribe and publish only to the channels
+   * named by their {@linkcode tokenId} (`<id>`, `<id>.events`), and read
+   * no details of the workers and the queue in answers. Each must be one
+   * of `token`'s. The other tokens keep every route. @default {[]}
    */
   tenantToken?: readonly string[];
   /** The port the server listens on, for the Host check (a function: port 0 is known late). @default {() => 8000} */
@@ -465,6 +471,8 @@ export function createGateway(
     options.token !== undefined,
   );
   const logger = options.logger ?? getLogger(["pyproxy", "gateway"]);
+  // A tenant's token refused another's channel (one line a minute at most).
+  const channelRefusals = new RefusalLog(logger);
   const runtime = options.runtime ?? defaultRuntime();
   const ctx: RouteContext = {
     pool,
@@ -533,6 +541,38 @@ export function createGateway(
     ),
     tokenHolders: tokens === undefined ? undefined : new TokenHolders(),
     callers: tokens === undefined ? undefined : new WeakMap(),
+    isTenant: (request, caller) => {
+      if (tenantIds === undefined) return false;
+      const id = caller ?? ctx.callers?.get(request);
+      return id !== undefined && tenantIds.has(id);
+    },
+    channelAccess: tokens === undefined
+      ? undefined
+      : (request, channel, action) => {
+        // Asked only of a channel route or a `?publish=`: the tenants'
+        // current ids (a reload replaces them).
+        if (tenantIds === undefined) return;
+        const id = ctx.callers!.get(request);
+        if (
+          id === undefined || !tenantIds.has(id) ||
+          tenantOwnsChannel(id, channel)
+        ) return;
+        channelRefusals.refused(
+          "Refused a tenant's token {caller} (403 ForbiddenToken) on {method} {path}: not its channel",
+          {
+            caller: id,
+            method: request.method,
+            path: loggedPath(new URL(request.url).pathname),
+          },
+        );
+        throw httpError(
+          403,
+          "ForbiddenToken",
+          `Cannot ${action} channel ${JSON.stringify(channel)}: ${
+            tenantChannelRefusal(id)
+          }`,
+        );
+      },
   };
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
@@ -901,7 +941,11 @@ export function createGateway(
   // rather than reflect one.
   const anyHost = hostOptions.allowedHosts.includes("*");
   let openApi: { key: string; body: Uint8Array<ArrayBuffer> } | undefined;
+  // A tenant's token's: without eval, management and the management token
+  // (the routes it is refused), whatever this configuration serves.
+  let tenantOpenApi: typeof openApi;
   app.get("/openapi.json", (c) => {
+    const tenant = ctx.isTenant(c.req.raw);
     // The Host header, or HTTP/2's :authority.
     const host = requestAuthority(c.req.raw);
     const scheme = new URL(c.req.url).protocol === "https:" ? "https" : "http";
@@ -920,14 +964,15 @@ export function createGateway(
           : [m.name, m.version ?? null, m.label, m.default === true]
       ),
     ]);
-    if (openApi?.key !== key) {
+    let cached = tenant ? tenantOpenApi : openApi;
+    if (cached?.key !== key) {
       const doc = openApiDocument({
         version: options.version ?? PYTHON_MANIFEST.version,
         serverUrl,
         token: options.token !== undefined,
-        manageToken: manageTokens !== undefined,
-        allowEval: ctx.allowEval,
-        allowManage: ctx.allowManage,
+        manageToken: !tenant && manageTokens !== undefined,
+        allowEval: !tenant && ctx.allowEval,
+        allowManage: !tenant && ctx.allowManage,
         streams: pool.executeStream !== undefined,
         bodyLimit: ctx.bodyLimit,
         requestTimeout: ctx.requestTimeout,
@@ -938,9 +983,11 @@ export function createGateway(
         forwardHeaders: ctx.forwardHeaders,
         models,
       });
-      openApi = { key, body: new TextEncoder().encode(JSON.stringify(doc)) };
+      cached = { key, body: new TextEncoder().encode(JSON.stringify(doc)) };
+      if (tenant) tenantOpenApi = cached;
+      else openApi = cached;
     }
-    return c.body(openApi.body, 200, {
+    return c.body(cached.body, 200, {
       "content-type": "application/json",
       "cache-control": "no-store",
     });
@@ -963,6 +1010,13 @@ export function createGateway(
     ...(ctx.allowManage ? {} : MANAGE_ROUTES),
     ...(ctx.allowEval ? {} : EVAL_ROUTES),
   });
+  // A tenant's token: as if eval and management were off, and without
+  // their flags, whatever this configuration serves (its 403 on them says
+  // no more): the Allow header and the message named what was on.
+  const tenantMethods = methodsByPath(app, {
+    ...MANAGE_ROUTES,
+    ...EVAL_ROUTES,
+  });
   // The usual slips get a hint: a POST to a model without /execute, a path
   // without its /v1, another server's route (a client being migrated).
   // TensorFlow Serving's and KServe V1's `:predict`: not a route (see
@@ -974,8 +1028,12 @@ export function createGateway(
       const answer = predict(c.req.raw, path);
       if (answer !== undefined) return answer;
     }
-    const { allow, off } = allowedMethods(path);
-    if (allow.length > 0 || off.length > 0) {
+    const tenant = ctx.isTenant(c.req.raw);
+    const methods = (tenant ? tenantMethods : allowedMethods)(path);
+    const allow = methods.allow;
+    // Those turned off, with their flag: never to a tenant.
+    const off = tenant ? [] : methods.off;
+    if (allow.length > 0 || methods.off.length > 0) {
       // A :predict whose colon is percent-encoded reads as a model name here.
       const run = foreignRouteHint(path) ||
         (method === "POST" &&
@@ -1003,7 +1061,7 @@ export function createGateway(
         { allow: allow.join(", ") },
       );
     }
-    const v1 = allowedMethods(`/v1${path}`);
+    const v1 = (tenant ? tenantMethods : allowedMethods)(`/v1${path}`);
     const hint = v1.allow.length > 0 || v1.off.length > 0
       ? ` (did you mean /v1${path}?)`
       : foreignRouteHint(path);
@@ -1126,9 +1184,19 @@ export function createGateway(
     // A retired token's channel subscriptions and streams end too: they
     // would go on for as long as their clients stay (days), where its next
     // request gets 401.
+    // A subscription's token made a tenant's keeps only its own channels.
+    const nextChannel = nextTenants === undefined
+      ? undefined
+      : (token: string, channel: string): boolean => {
+        const id = nextAny?.(token);
+        return id === undefined || !nextTenants.has(id) ||
+          tenantOwnsChannel(id, channel);
+      };
     const ended = nextAny === undefined ? undefined : ctx.tokenHolders?.revoke(
       (t) => nextAny(t) !== undefined,
       nextOperator,
+      nextChannel,
+      nextManage !== undefined,
     );
     if (ended !== undefined && ended.subscription > 0) {
       logger.info(
@@ -1213,6 +1281,19 @@ function checkedTokens(
 } {
   tokenListProblem("token", options.token, action);
   tokenListProblem("manageToken", options.manageToken, action);
+  // As serve's configuration is (ConfigError): at least 16 characters,
+  // sendable, not clearly weak (`aaaaaaaaaaaaaaaa`, `password12345678`),
+  // which a library gateway took (tenants28). Never the token in the error.
+  for (const name of ["token", "manageToken"] as const) {
+    const value = options[name];
+    if (value !== undefined) {
+      checkToken(
+        name,
+        value,
+        action === "create gateway" ? "createGateway's options" : action,
+      );
+    }
+  }
   if (options.manageToken !== undefined && options.token === undefined) {
     throw new RangeError(
       `Cannot ${action}: manageToken requires token (the inference token)`,
@@ -1326,8 +1407,9 @@ const EVAL_ROUTES: Readonly<Record<string, string>> = {
  * and the plugins' state (their per-tenant counts), every channel's
  * messages, every model's call counts, eval and management. A tenant's
  * token calls models and reads their descriptions (`/v1/models`, `/v2`
- * metadata, `/openapi.json`), subscribes to a channel it names, and
- * nothing else. `GET /v2/models/stats` is `GET /v2/models/:name` (the
+ * metadata, `/openapi.json`), subscribes and publishes to its own
+ * channels (the routes check the name: `channelAccess`), and nothing
+ * else. `GET /v2/models/stats` is `GET /v2/models/:name` (the
  * router takes no static route beside it): matched by its path.
  */
 const OPERATOR_KEYS: ReadonlySet<string> = new Set([
@@ -1335,7 +1417,6 @@ const OPERATOR_KEYS: ReadonlySet<string> = new Set([
   "GET /metrics",
   "GET /",
   "GET /v1/channels",
-  "POST /v1/channels/:name",
   "GET /v2/models/:name/stats",
   "GET /v2/models/:name/versions/:version/stats",
   ...Object.keys(MANAGE_ROUTES),

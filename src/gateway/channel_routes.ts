@@ -13,6 +13,7 @@ import type { RouteContext } from "./route_context.ts";
 import { type SseEvent, sseHead, sseResponse } from "./sse.ts";
 import { stringifyJson } from "../_exact_json.ts";
 import { pumpWebSocket } from "./_channel_web_socket.ts";
+import type { HoldEnd } from "./_token_holders.ts";
 
 function checkChannel(name: string): void {
   if (!ChannelHub.isValidName(name)) {
@@ -106,11 +107,18 @@ function resumePoint(
  * ```
  */
 export function channelRoutes(ctx: RouteContext): Hono {
-  /** Holds a subscription for a reload that retires its `token`. */
-  const hold = (token: string | undefined, end: () => void): () => void =>
+  /**
+   * Holds a subscription to `channel` for a reload that retires its
+   * `token`, or makes it a tenant's whose channel this is not.
+   */
+  const hold = (
+    token: string | undefined,
+    channel: string,
+    end: (why: HoldEnd) => void,
+  ): () => void =>
     token === undefined || ctx.tokenHolders === undefined
       ? () => {}
-      : ctx.tokenHolders.hold(token, end);
+      : ctx.tokenHolders.hold(token, end, "subscription", false, channel);
   const { hub } = ctx;
   const app = new Hono();
 
@@ -143,6 +151,8 @@ export function channelRoutes(ctx: RouteContext): Hono {
   app.post("/v1/channels/:name", async (c) => {
     const name = c.req.param("name");
     checkChannel(name);
+    // A tenant's token: its own channels only (before its body is read).
+    ctx.channelAccess?.(c.req.raw, name, "publish to");
     const body = await readJsonBody(
       c.req.raw,
       ctx.bodyLimit,
@@ -170,6 +180,8 @@ export function channelRoutes(ctx: RouteContext): Hono {
   app.get("/v1/channels/:name", (c) => {
     const name = c.req.param("name");
     checkChannel(name);
+    // A tenant's token: its own channels only (HEAD and WebSocket too).
+    ctx.channelAccess?.(c.req.raw, name, "subscribe to");
     const last = c.req.header("last-event-id") ?? c.req.query("lastEventId");
     const point = last === undefined || last === ""
       ? undefined
@@ -230,11 +242,16 @@ export function channelRoutes(ctx: RouteContext): Hono {
         socket,
         sub,
         epochs,
-        hold(token, () => {
+        hold(token, name, (why) => {
           sub.close();
           // 1008: policy violation, as a refused handshake would be now.
           if (socket.readyState === WebSocket.OPEN) {
-            socket.close(1008, "token no longer accepted");
+            socket.close(
+              1008,
+              why === "retired"
+                ? "token no longer accepted"
+                : "not this token's channel",
+            );
           }
         }),
       );
@@ -243,7 +260,7 @@ export function channelRoutes(ctx: RouteContext): Hono {
     const sub = hub.subscribe(name, options);
     ctx.logger.debug("Subscriber joined {channel}", { channel: name });
     // The stream ends (an EventSource reconnects, and gets 401).
-    const release = hold(token, () => sub.close());
+    const release = hold(token, name, () => sub.close());
     return sseResponse(sseEvents(hub, sub, epochs), {
       onClose: () => {
         release();

@@ -15,7 +15,12 @@ import type { GatewayAtom, GatewayOutputChunk } from "./gateway_pool.ts";
 import { readJsonBody, withJsonHint } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
 import { type SseEvent, sseHead, sseResponse } from "./sse.ts";
-import { TOKEN_RETIRED, type TokenHold } from "./_token_holders.ts";
+import {
+  type HoldEnd,
+  TOKEN_RETIRED,
+  tokenDemoted,
+  type TokenHold,
+} from "./_token_holders.ts";
 
 /**
  * A JSON object. Not `v.record`: it takes an array for an object and turns
@@ -74,10 +79,12 @@ const LEFT = Symbol("left");
  * even for a client that reads it late. An `error` event carries
  * `requestId`: the eval's own (its `POST`'s `X-Request-Id`), else
  * `requestId` (this request's), else a new UUID; one for an unexpected
- * error (500) is logged with it. When `retire` aborts (the token the stream
- * was opened with retired by a reload or a token file), the stream ends at
- * once with an `error` event of type `Unauthorized` (status 401), settled
- * or not. `left` aborts when the client is gone (the response's `onClose`):
+ * error (500) is logged with it. When `hold`'s signal aborts (the token
+ * the stream was opened with retired by a reload or a token file), the
+ * stream ends at once with an `error` event of type `Unauthorized` (status
+ * 401), settled or not; `ForbiddenToken` (403) when the token is still
+ * accepted but may no longer run eval (`hold.why`: now a tenant's, or no
+ * longer the management token). `left` aborts when the client is gone (the response's `onClose`):
  * the stream then lets go of its listeners and its reader at once, not at
  * the code's next output or its end (as a `return()` queued behind the
  * pending read would).
@@ -90,10 +97,11 @@ async function* atomEvents(
   requestId: string | undefined,
   logger: RouteContext["logger"],
   logged: WeakSet<GatewayAtom>,
-  retire?: AbortSignal,
+  hold?: TokenHold,
   left?: EvalStreamEnd,
 ): AsyncGenerator<SseEvent> {
   yield { event: "atom", data: { id: atom.id } };
+  const retire = hold?.signal;
   let settled = false;
   atom.result.then(() => settled = true, () => settled = true);
   // The stop and the token's retirement, once told; and the wait they
@@ -196,7 +204,7 @@ async function* atomEvents(
   // Its last event comes now: a retirement since is told by it, if any.
   if (left !== undefined) left.final = true;
   if (revoked || retire?.aborted) {
-    yield retiredEvalEvent(atom, requestId);
+    yield retiredEvalEvent(atom, requestId, hold?.why ?? "retired");
     return;
   }
   if (cut) {
@@ -243,19 +251,31 @@ interface EvalStreamEnd {
   final: boolean;
 }
 
-/** The `error` event of an eval stream whose token was retired (401). */
+/**
+ * The `error` event of an eval stream whose token was retired (401), or
+ * may no longer run eval (403, as its next eval: it is now a tenant's, or
+ * no longer the management token).
+ */
 function retiredEvalEvent(
   atom: GatewayAtom,
   requestId: string | undefined,
+  why: HoldEnd,
 ): SseEvent {
   return {
     event: "error",
-    data: {
-      status: 401,
-      type: "Unauthorized",
-      message: TOKEN_RETIRED,
-      requestId: atom.requestId ?? requestId ?? crypto.randomUUID(),
-    },
+    data: why === "retired"
+      ? {
+        status: 401,
+        type: "Unauthorized",
+        message: TOKEN_RETIRED,
+        requestId: atom.requestId ?? requestId ?? crypto.randomUUID(),
+      }
+      : {
+        status: 403,
+        type: "ForbiddenToken",
+        message: tokenDemoted(why),
+        requestId: atom.requestId ?? requestId ?? crypto.randomUUID(),
+      },
   };
 }
 
@@ -280,8 +300,8 @@ function evalStreamEnd(
   const retired = Promise.withResolvers<SseEvent>();
   // Ignored by the response while the stream makes its next event (which
   // tells the retirement itself), and once it came to its last.
-  const hold = ctx.tokenHolders?.holdRequest(request, () => {
-    if (!left.final) retired.resolve(retiredEvalEvent(atom, requestId));
+  const hold = ctx.tokenHolders?.holdRequest(request, (why) => {
+    if (!left.final) retired.resolve(retiredEvalEvent(atom, requestId, why));
   }, true);
   const onClose = ctx.metrics.hold();
   return {
@@ -364,7 +384,14 @@ export function evalRoutes(ctx: RouteContext): Hono {
     // makes it an inference token ends them as well.
     const running = ctx.tokenHolders?.holdRequest(
       c.req.raw,
-      () => atom.cancel("its token is no longer accepted"),
+      (why) =>
+        atom.cancel(
+          why === "retired"
+            ? "its token is no longer accepted"
+            : why === "tenant"
+            ? "its token is now a tenant's"
+            : "its token is no longer a management token",
+        ),
       true,
     );
     if (running !== undefined) {
@@ -393,7 +420,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
         requestId,
         ctx.logger,
         logged,
-        stream?.signal,
+        stream,
         left,
       ),
       // The drain waits for the stream to end (within the grace): over
@@ -447,7 +474,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
         clientRequestId(c.req.raw),
         ctx.logger,
         logged,
-        stream?.signal,
+        stream,
         left,
       ),
       {

@@ -7,7 +7,7 @@
  * @module
  */
 import { answerBody } from "./_answer_body.ts";
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import {
   inferenceMessage,
@@ -23,6 +23,7 @@ import { declaredTensor } from "./_inference_tensors.ts";
 import { inferenceRepositoryRoutes } from "./_inference_repository_routes.ts";
 import { inferenceStatistics } from "./_inference_statistics.ts";
 import { inferenceModelConfig } from "./_inference_model_config.ts";
+import { tenantModelConfig } from "./_tenant_view.ts";
 import { modelEntries, workersOf } from "./_pool_reads.ts";
 import {
   inferenceStreamResponse,
@@ -213,7 +214,16 @@ export function inferenceProtocolRoutes(
     version,
     extensions: extensions(ctx.allowManage),
   };
-  app.get("/v2", () => Response.json(metadataBody));
+  // A tenant's token: the same whatever this configuration serves (the
+  // repository extension told whether management is on; _tenant_view.ts).
+  const tenantMetadataBody = { ...metadataBody, extensions: extensions(false) };
+  app.get(
+    "/v2",
+    (c) =>
+      Response.json(
+        ctx.isTenant(c.req.raw) ? tenantMetadataBody : metadataBody,
+      ),
+  );
 
   app.get("/v2/health/live", () => Response.json({ live: true }));
 
@@ -264,19 +274,22 @@ export function inferenceProtocolRoutes(
     "/v2/models/:name/versions/:version/stats",
     (c) => statistics(c.req.param("name"), c.req.param("version")),
   );
-  const config = (name: string, version: string | undefined) =>
-    Response.json(
-      inferenceModelConfig(modelOf(name, version), {
+  // A tenant's token: without the count of the workers (_tenant_view.ts).
+  const config = (c: Context, version: string | undefined) => {
+    const config = inferenceModelConfig(
+      modelOf(c.req.param("name")!, version),
+      {
         workers: workersOf(pool),
-      }),
+      },
     );
-  app.get(
-    "/v2/models/:name/config",
-    (c) => config(c.req.param("name"), undefined),
-  );
+    return Response.json(
+      ctx.isTenant(c.req.raw) ? tenantModelConfig(config) : config,
+    );
+  };
+  app.get("/v2/models/:name/config", (c) => config(c, undefined));
   app.get(
     "/v2/models/:name/versions/:version/config",
-    (c) => config(c.req.param("name"), c.req.param("version")),
+    (c) => config(c, c.req.param("version")),
   );
 
   app.get("/v2/models/:name", (c) => {

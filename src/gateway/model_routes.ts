@@ -40,7 +40,7 @@ import {
   readBinaryBody,
   readJsonBody,
 } from "./read_json_body.ts";
-import { modelView } from "./_model_view.ts";
+import { type ModelView, modelView } from "./_model_view.ts";
 import { modelEntries, statusOf, workersOf } from "./_pool_reads.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
@@ -51,6 +51,7 @@ import { explainedTimeout } from "./_timeout_explained.ts";
 import { notAStream } from "./_first_item_timeout.ts";
 import { closeAfter } from "./_close_after.ts";
 import { discardUnreadBody } from "./_unread_body.ts";
+import { tenantError, tenantModelView } from "./_tenant_view.ts";
 
 const SPEC_SHAPE = "expected {file, options?, class?, timeout?, workers?}";
 const WORKERS_SHAPE =
@@ -454,13 +455,16 @@ function bytesResponse(
  * Hides the models directory in a model's error unless `debug` (a model's
  * exception often names its own files): the directory as configured and its
  * real path (the Python server names the real one: a model's `__file__`),
- * looked up at the first error.
+ * looked up at the first error. For a tenant's token (`caller`: its id,
+ * on the direct path), the pool's queue-full 429 without its numbers too.
  */
 export function modelsDirHider(
   ctx: RouteContext,
-): (err: unknown, request: Request) => Promise<unknown> {
+): (err: unknown, request: Request, caller?: string) => Promise<unknown> {
   let dirs: Promise<string[]> | undefined;
-  return async (err, request) => {
+  return async (err, request, caller) => {
+    // A tenant's token: no queue depth nor limits (`_tenant_view.ts`).
+    if (ctx.isTenant(request, caller)) err = tenantError(err);
     const dir = ctx.modelsDir;
     if (
       dir === undefined || !(err instanceof Error) || ctx.debug(request)
@@ -557,6 +561,10 @@ export function modelExecutor(
           "InvalidRequestError",
           `Cannot publish to channel ${JSON.stringify(publish)}: invalid name`,
         );
+      }
+      // A tenant's token: its own channels only, refused before the call.
+      if (publish !== undefined) {
+        ctx.channelAccess?.(request, publish, "publish to");
       }
       let timeout = callTimeout(ctx, name, timeoutParam);
       const input = await readCallInput(ctx, request, name);
@@ -655,6 +663,7 @@ export function modelExecutor(
           await hideDir(
             explainedTimeout(ctx, err, asked, name, timeoutParam),
             request,
+            caller,
           ),
           ctx.debug(request),
           requestId,
@@ -817,15 +826,21 @@ export function modelRoutes(ctx: RouteContext): Hono {
   const { pool, catalog } = ctx;
   const app = new Hono();
   const notFound = modelNotFound;
+  /** A description as `request` reads it (a tenant's: not its workers). */
+  const viewFor = (
+    request: Request,
+  ): (m: Parameters<typeof modelView>[0]) => ModelView => {
+    const debug = ctx.debug(request);
+    const tenant = ctx.isTenant(request);
+    return (m) => {
+      const view = modelView(m, debug, ctx.requestTimeout);
+      return tenant ? tenantModelView(view) : view;
+    };
+  };
 
   // jsonResponse: with --debug a model's options are shown, and may hold a BigInt.
   app.get("/v1/models", (c) => {
-    const debug = ctx.debug(c.req.raw);
-    return jsonResponse({
-      models: catalog.list(pool).map((m) =>
-        modelView(m, debug, ctx.requestTimeout)
-      ),
-    });
+    return jsonResponse({ models: catalog.list(pool).map(viewFor(c.req.raw)) });
   });
 
   app.get("/v1/models/:name", (c) => {
@@ -862,7 +877,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
     // Not ready: 503, as KServe V1's server answers (a probe reading the
     // status only sees it); the body keeps TF Serving's status.
     return jsonResponse({
-      ...modelView(model, ctx.debug(c.req.raw), ctx.requestTimeout),
+      ...viewFor(c.req.raw)(model),
       ...status,
     }, status.ready ? 200 : 503);
   });
@@ -925,7 +940,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       fast ? { workers: workersOf(pool), models: [entryOf(one)] } : undefined,
     );
     return jsonResponse({
-      ...modelView(model, ctx.debug(c.req.raw), ctx.requestTimeout),
+      ...viewFor(c.req.raw)(model),
       ...status,
     }, status.ready ? 200 : 503);
   });

@@ -131,4 +131,19 @@ export interface RouteContext {
    * `undefined` without a token.
    */
   callers: WeakMap<Request, string> | undefined;
+  /**
+   * Throws 403 `ForbiddenToken` (and logs it now and then) when `request`
+   * was let in by a tenant's token and `channel` is not one of its own
+   * (named by its id: `_tenant_channels.ts`); `action` is what it asked
+   * (`"subscribe to"`, `"publish to"`). `undefined` without a token.
+   */
+  /**
+   * Whether `request` was let in by a tenant's token (`caller`: its token's
+   * id, when the request skipped the router); `false` without tenants.
+   * Asked as an answer is made, never on a request's way in.
+   */
+  isTenant: (request: Request, caller?: string) => boolean;
+  channelAccess:
+    | ((request: Request, channel: string, action: string) => void)
+    | undefined;
 }

@@ -1,0 +1,119 @@
+/**
+ * What a tenant's token (a token file's `<token> tenant` line) is shown of
+ * the operator's set-up, where an operator's token is shown more: the
+ * pool's queue depth and limits in a 429, the workers a model runs on (its
+ * `/v2` config's `count`, its description's `workers` and `slots`). A
+ * tenant needs none of it to call a model, and each tells how busy the
+ * other tenants keep the gateway, or how it is deployed; as with
+ * `--debug`, which shows a tenant no details. Operators' tokens get what
+ * they got before. (The 405's flags and `/openapi.json`'s eval and
+ * management routes: `app.ts`, which knows its routes.) Internal.
+ *
+ * @module
+ */
+import {
+  ModelUnavailableError,
+  OverloadedError,
+  WorkerCrashedError,
+} from "../errors.ts";
+import type { ModelConfig } from "./_inference_model_config.ts";
+import type { ModelView } from "./_model_view.ts";
+
+/**
+ * `err` as a tenant reads it: the pool's own queue-full 429 (its
+ * `details.maxQueue`) without the queue's depth, `maxQueue` and
+ * `maxInFlightPerWorker` (its `Retry-After` kept); a worker's crash
+ * (502) without the worker, its pid and exit, and the calls it was running
+ * (the other tenants' calls, by model: their activity); a model out of
+ * service (503) without the workers it crashed and their exits; any other
+ * error as it is (a plugin's quota answers its own words).
+ *
+ * @example
+ * ```ts
+ * import { OverloadedError } from "../errors.ts";
+ * import { tenantError } from "./_tenant_view.ts";
+ * const full = new OverloadedError("Cannot accept call echo: 1024 calls queued (maxQueue 1024) ...", { details: { queue: 1024, maxQueue: 1024 } });
+ * console.log((tenantError(full) as Error).message); // "Cannot accept call: the model's queue is full; retry later"
+ * ```
+ */
+export function tenantError(err: unknown): unknown {
+  if (err instanceof WorkerCrashedError) return tenantCrash(err);
+  if (err instanceof ModelUnavailableError) {
+    const { model, version } = err.details;
+    if (typeof model !== "string") return err;
+    const versioned = typeof version === "string";
+    return new ModelUnavailableError(
+      `Cannot call model '${model}'${
+        versioned ? ` version '${version}'` : ""
+      }: it is out of service (it crashed the workers it ran on) until the operator loads it again`,
+      { details: versioned ? { model, version } : { model } },
+    );
+  }
+  if (
+    !(err instanceof OverloadedError) || err.details.maxQueue === undefined
+  ) return err;
+  const retryAfterMs = err.details.retryAfterMs;
+  return new OverloadedError(
+    "Cannot accept call: the model's queue is full; retry later",
+    retryAfterMs === undefined ? {} : { details: { retryAfterMs } },
+  );
+}
+
+/** A worker's crash as a tenant reads it: which call failed, no more. */
+function tenantCrash(err: WorkerCrashedError): WorkerCrashedError {
+  const { cmd, call, model, version } = err.details;
+  if (typeof cmd !== "string" || typeof call !== "string") {
+    return new WorkerCrashedError(
+      "Cannot complete call: the worker running it died",
+    );
+  }
+  const verb = cmd === "executeStream" ? "stream" : "run";
+  const what = typeof version === "string" && typeof model === "string"
+    ? `${verb} model '${model}' version '${version}'`
+    : call === cmd
+    ? `complete call ${cmd}`
+    : `${verb} model '${call}'`;
+  return new WorkerCrashedError(
+    `Cannot ${what}: the worker running it died before it completed`,
+  );
+}
+
+/**
+ * A model's `/v2` configuration as a tenant reads it: its instance group
+ * without `count` (how many workers run it).
+ */
+export function tenantModelConfig(config: ModelConfig): ModelConfig {
+  return {
+    ...config,
+    instance_group: config.instance_group.map(({ count: _, ...group }) =>
+      group
+    ),
+  };
+}
+
+/**
+ * A model's description as a tenant reads it: without `workers` and
+ * `slots` (how many workers hold it, and which), nor the operator's
+ * diagnostics of its workers (`suspected`: the deaths laid on it and the
+ * worker holding a replay; `threaded`: why), and with a `failedReason`
+ * (out of service) that names no worker nor exit.
+ */
+export function tenantModelView(view: ModelView): ModelView {
+  if (
+    view.workers === undefined && view.slots === undefined &&
+    view.suspected === undefined && view.threaded === undefined &&
+    view.failedReason === undefined
+  ) return view;
+  const {
+    workers: _w,
+    slots: _s,
+    suspected: _x,
+    threaded: _t,
+    failedReason,
+    ...rest
+  } = view;
+  return failedReason === undefined ? rest : {
+    ...rest,
+    failedReason: "it crashed the workers it ran on",
+  };
+}

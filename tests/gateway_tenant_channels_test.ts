@@ -1,0 +1,243 @@
+/**
+ * A tenant's channels: a tenant's token (a token file's `<token> tenant`)
+ * subscribes and publishes only to the channels named by its token's id
+ * (SSE, WebSocket, HEAD, `POST`, an execute's `?publish=`); a model names
+ * them from `host.caller()`; a poll that marks a token ends its
+ * subscriptions to channels not its own. Operators' tokens are unchanged.
+ */
+import assert from "node:assert/strict";
+import { tokenId } from "../src/gateway/security.ts";
+import { TOKEN_FILE_INTERVAL_FLOOR } from "../src/gateway/_token_file_interval.ts";
+import { tempDir } from "./_harness.ts";
+import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
+import { within } from "./_token_streams.ts";
+
+const OPERATOR = "9f1c6ad2e07b4b3c8e5d1a6f2b7c9e04";
+const TENANT_A = "4a8e2c7f1b9d3e6a0c5f8b2d7e1a4c9f";
+const TENANT_B = "c3e7a1f9b5d2e8c4a6f0b3d9e7c1a5f2";
+const A = tokenId(TENANT_A);
+const B = tokenId(TENANT_B);
+
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+/** Publishes to the calling tenant's channel `<caller>.<topic>`. */
+const TENANT_PUBLISHER = {
+  "tenant_pub.py": `from pyproxy import host
+
+
+class TenantPub:
+    def execute(self, msg):
+        return host.publish("%s.%s" % (host.caller(), msg["topic"]), msg["data"])
+`,
+};
+
+async function writeTokens(path: string, text: string): Promise<void> {
+  await Deno.writeTextFile(path, text, { mode: 0o600 });
+}
+
+/** A WebSocket subscription, open (or the close of its refused handshake). */
+function webSocket(
+  url: string,
+  channel: string,
+  token: string,
+): {
+  ws: WebSocket;
+  opened: Promise<boolean>;
+  closed: Promise<CloseEvent>;
+} {
+  const ws = new WebSocket(
+    `${url.replace("http", "ws")}/v1/channels/${channel}`,
+    ["pyproxy.v1", `pyproxy.bearer.${token}`],
+  );
+  const closed = new Promise<CloseEvent>((resolve) => (ws.onclose = resolve));
+  const opened = new Promise<boolean>((resolve) => {
+    ws.onopen = () => resolve(true);
+    ws.onerror = () => resolve(false);
+  });
+  return { ws, opened, closed };
+}
+
+Deno.test("serve confines a tenant's token to the channels named by its id (subscribe over SSE, WebSocket and HEAD, publish, ?publish=: 403 ForbiddenToken, logged), a model publishes to them from host.caller(), and operators' tokens keep every channel", async () => {
+  await using dir = await tempDir("pyproxy-tenant-channels-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await writeTokens(
+    tokenFile,
+    `${OPERATOR}\n${TENANT_A} tenant\n${TENANT_B} tenant\n`,
+  );
+  await withLogs(async (records) => {
+    await using gw = await startGateway({ tokenFile }, TENANT_PUBLISHER);
+    const refused = async (
+      path: string,
+      init: RequestInit,
+      message: RegExp,
+    ) => {
+      const res = await gw.fetch(path, init);
+      assert.equal(res.status, 403, `${init.method ?? "GET"} ${path}`);
+      if (init.method === "HEAD") return await res.body?.cancel();
+      const { error } = await res.json();
+      assert.equal(error.type, "ForbiddenToken");
+      assert.match(error.message, message);
+      // Its own id, the rule; nothing of the other's channel.
+      assert.ok(error.message.includes(A), error.message);
+      assert.ok(!error.message.includes(TENANT_A), "no token");
+    };
+    const other = `${B}.events`;
+    await refused(
+      `/v1/channels/${other}`,
+      { headers: bearer(TENANT_A) },
+      /^Cannot subscribe to channel "[0-9a-f]{16}\.events": this token is a tenant's/,
+    );
+    await refused(`/v1/channels/${other}`, {
+      method: "HEAD",
+      headers: bearer(TENANT_A),
+    }, /./);
+    // A name of no one's (a shared "news") is the operator's.
+    await refused(
+      "/v1/channels/news",
+      { headers: bearer(TENANT_A) },
+      /subscribe/,
+    );
+    await refused(`/v1/channels/${other}`, {
+      method: "POST",
+      body: '{"forged":1}',
+      headers: bearer(TENANT_A),
+    }, /^Cannot publish to channel/);
+    // ?publish= would put A's result into B's channel: refused before the call.
+    await refused(`/v1/models/echo/execute?publish=${other}`, {
+      method: "POST",
+      body: '{"forged":1}',
+      headers: bearer(TENANT_A),
+    }, /^Cannot publish to channel/);
+    // The WebSocket handshake too (its token as a subprotocol).
+    const denied = webSocket(gw.url, other, TENANT_A);
+    assert.equal(await denied.opened, false);
+    await denied.closed;
+
+    // B's own channel: B's page follows it; A's attempts reached nothing.
+    const res = await gw.fetch(`/v1/channels/${other}`, {
+      headers: bearer(TENANT_B),
+    });
+    assert.equal(res.status, 200);
+    const bSub = new SseReader(res.body!);
+    const bWs = webSocket(gw.url, `${B}:ws`, TENANT_B);
+    try {
+      assert.equal(await bWs.opened, true);
+      const frame = new Promise<MessageEvent>((resolve) =>
+        bWs.ws.onmessage = resolve
+      );
+      // The model publishes to the caller's channel: host.caller() is B's id.
+      const call = await gw.fetch("/v1/models/tenant_pub/execute", {
+        method: "POST",
+        body: JSON.stringify({ topic: "events", data: { done: 1 } }),
+        headers: bearer(TENANT_B),
+      });
+      assert.equal(call.status, 200);
+      assert.equal((await call.json()).channel, other);
+      const first = await within(bSub.next(), "B's first message");
+      assert.deepEqual(first?.data, { done: 1 });
+      // B publishes to its own (POST, ?publish=).
+      const posted = await gw.fetch(`/v1/channels/${B}:ws`, {
+        method: "POST",
+        body: '{"own":1}',
+        headers: bearer(TENANT_B),
+      });
+      assert.equal(posted.status, 200);
+      await posted.body?.cancel();
+      assert.deepEqual(
+        JSON.parse((await within(frame, "B's WebSocket frame")).data).data,
+        { own: 1 },
+      );
+      const own = await gw.fetch(
+        `/v1/models/echo/execute?publish=${other}`,
+        { method: "POST", body: '{"b":2}', headers: bearer(TENANT_B) },
+      );
+      assert.equal(own.status, 200);
+      await own.body?.cancel();
+      assert.deepEqual((await within(bSub.next(), "?publish="))?.data, {
+        model: "echo",
+        result: { b: 2 },
+      });
+      // The operator's token: any channel, as before.
+      for (const path of [`/v1/channels/${other}`, "/v1/channels/news"]) {
+        const op = await gw.fetch(path, {
+          method: "POST",
+          body: '{"op":1}',
+          headers: bearer(OPERATOR),
+        });
+        assert.equal(op.status, 200, path);
+        await op.body?.cancel();
+      }
+      assert.deepEqual((await within(bSub.next(), "operator's"))?.data, {
+        op: 1,
+      });
+      const opSub = await gw.fetch(`/v1/channels/${other}`, {
+        method: "HEAD",
+        headers: bearer(OPERATOR),
+      });
+      assert.equal(opSub.status, 200);
+    } finally {
+      bWs.ws.close();
+      await bWs.closed;
+      await bSub.cancel();
+    }
+    // Logged once (then one line a minute), with the token's id only.
+    const lines = records.map((r) => r.message.join(""));
+    assert.deepEqual(
+      lines.filter((l) => l.startsWith("Refused a tenant's")),
+      [
+        `Refused a tenant's token ${A} (403 ForbiddenToken) on GET /v1/channels/${other}: not its channel`,
+      ],
+    );
+    assert.ok(!lines.some((l) => l.includes(TENANT_A)), "no token logged");
+  }, "info");
+});
+
+Deno.test("serve ends the subscriptions to other channels of a token a token file's poll marks a tenant's (WebSocket 1008 \"not this token's channel\", SSE ended), and keeps those to its own", async () => {
+  await using dir = await tempDir("pyproxy-tenant-channels-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await writeTokens(tokenFile, `${OPERATOR}\n${TENANT_A}\n`);
+  const floor = TOKEN_FILE_INTERVAL_FLOOR.ms;
+  TOKEN_FILE_INTERVAL_FLOOR.ms = 1;
+  try {
+    await withLogs(async () => {
+      await using gw = await startGateway({ tokenFile, tokenFileInterval: 5 });
+      const sse = async (channel: string) => {
+        const res = await gw.fetch(`/v1/channels/${channel}`, {
+          headers: bearer(TENANT_A),
+        });
+        assert.equal(res.status, 200, channel);
+        return new SseReader(res.body!);
+      };
+      // Unmarked: every channel, as before.
+      const news = await sse("news");
+      const own = await sse(`${A}.events`);
+      const ws = webSocket(gw.url, "news", TENANT_A);
+      try {
+        assert.equal(await ws.opened, true);
+        await writeTokens(tokenFile, `${OPERATOR}\n${TENANT_A} tenant\n`);
+        const close = await within(ws.closed, "the WebSocket");
+        assert.equal(close.code, 1008);
+        assert.equal(close.reason, "not this token's channel");
+        assert.deepEqual(await within(news.all(), "the SSE stream"), []);
+        // Its own channel's subscription goes on.
+        const posted = await gw.fetch(`/v1/channels/${A}.events`, {
+          method: "POST",
+          body: '{"kept":1}',
+          headers: bearer(OPERATOR),
+        });
+        assert.equal(posted.status, 200);
+        await posted.body?.cancel();
+        assert.deepEqual((await within(own.next(), "its own"))?.data, {
+          kept: 1,
+        });
+      } finally {
+        ws.ws.close();
+        await ws.closed;
+        await news.cancel();
+        await own.cancel();
+      }
+    }, "info");
+  } finally {
+    TOKEN_FILE_INTERVAL_FLOOR.ms = floor;
+  }
+});

@@ -1,0 +1,294 @@
+/**
+ * What a tenant's token is shown of the operator's set-up: a 429 without
+ * the queue's depth and limits, a 405 and `/openapi.json` alike whether
+ * eval and management are on or off, a model's `/v2` config without its
+ * workers' count and its description without its workers. Operators'
+ * tokens see what they saw before.
+ */
+import assert from "node:assert/strict";
+import { ModelUnavailableError, OverloadedError } from "../src/errors.ts";
+import { createGateway } from "../src/gateway/app.ts";
+import { tenantError, tenantModelView } from "../src/gateway/_tenant_view.ts";
+import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
+import { tempDir } from "./_harness.ts";
+import { startGateway, until } from "./_gateway_harness.ts";
+
+const OPERATOR = "9f1c6ad2e07b4b3c8e5d1a6f2b7c9e04";
+const TENANT = "4a8e2c7f1b9d3e6a0c5f8b2d7e1a4c9f";
+
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+/** Answers once `msg.release` exists (a file the test writes). */
+const GATE = {
+  "gate.py": `import os
+import time
+
+
+class Gate:
+    def execute(self, msg):
+        deadline = time.monotonic() + 20
+        while not os.path.exists(msg["release"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"released": True}
+`,
+  "crash.py": `import os
+
+
+class Crash:
+    def execute(self, msg):
+        os._exit(3)
+`,
+};
+
+Deno.test("serve shows a tenant's token a 429 without the queue's depth and limits, a /v2 config without the workers' count and descriptions without their workers; the operator's as before", async () => {
+  await using dir = await tempDir("pyproxy-tenant-view-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT} tenant\n`, {
+    mode: 0o600,
+  });
+  const release = `${dir.path}/release`;
+  await using gw = await startGateway({
+    tokenFile,
+    workers: 1,
+    limits: { maxInFlightPerWorker: 1, maxQueue: 0 },
+    models: [
+      { name: "gate", file: "gate.py" },
+      { name: "echo", file: "echo.py", workers: 1 },
+      { name: "crash", file: "crash.py" },
+    ],
+  }, GATE);
+  const gated = gw.fetch("/v1/models/gate/execute", {
+    method: "POST",
+    body: JSON.stringify({ release }),
+    headers: bearer(OPERATOR),
+  });
+  try {
+    await until(
+      async () =>
+        (await (await gw.fetch("/v1/status", { headers: bearer(OPERATOR) }))
+          .json()).inFlight === 1,
+      "the gated call in flight",
+    );
+    const refused = async (token: string, query = "") => {
+      const res = await gw.fetch(`/v1/models/echo/execute${query}`, {
+        method: "POST",
+        body: '{"a":1}',
+        headers: bearer(token),
+      });
+      assert.equal(res.status, 429);
+      assert.equal(res.headers.get("retry-after"), "1");
+      const { error } = await res.json();
+      assert.equal(error.type, "OverloadedError");
+      return error.message as string;
+    };
+    // The direct path (no query string) and the routed one.
+    for (const query of ["", "?timeout=5000"]) {
+      assert.equal(
+        await refused(TENANT, query),
+        "Cannot accept call: the model's queue is full; retry later",
+      );
+      assert.match(
+        await refused(OPERATOR, query),
+        /0 calls queued \(maxQueue 0\) .* 1 in flight each \(maxInFlightPerWorker\)/,
+      );
+    }
+  } finally {
+    await Deno.writeTextFile(release, "");
+    await (await gated).body?.cancel();
+  }
+  const read = async (path: string, token: string) => {
+    const res = await gw.fetch(path, { headers: bearer(token) });
+    assert.equal(res.status, 200, path);
+    return await res.json();
+  };
+  // The /v2 config (and so gRPC's ModelConfig, read from it).
+  assert.deepEqual(
+    (await read("/v2/models/echo/config", TENANT)).instance_group,
+    [{ name: "echo", kind: "KIND_CPU" }],
+  );
+  assert.deepEqual(
+    (await read("/v2/models/echo/config", OPERATOR)).instance_group,
+    [{ name: "echo", kind: "KIND_CPU", count: 1 }],
+  );
+  // A placed model's description: its workers and slots (worker ids).
+  for (const path of ["/v1/models/echo", "/v1/models"]) {
+    const tenant = await read(path, TENANT);
+    const operator = await read(path, OPERATOR);
+    const echo = (body: { models?: Array<{ name: string }> }) =>
+      (body.models?.find((m) => m.name === "echo") ?? body) as Record<
+        string,
+        unknown
+      >;
+    assert.equal(echo(tenant).workers, undefined, path);
+    assert.equal(echo(tenant).slots, undefined, path);
+    assert.equal(echo(operator).workers, 1, path);
+    assert.equal((echo(operator).slots as string[]).length, 1, path);
+  }
+  // A worker's crash: which call failed, not the worker, its pid, nor the
+  // calls it was running (other tenants' calls, by model).
+  const crash = async (token: string) => {
+    await until(async () => {
+      const res = await gw.fetch("/healthz");
+      await res.body?.cancel();
+      return res.status === 200;
+    }, "a ready worker");
+    const res = await gw.fetch("/v1/models/crash/execute", {
+      method: "POST",
+      body: "{}",
+      headers: bearer(token),
+    });
+    assert.equal(res.status, 502);
+    const { error } = await res.json();
+    assert.equal(error.type, "WorkerCrashedError");
+    return error;
+  };
+  const tenantCrash = await crash(TENANT);
+  assert.deepEqual(Object.keys(tenantCrash).sort(), [
+    "message",
+    "requestId",
+    "type",
+  ]);
+  assert.equal(
+    tenantCrash.message,
+    "Cannot run model 'crash': the worker running it died before it completed",
+  );
+  const operatorCrash = await crash(OPERATOR);
+  assert.match(
+    operatorCrash.message,
+    /^Cannot run model 'crash': worker w\d+ \(pid \d+\) died: exited with code 3 while running: crash \(1 call\)$/,
+  );
+  assert.deepEqual(operatorCrash.inFlight, { crash: 1 });
+});
+
+function stubPool(): GatewayPool {
+  return {
+    execute: (_n, msg) => Promise.resolve(msg),
+    addModel: () => Promise.resolve({}),
+    updateModel: () => Promise.resolve({}),
+    removeModel: () => Promise.resolve({}),
+    status: () => ({
+      workers: [{
+        id: "w1",
+        pid: 1,
+        state: "ready",
+        restarts: 0,
+        inFlight: 0,
+      }],
+      models: [{ name: "echo" }],
+    }),
+    eval: () => {
+      throw new Error("not used");
+    },
+    atoms: { get: () => undefined },
+    close: () => Promise.resolve(),
+  };
+}
+
+Deno.test("createGateway answers a tenant's token's 405s and /openapi.json alike whether eval and management are on or off (the operator's name the flags as before)", async () => {
+  const answers = async (on: boolean, token: string) => {
+    const app = createGateway(stubPool(), {
+      port: () => 8000,
+      token: [OPERATOR, TENANT],
+      tenantToken: [TENANT],
+      allowEval: on,
+      allowManage: on,
+      stopSignal: AbortSignal.abort(),
+    });
+    const out: Array<[number, string | null, unknown]> = [];
+    for (
+      const [method, path] of [
+        ["GET", "/v1/eval"] as const,
+        ["PATCH", "/v1/models/echo"],
+        ["GET", "/v1/workers"],
+        ["GET", "/openapi.json"],
+        ["GET", "/v2"],
+      ]
+    ) {
+      const res = await app.request(`http://localhost:8000${path}`, {
+        method,
+        headers: bearer(token),
+      });
+      out.push([res.status, res.headers.get("allow"), await res.json()]);
+    }
+    return out;
+  };
+  const tenantOn = await answers(true, TENANT);
+  assert.deepEqual(tenantOn, await answers(false, TENANT));
+  assert.deepEqual(
+    tenantOn.slice(0, 3).map(([status, allow, body]) => [
+      status,
+      allow,
+      (body as { error: { message: string } }).error.message,
+    ]),
+    [
+      [405, "", "Cannot GET /v1/eval: allowed: none"],
+      [405, "GET, HEAD", "Cannot PATCH /v1/models/echo: allowed: GET, HEAD"],
+      [405, "", "Cannot GET /v1/workers: allowed: none"],
+    ],
+  );
+  const paths = (doc: unknown) =>
+    Object.keys((doc as { paths: Record<string, unknown> }).paths);
+  assert.ok(!paths(tenantOn[3]![2]).includes("/v1/eval"));
+  // The operator's, as before: what is on, and the flag of what is off.
+  const operatorOn = await answers(true, OPERATOR);
+  const operatorOff = await answers(false, OPERATOR);
+  assert.equal(
+    (operatorOn[0]![2] as { error: { message: string } }).error.message,
+    "Cannot GET /v1/eval: allowed: POST",
+  );
+  assert.equal(
+    (operatorOff[0]![2] as { error: { message: string } }).error.message,
+    "Cannot GET /v1/eval: allowed: none; POST with --allow-eval",
+  );
+  assert.ok(paths(operatorOn[3]![2]).includes("/v1/eval"));
+  // The /v2 server metadata's extensions: the repository's with management.
+  const extensions = (doc: unknown) =>
+    (doc as { extensions: string[] }).extensions;
+  assert.ok(!extensions(tenantOn[4]![2]).includes("model_repository"));
+  assert.ok(extensions(operatorOn[4]![2]).includes("model_repository"));
+  assert.ok(!extensions(operatorOff[4]![2]).includes("model_repository"));
+});
+
+Deno.test("tenantError words a model out of service without the workers it crashed and their exits, and keeps other errors", () => {
+  const out = new ModelUnavailableError(
+    "Cannot call model 'bad': it crashed workers w1, w2 (pid 4242: exited with code 3) ...",
+    {
+      details: {
+        model: "bad",
+        version: "2",
+        crashed: ["w1", "w2"],
+        lastExit: "pid 4242: exited with code 3",
+      },
+    },
+  );
+  const shown = tenantError(out) as ModelUnavailableError;
+  assert.ok(shown instanceof ModelUnavailableError);
+  assert.equal(
+    shown.message,
+    "Cannot call model 'bad' version '2': it is out of service (it crashed the workers it ran on) until the operator loads it again",
+  );
+  assert.deepEqual(shown.details, { model: "bad", version: "2" });
+  // A plugin's quota (no maxQueue): its own words.
+  const quota = new OverloadedError("Cannot run call: quota used up", {
+    details: { retryAfterMs: 60_000 },
+  });
+  assert.equal(tenantError(quota), quota);
+  const other = new Error("x");
+  assert.equal(tenantError(other), other);
+});
+
+Deno.test("tenantModelView leaves out a model's workers and the operator's diagnostics of them, and says it is out of service without naming a worker", () => {
+  assert.deepEqual(
+    tenantModelView({
+      name: "bad",
+      workers: 2,
+      slots: ["w1", "w2"],
+      failedReason: "worker w1 (pid 4242) died: exited with code 3 ...",
+      suspected: { deaths: [], strikes: 1 } as never,
+      threaded: "its inline call held worker w2's loop",
+    }),
+    { name: "bad", failedReason: "it crashed the workers it ran on" },
+  );
+  const plain = { name: "echo" };
+  assert.equal(tenantModelView(plain), plain);
+});
