@@ -40,6 +40,21 @@ const RECORD_FIELDS =
  * One of the server's own log records on its stderr, as `onStderr` gets it
  * beside the record's text (docs/gateway.md: the records a worker writes to
  * stderr with `--log-dir -`, or when its log file cannot be opened).
+ *
+ * @example Only a worker's errors, with their tracebacks
+ * ```ts
+ * import type { StderrRecord } from "@pyproxy/pyproxy";
+ * const errors: string[] = [];
+ * const onStderr = (text: string, record?: StderrRecord): void => {
+ *   if (record?.level === "error") errors.push(`${record.logger}: ${record.message}`);
+ * };
+ * onStderr("2026-12-07 19:12:51,970 ERROR [bg] loader: failed\n", {
+ *   level: "error",
+ *   logger: "loader",
+ *   thread: "bg",
+ *   message: "failed",
+ * });
+ * ```
  */
 export interface StderrRecord {
   /** Its level as the host logs it (Python's `WARNING` is `"warn"`, `CRITICAL` `"fatal"`). */
