@@ -772,3 +772,42 @@ Deno.test("PythonServer's onStderr gets the server's records without their mark,
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("PythonServer with logDir '-': a traceback a model's own thread prints (traceback.print_exc) is one error entry of that thread, not a warning per line", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-print-exc-" });
+  const { logger, entries } = recordingLogger();
+  try {
+    await using server = await PythonServer.start({
+      path: dir,
+      logDir: "-",
+      logger,
+    });
+    await using session = await server.connect();
+    await session.request("eval", {
+      code: [
+        "import threading, traceback",
+        "def work():",
+        "    try:",
+        "        {}['k']",
+        "    except KeyError:",
+        "        traceback.print_exc()",
+        "t = threading.Thread(target=work, name='bg')",
+        "t.start(); t.join()",
+        "1",
+      ].join("\n"),
+    });
+    await session.close();
+    await server.stop();
+    const printed = entries.filter(([, m, p]) =>
+      m === "{id} stderr: {line}" && String(p?.line).includes("<stderr>")
+    );
+    assert.equal(printed.length, 1, lines(printed).join("\n---\n"));
+    assert.equal(printed[0]![0], "error");
+    assert.match(
+      String(printed[0]![2]?.line),
+      /^\S+ \S+ ERROR \[bg\] pyproxy_server\.output: <stderr>: Traceback \(most recent call last\):\n {2}File [^]*KeyError: 'k'$/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 12977,
+      size: 18281,
       sha256:
-        "581b5009695f4d6d18687d57e5a6b39d651d043846afef84fd98e08d71271aca",
+        "ecc49ba73a25004079f1509a0368018e5311dd62145163dd221f8ee9771d6ec9",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -265,6 +265,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 10480,
       sha256:
         "50d997e7b044cfafc8e8f6dbf0b9214adcfcbc2c98934a1b784a67cdf5b5618e",
+    },
+    {
+      path: "pyproxy_server/traceback_lines.py",
+      size: 2910,
+      sha256:
+        "d9bedd0bf8e7616fd59cfa0eb5997580c107d390628517e9bd33270f3a3f5796",
     },
     {
       path: "pyproxy_server/uncaught_exceptions.py",
