@@ -273,6 +273,11 @@ class OutputRouter(io.TextIOBase):
 
     def _log_line(self, line):
         """One line: logged, or held as a traceback's (this thread's)."""
+        if not self._tracebacks and traceback_lines.start(line) is None:
+            # The usual line: no lock (none is held; an emptiness read races
+            # only with the watch's removals, which send here the long way).
+            self._logger.log(self._level, "%s: %s", self.name, line)
+            return
         ident = threading.get_ident()
         done = None
         with self._lock:

@@ -42,7 +42,7 @@ def start(line):
     group's, before its first indented line)."""
     if line == PYTHON_START:
         return "frames"
-    if _GROUP_START.match(line):
+    if line.startswith("  + ") and _GROUP_START.match(line):
         return "head"
     return None
 

@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 18281,
+      size: 18596,
       sha256:
-        "ecc49ba73a25004079f1509a0368018e5311dd62145163dd221f8ee9771d6ec9",
+        "3914a90bfa09a5240c9ff4c50eb038fa34fbe4aa01efd4f1c3a94232c9f97bff",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -268,9 +268,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/traceback_lines.py",
-      size: 2910,
+      size: 2938,
       sha256:
-        "d9bedd0bf8e7616fd59cfa0eb5997580c107d390628517e9bd33270f3a3f5796",
+        "a50875cd52115fdf8755a06853d5b5f43bc9b77d02010f337c1e748b01d5cd67",
     },
     {
       path: "pyproxy_server/uncaught_exceptions.py",
