@@ -340,8 +340,9 @@ class OutputRouter(io.TextIOBase):
             self._log_traceback(*tb.take())
         return held
 
-    def _log_traceback(self, lines, thread_name):
-        """A traceback's lines as one record, of the thread that printed it."""
+    def _log_traceback(self, lines, thread_name, created):
+        """A traceback's lines as one record, of the thread that printed it
+        and of the time it began to (``time.time()``)."""
         while lines and not lines[-1].strip():
             lines.pop()
         if not lines:
@@ -352,6 +353,8 @@ class OutputRouter(io.TextIOBase):
             return
         record = logger.makeRecord(logger.name, level, "", 0, "%s: %s", (self.name, "\n".join(lines)), None)
         record.threadName = thread_name
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
         busy = getattr(self._local, "busy", False)
         self._local.busy = True  # a handler writing to sys.stderr: see _to_log
         try:
@@ -364,7 +367,7 @@ class _PendingTraceback:
     """The lines of a traceback one thread is printing, held by its
     ``OutputRouter`` until its end (see ``traceback_lines``)."""
 
-    __slots__ = ("lines", "state", "size", "started", "last", "thread_name")
+    __slots__ = ("lines", "state", "size", "started", "last", "thread_name", "created")
 
     def __init__(self, line, state, thread_name):
         self.lines = [line]
@@ -372,6 +375,8 @@ class _PendingTraceback:
         self.size = len(line)
         self.started = self.last = time.monotonic()
         self.thread_name = thread_name
+        # The record's time: when it was printed, not when it is logged.
+        self.created = time.time()
 
     def add(self, line, state):
         self.lines.append(line)
@@ -380,9 +385,9 @@ class _PendingTraceback:
         self.last = time.monotonic()
 
     def take(self):
-        """``(lines, thread name)`` held so far; it holds none after."""
+        """``(lines, thread name, time)`` held so far; it holds none after."""
         lines, self.lines, self.size = self.lines, [], 0
-        return lines, self.thread_name
+        return lines, self.thread_name, self.created
 
     def due(self, now, router):
         """Whether it is logged now, without more lines: its time is up, or

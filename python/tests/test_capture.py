@@ -96,9 +96,13 @@ class OutputRouterTest(unittest.TestCase):
                 traceback.print_exc(file=self.err)  # nothing after it: the watch logs it
 
         t = threading.Thread(target=work, name="bg")
+        before = time.time()
         t.start()
         t.join()
+        after = time.time()
         records = self._records_when(3)
+        # Of the time it was printed, not the watch's.
+        self.assertTrue(before <= self.handler.records[2].created <= after)
         self.assertEqual([r[:2] for r in records], [(logging.ERROR, "bg"), (logging.WARNING, "bg"), (logging.ERROR, "bg")])
         self.assertRegex(
             records[0][2],

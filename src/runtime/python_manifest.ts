@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 18596,
+      size: 18886,
       sha256:
-        "3914a90bfa09a5240c9ff4c50eb038fa34fbe4aa01efd4f1c3a94232c9f97bff",
+        "f5449bb17836f079c11a5a8bdd465ec48f85355753f1d8ec73e341082d4c39ee",
     },
     {
       path: "pyproxy_server/commands.py",
