@@ -17,63 +17,12 @@ import {
   tracebackStart,
   type TracebackState,
 } from "./_traceback_lines.ts";
-
-/** A line of the server's own log format: `2026-12-05 01:33:49,123 WARNING [...]`. */
-const SERVER_RECORD =
-  /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) /;
-
-/** A record's text as the server wrote it before escaping it into one line. */
-function unescape(line: string): string {
-  return line.replace(
-    /\\([\\nr])/g,
-    (_, c: string) => c === "n" ? "\n" : c === "r" ? "\r" : "\\",
-  );
-}
-
-type Level = "debug" | "info" | "warn" | "error" | "fatal";
-
-/** A record of the server's: its level, the fields of its line and its message. */
-const RECORD_FIELDS =
-  /^\S+ \S+ (?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \[(.*?)\] (\S+): /;
-
-/**
- * One of the server's own log records on its stderr, as `onStderr` gets it
- * beside the record's text (docs/gateway.md: the records a worker writes to
- * stderr with `--log-dir -`, or when its log file cannot be opened).
- *
- * @example Only a worker's errors, with their tracebacks
- * ```ts
- * import type { StderrRecord } from "@pyproxy/pyproxy";
- * const errors: string[] = [];
- * const onStderr = (text: string, record?: StderrRecord): void => {
- *   if (record?.level === "error") errors.push(`${record.logger}: ${record.message}`);
- * };
- * onStderr("2026-12-07 19:12:51,970 ERROR [bg] loader: failed\n", {
- *   level: "error",
- *   logger: "loader",
- *   thread: "bg",
- *   message: "failed",
- * });
- * ```
- */
-export interface StderrRecord {
-  /** Its level as the host logs it (Python's `WARNING` is `"warn"`, `CRITICAL` `"fatal"`). */
-  level: Level;
-  /** The Python logger's name (`pyproxy_server`, a model's `scorer`). */
-  logger?: string;
-  /** The name of the Python thread that logged it. */
-  thread?: string;
-  /** What follows `<logger>: `: the message, with its traceback. */
-  message: string;
-}
-
-const LEVELS: Record<string, Level> = {
-  DEBUG: "debug",
-  INFO: "info",
-  WARNING: "warn",
-  ERROR: "error",
-  CRITICAL: "fatal",
-};
+import {
+  recordLevel,
+  serverRecord,
+  type StderrRecord,
+  unescape,
+} from "./_server_record.ts";
 
 /** Options of {@linkcode StderrLog}. */
 export interface StderrLogOptions {
@@ -370,18 +319,9 @@ export class StderrLog {
     // escaped: one record at its level, counted once (not a warning per
     // line of the traceback).
     const text = cut.includes("\\") ? unescape(cut) : cut;
-    const level = LEVELS[SERVER_RECORD.exec(text)?.[1] ?? ""] ?? "warn";
+    const level = recordLevel(text);
     if (this.#onText !== undefined) {
-      const fields = RECORD_FIELDS.exec(text);
-      this.#give(
-        nl ? text + "\n" : text,
-        fields === null ? { level, message: text } : {
-          level,
-          logger: fields[2]!,
-          thread: fields[1]!,
-          message: text.slice(fields[0].length),
-        },
-      );
+      this.#give(nl ? text + "\n" : text, serverRecord(text, level));
     }
     if (!this.#admit(1)) return;
     this.#logger[level]("{id} stderr: {line}", { id: this.#id, line: text });

@@ -25,8 +25,9 @@ import {
 } from "./_python_server_io.ts";
 import { setTimeoutOrNever } from "./_timer.ts";
 import { innerServerPid } from "./_inner_server_pid.ts";
-import { StderrLog, type StderrRecord } from "./_stderr_log.ts";
-export type { StderrRecord } from "./_stderr_log.ts";
+import { StderrLog } from "./_stderr_log.ts";
+import type { StderrRecord } from "./_server_record.ts";
+export type { StderrRecord } from "./_server_record.ts";
 import { connectHost } from "./_connect_host.ts";
 
 /**
