@@ -12,28 +12,17 @@
  * @module
  */
 import type { Logger } from "./logger.ts";
-
-/** A line of the server's own log format: `2026-12-05 01:33:49,123 WARNING [...]`. */
-const SERVER_RECORD =
-  /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) /;
-
-/** A record's text as the server wrote it before escaping it into one line. */
-function unescape(line: string): string {
-  return line.replace(
-    /\\([\\nr])/g,
-    (_, c: string) => c === "n" ? "\n" : c === "r" ? "\r" : "\\",
-  );
-}
-
-type Level = "debug" | "info" | "warn" | "error" | "fatal";
-
-const LEVELS: Record<string, Level> = {
-  DEBUG: "debug",
-  INFO: "info",
-  WARNING: "warn",
-  ERROR: "error",
-  CRITICAL: "fatal",
-};
+import {
+  tracebackContinues,
+  tracebackStart,
+  type TracebackState,
+} from "./_traceback_lines.ts";
+import {
+  recordLevel,
+  serverRecord,
+  type StderrRecord,
+  unescape,
+} from "./_server_record.ts";
 
 /** Options of {@linkcode StderrLog}. */
 export interface StderrLogOptions {
@@ -61,10 +50,33 @@ export interface StderrLogOptions {
    * @default {50}
    */
   flushMs?: number;
-  /** Lines joined into one entry at most. @default {100} */
+  /** Lines joined into one entry at most (but a traceback's). @default {100} */
   maxJoinedLines?: number;
+  /**
+   * A Python traceback (`Traceback (most recent call last):` to its
+   * exception's line, with a chain's and the notes), an exception group's or
+   * a `faulthandler` dump is one entry however slowly it is written, up to
+   * this many characters (its rest then goes on in another entry).
+   * @default {65536}
+   */
+  maxTracebackChars?: number;
+  /**
+   * Milliseconds a traceback is joined at most, from its first line: one
+   * whose end never comes is logged as it is then, and the lines after it
+   * are joined as any others.
+   * @default {5000}
+   */
+  maxTracebackMs?: number;
   /** Clock in ms (tests). @default {Date.now} */
   now?: () => number;
+  /**
+   * Called with all the text, not rate-limited, a line at a time as it is
+   * taken (with its `\n`; an unfinished line, or its cuts, when they are
+   * logged): a record of the server's without its mark, unescaped (its
+   * traceback over lines), with `record`.
+   * @default {undefined}
+   */
+  onText?: (text: string, record?: StderrRecord) => void;
 }
 
 /**
@@ -73,8 +85,16 @@ export interface StderrLogOptions {
  * unescaped (a record with a traceback is one line, its newlines escaped as
  * `\n` and its backslashes as `\\`). Any other lines are warnings, those
  * that come within `flushMs` of the first joined into one entry (up to
- * `maxJoinedLines` and `maxLineChars`): a traceback another program prints
- * is one entry, not a warning per line. An unfinished line is logged
+ * `maxJoinedLines` and `maxLineChars`). A Python traceback (from its
+ * `Traceback (most recent call last):`, with a header line just before it
+ * such as `Exception in thread t:`, to its exception's line, a chain's
+ * tracebacks and the notes after it), an exception group's, and a
+ * `faulthandler` dump are one entry however slowly they come (a line a
+ * second, from a starved process): an error (a dump that is not a crash's,
+ * a warning), joined until the next line is not theirs, or after their end
+ * no more comes for `flushMs` or twice the longest pause between their lines,
+ * up to `maxTracebackChars` and `maxTracebackMs`. Records that come
+ * meanwhile are logged at once (from other threads). An unfinished line is logged
  * `flushMs` after the last text (up to 1 s when its end may be the start of
  * a record's mark), or as a record starts after it on its line.
  * Text on stderr cannot pass for a record: the mark is random per process
@@ -123,6 +143,16 @@ export class StderrLog {
   #group = "";
   #groupLines = 0;
   #groupAt = 0;
+  /** What the traceback `#group` holds waits for; undefined: it holds none. */
+  #traceback: TracebackState | undefined;
+  #groupError = false;
+  /** When the traceback's first and last lines came, and the longest pause between two. */
+  #tracebackAt = 0;
+  #tracebackLast = 0;
+  #tracebackGap = 0;
+  #maxTracebackChars: number;
+  #maxTracebackMs: number;
+  #onText: ((text: string, record?: StderrRecord) => void) | undefined;
   /** When the last text came. */
   #textAt = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -136,6 +166,9 @@ export class StderrLog {
     this.#maxChars = options.maxLineChars ?? 4096;
     this.#flushMs = options.flushMs ?? 50;
     this.#maxJoined = options.maxJoinedLines ?? 100;
+    this.#maxTracebackChars = options.maxTracebackChars ?? 65_536;
+    this.#maxTracebackMs = options.maxTracebackMs ?? 5000;
+    this.#onText = options.onText;
     this.#now = options.now ?? Date.now;
   }
 
@@ -154,12 +187,16 @@ export class StderrLog {
       if (this.#over > 0) {
         this.#record(
           this.#partial,
+          true,
           this.#partial.length + this.#over + nl - start,
         );
         this.#over = 0;
       } else {
         const piece = text.slice(start, nl);
-        this.#complete(this.#partial === "" ? piece : this.#partial + piece);
+        this.#complete(
+          this.#partial === "" ? piece : this.#partial + piece,
+          true,
+        );
       }
       this.#partial = "";
       start = nl + 1;
@@ -181,9 +218,9 @@ export class StderrLog {
   /** The stream ended: logs an unfinished last line and what was dropped. */
   end(): void {
     if (this.#over > 0) {
-      this.#record(this.#partial, this.#partial.length + this.#over);
+      this.#record(this.#partial, false, this.#partial.length + this.#over);
     } else if (this.#partial !== "") {
-      this.#complete(this.#partial);
+      this.#complete(this.#partial, false);
     }
     this.#partial = "";
     this.#over = 0;
@@ -199,13 +236,34 @@ export class StderrLog {
     return this.#prefix !== undefined && line.startsWith(this.#prefix);
   }
 
-  /** A whole line: a record, other text, or other text a record follows. */
-  #complete(line: string): void {
+  /**
+   * A whole line (`nl`: its newline came; else the stream's unfinished
+   * end): a record, other text, or other text a record follows.
+   */
+  #complete(line: string, nl: boolean): void {
     const at = this.#prefix === undefined ? -1 : line.indexOf(this.#prefix);
-    if (at < 0) return this.#text(line);
+    if (at < 0) {
+      if (this.#onText !== undefined) this.#give(nl ? line + "\n" : line);
+      return this.#text(line);
+    }
     // Text without its newline yet, then the server's record.
-    if (at > 0) this.#text(line.slice(0, at));
-    this.#record(at > 0 ? line.slice(at) : line);
+    if (at > 0) this.#textPiece(line.slice(0, at));
+    this.#record(at > 0 ? line.slice(at) : line, nl);
+  }
+
+  /** Text without its newline (cut from its line), given and logged. */
+  #textPiece(text: string): void {
+    if (this.#onText !== undefined) this.#give(text);
+    this.#text(text);
+  }
+
+  /** `onText`'s call: what it throws must not stop the drain, nor leave this half done. */
+  #give(text: string, record?: StderrRecord): void {
+    try {
+      this.#onText!(text, record);
+    } catch {
+      // the caller's callback: nothing to do about it here
+    }
   }
 
   /** `#partial` is longer than a line may be: bounded. */
@@ -215,7 +273,7 @@ export class StderrLog {
       : this.#partial.indexOf(this.#prefix);
     if (at > 0) {
       // Text without its newline, then a record: that text is a line.
-      this.#text(this.#partial.slice(0, at));
+      this.#textPiece(this.#partial.slice(0, at));
       this.#partial = this.#partial.slice(at);
     }
     if (at >= 0) {
@@ -234,34 +292,71 @@ export class StderrLog {
     const keep = this.#markStart(this.#partial);
     while (this.#partial.length > this.#maxChars) {
       const cut = Math.min(this.#maxChars, this.#partial.length - keep);
-      this.#alone(this.#partial.slice(0, cut));
+      const piece = this.#partial.slice(0, cut);
+      if (this.#onText !== undefined) this.#give(piece);
+      this.#alone(piece);
       this.#partial = this.#partial.slice(cut);
     }
   }
 
-  /** A record of the server's (`#prefix` first); `length`: before a cut. */
-  #record(raw: string, length = raw.length): void {
-    if (this.#group !== "") this.#flushGroup();
-    if (!this.#admit(1)) return;
+  /**
+   * A record of the server's (`#prefix` first; `nl`: its newline came);
+   * `length`: before a cut.
+   */
+  #record(raw: string, nl: boolean, length = raw.length): void {
+    // A traceback still coming is not cut by another thread's record.
+    if (
+      this.#group !== "" &&
+      (this.#traceback === undefined || this.#traceback === "ended")
+    ) this.#flushGroup();
     const skip = this.#prefix?.length ?? 0;
     const line = raw.endsWith("\r") ? raw.slice(skip, -1) : raw.slice(skip);
     length -= skip;
-    const text = length > this.#maxChars
+    const cut = length > this.#maxChars
       ? `${line.slice(0, this.#maxChars)}… (${length} characters)`
       : line;
     // The server writes a record as one line, its traceback's newlines
     // escaped: one record at its level, counted once (not a warning per
     // line of the traceback).
-    this.#logger[LEVELS[SERVER_RECORD.exec(text)?.[1] ?? ""] ?? "warn"](
-      "{id} stderr: {line}",
-      { id: this.#id, line: text.includes("\\") ? unescape(text) : text },
-    );
+    const text = cut.includes("\\") ? unescape(cut) : cut;
+    const level = recordLevel(text);
+    if (this.#onText !== undefined) {
+      this.#give(nl ? text + "\n" : text, serverRecord(text, level));
+    }
+    if (!this.#admit(1)) return;
+    this.#logger[level]("{id} stderr: {line}", { id: this.#id, line: text });
   }
 
   /** A line of other text: joined with those that came just before it. */
   #text(raw: string, length = raw.length): void {
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    if (this.#traceback !== undefined) {
+      // Its time is up (the timer did not fire yet): it ended before this line.
+      if (this.#textAt > this.#groupDue()) this.#flushGroup();
+      else {
+        const state = tracebackContinues(this.#traceback, line);
+        if (state !== undefined) {
+          return this.#joinTraceback(state, line, length);
+        }
+        this.#flushGroup();
+      }
+    }
     if (line.trim() === "") return;
+    const start = tracebackStart(line);
+    if (start !== undefined) {
+      // A line just before it is its header ("Exception in thread t:").
+      if (
+        this.#group !== "" &&
+        (this.#textAt - this.#groupAt >= this.#flushMs ||
+          this.#groupLines >= this.#maxJoined)
+      ) this.#flushGroup();
+      if (this.#group === "") this.#groupAt = this.#textAt;
+      this.#traceback = start.state;
+      this.#groupError = start.error;
+      this.#tracebackAt = this.#tracebackLast = this.#textAt;
+      this.#tracebackGap = 0;
+      return this.#joinTraceback(start.state, line, length);
+    }
     if (
       this.#group !== "" &&
       (this.#group.length + 1 + line.length > this.#maxChars ||
@@ -279,6 +374,47 @@ export class StderrLog {
     this.#groupLines++;
   }
 
+  /** `line` into the traceback `#group` holds (or starts), which is then in `state`. */
+  #joinTraceback(state: TracebackState, line: string, length: number): void {
+    const text = length > this.#maxChars
+      ? `${line.slice(0, this.#maxChars)}… (${length} characters)`
+      : line;
+    if (
+      this.#group !== "" &&
+      this.#group.length + 1 + text.length > this.#maxTracebackChars
+    ) {
+      // Bounded: this much is an entry, its rest another (still joined).
+      this.#emitGroup();
+      this.#groupAt = this.#textAt;
+    }
+    if (this.#group === "") this.#group = text;
+    else this.#group += "\n" + text;
+    if (text.trim() !== "") this.#groupLines++;
+    this.#traceback = state;
+    const gap = this.#textAt - this.#tracebackLast;
+    if (gap > this.#tracebackGap) this.#tracebackGap = gap;
+    this.#tracebackLast = this.#textAt;
+    this.#arm(this.#groupDue());
+  }
+
+  /**
+   * When the lines `#group` holds are logged without another: `flushMs`
+   * after the first; a traceback's when its time is up, or (past its end,
+   * or a dump's first frame) once no line came for `flushMs` or twice its
+   * longest pause, whichever is longer.
+   */
+  #groupDue(): number {
+    if (this.#traceback === undefined) return this.#groupAt + this.#flushMs;
+    const last = this.#tracebackAt + this.#maxTracebackMs;
+    if (this.#traceback === "frames" || this.#traceback === "head") {
+      return last;
+    }
+    return Math.min(
+      last,
+      this.#tracebackLast + Math.max(this.#flushMs, 2 * this.#tracebackGap),
+    );
+  }
+
   /** A line of other text as an entry of its own: cut (`length`: before the cut). */
   #alone(line: string, length = line.length): void {
     this.#flushGroup();
@@ -291,14 +427,28 @@ export class StderrLog {
     });
   }
 
+  /** Logs the lines joined so far as one entry; a traceback among them ends. */
   #flushGroup(): void {
+    this.#emitGroup();
+    this.#traceback = undefined;
+    this.#groupError = false;
+  }
+
+  /** Logs the lines joined so far as one entry (a traceback's go on joining). */
+  #emitGroup(): void {
     if (this.#group === "") return;
-    const group = this.#group;
+    // A traceback's blank lines are kept (between a chain's), not at its end.
+    const group = this.#traceback === undefined
+      ? this.#group
+      : this.#group.trimEnd();
     const lines = this.#groupLines;
     this.#group = "";
     this.#groupLines = 0;
     if (!this.#admit(lines)) return;
-    this.#logger.warn("{id} stderr: {line}", { id: this.#id, line: group });
+    this.#logger[this.#groupError ? "error" : "warn"](
+      "{id} stderr: {line}",
+      { id: this.#id, line: group },
+    );
   }
 
   /**
@@ -361,7 +511,11 @@ export class StderrLog {
     ) {
       const idle = now - this.#textAt;
       if (idle < this.#flushMs) next = this.#textAt + this.#flushMs;
-      else if (idle < 1000 && this.#mayStartRecord(this.#partial)) {
+      else if (this.#traceback !== undefined && now < this.#groupDue()) {
+        // A traceback's line written in pieces (a starved process): its
+        // rest is still its own, until the traceback's time is up.
+        next = this.#groupDue();
+      } else if (idle < 1000 && this.#mayStartRecord(this.#partial)) {
         // Its end may be the start of a record read in two pieces: the
         // rest comes at once, unless the server is starved.
         next = this.#textAt + 1000;
@@ -370,14 +524,15 @@ export class StderrLog {
           ? -1
           : this.#partial.indexOf(this.#prefix);
         // Logged as it is; a record's start after it waits for its end.
-        this.#text(at > 0 ? this.#partial.slice(0, at) : this.#partial);
+        this.#textPiece(at > 0 ? this.#partial.slice(0, at) : this.#partial);
         this.#partial = at > 0 ? this.#partial.slice(at) : "";
         this.#flushGroup();
       }
     }
     if (this.#group !== "") {
-      if (now - this.#groupAt >= this.#flushMs) this.#flushGroup();
-      else next = Math.min(next, this.#groupAt + this.#flushMs);
+      const due = this.#groupDue();
+      if (now >= due) this.#flushGroup();
+      else next = Math.min(next, due);
     }
     if (this.#pendingDrops > 0) {
       if (now - this.#windowStart >= 1000) this.#reportDropped();

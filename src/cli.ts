@@ -702,10 +702,17 @@ function cliOverrides(
  * While the gateway starts, log records wait: a start that fails prints its
  * one `error:` line (which says why) without the warnings that led to it, and
  * a start that succeeds prints them then. At debug or trace nothing waits.
+ * With `--log-format json` or `journald`, a failed start's records at
+ * `error` and above go out before that line: a worker's traceback (one
+ * record with its id, `pyproxy.python-server.stderr`) is what a log
+ * collector has to say why, the line has its last line only.
  */
 interface StartLog {
-  /** Writes the waiting records (`true`) or drops them; later ones go out at once. */
-  release(write: boolean): void;
+  /**
+   * Writes the waiting records (`true`), those at `error` and above
+   * (`"errors"`), or drops them; later ones go out at once.
+   */
+  release(write: boolean | "errors"): void;
 }
 
 /** After this long starting, the held records go out, and later ones at once. */
@@ -777,7 +784,11 @@ async function setupLogging(config: ResolvedConfig): Promise<StartLog> {
     release(writeHeld) {
       const records = held ?? [];
       held = undefined;
-      if (writeHeld) { for (const r of records) write(r); }
+      if (writeHeld === "errors") {
+        for (const r of records) {
+          if (r.level === "error" || r.level === "fatal") write(r);
+        }
+      } else if (writeHeld) { for (const r of records) write(r); }
     },
   };
 }
@@ -988,7 +999,11 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
     }
     return 0;
   } catch (err) {
-    startLog?.release(false);
+    // A collector's records say why (a worker's traceback); a terminal's
+    // one line does.
+    startLog?.release(
+      logFormat === "json" || logFormat === "journald" ? "errors" : false,
+    );
     const signal = err instanceof StartError ? err.details.signal : undefined;
     if (signal === "SIGINT" || signal === "SIGTERM" || signal === "SIGHUP") {
       // Stopped on request while starting (SIGHUP: its terminal hung up):

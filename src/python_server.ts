@@ -26,6 +26,8 @@ import {
 import { setTimeoutOrNever } from "./_timer.ts";
 import { innerServerPid } from "./_inner_server_pid.ts";
 import { StderrLog } from "./_stderr_log.ts";
+import type { StderrRecord } from "./_server_record.ts";
+export type { StderrRecord } from "./_server_record.ts";
 import { connectHost } from "./_connect_host.ts";
 
 /**
@@ -252,15 +254,37 @@ export interface PythonServerOptions {
    */
   pythonPath?: string;
   /**
-   * Called with every piece of the server's stderr (already kept in
-   * {@linkcode PythonServer.stderrTail}), as read: the server's records
-   * start with a random mark of its process (left out of `stderrTail`).
+   * Called with all of the server's stderr (also kept in
+   * {@linkcode PythonServer.stderrTail}), a line at a time, with its `\n`,
+   * whatever the host's log lets through (not rate-limited): an unfinished
+   * line once 50 ms passed without more text (its rest comes later), a line
+   * longer than the host logs (4096 characters; 65,536 with `logDir: "-"`)
+   * in cuts, a record that long cut. A record of the server's own log
+   * (with `logDir: "-"`, or when its log file cannot be opened) comes
+   * without the mark that tells it from other text, whole (a traceback over
+   * lines, as it would read in a log file), with `record`: its level (as
+   * the host logs it), Python logger, thread and message. Before, the text
+   * came as read, the records starting with that mark (random per process,
+   * meaningless outside it) and their newlines escaped.
+   *
+   * @example Forward a worker's stderr, its records' levels kept
+   * ```ts ignore
+   * import { PythonServer } from "@pyproxy/pyproxy";
+   * await using server = await PythonServer.start({
+   *   logDir: "-",
+   *   onStderr(text, record) {
+   *     if (record === undefined) console.error(`[w1] ${text.trimEnd()}`);
+   *     else console.error(`[w1 ${record.level} ${record.logger}] ${record.message}`);
+   *   },
+   * });
+   * ```
    */
-  onStderr?: (text: string) => void;
+  onStderr?: (text: string, record?: StderrRecord) => void;
   /**
    * Where the launcher logs, and where each line of the server's stderr is
-   * logged (a line in the server's log format at its level, any other as a
-   * warning; at most 50 lines a second, the rest counted). Without it, the
+   * logged (a line in the server's log format at its level, a Python
+   * traceback as one `error` entry however slowly it is written, any other
+   * line as a warning; at most 50 lines a second, the rest counted). Without it, the
    * stderr lines go to the category `["pyproxy", "python-server", "stderr"]`.
    *
    * @default {getLogger(["pyproxy", "python-server"])}
@@ -575,22 +599,24 @@ export class PythonServer implements AsyncDisposable {
     // Each line into the host's log too (rate-limited): a thread's
     // traceback, a C library's message, or the server's whole log when it
     // cannot open its log file.
+    const onText = options.onStderr;
     const stderrLog = new StderrLog(
       options.logger ?? getLogger(["pyproxy", "python-server", "stderr"]),
       id,
       // Its whole log, on purpose: more lines than a traceback's burst, and
       // a record with its traceback on one line (escaped) kept whole.
       options.logDir === "-"
-        ? { maxLinesPerSecond: 1000, maxLineChars: 65_536, mark: logMark }
-        : { mark: logMark },
+        ? {
+          maxLinesPerSecond: 1000,
+          maxLineChars: 65_536,
+          mark: logMark,
+          ...(onText === undefined ? {} : { onText }),
+        }
+        : { mark: logMark, ...(onText === undefined ? {} : { onText }) },
     );
-    const onStderr = options.onStderr;
     const stderr = new StderrTail(
       child.stderr,
-      onStderr === undefined ? (text) => stderrLog.push(text) : (text) => {
-        stderrLog.push(text);
-        onStderr(text);
-      },
+      (text) => stderrLog.push(text),
       () => stderrLog.end(),
       logMark,
     );

@@ -634,6 +634,90 @@ Deno.test("main serve --log-format json writes one JSON object a line, a traceba
   );
 });
 
+/** Each line of `text` parsed as a JSON log record. */
+function jsonRecords(text: string): Array<{
+  level: string;
+  message: string;
+  logger: string;
+  properties: Record<string, unknown>;
+}> {
+  return text.split("\n").filter((l) => l.startsWith("{")).map((l) =>
+    JSON.parse(l)
+  );
+}
+
+Deno.test("main serve --log-format json: a model that cannot be imported is one error record with its traceback; a worker that fails before its log is set up too, before the fatal line", async () => {
+  await using models = await tempDir();
+  await Deno.writeTextFile(
+    `${models.path}/bad_import.py`,
+    "import no_such_module_logs28\nclass M:\n    def execute(self, msg):\n        return msg\n",
+  );
+  await Deno.writeTextFile(
+    `${models.path}/bad_syntax.py`,
+    "class M:\n    def execute(self, msg)\n        return msg\n",
+  );
+  await Deno.writeTextFile(
+    `${models.path}/good.py`,
+    "class M:\n    def execute(self, msg):\n        return msg\n",
+  );
+  await using serve = await startServe([
+    "--port=0",
+    "--workers=1",
+    `--models=${models.path}`,
+    "--log-format=json",
+  ]);
+  serve.child.kill("SIGTERM");
+  assert.equal((await serve.child.status).code, 0);
+  const records = jsonRecords(await serve.stderr);
+  for (
+    const [name, exception, last] of [
+      [
+        "bad_import",
+        "ModuleNotFoundError",
+        /ModuleNotFoundError: No module named 'no_such_module_logs28'\n$/,
+      ],
+      ["bad_syntax", "SyntaxError", /SyntaxError: expected ':'\n$/],
+    ] as const
+  ) {
+    const skipped = records.filter((r) =>
+      r.message.startsWith("Skipped model") && r.properties.name === name
+    );
+    assert.equal(skipped.length, 1, JSON.stringify(records));
+    assert.equal(skipped[0]!.level, "ERROR");
+    assert.equal(skipped[0]!.properties.exception, exception);
+    assert.equal(skipped[0]!.properties.workers, "w1");
+    assert.match(String(skipped[0]!.properties.traceback), last);
+  }
+
+  // A module of the worker's own start shadowed (a project's argparse.py on
+  // PYTHONPATH): it fails before its log is set up.
+  await using shadow = await tempDir();
+  await Deno.writeTextFile(
+    `${shadow.path}/argparse.py`,
+    "raise RuntimeError('shadowed argparse')\n",
+  );
+  const failed = await cli([
+    "serve",
+    "--port=0",
+    "--workers=1",
+    `--models=${models.path}`,
+    "--log-format=json",
+  ], { PYTHONPATH: shadow.path });
+  assert.equal(failed.code, 1, failed.stderr);
+  const start = jsonRecords(failed.stderr);
+  assert.deepEqual(
+    start.map((r) => `${r.level} ${r.logger}`),
+    ["ERROR pyproxy.python-server.stderr", "FATAL pyproxy.cli"],
+    failed.stderr,
+  );
+  assert.equal(start[0]!.properties.id, "w1");
+  assert.match(
+    String(start[0]!.properties.line),
+    /^Traceback \(most recent call last\):\n[^]*argparse\.py", line 1, in <module>\n[^]*RuntimeError: shadowed argparse$/,
+  );
+  assert.match(start[1]!.message, /RuntimeError: shadowed argparse$/);
+});
+
 Deno.test("main serve --log-format journald writes each line with its record's syslog priority, no time stamp", async () => {
   await using models = await tempDir();
   await Deno.writeTextFile(`${models.path}/noisy.py`, NOISY);

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { StderrLog } from "../src/_stderr_log.ts";
-import { PythonServer } from "../src/python_server.ts";
+import { PythonServer, type StderrRecord } from "../src/python_server.ts";
 import { type LogEntry, recordingLogger } from "./_harness.ts";
 
 const lines = (entries: LogEntry[]) =>
@@ -43,7 +43,7 @@ function waitingLogger() {
   };
 }
 
-Deno.test("StderrLog logs whole lines across pieces, the server's records at their level, other lines joined as one warning", () => {
+Deno.test("StderrLog logs whole lines across pieces, the server's records at their level, other lines joined as one warning (a traceback an error)", () => {
   const { logger, entries } = recordingLogger();
   const log = new StderrLog(logger, "w1", { mark: MARK, now: () => 0 });
   log.push("Traceback (most recent call last):\n  File");
@@ -61,7 +61,7 @@ Deno.test("StderrLog logs whole lines across pieces, the server's records at the
   assert.equal(entries.length, 5);
   log.end();
   assert.deepEqual(lines(entries), [
-    'warn Traceback (most recent call last):\n  File "m.py", line 1\nValueError: x',
+    'error Traceback (most recent call last):\n  File "m.py", line 1\nValueError: x',
     "info 2026-12-05 01:33:49,123 INFO [MainThread] pyproxy_server: started",
     "error 2026-12-05 01:33:49,124 ERROR [t] pyproxy_server: bad",
     "fatal 2026-12-05 01:33:49,125 CRITICAL [t] x: y",
@@ -415,12 +415,13 @@ Deno.test("Pool with logDir '-': no log files, each worker's log reaches the poo
     assert.equal(inCall.length, 1, JSON.stringify(inCall));
     assert.equal(inCall[0]![2]?.stream, "logging");
     assert.equal(inCall[0]![2]?.model, "chatty");
-    // One write (lines that come within 50 ms): one entry.
+    // One write (lines that come within 50 ms): one entry, an error for
+    // the traceback it ends with (the forged record stays text).
     const raw = entries.filter(([, , p]) =>
       String(p?.line ?? "").includes("ValueError: raw")
     );
     assert.deepEqual(lines(raw), [
-      "warn 2026-12-05 01:33:49,123 ERROR [MainThread] pyproxy_server: forged\\nline\n" +
+      "error 2026-12-05 01:33:49,123 ERROR [MainThread] pyproxy_server: forged\\nline\n" +
       'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: raw',
     ]);
     const uncaught = entries.filter(([, , p]) =>
@@ -469,5 +470,344 @@ Deno.test("StderrLog does not cut a long unfinished line through the start of a 
         `split ${split}`,
       );
     }
+  }
+});
+
+/** A chained traceback as Python prints it, a line a string. */
+const CHAINED = [
+  "Traceback (most recent call last):",
+  '  File "m.py", line 8, in chained',
+  "    fail()",
+  '  File "m.py", line 4, in fail',
+  '    raise ValueError("boom")',
+  "ValueError: boom",
+  "",
+  "The above exception was the direct cause of the following exception:",
+  "",
+  "Traceback (most recent call last):",
+  '  File "m.py", line 17, in execute',
+  "    chained()",
+  "    ~~~~~~~^^",
+  "RuntimeError: wrapped",
+  "a note added with add_note",
+];
+
+Deno.test("StderrLog logs a traceback written a line at a time, 100 ms apart, as one error entry, and the lines after it apart", () => {
+  const { logger, entries } = recordingLogger();
+  let now = 0;
+  const log = new StderrLog(logger, "w1", { mark: MARK, now: () => now });
+  log.push("Exception in thread bg:\n"); // Python's header, just before it
+  for (const line of CHAINED) {
+    log.push(line + "\n");
+    // Another thread's record meanwhile: logged, the traceback not cut.
+    if (line === "    fail()") {
+      log.push(rec("2026-12-05 01:33:49,123 INFO [t] x: meanwhile\n"));
+    }
+    now += 100;
+  }
+  now += 300; // longer than twice its longest pause: it has ended
+  log.push("a line of its own\n");
+  log.end();
+  assert.deepEqual(lines(entries), [
+    "info 2026-12-05 01:33:49,123 INFO [t] x: meanwhile",
+    `error Exception in thread bg:\n${CHAINED.join("\n")}`,
+    "warn a line of its own",
+  ]);
+  assert.deepEqual(entries[1]![2], {
+    id: "w1",
+    line: `Exception in thread bg:\n${CHAINED.join("\n")}`,
+  });
+  // Two tracebacks one after the other (no chain's line between): two.
+  const two = recordingLogger();
+  const other = new StderrLog(two.logger, "w1", { now: () => 0 });
+  other.push(
+    "Traceback (most recent call last):\n  File \"a\"\nKeyError: 'a'\n" +
+      "Traceback (most recent call last):\n  File \"b\"\nKeyError: 'b'\n",
+  );
+  other.end();
+  assert.deepEqual(lines(two.entries), [
+    `error Traceback (most recent call last):\n  File "a"\nKeyError: 'a'`,
+    `error Traceback (most recent call last):\n  File "b"\nKeyError: 'b'`,
+  ]);
+});
+
+Deno.test("StderrLog logs a faulthandler dump as one entry, an error for a crash's", () => {
+  const { logger, entries } = recordingLogger();
+  let now = 0;
+  const log = new StderrLog(logger, "w1", { now: () => now });
+  const crash = [
+    "Fatal Python error: Segmentation fault",
+    "",
+    "Current thread 0x00007f3c2a1b4740 (most recent call first):",
+    '  File "m.py", line 3 in execute',
+    "",
+    "Extension modules: numpy.core._multiarray_umath (total: 1)",
+  ];
+  for (const line of crash) {
+    log.push(line + "\n");
+    now += 80;
+  }
+  now += 500;
+  const stack = [
+    "Stack (most recent call first):",
+    '  File "m.py", line 9 in execute',
+  ];
+  log.push(stack.join("\n") + "\nafter it\n");
+  log.end();
+  assert.deepEqual(lines(entries), [
+    `error ${crash.join("\n")}`,
+    `warn ${stack.join("\n")}`,
+    "warn after it",
+  ]);
+});
+
+Deno.test("StderrLog bounds a traceback that never ends: in characters (its rest another entry) and in time", () => {
+  const { logger, entries } = recordingLogger();
+  let now = 0;
+  const log = new StderrLog(logger, "w1", {
+    now: () => now,
+    maxTracebackChars: 60,
+    maxTracebackMs: 1000,
+  });
+  log.push("Traceback (most recent call last):\n");
+  for (let i = 0; i < 6; i++) {
+    log.push(`  File "f${i}.py", line 1\n`); // 22 characters
+    now += 300;
+  }
+  log.push("ValueError: late\n"); // its time was up at 1000 ms
+  log.end();
+  assert.deepEqual(lines(entries), [
+    'error Traceback (most recent call last):\n  File "f0.py", line 1',
+    'error   File "f1.py", line 1\n  File "f2.py", line 1',
+    'error   File "f3.py", line 1',
+    // Then lines as any others (each 300 ms after the last).
+    'warn   File "f4.py", line 1',
+    'warn   File "f5.py", line 1',
+    "warn ValueError: late",
+  ]);
+});
+
+Deno.test("StderrLog logs a traceback whose end does not come once its time is up, and one that ended once no line came", async () => {
+  const { logger, entries, next } = waitingLogger();
+  const log = new StderrLog(logger, "w1", {
+    flushMs: 10,
+    maxTracebackMs: 200,
+  });
+  try {
+    let logged = next();
+    log.push('Traceback (most recent call last):\n  File "m.py"\n');
+    await logged;
+    assert.deepEqual(lines(entries), [
+      'error Traceback (most recent call last):\n  File "m.py"',
+    ]);
+    logged = next();
+    log.push(
+      'Traceback (most recent call last):\n  File "m.py"\nKeyError: 1\n',
+    );
+    await logged;
+    assert.equal(entries.length, 2);
+  } finally {
+    log.end();
+  }
+});
+
+Deno.test("PythonServer logs a traceback its worker writes a line at a time, 80 ms apart, and a faulthandler dump, as one entry each", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-tb-" });
+  const { logger, entries } = recordingLogger();
+  try {
+    await using server = await PythonServer.start({ path: dir, logger });
+    await using session = await server.connect();
+    await session.request("eval", {
+      code: [
+        "import faulthandler, os, time, traceback",
+        "def fail():",
+        "    raise ValueError('boom')",
+        "try:",
+        "    try:",
+        "        fail()",
+        "    except ValueError as e:",
+        "        raise RuntimeError('wrapped') from e",
+        "except RuntimeError:",
+        "    text = traceback.format_exc()",
+        "for line in text.splitlines(True):",
+        "    os.write(2, line.encode())",
+        "    time.sleep(0.08)",
+        "time.sleep(0.5)",
+        "faulthandler.dump_traceback(file=2, all_threads=False)",
+        "time.sleep(0.5)",
+        "os.write(2, b'after them\\n')",
+        "1",
+      ].join("\n"),
+    });
+    await session.close();
+    await server.stop();
+    const stderr = entries.filter(([, m]) => m === "{id} stderr: {line}");
+    const tracebacks = stderr.filter(([, , p]) =>
+      /ValueError|RuntimeError/.test(String(p?.line))
+    );
+    assert.equal(tracebacks.length, 1, lines(stderr).join("\n---\n"));
+    assert.equal(tracebacks[0]![0], "error");
+    assert.match(
+      String(tracebacks[0]![2]?.line),
+      /^Traceback \(most recent call last\):\n[^]*ValueError: boom\n\nThe above exception was the direct cause of the following exception:\n\nTraceback \(most recent call last\):\n[^]*RuntimeError: wrapped$/,
+    );
+    assert.equal(tracebacks[0]![2]?.id, server.id);
+    const dumps = stderr.filter(([, , p]) => /^Stack/.test(String(p?.line)));
+    assert.equal(dumps.length, 1, lines(stderr).join("\n---\n"));
+    assert.match(
+      String(dumps[0]![2]?.line),
+      /^Stack \(most recent call first\):\n {2}File /,
+    );
+    assert.ok(
+      stderr.some(([l, , p]) => l === "warn" && p?.line === "after them"),
+      lines(stderr).join("\n---\n"),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("StderrLog gives onText all the text a line at a time, records without the mark, unescaped, with their fields", () => {
+  const { logger } = recordingLogger();
+  const given: [string, unknown][] = [];
+  const log = new StderrLog(logger, "w1", {
+    mark: MARK,
+    maxLinesPerSecond: 1, // not for onText
+    maxLineChars: 100,
+    now: () => 0,
+    onText: (text, record) => given.push([text, record]),
+  });
+  log.push("plain 1\npla");
+  log.push(
+    "in 2\r\n" + rec("2026-12-05 01:33:49,123 ERROR [loader] m: bad\\n"),
+  );
+  log.push("Traceback (most recent call last):\\nKeyError: 1\n50%");
+  log.push(rec("2026-12-05 01:33:49,124 INFO [Main] pyproxy_server: x\n"));
+  log.push("y".repeat(250));
+  log.end();
+  assert.deepEqual(given, [
+    ["plain 1\n", undefined],
+    ["plain 2\r\n", undefined],
+    [
+      "2026-12-05 01:33:49,123 ERROR [loader] m: bad\nTraceback (most recent call last):\nKeyError: 1\n",
+      {
+        level: "error",
+        logger: "m",
+        thread: "loader",
+        message: "bad\nTraceback (most recent call last):\nKeyError: 1",
+      },
+    ],
+    ["50%", undefined],
+    [
+      "2026-12-05 01:33:49,124 INFO [Main] pyproxy_server: x\n",
+      { level: "info", logger: "pyproxy_server", thread: "Main", message: "x" },
+    ],
+    ["y".repeat(100), undefined],
+    ["y".repeat(100), undefined],
+    ["y".repeat(50), undefined],
+  ]);
+  // A callback that throws stops neither the log nor the other lines.
+  const { logger: other, entries } = recordingLogger();
+  const throwing = new StderrLog(other, "w1", {
+    now: () => 0,
+    onText: () => {
+      throw new Error("the caller's bug");
+    },
+  });
+  throwing.push("a\nb\n");
+  throwing.end();
+  assert.deepEqual(lines(entries), ["warn a\nb"]);
+});
+
+Deno.test("PythonServer's onStderr gets the server's records without their mark, whole, with their level and logger", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-on-stderr-" });
+  const given: [string, StderrRecord | undefined][] = [];
+  try {
+    await using server = await PythonServer.start({
+      path: dir,
+      logDir: "-",
+      logger: recordingLogger().logger,
+      onStderr: (text, record) => given.push([text, record]),
+    });
+    await using session = await server.connect();
+    await session.request("eval", {
+      code: [
+        "import logging, os, threading",
+        "def work():",
+        "    try:",
+        "        {}['k']",
+        "    except KeyError:",
+        "        logging.getLogger('loader').exception('failed')",
+        "t = threading.Thread(target=work, name='bg')",
+        "t.start(); t.join()",
+        "os.write(2, b'from C\\n')",
+        "1",
+      ].join("\n"),
+    });
+    await session.close();
+    await server.stop();
+    const failed = given.filter(([, r]) => r?.logger === "loader");
+    assert.equal(failed.length, 1, JSON.stringify(given));
+    const [text, record] = failed[0]!;
+    assert.match(
+      text,
+      /^\d{4}-\d\d-\d\d \S+ ERROR \[bg\] loader: failed\nTraceback \(most recent call last\):\n[^]*KeyError: 'k'\n$/,
+    );
+    assert.deepEqual({ ...record, message: undefined }, {
+      level: "error",
+      logger: "loader",
+      thread: "bg",
+      message: undefined,
+    });
+    assert.match(record!.message, /^failed\nTraceback [^]*KeyError: 'k'$/);
+    // Every record starts with its time: no mark before it.
+    for (const [text, r] of given) {
+      if (r !== undefined) assert.match(text, /^\d{4}-\d\d-\d\d /, text);
+    }
+    assert.ok(
+      given.some(([t, r]) => t === "from C\n" && r === undefined),
+      JSON.stringify(given),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("PythonServer with logDir '-': a traceback a model's own thread prints (traceback.print_exc) is one error entry of that thread, not a warning per line", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-print-exc-" });
+  const { logger, entries } = recordingLogger();
+  try {
+    await using server = await PythonServer.start({
+      path: dir,
+      logDir: "-",
+      logger,
+    });
+    await using session = await server.connect();
+    await session.request("eval", {
+      code: [
+        "import threading, traceback",
+        "def work():",
+        "    try:",
+        "        {}['k']",
+        "    except KeyError:",
+        "        traceback.print_exc()",
+        "t = threading.Thread(target=work, name='bg')",
+        "t.start(); t.join()",
+        "1",
+      ].join("\n"),
+    });
+    await session.close();
+    await server.stop();
+    const printed = entries.filter(([, m, p]) =>
+      m === "{id} stderr: {line}" && String(p?.line).includes("<stderr>")
+    );
+    assert.equal(printed.length, 1, lines(printed).join("\n---\n"));
+    assert.equal(printed[0]![0], "error");
+    assert.match(
+      String(printed[0]![2]?.line),
+      /^\S+ \S+ ERROR \[bg\] pyproxy_server\.output: <stderr>: Traceback \(most recent call last\):\n {2}File [^]*KeyError: 'k'$/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

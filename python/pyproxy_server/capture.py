@@ -33,6 +33,9 @@ import io
 import logging
 import sys
 import threading
+import time
+
+from . import traceback_lines
 
 __all__ = ["OutputRouter", "redirect", "current_sink", "install", "uninstall", "writers", "restore_writers", "in_forked_child"]
 
@@ -128,7 +131,9 @@ class OutputRouter(io.TextIOBase):
     """A text stream that forwards each write to the current sink.
 
     ``fd`` is 1 (stdout) or 2 (stderr). Without a sink, complete lines are
-    logged on ``logger`` (stdout at INFO, stderr at WARNING). ``fileno()``
+    logged on ``logger`` (stdout at INFO, stderr at WARNING), a traceback's
+    (``traceback.print_exc()`` on a model's own thread) as one record
+    (``_PendingTraceback``; on stderr at ERROR). ``fileno()``
     raises ``io.UnsupportedOperation`` (as ``io.StringIO`` does), so libraries
     that need a real file descriptor fall back gracefully instead of writing
     where nobody reads (``subprocess`` with ``stdout=sys.stdout`` raises it:
@@ -146,6 +151,14 @@ class OutputRouter(io.TextIOBase):
 
     # Longest unterminated text kept for the log before it is logged anyway.
     MAX_PENDING_LINE = 8192
+    # A traceback's record at most (its rest goes on in the next one) ...
+    MAX_TRACEBACK_CHARS = 65536
+    # ... held at most this long from its first line (one whose end never
+    # comes is logged as it is) ...
+    MAX_TRACEBACK_SECONDS = 5.0
+    # ... and this long without a line once its exception's line came (a
+    # chain's next traceback, the notes: print_exc writes them at once).
+    TRACEBACK_END_SECONDS = 0.05
 
     def __new__(cls, fd, logger=None):
         if cls is OutputRouter:
@@ -161,6 +174,9 @@ class OutputRouter(io.TextIOBase):
         self._lock = threading.Lock()
         self._pending = ""
         self._local = threading.local()
+        # Thread ident -> its traceback being printed (under _lock).
+        self._tracebacks = {}
+        self._watching = False
 
     @property
     def encoding(self):
@@ -253,7 +269,134 @@ class OutputRouter(io.TextIOBase):
                 lines.append(self._pending)
                 self._pending = ""
         for line in lines:
+            self._log_line(line)
+
+    def _log_line(self, line):
+        """One line: logged, or held as a traceback's (this thread's)."""
+        if not self._tracebacks and traceback_lines.start(line) is None:
+            # The usual line: no lock (none is held; an emptiness read races
+            # only with the watch's removals, which send here the long way).
             self._logger.log(self._level, "%s: %s", self.name, line)
+            return
+        ident = threading.get_ident()
+        done = None
+        with self._lock:
+            tb = self._tracebacks.get(ident)
+            if tb is not None:
+                state = traceback_lines.continues(tb.state, line)
+                if state is not None and not tb.due(time.monotonic(), self):
+                    if tb.size + 1 + len(line) > self.MAX_TRACEBACK_CHARS:
+                        done = tb.take()
+                    tb.add(line, state)
+                    line = None
+                else:
+                    del self._tracebacks[ident]
+                    done = tb.take()
+            if line is not None:
+                state = traceback_lines.start(line)
+                if state is not None:
+                    self._tracebacks[ident] = _PendingTraceback(line, state, threading.current_thread().name)
+                    line = None
+                    watch = not self._watching
+                    self._watching = True
+                else:
+                    watch = False
+            else:
+                watch = False
+        if done:
+            self._log_traceback(*done)
+        if watch:
+            self._start_watch()
+        if line is not None:
+            self._logger.log(self._level, "%s: %s", self.name, line)
+
+    def _start_watch(self):
+        try:
+            threading.Thread(target=self._watch, name="pyproxy-tracebacks", daemon=True).start()
+        except RuntimeError:  # no thread now (the interpreter exits): what is held goes out
+            with self._lock:
+                self._watching = False
+            self._flush_tracebacks(everything=True)
+
+    def _watch(self):
+        # Logs each held traceback once it is due; ends when none is held.
+        while True:
+            time.sleep(self.TRACEBACK_END_SECONDS)
+            if not self._flush_tracebacks():
+                return
+
+    def _flush_tracebacks(self, everything=False):
+        """Logs the held tracebacks that are due (all with ``everything``);
+        returns whether some are still held (False: the watch has ended)."""
+        now = time.monotonic()
+        with self._lock:
+            due = [(ident, tb) for ident, tb in self._tracebacks.items() if everything or tb.due(now, self)]
+            for ident, _ in due:
+                del self._tracebacks[ident]
+            held = bool(self._tracebacks)
+            if not held:
+                self._watching = False
+        for _, tb in due:
+            self._log_traceback(*tb.take())
+        return held
+
+    def _log_traceback(self, lines, thread_name, created):
+        """A traceback's lines as one record, of the thread that printed it
+        and of the time it began to (``time.time()``)."""
+        while lines and not lines[-1].strip():
+            lines.pop()
+        if not lines:
+            return
+        level = logging.ERROR if self.fd == 2 else self._level
+        logger = self._logger
+        if not logger.isEnabledFor(level):
+            return
+        record = logger.makeRecord(logger.name, level, "", 0, "%s: %s", (self.name, "\n".join(lines)), None)
+        record.threadName = thread_name
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        busy = getattr(self._local, "busy", False)
+        self._local.busy = True  # a handler writing to sys.stderr: see _to_log
+        try:
+            logger.handle(record)
+        finally:
+            self._local.busy = busy
+
+
+class _PendingTraceback:
+    """The lines of a traceback one thread is printing, held by its
+    ``OutputRouter`` until its end (see ``traceback_lines``)."""
+
+    __slots__ = ("lines", "state", "size", "started", "last", "thread_name", "created")
+
+    def __init__(self, line, state, thread_name):
+        self.lines = [line]
+        self.state = state
+        self.size = len(line)
+        self.started = self.last = time.monotonic()
+        self.thread_name = thread_name
+        # The record's time: when it was printed, not when it is logged.
+        self.created = time.time()
+
+    def add(self, line, state):
+        self.lines.append(line)
+        self.size += 1 + len(line)
+        self.state = state
+        self.last = time.monotonic()
+
+    def take(self):
+        """``(lines, thread name, time)`` held so far; it holds none after."""
+        lines, self.lines, self.size = self.lines, [], 0
+        return lines, self.thread_name, self.created
+
+    def due(self, now, router):
+        """Whether it is logged now, without more lines: its time is up, or
+        it ended (or it has no end line) and no line came for a moment."""
+        if now - self.started >= router.MAX_TRACEBACK_SECONDS:
+            return True
+        if traceback_lines.waits_for_end(self.state):
+            return False
+        return now - self.last >= router.TRACEBACK_END_SECONDS
 
 
 class _BinaryWriter(io.BufferedIOBase):

@@ -2,6 +2,8 @@ import io
 import logging
 import sys
 import threading
+import time
+import traceback
 import unittest
 
 from pyproxy_server import capture
@@ -66,6 +68,72 @@ class OutputRouterTest(unittest.TestCase):
             [(r.levelno, r.getMessage()) for r in self.handler.records],
             [(logging.INFO, "<stdout>: partial"), (logging.WARNING, "<stderr>: warn")],
         )
+
+    def _records_when(self, count, timeout=5.0):
+        """The records once there are ``count`` (the watch logs a held
+        traceback on its own thread), or when ``timeout`` s passed."""
+        deadline = time.monotonic() + timeout
+        while len(self.handler.records) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return [(r.levelno, r.threadName, r.getMessage()) for r in self.handler.records]
+
+    def test_a_traceback_a_thread_prints_is_one_error_record(self):
+        def fail():
+            raise ValueError("boom")
+
+        def work():
+            try:
+                try:
+                    fail()
+                except ValueError as e:
+                    raise RuntimeError("wrapped") from e
+            except RuntimeError:
+                traceback.print_exc(file=self.err)
+            self.err.write("printed after it\n")
+            try:
+                fail()
+            except ValueError:
+                traceback.print_exc(file=self.err)  # nothing after it: the watch logs it
+
+        t = threading.Thread(target=work, name="bg")
+        before = time.time()
+        t.start()
+        t.join()
+        after = time.time()
+        records = self._records_when(3)
+        # Of the time it was printed, not the watch's.
+        self.assertTrue(before <= self.handler.records[2].created <= after)
+        self.assertEqual([r[:2] for r in records], [(logging.ERROR, "bg"), (logging.WARNING, "bg"), (logging.ERROR, "bg")])
+        self.assertRegex(
+            records[0][2],
+            r"\A<stderr>: Traceback \(most recent call last\):\n(  .*\n)+ValueError: boom\n\n"
+            r"The above exception was the direct cause of the following exception:\n\n"
+            r"Traceback \(most recent call last\):\n(  .*\n)+RuntimeError: wrapped\Z")
+        self.assertEqual(records[1][2], "<stderr>: printed after it")
+        self.assertRegex(records[2][2], r"\A<stderr>: Traceback [^\0]*ValueError: boom\Z")
+        # On stdout, at stdout's level.
+        self.handler.records.clear()
+        self.out.write("Traceback (most recent call last):\n  File \"m.py\"\nKeyError: 1\nnext\n")
+        self.assertEqual(self._records_when(2), [
+            (logging.INFO, "MainThread", '<stdout>: Traceback (most recent call last):\n  File "m.py"\nKeyError: 1'),
+            (logging.INFO, "MainThread", "<stdout>: next"),
+        ])
+
+    def test_a_traceback_that_never_ends_is_bounded_in_characters_and_time(self):
+        self.err.MAX_TRACEBACK_CHARS = 60
+        self.err.MAX_TRACEBACK_SECONDS = 0.2
+        self.err.write("Traceback (most recent call last):\n")
+        for i in range(4):
+            self.err.write('  File "f%d.py", line 1\n' % i)  # 22 characters
+        # Up to 60 characters a record, at once.
+        self.assertEqual([r.getMessage() for r in self.handler.records], [
+            '<stderr>: Traceback (most recent call last):\n  File "f0.py", line 1',
+            '<stderr>:   File "f1.py", line 1\n  File "f2.py", line 1',
+        ])
+        # No exception's line: its rest is logged once its time is up.
+        self.assertEqual(self._records_when(3)[2], (logging.ERROR, "MainThread", '<stderr>:   File "f3.py", line 1'))
+        self.err.write("KeyError: late\n")
+        self.assertEqual(self._records_when(4)[3], (logging.WARNING, "MainThread", "<stderr>: KeyError: late"))
 
     def test_failing_sink_falls_back_to_log(self):
         def bad(fd, text):

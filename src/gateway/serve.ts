@@ -778,10 +778,26 @@ export async function serve(
           );
         }
         skippedModels.push({ name: m.name, error: message });
-        logger.warn("Skipped model {name}: {message}", {
-          name: m.name,
-          message,
-        });
+        // Its import or constructor raised: an error, with the traceback
+        // and the workers (a log collector had the message's last line).
+        const details = (err as { details?: Record<string, unknown> })
+          .details;
+        if (typeof details?.traceback === "string") {
+          logger.error("Skipped model {name}: {message}", {
+            name: m.name,
+            message,
+            exception: details.exception,
+            traceback: details.traceback,
+            workers: Array.isArray(details.workers)
+              ? details.workers.join(", ")
+              : undefined,
+          });
+        } else {
+          logger.warn("Skipped model {name}: {message}", {
+            name: m.name,
+            message,
+          });
+        }
       } finally {
         clearTimeout(slow);
       }

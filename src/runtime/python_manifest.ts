@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 12977,
+      size: 18886,
       sha256:
-        "581b5009695f4d6d18687d57e5a6b39d651d043846afef84fd98e08d71271aca",
+        "f5449bb17836f079c11a5a8bdd465ec48f85355753f1d8ec73e341082d4c39ee",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -265,6 +265,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 10480,
       sha256:
         "50d997e7b044cfafc8e8f6dbf0b9214adcfcbc2c98934a1b784a67cdf5b5618e",
+    },
+    {
+      path: "pyproxy_server/traceback_lines.py",
+      size: 2938,
+      sha256:
+        "a50875cd52115fdf8755a06853d5b5f43bc9b77d02010f337c1e748b01d5cd67",
     },
     {
       path: "pyproxy_server/uncaught_exceptions.py",
