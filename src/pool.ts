@@ -3064,7 +3064,10 @@ export class Pool implements AsyncDisposable {
       : Math.max(1, call.deadline - Date.now());
     // The common call has no timeout, signal or listener: no options object then.
     let options: RequestOptions | undefined;
-    let abandon: (() => void) | undefined;
+    // Given up on (its promise rejected before the server was done with
+    // it): still holding its slot, but no longer waited for by a stop.
+    let over = false;
+    let abandoned = false;
     if (
       remaining !== undefined || signal !== undefined ||
       onEvent !== undefined || onSlot !== undefined ||
@@ -3084,15 +3087,6 @@ export class Pool implements AsyncDisposable {
         this.#opts.maxParkedPerWorker,
       );
       if (lease === undefined) worker.acquire();
-      // Given up on (its promise rejected before the server was done with
-      // it): still holding its slot, but no longer waited for by a stop.
-      let over = false;
-      let abandoned = false;
-      abandon = () => {
-        if (over || abandoned) return;
-        abandoned = true;
-        worker.abandon();
-      };
       const done = lease === undefined
         ? () => {
           over = true;
@@ -3149,7 +3143,10 @@ export class Pool implements AsyncDisposable {
       },
       (error) => {
         if (releaseOnSettle) this.#released(worker);
-        else abandon!();
+        else if (!over) {
+          abandoned = true;
+          worker.abandon();
+        }
         this.#onCallError(call, worker, gen, error, remaining);
         if (this.#router.queued > 0) this.#router.pump(false);
       },
