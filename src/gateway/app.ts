@@ -167,6 +167,19 @@ export interface GatewayOptions {
    */
   streamFirstItemTimeout?: number;
   /**
+   * Milliseconds an eval's event stream (`POST /v1/eval`,
+   * `GET /v1/eval/{id}/events`) may keep an event its client does not take
+   * (its socket full: a client that stopped reading): then the stream ends
+   * with an `error` event `StreamIdleError` (408) after the events not taken
+   * yet, and lets go of the eval's output, whose code runs on instead of
+   * waiting for the client (resumable). Checked on the keep-alive's timer,
+   * so up to `streamKeepAlive` late. A number > 0 (`Infinity`: none):
+   * `RangeError` otherwise. Model streams have the pool's
+   * `streamIdleTimeout`; `serve` sets both from `limits.streamIdleTimeout`.
+   * @default {60000}
+   */
+  evalStreamIdleTimeout?: number;
+  /**
    * Time a `PUT /v1/models/{name}` may take to load the model, and a
    * `DELETE` to remove it, in ms (504 after). @default {120000}
    */
@@ -397,7 +410,8 @@ export function createGateway(
   // Checked here, not per stream: a bad bound answered every stream with a
   // 400 blaming the client's request, and a keep-alive of 0 sent a comment
   // at every turn of the event loop (chaos47: ~470 a second per stream).
-  const { streamKeepAlive, streamFirstItemTimeout } = options;
+  const { streamKeepAlive, streamFirstItemTimeout, evalStreamIdleTimeout } =
+    options;
   if (
     streamKeepAlive !== undefined &&
     !(Number.isInteger(streamKeepAlive) && streamKeepAlive >= 100 &&
@@ -415,6 +429,14 @@ export function createGateway(
   ) {
     throw new RangeError(
       `Cannot create gateway: streamFirstItemTimeout ${streamFirstItemTimeout} is not a number > 0 (ms) or Infinity`,
+    );
+  }
+  if (
+    evalStreamIdleTimeout !== undefined &&
+    !(typeof evalStreamIdleTimeout === "number" && evalStreamIdleTimeout > 0)
+  ) {
+    throw new RangeError(
+      `Cannot create gateway: evalStreamIdleTimeout ${evalStreamIdleTimeout} is not a number > 0 (ms) or Infinity`,
     );
   }
   // An empty token would be presented by `/?token=`, an empty or undecodable
@@ -494,6 +516,7 @@ export function createGateway(
     requestTimeout,
     streamKeepAlive: options.streamKeepAlive ?? 15_000,
     streamFirstItemTimeout: options.streamFirstItemTimeout,
+    evalStreamIdleTimeout: evalStreamIdleTimeout ?? 60_000,
     loadTimeout: options.loadTimeout ?? 120_000,
     allowManage: options.allowManage ?? false,
     allowEval: options.allowEval ?? false,
