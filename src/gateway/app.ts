@@ -55,7 +55,7 @@ import { ResponseCompression } from "./_response_compression.ts";
 import { ModelChanges } from "./_model_changes.ts";
 import type { RouteContext } from "./route_context.ts";
 import { closeAfter } from "./_close_after.ts";
-import { discardUnreadBody } from "./_unread_body.ts";
+import { discardUnreadBody, dropUnauthenticatedBody } from "./_unread_body.ts";
 import {
   bearerAuth,
   bearerToken,
@@ -607,10 +607,13 @@ export function createGateway(
     let held = false;
     try {
       await route(c, next, t0);
-      // A refusal made before the body was read (auth, Host, 404, 405, 413
-      // from Content-Length, 415, drain): the body first, up to a bound, so
-      // that HTTP/2 clients such as curl read the answer (_unread_body.ts).
-      if (c.res.status >= 400) await discardUnreadBody(c.req.raw);
+      // A refusal made before the body was read (Host, 404, 405, 413 from
+      // Content-Length, 415, drain): the body first, up to a bound, so that
+      // HTTP/2 clients such as curl read the answer (_unread_body.ts). A
+      // client without a valid token gets its 401 at once, its body not
+      // waited for.
+      if (c.res.status === 401) dropUnauthenticatedBody(c.req.raw, c.res);
+      else if (c.res.status >= 400) await discardUnreadBody(c.req.raw);
       const completed = (c.env as ServeRequestInfo | undefined)?.completed;
       // A WebSocket's 101: its connection lives on, ended by the drain.
       if (completed !== undefined && c.res.status !== 101) {
