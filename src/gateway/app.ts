@@ -152,7 +152,8 @@ export interface GatewayOptions {
    * Milliseconds without an event after which a model stream
    * (`POST /v1/models/{name}/stream`) sends a `: keep-alive` comment, so
    * that proxies keep it open: between its items, and before its first
-   * one when the request asks for its headers at once (`?early=1`). An
+   * one when the request asks for its headers at once (`?early=1`); an
+   * eval's event stream too (whose idle bound it also paces). An
    * integer from 100 to 2^31 - 1 (`limits.streamKeepAlive`'s range):
    * `RangeError` otherwise.
    * @default {15000}

@@ -62,7 +62,8 @@ export interface RouteContext {
   requestTimeout: number;
   /**
    * Silence (ms) after which a model stream sends a `: keep-alive` comment:
-   * between its items, and before its first with `?early=1`.
+   * between its items, and before its first with `?early=1`; an eval's
+   * event stream too.
    */
   streamKeepAlive: number;
   /**
