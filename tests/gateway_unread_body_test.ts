@@ -108,32 +108,47 @@ function stalledBody(first: string) {
   return { body, state };
 }
 
-Deno.test("createGateway answers a request without a valid token at once, its slow body not waited for, then let go of within its bound", async () => {
-  // Before: its 401 waited for the body as other refusals' do, up to a
-  // second (discardUnreadBody's bound), the body held meanwhile: the answer
-  // came only once the body was cancelled.
+Deno.test("createGateway answers a request it does not let in (no valid token, a Host or Origin not allowed) at once, its slow body not waited for, then let go of within its bound", async () => {
+  // Before: its 401 or 403 waited for the body as other refusals' do, up to
+  // a second (discardUnreadBody's bound), the body held meanwhile: the
+  // answer came only once the body was cancelled.
   const app = createGateway({
     execute: () => Promise.reject(new Error("not called")),
     status: () => ({ workers: [], models: [] }),
     close: () => Promise.resolve(),
   } as unknown as GatewayPool, { token: TOKEN, port: () => 8000 });
-  for (const path of ["/v1/models/echo/execute", "/v1/eval", "/v1/status"]) {
+  const wrong = "Bearer wrong-token-0123456789";
+  const cases: Array<[string, string, Record<string, string>, number]> = [
+    [
+      "127.0.0.1:8000",
+      "/v1/models/echo/execute",
+      { authorization: wrong },
+      401,
+    ],
+    ["127.0.0.1:8000", "/v1/eval", { authorization: wrong }, 401],
+    ["127.0.0.1:8000", "/v1/status", { authorization: wrong }, 401],
+    ["evil.example:8000", "/v1/models/echo/execute", {
+      authorization: `Bearer ${TOKEN}`,
+    }, 403],
+    ["127.0.0.1:8000", "/v1/models/echo/execute", {
+      authorization: wrong,
+      origin: "http://evil.example",
+    }, 403],
+  ];
+  for (const [host, path, headers, status] of cases) {
+    const what = `${host}${path} ${JSON.stringify(headers)}`;
     const { body, state } = stalledBody('{"a": 1');
     const res = await app.fetch(
-      new Request(`http://127.0.0.1:8000${path}`, {
+      new Request(`http://${host}${path}`, {
         method: "POST",
         body,
-        headers: {
-          host: "127.0.0.1:8000",
-          authorization: "Bearer wrong-token-0123456789",
-          "content-type": "application/json",
-        },
+        headers: { host, "content-type": "application/json", ...headers },
       }),
     );
-    assert.equal(res.status, 401, path);
+    assert.equal(res.status, status, what);
     // Answered while its body was still coming.
-    assert.equal(state.isCancelled, false, path);
-    assert.equal(res.headers.get("connection"), "close", path);
+    assert.equal(state.isCancelled, false, what);
+    assert.equal(res.headers.get("connection"), "close", what);
     await res.body?.cancel();
     // And not held: dropped within UNAUTHENTICATED_BODY_MS.
     await state.cancelled.promise;

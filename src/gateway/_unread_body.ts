@@ -85,23 +85,25 @@ export async function discardUnreadBody(
 }
 
 /**
- * How long, at most, the body of a request refused for want of a valid
- * token (401) is read after its answer: what its client sent with its
- * headers (curl over HTTP/2 sends a small body at once), never a slow body.
+ * How long, at most, the body of a request refused before it was let in (no
+ * valid token, a Host or Origin not allowed) is read after its answer: what
+ * its client sent with its headers (curl over HTTP/2 sends a small body at
+ * once), never a slow body.
  */
 export const UNAUTHENTICATED_BODY_MS = 100;
 
 /**
- * The unread body of a request refused for want of a valid token (`res`,
- * its 401, made before the body was read): the answer goes at once, never
+ * The unread body of a request refused before it was let in (`res`: its 401
+ * for want of a valid token, or the 403 of a Host or Origin not allowed,
+ * made before the body was read): the answer goes at once, never
  * after the body, which is read and dropped behind it for at most
  * {@linkcode UNAUTHENTICATED_BODY_MS} (and 64 KiB); and `res` says
  * `Connection: close`, as an HTTP/1.1 server that leaves a body unread
  * must (Bun then closes the connection; Deno keeps it until the client
- * does, its reader of a body not cancellable). Before, the 401 waited for
- * the body as other refusals do, up to a second: a client without a valid
- * token made the gateway hold its slow body that long, and got its answer
- * late (streams28). Nothing for a request without a body.
+ * does, its reader of a body not cancellable). Before, these waited for
+ * the body as other refusals do, up to a second: a client not let in made
+ * the gateway hold its slow body that long, and got its answer late
+ * (streams28). Nothing for a request without a body.
  *
  * @example
  * ```ts

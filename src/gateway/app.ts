@@ -595,6 +595,9 @@ export function createGateway(
   // its slower TrieRouter when a route's pattern is beyond it, e.g. a `:` in
   // a segment): such a route fails every request, and the tests, at once.
   const app = new Hono({ router: new RegExpRouter() });
+  // The requests refused before they were let in (a Host or Origin not
+  // allowed, no valid token): their bodies are not waited for.
+  const notLetIn = new WeakSet<Request>();
 
   app.use(async (c, next) => {
     const t0 = performance.now();
@@ -608,12 +611,12 @@ export function createGateway(
     let held = false;
     try {
       await route(c, next, t0);
-      // A refusal made before the body was read (Host, 404, 405, 413 from
+      // A refusal made before the body was read (404, 405, 413 from
       // Content-Length, 415, drain): the body first, up to a bound, so that
       // HTTP/2 clients such as curl read the answer (_unread_body.ts). A
-      // client without a valid token gets its 401 at once, its body not
-      // waited for.
-      if (c.res.status === 401) dropUnauthenticatedBody(c.req.raw, c.res);
+      // client not let in (no valid token, a Host or Origin not allowed)
+      // gets its answer at once, its body not waited for.
+      if (notLetIn.has(c.req.raw)) dropUnauthenticatedBody(c.req.raw, c.res);
       else if (c.res.status >= 400) await discardUnreadBody(c.req.raw);
       const completed = (c.env as ServeRequestInfo | undefined)?.completed;
       // A WebSocket's 101: its connection lives on, ended by the drain.
@@ -714,6 +717,7 @@ export function createGateway(
     port: options.port ?? (() => 8000),
     allowedHosts: options.allowedHosts ?? [],
     ipHosts: options.allowIpHosts ?? false,
+    onRefused: (c: Context) => void notLetIn.add(c.req.raw),
   };
   app.use(hostGuard(hostOptions));
   // Said in the log now and then: a page or client refused here got only
@@ -721,11 +725,13 @@ export function createGateway(
   const originRefusals = new RefusalLog(logger);
   const originOptions = {
     origins: options.cors?.origins ?? [],
-    onRefused: (c: Context, origin: string | undefined) =>
+    onRefused: (c: Context, origin: string | undefined) => {
+      notLetIn.add(c.req.raw);
       originRefusals.refused(
         "Refused a cross-origin request (403 ForbiddenOrigin) from {origin} to {path}: list the origin in cors.origins to allow it",
         { origin: origin?.slice(0, 200) ?? null, path: loggedPath(c.req.path) },
-      ),
+      );
+    },
   };
   app.use(originGuard(originOptions));
   const cors = corsMiddleware(
@@ -779,11 +785,13 @@ export function createGateway(
         }),
         webSocketPath: isChannelPath,
         onAuthenticated: (c, id) => ctx.callers!.set(c.req.raw, id),
-        onRefused: (c) =>
+        onRefused: (c) => {
+          notLetIn.add(c.req.raw);
           tokenRefusals.refused(
             "Refused a request without a valid token (401) to {path}",
             { path: loggedPath(c.req.path) },
-          ),
+          );
+        },
         onBadOffer: (c, problem) =>
           offerRefusals.refused(
             "Refused a WebSocket upgrade (400) to {path}: {problem}",
