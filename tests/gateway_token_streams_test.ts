@@ -6,13 +6,14 @@
  * call counted as a 401; another token's streams go on.
  */
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import { loadConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
 import { TOKEN_RETIRED } from "../src/gateway/_token_holders.ts";
 import { tempDir, waitFor } from "./_harness.ts";
 import { SseReader, withLogs } from "./_gateway_harness.ts";
 import { countAbortListeners } from "./_abort_listeners.ts";
-import { rawGrpcGateway } from "./_grpc_raw_gateway.ts";
+import { rawGrpcGateway, tritonProto } from "./_grpc_raw_gateway.ts";
 import {
   exists,
   GRPC_TICKER,
@@ -421,4 +422,103 @@ Deno.test("A token retired while its eval stream's client takes no event: the st
       conn.close();
     }
   });
+});
+
+/** Yields 64 kB tensors every 5 ms without end; notes its end in msg["marker"]. */
+const GRPC_BIG_TICKER = `import time
+
+
+class Ticker:
+    def execute(self, msg):
+        marker = msg.get("marker", "")
+        try:
+            while True:
+                time.sleep(0.005)
+                yield {"tick": [0.5] * 8192}
+        finally:
+            if marker:
+                with open(marker, "w") as f:
+                    f.write("closed")
+`;
+
+Deno.test("A token retired while its gRPC ModelStreamInfer's client reads nothing: the model's call cancelled, counted as 401 and not left in flight, its worker freed", async () => {
+  // The gRPC twin of the model stream's test above (streams28): the
+  // retirement reaches the model's stream through the REST route's hold,
+  // whatever the transport's loop waits for (here, room to write its first
+  // answer). The HTTP/2 stream itself stays open until the client reads or
+  // leaves (its DATA, then its trailers, wait for flow control), as an SSE
+  // stream's connection does; a drain waits for it up to the grace.
+  await using dir = await tempDir("pyproxy-token-streams-test-");
+  const marker = `${dir.path}/closed`;
+  await using gw = await rawGrpcGateway(GRPC_TOKEN, {
+    "ticker.py": GRPC_BIG_TICKER,
+  }, { token: [GRPC_TOKEN, T2], limits: { streamIdleTimeout: 600_000 } });
+  const headers = { authorization: `Bearer ${T2}` };
+  const metrics = async () =>
+    await (await gw.fetch("/metrics", { headers })).text();
+  const status = async () =>
+    await (await gw.fetch("/v1/status", { headers })).json();
+  // A client whose HTTP/2 windows are 0: no answer's byte reaches it.
+  const session = http2.connect(`http://${gw.grpcTarget}`, {
+    settings: { initialWindowSize: 0 },
+  });
+  session.on("error", () => {});
+  try {
+    const req = session.request({
+      ":method": "POST",
+      ":path": "/inference.GRPCInferenceService/ModelStreamInfer",
+      "content-type": "application/grpc",
+      te: "trailers",
+      authorization: `Bearer ${GRPC_TOKEN}`,
+    });
+    req.on("error", () => {});
+    const closed = new Promise<void>((resolve) => req.once("close", resolve));
+    const message = tritonProto().lookupType("inference.ModelInferRequest");
+    const bytes = message.encode(message.create({
+      model_name: "ticker",
+      id: "t",
+      inputs: [{
+        name: "marker",
+        datatype: "BYTES",
+        shape: [],
+        contents: { bytes_contents: [new TextEncoder().encode(marker)] },
+      }],
+    })).finish();
+    const frame = new Uint8Array(5 + bytes.byteLength);
+    new DataView(frame.buffer).setUint32(1, bytes.byteLength);
+    frame.set(bytes, 5);
+    req.write(frame);
+    // The model yields until its items wait for the client a window ahead:
+    // its stream parked.
+    await waitFor(async () => (await status()).workers[0].parked === 1, {
+      message: "the model's stream to be parked",
+    });
+    await gw.reload({
+      grpc: { port: 0 },
+      token: T2,
+      limits: { streamIdleTimeout: 600_000 },
+    });
+    await waitFor(() => exists(marker), {
+      message: "the model's generator to be closed",
+    });
+    await waitFor(async () => {
+      const w = (await status()).workers[0];
+      return w.inFlight === 0 && w.parked === 0;
+    }, { message: "the worker to be free" });
+    await waitFor(
+      async () =>
+        /^pyproxy_requests_total\{model="ticker",status="401"\} 1$/m.test(
+          await metrics(),
+        ),
+      { message: "the call to be counted as 401" },
+    );
+    assert.match(
+      await metrics(),
+      /^pyproxy_in_flight_requests\{model="ticker"\} 0$/m,
+    );
+    req.close();
+    await closed;
+  } finally {
+    session.destroy();
+  }
 });

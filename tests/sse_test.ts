@@ -47,3 +47,65 @@ Deno.test("sseResponse sends a keep-alive comment while its source is silent", a
   }
   assert.match(text, /event: item\ndata: 2\n\n$/);
 });
+
+Deno.test("sseResponse ends a stream whose client takes no event for idleTimeout: the events not taken, the idle event, the source returned", async () => {
+  let returned = false;
+  async function* events() {
+    try {
+      for (let i = 0;; i++) yield { event: "item", id: i, data: i };
+    } finally {
+      returned = true;
+    }
+  }
+  let idle = 0;
+  const expired = Promise.withResolvers<void>();
+  const res = sseResponse(events(), {
+    keepAliveMs: 20,
+    idleTimeout: 50,
+    onIdle: () => {
+      idle++;
+      expired.resolve();
+      return { event: "error", data: { type: "idle" } };
+    },
+  });
+  // Nobody reads the body: its first event waits for the client.
+  await expired.promise;
+  await Promise.resolve();
+  assert.equal(returned, true);
+  assert.equal(
+    await res.text(),
+    'event: item\nid: 0\ndata: 0\n\nevent: error\ndata: {"type":"idle"}\n\n',
+  );
+  assert.equal(idle, 1);
+});
+
+Deno.test("sseResponse ends an idle stream without an event when onIdle gives none, and never one whose client takes its events", async () => {
+  async function* one() {
+    yield { event: "result", data: 1 };
+  }
+  const expired = Promise.withResolvers<void>();
+  const quiet = sseResponse(one(), {
+    keepAliveMs: 20,
+    idleTimeout: 50,
+    onIdle: () => void expired.resolve(),
+  });
+  await expired.promise;
+  assert.equal(await quiet.text(), "event: result\ndata: 1\n\n");
+  // A client that takes each event as it comes, slower than idleTimeout
+  // between two: a pull waits for the source meanwhile.
+  async function* slow() {
+    for (let i = 0; i < 3; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 80));
+      yield { data: i };
+    }
+  }
+  let idle = 0;
+  const res = sseResponse(slow(), {
+    keepAliveMs: 20,
+    idleTimeout: 50,
+    onIdle: () => (idle++, undefined),
+  });
+  const text = (await res.text()).replaceAll(": keep-alive\n\n", "");
+  assert.equal(idle, 0);
+  assert.equal(text, "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+});

@@ -57,7 +57,7 @@ import { ResponseCompression } from "./_response_compression.ts";
 import { ModelChanges } from "./_model_changes.ts";
 import type { RouteContext } from "./route_context.ts";
 import { closeAfter } from "./_close_after.ts";
-import { discardUnreadBody } from "./_unread_body.ts";
+import { discardUnreadBody, dropUnauthenticatedBody } from "./_unread_body.ts";
 import {
   bearerAuth,
   bearerToken,
@@ -158,7 +158,8 @@ export interface GatewayOptions {
    * Milliseconds without an event after which a model stream
    * (`POST /v1/models/{name}/stream`) sends a `: keep-alive` comment, so
    * that proxies keep it open: between its items, and before its first
-   * one when the request asks for its headers at once (`?early=1`). An
+   * one when the request asks for its headers at once (`?early=1`); an
+   * eval's event stream too (whose idle bound it also paces). An
    * integer from 100 to 2^31 - 1 (`limits.streamKeepAlive`'s range):
    * `RangeError` otherwise.
    * @default {15000}
@@ -172,6 +173,19 @@ export interface GatewayOptions {
    * `RangeError` otherwise.
    */
   streamFirstItemTimeout?: number;
+  /**
+   * Milliseconds an eval's event stream (`POST /v1/eval`,
+   * `GET /v1/eval/{id}/events`) may keep an event its client does not take
+   * (its socket full: a client that stopped reading): then the stream ends
+   * with an `error` event `StreamIdleError` (408) after the events not taken
+   * yet, and lets go of the eval's output, whose code runs on instead of
+   * waiting for the client (resumable). Checked on the keep-alive's timer,
+   * so up to `streamKeepAlive` late. A number > 0 (`Infinity`: none):
+   * `RangeError` otherwise. Model streams have the pool's
+   * `streamIdleTimeout`; `serve` sets both from `limits.streamIdleTimeout`.
+   * @default {60000}
+   */
+  evalStreamIdleTimeout?: number;
   /**
    * Time a `PUT /v1/models/{name}` may take to load the model, and a
    * `DELETE` to remove it, in ms (504 after). @default {120000}
@@ -403,7 +417,8 @@ export function createGateway(
   // Checked here, not per stream: a bad bound answered every stream with a
   // 400 blaming the client's request, and a keep-alive of 0 sent a comment
   // at every turn of the event loop (chaos47: ~470 a second per stream).
-  const { streamKeepAlive, streamFirstItemTimeout } = options;
+  const { streamKeepAlive, streamFirstItemTimeout, evalStreamIdleTimeout } =
+    options;
   if (
     streamKeepAlive !== undefined &&
     !(Number.isInteger(streamKeepAlive) && streamKeepAlive >= 100 &&
@@ -421,6 +436,14 @@ export function createGateway(
   ) {
     throw new RangeError(
       `Cannot create gateway: streamFirstItemTimeout ${streamFirstItemTimeout} is not a number > 0 (ms) or Infinity`,
+    );
+  }
+  if (
+    evalStreamIdleTimeout !== undefined &&
+    !(typeof evalStreamIdleTimeout === "number" && evalStreamIdleTimeout > 0)
+  ) {
+    throw new RangeError(
+      `Cannot create gateway: evalStreamIdleTimeout ${evalStreamIdleTimeout} is not a number > 0 (ms) or Infinity`,
     );
   }
   // An empty token would be presented by `/?token=`, an empty or undecodable
@@ -502,6 +525,7 @@ export function createGateway(
     requestTimeout,
     streamKeepAlive: options.streamKeepAlive ?? 15_000,
     streamFirstItemTimeout: options.streamFirstItemTimeout,
+    evalStreamIdleTimeout: evalStreamIdleTimeout ?? 60_000,
     loadTimeout: options.loadTimeout ?? 120_000,
     allowManage: options.allowManage ?? false,
     allowEval: options.allowEval ?? false,
@@ -611,6 +635,9 @@ export function createGateway(
   // its slower TrieRouter when a route's pattern is beyond it, e.g. a `:` in
   // a segment): such a route fails every request, and the tests, at once.
   const app = new Hono({ router: new RegExpRouter() });
+  // The requests refused before they were let in (a Host or Origin not
+  // allowed, no valid token): their bodies are not waited for.
+  const notLetIn = new WeakSet<Request>();
 
   app.use(async (c, next) => {
     const t0 = performance.now();
@@ -624,10 +651,13 @@ export function createGateway(
     let held = false;
     try {
       await route(c, next, t0);
-      // A refusal made before the body was read (auth, Host, 404, 405, 413
-      // from Content-Length, 415, drain): the body first, up to a bound, so
-      // that HTTP/2 clients such as curl read the answer (_unread_body.ts).
-      if (c.res.status >= 400) await discardUnreadBody(c.req.raw);
+      // A refusal made before the body was read (404, 405, 413 from
+      // Content-Length, 415, drain): the body first, up to a bound, so that
+      // HTTP/2 clients such as curl read the answer (_unread_body.ts). A
+      // client not let in (no valid token, a Host or Origin not allowed)
+      // gets its answer at once, its body not waited for.
+      if (notLetIn.has(c.req.raw)) dropUnauthenticatedBody(c.req.raw, c.res);
+      else if (c.res.status >= 400) await discardUnreadBody(c.req.raw);
       const completed = (c.env as ServeRequestInfo | undefined)?.completed;
       // A WebSocket's 101: its connection lives on, ended by the drain.
       if (completed !== undefined && c.res.status !== 101) {
@@ -727,6 +757,7 @@ export function createGateway(
     port: options.port ?? (() => 8000),
     allowedHosts: options.allowedHosts ?? [],
     ipHosts: options.allowIpHosts ?? false,
+    onRefused: (c: Context) => void notLetIn.add(c.req.raw),
   };
   app.use(hostGuard(hostOptions));
   // Said in the log now and then: a page or client refused here got only
@@ -734,11 +765,13 @@ export function createGateway(
   const originRefusals = new RefusalLog(logger);
   const originOptions = {
     origins: options.cors?.origins ?? [],
-    onRefused: (c: Context, origin: string | undefined) =>
+    onRefused: (c: Context, origin: string | undefined) => {
+      notLetIn.add(c.req.raw);
       originRefusals.refused(
         "Refused a cross-origin request (403 ForbiddenOrigin) from {origin} to {path}: list the origin in cors.origins to allow it",
         { origin: origin?.slice(0, 200) ?? null, path: loggedPath(c.req.path) },
-      ),
+      );
+    },
   };
   app.use(originGuard(originOptions));
   const cors = corsMiddleware(
@@ -792,11 +825,13 @@ export function createGateway(
         }),
         webSocketPath: isChannelPath,
         onAuthenticated: (c, id) => ctx.callers!.set(c.req.raw, id),
-        onRefused: (c) =>
+        onRefused: (c) => {
+          notLetIn.add(c.req.raw);
           tokenRefusals.refused(
             "Refused a request without a valid token (401) to {path}",
             { path: loggedPath(c.req.path) },
-          ),
+          );
+        },
         onBadOffer: (c, problem) =>
           offerRefusals.refused(
             "Refused a WebSocket upgrade (400) to {path}: {problem}",

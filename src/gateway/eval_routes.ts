@@ -6,7 +6,7 @@
  */
 import { Hono } from "hono";
 import * as v from "valibot";
-import { ShuttingDownError } from "../errors.ts";
+import { ShuttingDownError, StreamIdleError } from "../errors.ts";
 import { describeError, httpError } from "./error_response.ts";
 import { clientRequestId } from "./model_routes.ts";
 import { routeError } from "./_route_error.ts";
@@ -14,7 +14,12 @@ import { validBody } from "./_valid_body.ts";
 import type { GatewayAtom, GatewayOutputChunk } from "./gateway_pool.ts";
 import { readJsonBody, withJsonHint } from "./read_json_body.ts";
 import type { RouteContext } from "./route_context.ts";
-import { type SseEvent, sseHead, sseResponse } from "./sse.ts";
+import {
+  type SseEvent,
+  sseHead,
+  sseResponse,
+  type SseResponseOptions,
+} from "./sse.ts";
 import {
   type HoldEnd,
   TOKEN_RETIRED,
@@ -280,20 +285,50 @@ function retiredEvalEvent(
 }
 
 /**
+ * The `error` event of an eval stream whose client took no event for
+ * `ms` (408 `StreamIdleError`): the stream let go of the eval's output, and
+ * the eval runs on (resumable).
+ */
+function idleEvalEvent(
+  atom: GatewayAtom,
+  requestId: string | undefined,
+  ms: number,
+  debug: boolean,
+): SseEvent {
+  const { status, body } = describeError(
+    new StreamIdleError(
+      `Cannot read eval stream: no event taken for ${ms} ms (the gateway's limits.streamIdleTimeout, serve --stream-idle-timeout); the eval was not stopped: resume its events with GET /v1/eval/${atom.id}/events`,
+    ),
+    debug,
+  );
+  body.requestId = atom.requestId ?? requestId ?? crypto.randomUUID();
+  return { event: "error", data: { status, ...body } };
+}
+
+/**
  * An eval stream's end: its `EvalStreamEnd`, its hold on its token (whose
  * retirement ends the response with the 401 event at once, also while the
  * client takes no event: nothing pulled the stream then, which stayed open
- * as long as the client kept its connection), and the response's options.
+ * as long as the client kept its connection), and the response's options:
+ * its idle bound too (`evalStreamIdleTimeout`), for a client that stops
+ * reading while it stays connected: its reader held back the eval's output
+ * acknowledgements, so the printing code waited for it up to its timeout,
+ * and the stream, its reader and its drain hold stayed as long as the
+ * connection (streams28).
  */
 function evalStreamEnd(
   ctx: RouteContext,
   request: Request,
   atom: GatewayAtom,
   requestId: string | undefined,
+  debug: boolean,
 ): {
   left: EvalStreamEnd;
   hold: TokenHold | undefined;
-  options: { onClose: () => void; endWith: Promise<SseEvent> };
+  options: Pick<
+    SseResponseOptions,
+    "onClose" | "endWith" | "idleTimeout" | "onIdle" | "keepAliveMs"
+  >;
 } {
   const gone = new AbortController();
   const left: EvalStreamEnd = { signal: gone.signal, final: false };
@@ -314,6 +349,18 @@ function evalStreamEnd(
         onClose();
       },
       endWith: retired.promise,
+      keepAliveMs: ctx.streamKeepAlive,
+      idleTimeout: ctx.evalStreamIdleTimeout,
+      onIdle: () => {
+        // Its last event waits among those not taken: nothing more to say.
+        if (left.final) return undefined;
+        ctx.metrics.evalStreamIdle();
+        ctx.logger.info(
+          "An eval stream (eval {id}) was ended: its client took no event for {ms} ms (limits.streamIdleTimeout); the eval runs on",
+          { id: atom.id, ms: ctx.evalStreamIdleTimeout },
+        );
+        return idleEvalEvent(atom, requestId, ctx.evalStreamIdleTimeout, debug);
+      },
     },
   };
 }
@@ -402,6 +449,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
       c.req.raw,
       atom,
       requestId,
+      ctx.debug(c.req.raw),
     );
     if (requestId === undefined) {
       ctx.logger.debug("Eval {id} started", { id: atom.id });
@@ -464,6 +512,7 @@ export function evalRoutes(ctx: RouteContext): Hono {
       c.req.raw,
       atom,
       clientRequestId(c.req.raw),
+      ctx.debug(c.req.raw),
     );
     return sseResponse(
       atomEvents(

@@ -241,6 +241,7 @@ export class GatewayMetrics {
   #pending = 0;
   #held = 0;
   #idle: Array<() => void> = [];
+  #evalStreamsIdle = 0;
 
   /** Creates empty metrics. */
   constructor(options: GatewayMetricsOptions = {}) {
@@ -434,6 +435,27 @@ export class GatewayMetrics {
     };
   }
 
+  /**
+   * Counts an eval event stream ended because its client took no event for
+   * the idle timeout (`pyproxy_eval_streams_idle_total`).
+   *
+   * @example
+   * ```ts
+   * import { GatewayMetrics } from "@pyproxy/pyproxy";
+   * const metrics = new GatewayMetrics();
+   * metrics.evalStreamIdle();
+   * console.log(metrics.evalStreamsIdle); // 1
+   * ```
+   */
+  evalStreamIdle(): void {
+    this.#evalStreamsIdle++;
+  }
+
+  /** Eval event streams ended for an idle client ({@linkcode GatewayMetrics.evalStreamIdle}). */
+  get evalStreamsIdle(): number {
+    return this.#evalStreamsIdle;
+  }
+
   /** Responses of other routes in the making ({@linkcode GatewayMetrics.hold}). */
   get held(): number {
     return this.#held;
@@ -480,6 +502,7 @@ export class GatewayMetrics {
     inFlight: number;
     http: Record<string, number>;
     models: Record<string, ModelMetrics>;
+    evalStreamsIdle: number;
   } {
     const models: Record<string, ModelMetrics> = {};
     let requests = 0;
@@ -499,6 +522,7 @@ export class GatewayMetrics {
       inFlight: this.inFlight,
       http: Object.fromEntries([...this.#http].map(([k, v]) => [String(k), v])),
       models,
+      evalStreamsIdle: this.#evalStreamsIdle,
     };
   }
 
@@ -601,6 +625,12 @@ export class GatewayMetrics {
     for (const [status, n] of this.#http) {
       lines.push(`pyproxy_http_responses_total{status="${status}"} ${n}`);
     }
+    family(
+      "pyproxy_eval_streams_idle_total",
+      "counter",
+      "Eval event streams ended because their client took no event for limits.streamIdleTimeout (StreamIdleError, 408); their evals ran on.",
+    );
+    lines.push(`pyproxy_eval_streams_idle_total ${this.#evalStreamsIdle}`);
     family("pyproxy_worker_restarts_total", "counter", "Restarts per worker.");
     for (const w of snapshot.workers) {
       lines.push(

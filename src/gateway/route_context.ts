@@ -62,7 +62,8 @@ export interface RouteContext {
   requestTimeout: number;
   /**
    * Silence (ms) after which a model stream sends a `: keep-alive` comment:
-   * between its items, and before its first with `?early=1`.
+   * between its items, and before its first with `?early=1`; an eval's
+   * event stream too.
    */
   streamKeepAlive: number;
   /**
@@ -70,6 +71,11 @@ export interface RouteContext {
    * request's `?firstItemTimeout=` may lower; `undefined`: none.
    */
   streamFirstItemTimeout: number | undefined;
+  /**
+   * How long (ms) an eval's event stream may keep an event its client does
+   * not take before it ends with `StreamIdleError` (`Infinity`: never).
+   */
+  evalStreamIdleTimeout: number;
   /** Bound of a model's load (`PUT`) or removal (`DELETE`), and of a resize (`PUT /v1/workers`), in ms. */
   loadTimeout: number;
   /** `PUT`/`DELETE /v1/models/{name}` and `PUT /v1/workers` allowed. */

@@ -73,6 +73,8 @@ export interface HostGuardOptions {
    * @default {false}
    */
   ipHosts?: boolean;
+  /** Called with each request refused (its 403). */
+  onRefused?: (c: Context) => void;
 }
 
 /**
@@ -96,8 +98,10 @@ export interface HostGuardOptions {
  */
 export function hostGuard(options: HostGuardOptions): MiddlewareHandler {
   const check = requestHostChecker(options);
+  const onRefused = options.onRefused;
   return async (c, next) => {
     if (!check(c.req.raw.headers.get("host"), c.req.url)) {
+      onRefused?.(c);
       return c.json({
         error: {
           type: "ForbiddenHost",

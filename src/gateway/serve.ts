@@ -816,6 +816,8 @@ export async function serve(
       maxJsonDepth: config.limits.maxJsonDepth,
       requestTimeout: config.limits.requestTimeout,
       streamKeepAlive: config.limits.streamKeepAlive,
+      // The pool's streamIdleTimeout bounds model streams; this, eval streams.
+      evalStreamIdleTimeout: config.limits.streamIdleTimeout,
       ...(config.limits.streamFirstItemTimeout === undefined ? {} : {
         streamFirstItemTimeout: config.limits.streamFirstItemTimeout,
       }),

@@ -4,6 +4,7 @@
  * @module
  */
 import { stringifyJson } from "../_exact_json.ts";
+import { MAX_TIMER_MS } from "../_timer.ts";
 
 /** One Server-Sent Event. */
 export interface SseEvent {
@@ -43,6 +44,22 @@ export interface SseResponseOptions {
    * own way).
    */
   endWith?: Promise<SseEvent>;
+  /**
+   * Ends the stream once an event has waited this long (ms) for the client
+   * to take it (its socket full: a client that stopped reading), on the
+   * keep-alive's timer: the source is returned at once (what it holds goes,
+   * an eval's code runs on), the body closed after the chunks the client has
+   * not taken yet and, when `onIdle` gives one, its event. A number > 0;
+   * `Infinity`, or beyond a timer's range (2^31 - 1), for none.
+   * @default {Infinity}
+   */
+  idleTimeout?: number;
+  /**
+   * Called once when the stream ends for `idleTimeout`: the event to end it
+   * with, or `undefined` for none (the source's last event is among those
+   * not taken yet).
+   */
+  onIdle?: () => SseEvent | undefined;
 }
 
 const encoder = new TextEncoder();
@@ -94,6 +111,9 @@ export function sseResponse(
     ? source[Symbol.asyncIterator]()
     : source;
   const keepAliveMs = options.keepAliveMs ?? 15000;
+  const idleMs = (options.idleTimeout ?? Infinity) <= MAX_TIMER_MS
+    ? options.idleTimeout!
+    : Infinity;
   let pending: Promise<IteratorResult<SseEvent>> | undefined;
   let finished = false;
   // The keep-alive: one timer per stream, re-armed for `keepAliveMs` after
@@ -102,6 +122,9 @@ export function sseResponse(
   // out only while a pull waits for the source, as the client takes chunks.
   let timer: ReturnType<typeof setTimeout> | undefined;
   let lastChunk = 0;
+  // When the last event was queued for the client: while no pull waits for
+  // the source, the client has not taken it since (idleTimeout).
+  let ready = 0;
   let keepAlive: (() => void) | undefined;
   const finish = (): void => {
     if (finished) return;
@@ -126,6 +149,17 @@ export function sseResponse(
         timer = undefined;
         if (finished) return;
         const now = Date.now();
+        if (pending === undefined && now - ready >= idleMs) {
+          // Taken by no one for idleMs: what the client has not taken yet
+          // stays queued, then the idle event, if any.
+          const event = options.onIdle?.();
+          finish();
+          if (event !== undefined) {
+            controller.enqueue(encoder.encode(encodeSse(event)));
+          }
+          controller.close();
+          return;
+        }
         const due = lastChunk + keepAliveMs;
         if (now >= due) {
           // Silent for keepAliveMs: a comment, if a pull waits for the
@@ -135,16 +169,15 @@ export function sseResponse(
           }
           lastChunk = now;
         }
-        timer = setTimeout(
-          keepAlive!,
-          Math.max(1, lastChunk + keepAliveMs - now),
-        );
+        let at = lastChunk + keepAliveMs;
+        if (pending === undefined && ready + idleMs < at) at = ready + idleMs;
+        timer = setTimeout(keepAlive!, Math.max(1, at - now));
       };
     },
     async pull(controller) {
       if (finished) return;
       if (timer === undefined) {
-        lastChunk = Date.now();
+        lastChunk = ready = Date.now();
         timer = setTimeout(keepAlive!, keepAliveMs);
       }
       pending ??= iterator.next();
@@ -152,7 +185,7 @@ export function sseResponse(
         const result = await pending;
         pending = undefined;
         if (finished) return;
-        lastChunk = Date.now();
+        lastChunk = ready = Date.now();
         if (result.done) {
           finish();
           controller.close();
