@@ -37,6 +37,10 @@ const OPERATOR_ROUTES: Array<[string, string]> = [
   ["DELETE", "/v1/models/echo"],
   ["POST", "/v2/repository/index"],
   ["POST", "/v1/eval"],
+  // A model's result published to a channel the client names: a publish.
+  ["POST", "/v1/models/echo/execute?publish=news"],
+  ["POST", "/v1/models/echo/versions/1/execute?key=k&publish=news"],
+  ["POST", "/v1/models/echo/execute?publish="],
 ];
 
 Deno.test("serve refuses a token file's tenant tokens the operator's routes (403 ForbiddenToken, logged) and serves them the models, without --debug details", async () => {
@@ -60,8 +64,9 @@ Deno.test("serve refuses a token file's tenant tokens the operator's routes (403
         headers: bearer(TENANT_A),
         ...(method === "GET" ? {} : { body: "{}" }),
       });
-      const body = await res.json();
-      assert.equal(res.status, 403, `${method} ${path}`);
+      const text = await res.text();
+      assert.equal(res.status, 403, `${method} ${path}: ${text}`);
+      const body = JSON.parse(text);
       if (path.startsWith("/v2/")) {
         // The Open Inference Protocol's shape: {"error": "<message>"}.
         assert.match(body.error, /a tenant's/, `${method} ${path}`);
@@ -70,6 +75,20 @@ Deno.test("serve refuses a token file's tenant tokens the operator's routes (403
         assert.match(body.error.message, /a tenant's/);
       }
     }
+    // Nothing reached a channel (the execute's ?publish= included); the
+    // operator's token publishes with it.
+    const listed = async () =>
+      (await (await gw.fetch("/v1/channels", { headers: bearer(OPERATOR) }))
+        .json()).channels.map((ch: { published: number }) => ch.published);
+    assert.deepEqual(await listed(), []);
+    const published = await gw.fetch("/v1/models/echo/execute?publish=news", {
+      method: "POST",
+      body: '{"a":1}',
+      headers: bearer(OPERATOR),
+    });
+    assert.equal(published.status, 200);
+    await published.body?.cancel();
+    assert.deepEqual(await listed(), [1]);
     // The dashboard's ?token= too.
     const page = await fetch(`${gw.url}/?token=${TENANT_B}`);
     await page.body?.cancel();

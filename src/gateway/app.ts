@@ -724,11 +724,15 @@ export function createGateway(
     }));
     const manageRoute = (c: Context): boolean =>
       c.req.matchedRoutes.some((r) => manageKeys.has(`${r.method} ${r.path}`));
-    // Asked for a tenant's token only: nobody else pays for it.
+    // Asked for a tenant's token only: nobody else pays for it. An
+    // execute's `?publish=` publishes as `POST /v1/channels/{name}` does,
+    // to whichever channel it names.
     const operatorRoute = (c: Context): boolean =>
       c.req.path === "/v2/models/stats" ||
       c.req.matchedRoutes.some((r) =>
-        OPERATOR_KEYS.has(`${r.method} ${r.path}`)
+        OPERATOR_KEYS.has(`${r.method} ${r.path}`) ||
+        (PUBLISHING_KEYS.has(`${r.method} ${r.path}`) &&
+          c.req.query("publish") !== undefined)
       );
     const tenantRefusals = new RefusalLog(logger);
     const auth = (): MiddlewareHandler =>
@@ -1340,6 +1344,17 @@ const OPERATOR_KEYS: ReadonlySet<string> = new Set([
   "GET /v2/models/:name/versions/:version/stats",
   ...Object.keys(MANAGE_ROUTES),
   ...Object.keys(EVAL_ROUTES),
+]);
+
+/**
+ * The routes that publish to the channel their `?publish=` names (a
+ * model's result, as `{"model", "result"}`): a tenant's token may call
+ * them, not with it (a publish reaches every subscriber of the channel,
+ * another tenant's or the operator's).
+ */
+const PUBLISHING_KEYS: ReadonlySet<string> = new Set([
+  "POST /v1/models/:name/execute",
+  "POST /v1/models/:name/versions/:version/execute",
 ]);
 
 /**

@@ -665,7 +665,7 @@ export function bearerAuth(options: BearerAuthOptions): MiddlewareHandler {
 
 /** Why a tenant's token is refused an operator's route (its 403). */
 const TENANT_REFUSED =
-  "this token is a tenant's (marked \"tenant\" in the token file): it calls models, and the operator's views (/metrics, /v1/status, the dashboard, the channels' list and publishing, statistics, eval and model management) take an operator's token (a token file line without the mark)";
+  "this token is a tenant's (marked \"tenant\" in the token file): it calls models, and the operator's views (/metrics, /v1/status, the dashboard, the channels' list and publishing, an execute's ?publish=, statistics, eval and model management) take an operator's token (a token file line without the mark)";
 
 /**
  * A 401's message, saying how to send the token: a newcomer opening the
