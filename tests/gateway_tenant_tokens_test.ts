@@ -192,6 +192,29 @@ Deno.test("readTokenFiles reads `<token> tenant` as a tenant's token, and refuse
     readTokenFiles(runtime, { tokenFile: path } as ResolvedConfig),
     ConfigError,
   );
+  // A mark mistyped is no mark: it was read as part of the token (spaces
+  // and all), which no client sends (the tenant got 401, the log nothing).
+  for (
+    const line of [
+      `${TENANT_A} Tenant`,
+      `${TENANT_A} TENANT`,
+      `${TENANT_A} tenants`,
+      `${TENANT_A} tenant acme`,
+      `${TENANT_A} acme tenant`,
+    ]
+  ) {
+    await Deno.writeTextFile(path, `${OPERATOR}\n${line}\n`);
+    await assert.rejects(
+      readTokenFiles(runtime, { tokenFile: path } as ResolvedConfig),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        /^token: token 2 of 2 holds whitespace: .*the mark "tenant"/.test(
+          err.message,
+        ) && !err.message.includes(TENANT_A.slice(0, 8)) &&
+        !/acme|TENANT|Tenant/.test(err.message),
+      line,
+    );
+  }
   await Deno.writeTextFile(path, `${OPERATOR} tenant\n`);
   await assert.rejects(
     readTokenFiles(runtime, { manageTokenFile: path } as ResolvedConfig),
