@@ -5,10 +5,12 @@
  * tokens without a signal; a bad file keeps the tokens in force.
  */
 import assert from "node:assert/strict";
+import { relative } from "node:path";
 import { ConfigError } from "../src/errors.ts";
 import { loadConfig, resolveConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
 import { readTokenFiles } from "../src/gateway/_token_files.ts";
+import { untrustedThroughLinks } from "../src/gateway/_untrusted_path.ts";
 import type { ResolvedConfig } from "../src/gateway/config.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
@@ -258,6 +260,15 @@ Deno.test({
   await refused(
     `${dir.path}/mine`,
     /: .*\/sticky\/link \(a link on its way\) belongs to another user \(uid 4242\)/,
+  );
+  // Named relative to the working directory (a plugin module's path).
+  assert.match(
+    (await untrustedThroughLinks(
+      rt,
+      relative(Deno.cwd(), `${dir.path}/mine`),
+      await Deno.realPath(`${dir.path}/mine`),
+    ))!,
+    /\/sticky\/link \(a link on its way\) belongs to another user/,
   );
   // Their link to a directory, on the way of root's link.
   await Deno.symlink(dir.path, `${dir.path}/sticky/dir`);

@@ -96,7 +96,7 @@ export async function untrustedThroughLinks(
 const MAX_LINKS = 40;
 
 /**
- * Why a link that `path` (absolute) leads through, on its way to its file,
+ * Why a link that `path` leads through, on its way to its file,
  * lets another user choose where it leads: each link met as the path is
  * resolved one name at a time (the first, a directory's such as
  * Kubernetes' `..data`, a link's link), checked as {@linkcode untrustedPath}
@@ -118,7 +118,8 @@ async function untrustedLinkOnTheWay(
     runtime.uid?.() === undefined
   ) return undefined;
   // The names left, last first; `resolved`: a path with no link in it.
-  const names = path.split("/").reverse();
+  // A relative path (a plugin module's) is the working directory's.
+  const names = resolve(path).split("/").reverse();
   let resolved = "/";
   let links = 0;
   while (names.length > 0) {
