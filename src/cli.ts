@@ -855,6 +855,10 @@ async function run(args: string[], runtime: Runtime): Promise<number> {
   let logFormat: string | undefined;
   try {
     const { cli, config: configPath, pluginModules } = cliOverrides(values);
+    // The flag's, until the configuration is read: reading it fails for a
+    // token file missing or refused (a container's Secret not mounted), and
+    // that line was plain text among a JSON log's records.
+    logFormat = cli.logFormat;
     const config = await loadConfig({
       cli,
       runtime,

@@ -1220,7 +1220,7 @@ export const runtimeContract: ContractCheck[] = [
   },
   {
     name:
-      "owner() gives a path's owner, mode, device and inode without following a symlink; uid() is this process's",
+      "owner() gives a path's owner, mode, device and inode without following a symlink, readLink() a link's target; uid() is this process's",
     async fn({ rt }) {
       if (process.platform === "win32") return;
       const dir = await tempDir(rt);
@@ -1241,6 +1241,12 @@ export const runtimeContract: ContractCheck[] = [
           (await rt.owner!(join(dir, "link")))!.mode & 0o170000,
           0o120000,
         );
+        // What a link says, as written (the secret files' check follows
+        // each link on a path's way).
+        assert.equal(await rt.readLink!(join(dir, "link")), "/");
+        await symlink("../x", join(dir, "relative"));
+        assert.equal(await rt.readLink!(join(dir, "relative")), "../x");
+        await assert.rejects(rt.readLink!(join(dir, "f")));
         assert.equal(await rt.owner!(join(dir, "missing")), null);
       } finally {
         await rt.remove(dir, { recursive: true });

@@ -178,6 +178,23 @@ Deno.test("ChannelHub forgets the least recently used idle channel beyond maxCha
   sub.close();
 });
 
+Deno.test("ChannelHub forgets an idle channel without history before one with, past maxChannels: subscriptions to new names keep no one's history from being forgotten", () => {
+  const hub = new ChannelHub({ maxChannels: 3 });
+  hub.publish("acme", { n: 1 });
+  const epoch = hub.list()[0]!.epoch;
+  // A client subscribing to one new name after another (each left at once).
+  for (let i = 0; i < 10; i++) hub.subscribe(`flood-${i}`).close();
+  const acme = hub.list().find((c) => c.name === "acme");
+  assert.equal(acme?.epoch, epoch);
+  assert.deepEqual(acme?.history.map((m) => m.data), [{ n: 1 }]);
+  assert.equal(hub.list().length, 3);
+  // With no empty one left, the least recently used idle one goes.
+  hub.publish("b", 1);
+  hub.publish("c", 1);
+  hub.publish("d", 1);
+  assert.deepEqual(hub.list().map((c) => c.name).sort(), ["b", "c", "d"]);
+});
+
 Deno.test("ChannelHub.close ends subscribers with a dropped notice and refuses new ones; a publish then reaches no one", async () => {
   const hub = new ChannelHub();
   const sub = hub.subscribe("x");

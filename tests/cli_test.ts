@@ -1018,6 +1018,27 @@ Deno.test("main's error line is a record of --log-format json or journald once t
     text!.stderr.trimEnd(),
     /^error: modelsDir: .*no-such-dir does not exist$/,
   );
+  // A failure to read the configuration itself (a token file missing, or
+  // weak): the flag's format (it was a plain line among JSON records).
+  const weak = `${dir.path}/weak-token`;
+  await Deno.writeTextFile(weak, "aaaaaaaaaaaaaaaaaaaa\n", { mode: 0o600 });
+  const tokenFiles = await cliEach([
+    [["serve", "--log-format=json", "--token-file", `${dir.path}/none`]],
+    [["serve", "--log-format", "json", "--token-file", weak]],
+  ]);
+  for (const [r, why] of tokenFiles.map((r, i) => [r, i] as const)) {
+    const lines = r.stderr.trimEnd().split("\n");
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(lines.length, 1, r.stderr);
+    const fatal = JSON.parse(lines[0]!);
+    assert.equal(fatal.level, "FATAL");
+    assert.match(
+      fatal.message,
+      why === 0
+        ? /^error: tokenFile: cannot read .*\/none: no such file/
+        : /^error: token: a weak token/,
+    );
+  }
 });
 
 /**

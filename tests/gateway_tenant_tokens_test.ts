@@ -37,6 +37,8 @@ const OPERATOR_ROUTES: Array<[string, string]> = [
   ["DELETE", "/v1/models/echo"],
   ["POST", "/v2/repository/index"],
   ["POST", "/v1/eval"],
+  // A model's result published to a channel the client names: a publish.
+  ["POST", "/v1/models/echo/execute?publish=news"],
 ];
 
 Deno.test("serve refuses a token file's tenant tokens the operator's routes (403 ForbiddenToken, logged) and serves them the models, without --debug details", async () => {
@@ -60,8 +62,9 @@ Deno.test("serve refuses a token file's tenant tokens the operator's routes (403
         headers: bearer(TENANT_A),
         ...(method === "GET" ? {} : { body: "{}" }),
       });
-      const body = await res.json();
-      assert.equal(res.status, 403, `${method} ${path}`);
+      const text = await res.text();
+      assert.equal(res.status, 403, `${method} ${path}: ${text}`);
+      const body = JSON.parse(text);
       if (path.startsWith("/v2/")) {
         // The Open Inference Protocol's shape: {"error": "<message>"}.
         assert.match(body.error, /a tenant's/, `${method} ${path}`);
@@ -70,6 +73,20 @@ Deno.test("serve refuses a token file's tenant tokens the operator's routes (403
         assert.match(body.error.message, /a tenant's/);
       }
     }
+    // Nothing reached a channel (the execute's ?publish= included); the
+    // operator's token publishes with it.
+    const listed = async () =>
+      (await (await gw.fetch("/v1/channels", { headers: bearer(OPERATOR) }))
+        .json()).channels.map((ch: { published: number }) => ch.published);
+    assert.deepEqual(await listed(), []);
+    const published = await gw.fetch("/v1/models/echo/execute?publish=news", {
+      method: "POST",
+      body: '{"a":1}',
+      headers: bearer(OPERATOR),
+    });
+    assert.equal(published.status, 200);
+    await published.body?.cancel();
+    assert.deepEqual(await listed(), [1]);
     // The dashboard's ?token= too.
     const page = await fetch(`${gw.url}/?token=${TENANT_B}`);
     await page.body?.cancel();
@@ -177,6 +194,29 @@ Deno.test("readTokenFiles reads `<token> tenant` as a tenant's token, and refuse
     readTokenFiles(runtime, { tokenFile: path } as ResolvedConfig),
     ConfigError,
   );
+  // A mark mistyped is no mark: it was read as part of the token (spaces
+  // and all), which no client sends (the tenant got 401, the log nothing).
+  for (
+    const line of [
+      `${TENANT_A} Tenant`,
+      `${TENANT_A} TENANT`,
+      `${TENANT_A} tenants`,
+      `${TENANT_A} tenant acme`,
+      `${TENANT_A} acme tenant`,
+    ]
+  ) {
+    await Deno.writeTextFile(path, `${OPERATOR}\n${line}\n`);
+    await assert.rejects(
+      readTokenFiles(runtime, { tokenFile: path } as ResolvedConfig),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        /^token: token 2 of 2 holds whitespace: .*the mark "tenant"/.test(
+          err.message,
+        ) && !err.message.includes(TENANT_A.slice(0, 8)) &&
+        !/acme|TENANT|Tenant/.test(err.message),
+      line,
+    );
+  }
   await Deno.writeTextFile(path, `${OPERATOR} tenant\n`);
   await assert.rejects(
     readTokenFiles(runtime, { manageTokenFile: path } as ResolvedConfig),

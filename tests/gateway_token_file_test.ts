@@ -5,10 +5,12 @@
  * tokens without a signal; a bad file keeps the tokens in force.
  */
 import assert from "node:assert/strict";
+import { relative } from "node:path";
 import { ConfigError } from "../src/errors.ts";
 import { loadConfig, resolveConfig } from "../src/gateway/config.ts";
 import { serve } from "../src/gateway/serve.ts";
 import { readTokenFiles } from "../src/gateway/_token_files.ts";
+import { untrustedThroughLinks } from "../src/gateway/_untrusted_path.ts";
 import type { ResolvedConfig } from "../src/gateway/config.ts";
 import { defaultRuntime } from "../src/runtime/mod.ts";
 import type { Runtime } from "../src/runtime/types.ts";
@@ -248,6 +250,44 @@ Deno.test({
   assert.ok(chown.success, new TextDecoder().decode(chown.stderr));
   await Deno.chown(known, 0, 0);
   await refused(`${dir.path}/link`, /belongs to another user \(uid 4242\)/);
+  // Their link reached through one of root's: a link of root's to a name
+  // in a sticky directory every user can write (`/tmp`), where they put
+  // theirs. Only the first link and the file were checked: taken (chaos51).
+  await Deno.mkdir(`${dir.path}/sticky`);
+  await Deno.chmod(`${dir.path}/sticky`, 0o1777);
+  await Deno.rename(`${dir.path}/link`, `${dir.path}/sticky/link`);
+  await Deno.symlink(`${dir.path}/sticky/link`, `${dir.path}/mine`);
+  await refused(
+    `${dir.path}/mine`,
+    /: .*\/sticky\/link \(a link on its way\) belongs to another user \(uid 4242\)/,
+  );
+  // Named relative to the working directory (a plugin module's path).
+  assert.match(
+    (await untrustedThroughLinks(
+      rt,
+      relative(Deno.cwd(), `${dir.path}/mine`),
+      await Deno.realPath(`${dir.path}/mine`),
+    ))!,
+    /\/sticky\/link \(a link on its way\) belongs to another user/,
+  );
+  // Their link to a directory, on the way of root's link.
+  await Deno.symlink(dir.path, `${dir.path}/sticky/dir`);
+  await new Deno.Command("chown", {
+    args: ["-h", `${OTHER}:${OTHER}`, `${dir.path}/sticky/dir`],
+  }).output();
+  await Deno.symlink(`${dir.path}/sticky/dir/known`, `${dir.path}/mine-too`);
+  await refused(
+    `${dir.path}/mine-too`,
+    /\/sticky\/dir \(a link on its way\) belongs to another user \(uid 4242\)/,
+  );
+  // A directory link of root's on the path, to root's directory: taken (its
+  // link's mode, 0777, was read as its directory's: "every user can write").
+  await Deno.mkdir(`${dir.path}/release`, { mode: 0o755 });
+  await Deno.writeTextFile(`${dir.path}/release/token`, `${T1}\n`, {
+    mode: 0o600,
+  });
+  await Deno.symlink(`${dir.path}/release`, `${dir.path}/current`);
+  assert.deepEqual(await read(`${dir.path}/current/token`), { token: [T1] });
   // Every user can write it.
   const open = `${dir.path}/open`;
   await Deno.writeTextFile(open, `${T1}\n`);

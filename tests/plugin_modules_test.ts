@@ -504,6 +504,14 @@ Deno.test("loadPluginModule checks what a module names by a string-literal URL o
     "resolve.ts":
       'export const r = import.meta.resolve(`./r/x.ts`);\nexport default () => ({ name: "resolve" });\n',
     "r/x.ts": "export {};\n",
+    // As deno fmt writes a long one (a trailing comma), and an import with
+    // a comment before its specifier: neither was seen (chaos51).
+    "fmt.ts":
+      'const { x } = await import(\n  new URL(\n    "./fmt/x.ts",\n    import.meta.url,\n  ).href\n);\nexport default () => ({ name: x });\n',
+    "fmt/x.ts": 'export const x = "fmt";\n',
+    "comment.ts":
+      'const { x } = await import(/* @vite-ignore */ "./cm/x.ts");\nexport default () => ({ name: x });\n',
+    "cm/x.ts": 'export const x = "comment";\n',
     "computed.ts":
       'const name = "./c/x.ts";\nconst { x } = await import(new URL(name, import.meta.url).href);\nexport default () => ({ name: x });\n',
     "c/x.ts": 'export const x = "computed";\n',
@@ -521,6 +529,8 @@ Deno.test("loadPluginModule checks what a module names by a string-literal URL o
       ["worker.ts", "wk", "imports wk/w.ts"],
       ["read.ts", "conf.json", "uses conf.json"],
       ["resolve.ts", "r", "imports r/x.ts"],
+      ["fmt.ts", "fmt", "imports fmt/x.ts"],
+      ["comment.ts", "cm", "imports cm/x.ts"],
     ] as const
   ) {
     const mode = (await Deno.stat(`${dir.path}/${writable}`)).mode! & 0o777;

@@ -385,6 +385,16 @@ export function streamInfer(
               },
             ),
           );
+          // The call's credentials retired (a reload, a token file), not
+          // this infer's failure: the stream ends, as at a 401 before the
+          // first item. It stayed open, its infers refused one by one, for
+          // as long as the client kept it (chaos51).
+          if (item.status === 401) {
+            return finish({
+              status: GrpcStatus.UNAUTHENTICATED,
+              message: item.message,
+            });
+          }
           return;
         }
         if (infer.emptyFinal) send(item, false);

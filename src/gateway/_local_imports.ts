@@ -17,6 +17,31 @@ import type { Runtime } from "../runtime/types.ts";
 import { untrustedThroughLinks } from "./_untrusted_path.ts";
 
 /**
+ * What may stand between two parts of an import or a URL as a formatter or
+ * an author writes them: whitespace and comments (a block comment of up to
+ * 1024 characters, as `import(/* @vite-ignore *\/ "./x.ts")`; a line
+ * comment), taken as a whole (an atomic group: a lookahead's capture, named
+ * `name`), so that a long run of spaces is not tried split every way. Only
+ * whitespace was: `import(/* ... *\/ "./lib/x.ts")` loaded that file
+ * unchecked (chaos51).
+ */
+function gap(name: string): string {
+  return String
+    .raw`(?=(?<${name}>(?:\s|/\*(?:[^*]|\*(?!/)){0,1024}\*/|//[^\n]{0,1024}\n)*))\k<${name}>`;
+}
+
+/**
+ * The end of a call's arguments: `)`, after a trailing comma too, as deno
+ * fmt (and Prettier) write a call over several lines. Without it, `new
+ * URL(\n  "./lib/w.ts",\n  import.meta.url,\n)` (deno fmt's form of a long
+ * one) was not seen, and a file it imported from a directory every user
+ * could write ran their code unchecked (chaos51).
+ */
+function end(name: string): string {
+  return String.raw`${gap(`${name}a`)}(?:,${gap(`${name}b`)})?\)`;
+}
+
+/**
  * A specifier in an `import`/`export ... from`, a side-effect `import`, an
  * `import()` or a `require()` of a string literal (a template literal
  * without a substitution too: `` import(`./lib/x.ts`) `` loads that file
@@ -25,8 +50,12 @@ import { untrustedThroughLinks } from "./_untrusted_path.ts";
  * (more, never less), and a specifier computed at run time is not seen.
  * `import type` statements are left out (erased).
  */
-const SPECIFIER =
-  /\b(?:from|import|require)\s*\(?\s*(['"`])([^'"`\n\r]{1,4096})\1/g;
+const SPECIFIER = new RegExp(
+  String.raw`\b(?:from|import|require)${gap("g1")}\(?${
+    gap("g2")
+  }(?<quote>['"\x60])(?<specifier>[^'"\x60\n\r]{1,4096})\k<quote>`,
+  "g",
+);
 
 /**
  * A URL a module makes of its own location from a string literal: `new
@@ -36,8 +65,18 @@ const SPECIFIER =
  * only `./`: `new URL("conf.json", import.meta.url)` is the file beside it
  * too. A computed first argument is not seen.
  */
-const OWN_URL =
-  /\b(?:new\s+URL\s*\(\s*(['"`])([^'"`\n\r]{1,4096})\1\s*,\s*import\.meta\.url\s*\)|import\.meta\.resolve\s*\(\s*(['"`])([^'"`\n\r]{1,4096})\3\s*\))/g;
+const OWN_URL = new RegExp(
+  String.raw`\b(?:new\s+URL${gap("u1")}\(${
+    gap("u2")
+  }(?<urlQuote>['"\x60])(?<url>[^'"\x60\n\r]{1,4096})\k<urlQuote>${gap("u3")},${
+    gap("u4")
+  }import\.meta\.url${end("u5")}|import\.meta\.resolve${gap("r1")}\(${
+    gap("r2")
+  }(?<resolveQuote>['"\x60])(?<resolved>[^'"\x60\n\r]{1,4096})\k<resolveQuote>${
+    end("r3")
+  })`,
+  "g",
+);
 
 /** A specifier of a local file: relative, absolute, or a `file:` URL. */
 const LOCAL = /^(?:\.{1,2}\/|\/|file:)/i;
@@ -118,10 +157,10 @@ export function localImports(
     }
   };
   for (const match of text.matchAll(SPECIFIER)) {
-    const specifier = match[2]!;
+    const specifier = match.groups!.specifier!;
     if (
       typeOnly(text, match.index) ||
-      (match[1] === "`" && specifier.includes("${"))
+      (match.groups!.quote === "`" && specifier.includes("${"))
     ) continue;
     if (LOCAL.test(specifier)) add(specifier);
     else if (resolveBare !== undefined && BARE.test(specifier)) {
@@ -138,11 +177,12 @@ export function localImports(
   // URLs of its own location (security27): a worker, a dynamic import of
   // one, a file it reads. `new URL`'s bare names too (relative there).
   for (const match of text.matchAll(OWN_URL)) {
-    const quote = match[1] ?? match[3]!;
-    const specifier = match[2] ?? match[4]!;
+    const { urlQuote, url, resolveQuote, resolved } = match.groups!;
+    const quote = urlQuote ?? resolveQuote!;
+    const specifier = url ?? resolved!;
     if (quote === "`" && specifier.includes("${")) continue;
     // `import.meta.resolve` of a bare name is an import map's.
-    if (match[4] !== undefined && !LOCAL.test(specifier)) continue;
+    if (resolved !== undefined && !LOCAL.test(specifier)) continue;
     add(specifier);
   }
   return [...out];

@@ -351,6 +351,23 @@ export async function readTokenFiles(
       );
     }
     const { tokens, tenants } = tokenFileEntries(lines);
+    // `<token> Tenant`, `<token> tenants`, `<token> tenant acme`: not the
+    // mark, so one token, spaces and all, that no client sends; the tenant
+    // got 401 and the log said nothing. Named by its place, never its words
+    // (a token of another form may be in them).
+    const spaced = tokens.findIndex((t) => /\s/.test(t));
+    if (spaced >= 0) {
+      throw new ConfigError(
+        `${name}: ${
+          tokens.length === 1
+            ? "the token"
+            : `token ${spaced + 1} of ${tokens.length}`
+        } holds whitespace: a line is a token alone, or a token, whitespace and the mark "tenant" (lower case, the last word; nothing after it) (at ${
+          FILE_OF[name]
+        }: ${path})`,
+        { details: { path: name, source: `${FILE_OF[name]}: ${path}` } },
+      );
+    }
     if (name === "manageToken" && tenants.length > 0) {
       // A management token runs code and loads models: never a tenant's.
       throw new ConfigError(

@@ -58,9 +58,10 @@ export async function untrustedPath(
 }
 
 /**
- * {@linkcode untrustedPath} of a file named through links: the link as a
- * link (its owner and its directory), then the file it names (`real`, its
- * real path) and that file's directory, phrased with `real`'s name; or
+ * {@linkcode untrustedPath} of a file named through links: each link on
+ * its way as a link (its owner and its directory), then the file it names
+ * (`real`, its real path) and that file's directory, phrased with `real`'s
+ * name; or
  * `undefined` when each is trusted. A Kubernetes secret (`token` a link to
  * `..data/token`, `..data` to a timestamped directory, all root's) passes;
  * a link of another user's, or one in a directory they can write, does not:
@@ -80,13 +81,76 @@ export async function untrustedThroughLinks(
     return (await untrustedPath(runtime, path)) ??
       (await untrustedAbove(runtime, dirname(real)));
   }
-  return (await untrustedPath(runtime, path, true)) ??
+  return (runtime.readLink === undefined
+    ? await untrustedPath(runtime, path, true)
+    : await untrustedLinkOnTheWay(runtime, path)) ??
     (await untrustedPath(runtime, real))?.replace(
       /\bits directory\b|\bit\b/,
       (w) => w === "it" ? real : `the directory of ${real}`,
     ) ??
     (await untrustedAbove(runtime, await runtime.realPath(dirname(path)))) ??
     (await untrustedAbove(runtime, dirname(real)));
+}
+
+/** Links followed at most on a path's way (Linux's own bound, ELOOP). */
+const MAX_LINKS = 40;
+
+/**
+ * Why a link that `path` leads through, on its way to its file,
+ * lets another user choose where it leads: each link met as the path is
+ * resolved one name at a time (the first, a directory's such as
+ * Kubernetes' `..data`, a link's link), checked as {@linkcode untrustedPath}
+ * checks a link (its owner, its directory as it really is) and the
+ * directories above it; or `undefined`. The first link and the file alone
+ * were checked before: a link of this user's leading to one of another
+ * user's (in `/tmp`) leading to `/etc/machine-id` (root's, read by every
+ * user) was passed, and every user knew the token. A link's directory is
+ * the real one, not a link's mode (`0777`): a directory link of root's on
+ * the path was refused as "every user can write to its directory".
+ */
+async function untrustedLinkOnTheWay(
+  runtime: Runtime,
+  path: string,
+): Promise<string | undefined> {
+  const readLink = runtime.readLink;
+  if (
+    readLink === undefined || runtime.owner === undefined ||
+    runtime.uid?.() === undefined
+  ) return undefined;
+  // The names left, last first; `resolved`: a path with no link in it.
+  // A relative path (a plugin module's) is the working directory's.
+  const names = resolve(path).split("/").reverse();
+  let resolved = "/";
+  let links = 0;
+  while (names.length > 0) {
+    const name = names.pop()!;
+    if (name === "" || name === ".") continue;
+    if (name === "..") {
+      resolved = dirname(resolved);
+      continue;
+    }
+    const at = resolved === "/" ? `/${name}` : `${resolved}/${name}`;
+    // One this process may not read (Deno's --allow-read) is passed over,
+    // as the directories above a file are.
+    const o = await runtime.owner(at).catch(() => null);
+    if (o === null || (o.mode & 0o170000) !== 0o120000) {
+      resolved = at;
+      continue;
+    }
+    if (++links > MAX_LINKS) return undefined;
+    const why = (await untrustedPath(runtime, at, true))?.replace(
+      /\bits directory\b|\bit\b/,
+      (w) =>
+        w === "it"
+          ? `${at} (a link on its way)`
+          : `the directory of ${at} (a link on its way)`,
+    ) ?? (await untrustedAbove(runtime, resolved));
+    if (why !== undefined) return why;
+    const target = await readLink(at);
+    if (target.startsWith("/")) resolved = "/";
+    names.push(...target.split("/").reverse());
+  }
+  return undefined;
 }
 
 /**

@@ -797,7 +797,9 @@ export function createGateway(
     }));
     const manageRoute = (c: Context): boolean =>
       c.req.matchedRoutes.some((r) => manageKeys.has(`${r.method} ${r.path}`));
-    // Asked for a tenant's token only: nobody else pays for it.
+    // Asked for a tenant's token only: nobody else pays for it. (An
+    // execute's `?publish=` is checked by its route: a tenant's own
+    // channels only, `_tenant_channels.ts`.)
     const operatorRoute = (c: Context): boolean =>
       c.req.path === "/v2/models/stats" ||
       c.req.matchedRoutes.some((r) =>

@@ -328,7 +328,7 @@ export interface ChannelHubOptions {
   bufferSize?: number;
   /**
    * Channels kept at most; the least recently used channel without
-   * subscribers is forgotten beyond that.
+   * subscribers is forgotten beyond that, one without history first.
    * @default {1000}
    */
   maxChannels?: number;
@@ -634,13 +634,28 @@ export class ChannelHub {
     this.#historyBytes -= ch.sizes.shift() ?? 0;
   }
 
+  /**
+   * Forgets the least recently used channel without subscribers, one
+   * without history first: a subscription made one (every client that may
+   * subscribe names any channel), and 1000 subscriptions to new names, one
+   * after the other, forgot every idle channel's history and epoch,
+   * another tenant's too, where forgetting the empty ones loses nothing.
+   */
   #evict(): void {
+    let idle: string | undefined;
     for (const [name, ch] of this.#channels) {
-      if (ch.subscribers.size === 0) {
+      if (ch.subscribers.size !== 0) continue;
+      if (ch.history.length === 0) {
         this.#channels.delete(name);
-        while (ch.history.length > 0) this.#forgetOldest(ch);
         return;
       }
+      idle ??= name;
+    }
+    if (idle !== undefined) {
+      const ch = this.#channels.get(idle)!;
+      this.#channels.delete(idle);
+      while (ch.history.length > 0) this.#forgetOldest(ch);
+      return;
     }
     throw new RangeError(
       `Cannot create channel: ${this.#maxChannels} channels with subscribers exist`,

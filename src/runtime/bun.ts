@@ -15,6 +15,7 @@ import {
   open,
   readdir,
   readFile,
+  readlink,
   realpath,
   rm,
   rmdir,
@@ -461,6 +462,7 @@ export function bunRuntime(): Runtime {
     uid: () =>
       typeof process.getuid === "function" ? process.getuid() : undefined,
     realPath: (path) => realpath(path),
+    readLink: (path) => readlink(path),
     readRegularFile,
     // From the referrer's directory: its package.json's `imports` and
     // node_modules are the ones Bun reads for it.

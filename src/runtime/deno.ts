@@ -600,6 +600,7 @@ export function denoRuntime(): Runtime {
       }
     },
     realPath: (path) => Deno.realPath(path),
+    readLink: (path) => Deno.readLink(path),
     readRegularFile,
     // The import map is the process's (scopes aside): the same from here.
     resolveImport(specifier) {

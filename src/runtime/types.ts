@@ -615,6 +615,13 @@ export interface Runtime {
   /** Resolves symlinks and `..`; throws when the path does not exist. */
   realPath(path: string): Promise<string>;
   /**
+   * The target of the symbolic link at `path`, as written in it (relative
+   * to the link's directory unless absolute); throws when `path` is not a
+   * link. Optional: without it, a secret file's check sees the first link
+   * and the file (not the links between).
+   */
+  readLink?(path: string): Promise<string>;
+  /**
    * Reads a small regular file (a token file, a TLS key): opened without
    * waiting (a FIFO put at `path` does not block the open), checked once
    * open (no race with a swap after a `stat`), at most `limit + 1` bytes
