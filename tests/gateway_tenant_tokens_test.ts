@@ -37,7 +37,7 @@ const OPERATOR_ROUTES: Array<[string, string]> = [
   ["DELETE", "/v1/models/echo"],
   ["POST", "/v2/repository/index"],
   ["POST", "/v1/eval"],
-  // A model's result published to a channel the client names: a publish.
+  // A model's result published to a channel not the tenant's own (news).
   ["POST", "/v1/models/echo/execute?publish=news"],
 ];
 
