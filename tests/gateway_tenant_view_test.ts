@@ -292,3 +292,58 @@ Deno.test("tenantModelView leaves out a model's workers and the operator's diagn
   const plain = { name: "echo" };
   assert.equal(tenantModelView(plain), plain);
 });
+
+Deno.test("createGateway answers an OPTIONS without a token (let in for preflights) alike whether eval and management are on or off, where tokens are set", async () => {
+  const answers = async (on: boolean, tenants: boolean) => {
+    const app = createGateway(stubPool(), {
+      port: () => 8000,
+      token: [OPERATOR, TENANT],
+      ...(tenants ? { tenantToken: [TENANT] } : {}),
+      allowEval: on,
+      allowManage: on,
+      stopSignal: AbortSignal.abort(),
+    });
+    const out: Array<[number, string | null, unknown]> = [];
+    for (const path of ["/v1/eval", "/v1/models/echo", "/v1/workers"]) {
+      const res = await app.request(`http://localhost:8000${path}`, {
+        method: "OPTIONS",
+      });
+      out.push([res.status, res.headers.get("allow"), await res.json()]);
+    }
+    return out;
+  };
+  for (const tenants of [true, false]) {
+    const on = await answers(true, tenants);
+    // Before: "allowed: POST" with eval on, "allowed: none; POST with
+    // --allow-eval" off (the Allow header and the flags), to anyone.
+    assert.deepEqual(on, await answers(false, tenants), `tenants: ${tenants}`);
+    assert.deepEqual(
+      on.map(([status, allow, body]) => [
+        status,
+        allow,
+        (body as { error: { message: string } }).error.message,
+      ]),
+      [
+        [405, "", "Cannot OPTIONS /v1/eval: allowed: none"],
+        [
+          405,
+          "GET, HEAD",
+          "Cannot OPTIONS /v1/models/echo: allowed: GET, HEAD",
+        ],
+        [405, "", "Cannot OPTIONS /v1/workers: allowed: none"],
+      ],
+    );
+  }
+  // Without tokens (nobody to keep it from), the operator's answer as before.
+  const open = createGateway(stubPool(), {
+    port: () => 8000,
+    allowEval: true,
+    insecureNoAuth: true,
+    stopSignal: AbortSignal.abort(),
+  });
+  const res = await open.request("http://localhost:8000/v1/eval", {
+    method: "OPTIONS",
+  });
+  assert.equal(res.headers.get("allow"), "POST");
+  await res.body?.cancel();
+});

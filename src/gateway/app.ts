@@ -1028,7 +1028,11 @@ export function createGateway(
       const answer = predict(c.req.raw, path);
       if (answer !== undefined) return answer;
     }
-    const tenant = ctx.isTenant(c.req.raw);
+    // A tenant's token, or no token at all where tokens are set: an
+    // OPTIONS (a preflight, let in without one) read the Allow header and
+    // the flags of what eval and management serve, before any token.
+    const tenant = ctx.isTenant(c.req.raw) ||
+      (ctx.callers !== undefined && !ctx.callers.has(c.req.raw));
     const methods = (tenant ? tenantMethods : allowedMethods)(path);
     const allow = methods.allow;
     // Those turned off, with their flag: never to a tenant.
