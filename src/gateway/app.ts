@@ -19,7 +19,11 @@ import { ChannelHub } from "./channels.ts";
 import { channelRoutes } from "./channel_routes.ts";
 import { dashboardCsp, dashboardHtml } from "./dashboard.ts";
 import { httpError, REQUEST_ID_HEADER } from "./error_response.ts";
-import { tenantChannelRefusal, tenantOwnsChannel } from "./_tenant_channels.ts";
+import {
+  channelOwner,
+  tenantChannelRefusal,
+  tenantOwnsChannel,
+} from "./_tenant_channels.ts";
 import { foreignRouteHint } from "./_foreign_route_hint.ts";
 import { routeError } from "./_route_error.ts";
 import { evalRoutes } from "./eval_routes.ts";
@@ -477,7 +481,10 @@ export function createGateway(
   const ctx: RouteContext = {
     pool,
     hub: options.hub ??
-      new ChannelHub({ onDrop: droppedSubscriberLogger(logger) }),
+      new ChannelHub({
+        onDrop: droppedSubscriberLogger(logger),
+        ownerOf: channelOwner,
+      }),
     // Past its maxModels names, a model the pool has still gets series.
     metrics: options.metrics ??
       new GatewayMetrics({ isModel: (name) => hasModel(pool, name) }),
