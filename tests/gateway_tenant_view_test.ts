@@ -347,3 +347,63 @@ Deno.test("createGateway answers an OPTIONS without a token (let in for prefligh
   assert.equal(res.headers.get("allow"), "POST");
   await res.body?.cancel();
 });
+
+Deno.test("serve shows a tenant's token a model out of service in GET /v1/models/{name} (TF Serving's model_version_status) without the workers it crashed, their exits and the operator's settings; the operator's as before", async () => {
+  await using dir = await tempDir("pyproxy-tenant-view-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT} tenant\n`, {
+    mode: 0o600,
+  });
+  // As gateway_placement_test's: out of service at its first slot given up.
+  await using gw = await startGateway({
+    tokenFile,
+    workers: 3,
+    models: [{ name: "crash", file: "crash.py", workers: 1 }],
+    limits: { shutdownGrace: 2000, maxRelocations: 0 },
+    plugins: {
+      reconnect: {
+        backoff: { initial: 10, max: 20 },
+        heartbeatInterval: 0,
+        maxCrashes: 1,
+        failedRetryAfter: 0,
+      },
+    },
+  }, GATE);
+  const call = async () => {
+    const res = await gw.fetch("/v1/models/crash/execute", {
+      method: "POST",
+      body: "{}",
+      headers: bearer(OPERATOR),
+    });
+    await res.body?.cancel();
+    return res.status;
+  };
+  assert.deepEqual([await call(), await call(), await call()], [
+    502,
+    502,
+    503,
+  ]);
+  for (const path of ["/v1/models/crash", "/v1/models/crash/versions/1"]) {
+    const tenant = await gw.fetch(path, { headers: bearer(TENANT) });
+    assert.equal(tenant.status, 503, path);
+    const text = await tenant.text();
+    // Before: "out of service: it crashed the workers it was placed on once
+    // within 600000 ms (w1: ...), past limits.maxRelocations 0; last: worker
+    // w1 crashed 2 times within 60000 ms; last: exited with code 3", where
+    // its failedReason beside it said "it crashed the workers it ran on".
+    assert.doesNotMatch(
+      text,
+      /\bw\d\b|exited|maxRelocations|allow-manage/,
+      `${path}: ${text}`,
+    );
+    assert.deepEqual(JSON.parse(text).model_version_status[0].status, {
+      error_code: "UNAVAILABLE",
+      error_message: "out of service: it crashed the workers it ran on",
+    });
+    const operator = await gw.fetch(path, { headers: bearer(OPERATOR) });
+    assert.match(
+      (await operator.json()).model_version_status[0].status.error_message,
+      /^out of service: it crashed the workers it was placed on .*\bw\d\b.*maxRelocations 0.*exited with code 3/,
+    );
+  }
+});

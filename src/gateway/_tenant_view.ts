@@ -114,6 +114,13 @@ export function tenantModelView(view: ModelView): ModelView {
   } = view;
   return failedReason === undefined ? rest : {
     ...rest,
-    failedReason: "it crashed the workers it ran on",
+    failedReason: TENANT_FAILED_REASON,
   };
 }
+
+/**
+ * Why a model is out of service, as a tenant reads it (its description's
+ * `failedReason`, and TF Serving's `model_version_status` `error_message`
+ * after `out of service: `): no worker, exit nor setting.
+ */
+export const TENANT_FAILED_REASON = "it crashed the workers it ran on";
