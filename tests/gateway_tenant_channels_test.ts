@@ -285,3 +285,41 @@ Deno.test("serve keeps a tenant publishing to many channels of its own to its sh
   assert.equal(names.filter((n: string) => n.startsWith(A)).length, 100);
   assert.ok(names.includes(`${A}x999`));
 });
+
+Deno.test("serve refuses a subscription past a tenant's share of the hub (its 100 channels all followed) with 400, a WebSocket's before its handshake", async () => {
+  await using dir = await tempDir("pyproxy-tenant-channels-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await writeTokens(tokenFile, `${OPERATOR}\n${TENANT_A} tenant\n`);
+  await using gw = await startGateway({ tokenFile });
+  const subs: SseReader[] = [];
+  try {
+    for (let i = 0; i < 100; i++) {
+      const res = await gw.fetch(`/v1/channels/${A}s${i}`, {
+        headers: bearer(TENANT_A),
+      });
+      assert.equal(res.status, 200, `subscription ${i}`);
+      subs.push(new SseReader(res.body!));
+    }
+    const sse = await gw.fetch(`/v1/channels/${A}s100`, {
+      headers: bearer(TENANT_A),
+    });
+    assert.equal(sse.status, 400);
+    assert.match(
+      (await sse.json()).error.message,
+      /^Cannot create channel: 100 channels named by "[0-9a-f]{16}" with subscribers exist/,
+    );
+    // Before: upgraded, then refused: the handshake hung (Deno), or the
+    // socket opened with no subscription behind it (Bun).
+    const ws = webSocket(gw.url, `${A}w`, TENANT_A);
+    assert.equal(await within(ws.opened, "the refused handshake"), false);
+    await within(ws.closed, "the refused WebSocket");
+    // Another's channel is still made.
+    const other = await gw.fetch("/v1/channels/news", {
+      headers: bearer(OPERATOR),
+    });
+    assert.equal(other.status, 200);
+    await other.body?.cancel();
+  } finally {
+    for (const sub of subs) await sub.cancel();
+  }
+});
