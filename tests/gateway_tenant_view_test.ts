@@ -407,3 +407,75 @@ Deno.test("serve shows a tenant's token a model out of service in GET /v1/models
     );
   }
 });
+
+Deno.test("serve shows a tenant's token a placed model's 503 for want of a ready worker without its workers and their states; the operator's as before", async () => {
+  await using dir = await tempDir("pyproxy-tenant-view-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT} tenant\n`, {
+    mode: 0o600,
+  });
+  // Each slot given up at its second death (no call in flight: the model
+  // is not blamed, and moves to the other slot, then has none).
+  await using gw = await startGateway({
+    tokenFile,
+    workers: 2,
+    models: [{ name: "one", file: "echo.py", workers: 1 }],
+    plugins: {
+      reconnect: {
+        backoff: { initial: 10, max: 20 },
+        heartbeatInterval: 0,
+        maxCrashes: 1,
+        failedRetryAfter: 0,
+      },
+    },
+  });
+  type Status = {
+    workers: Array<{ id: string; state: string; pid: number | null }>;
+    models: Array<{ name: string; slots?: string[] }>;
+  };
+  const status = async (): Promise<Status> =>
+    await (await gw.fetch("/v1/status", { headers: bearer(OPERATOR) })).json();
+  const call = (token: string) =>
+    gw.fetch("/v1/models/one/execute", {
+      method: "POST",
+      body: "{}",
+      headers: bearer(token),
+    });
+  // Kill the worker holding it until every worker has failed for good.
+  for (let kills = 0; kills < 8; kills++) {
+    const now = await status();
+    if (now.workers.every((w) => w.state === "failed")) break;
+    const slot = now.models.find((m) => m.name === "one")?.slots?.[0];
+    const worker = now.workers.find((w) => w.id === slot && w.pid !== null);
+    if (worker === undefined) {
+      await until(async () => {
+        const s = await status();
+        return s.workers.some((w) =>
+          w.id === s.models.find((m) => m.name === "one")?.slots?.[0] &&
+          w.state === "ready"
+        ) || s.workers.every((w) => w.state === "failed");
+      }, "its slot ready, or every worker failed");
+      continue;
+    }
+    Deno.kill(worker.pid!, "SIGKILL");
+    await until(async () => {
+      const w = (await status()).workers.find((x) => x.id === worker.id);
+      return w !== undefined && w.pid !== worker.pid;
+    }, `worker ${worker.id} gone`);
+  }
+  const tenant = await call(TENANT);
+  assert.equal(tenant.status, 503);
+  const { error } = await tenant.json();
+  // Before: "... no worker of model 'one' is ready (it is placed on w2 failed)".
+  assert.equal(error.type, "NoWorkerError");
+  assert.equal(
+    error.message,
+    "Cannot route call: no worker of model 'one' is ready",
+  );
+  const operator = await call(OPERATOR);
+  assert.equal(operator.status, 503);
+  assert.match(
+    (await operator.json()).error.message,
+    /no worker of model 'one' is ready \(it is placed on w\d failed\)$/,
+  );
+});
