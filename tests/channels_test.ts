@@ -415,3 +415,46 @@ Deno.test("ChannelHub replays the kept history to a resuming subscriber whatever
   assert.equal(drops.length, 1);
   hub.close();
 });
+
+Deno.test("ChannelHub keeps each owner (ownerOf) to its share: its own idle channels and oldest messages go, never another's", () => {
+  const A = "aaaaaaaaaaaaaaaa";
+  const B = "bbbbbbbbbbbbbbbb";
+  const hub = new ChannelHub({
+    maxChannels: 20,
+    maxHistoryBytes: 1000,
+    ownerOf: (name) => /^[ab]{16}/.test(name) ? name.slice(0, 16) : undefined,
+  });
+  try {
+    hub.publish(`${B}.orders`, { n: 1 });
+    hub.publish("news", { n: 2 });
+    // A thousand names of A's: before, the hub forgot B's and news (LRU).
+    for (let i = 0; i < 1000; i++) hub.publish(`${A}x${i}`, i);
+    const names = hub.list().map((c) => c.name);
+    assert.ok(names.includes(`${B}.orders`), "B's channel kept");
+    assert.ok(names.includes("news"), "an unowned channel kept");
+    // A tenth of maxChannels: A's last two, its older ones forgotten.
+    assert.deepEqual(names.filter((n) => n.startsWith(A)), [
+      `${A}x998`,
+      `${A}x999`,
+    ]);
+    // History: A's large messages spend A's tenth (100), not B's.
+    for (let i = 0; i < 50; i++) hub.publish(`${A}x999`, "y".repeat(40));
+    const byName = new Map(hub.list().map((c) => [c.name, c.history]));
+    assert.deepEqual(byName.get(`${B}.orders`)?.map((m) => m.data), [{
+      n: 1,
+    }]);
+    assert.deepEqual(byName.get("news")?.map((m) => m.data), [{ n: 2 }]);
+    assert.equal(byName.get(`${A}x999`)?.length, 2);
+    assert.ok(hub.historyBytes <= 1000);
+    // An owner's channels all followed: its next one is refused, others' not.
+    const subs = [hub.subscribe(`${A}x998`), hub.subscribe(`${A}x999`)];
+    assert.throws(
+      () => hub.subscribe(`${A}new`),
+      /Cannot create channel: 2 channels named by "aaaaaaaaaaaaaaaa" with subscribers exist/,
+    );
+    subs.push(hub.subscribe(`${B}.more`), hub.subscribe("other"));
+    for (const s of subs) s.close();
+  } finally {
+    hub.close();
+  }
+});

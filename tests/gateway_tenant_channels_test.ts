@@ -241,3 +241,85 @@ Deno.test("serve ends the subscriptions to other channels of a token a token fil
     TOKEN_FILE_INTERVAL_FLOOR.ms = floor;
   }
 });
+
+Deno.test("serve keeps a tenant publishing to many channels of its own to its share of the hub: another tenant's channel and its history stay", async () => {
+  await using dir = await tempDir("pyproxy-tenant-channels-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await writeTokens(
+    tokenFile,
+    `${OPERATOR}\n${TENANT_A} tenant\n${TENANT_B} tenant\n`,
+  );
+  await using gw = await startGateway({ tokenFile });
+  const post = async (channel: string, body: string, token: string) => {
+    const res = await gw.fetch(`/v1/channels/${channel}`, {
+      method: "POST",
+      body,
+      headers: bearer(token),
+    });
+    assert.equal(res.status, 200, channel);
+    await res.body?.cancel();
+  };
+  await post(`${B}.orders`, '{"order":42}', TENANT_B);
+  // The hub's 1000 channels, all A's: before, B's was forgotten (the
+  // least recently used without subscribers), its order with it.
+  for (let i = 0; i < 1000; i++) await post(`${A}x${i}`, "1", TENANT_A);
+  const res = await gw.fetch(`/v1/channels/${B}.orders?lastEventId=0`, {
+    headers: bearer(TENANT_B),
+  });
+  assert.equal(res.status, 200);
+  const sub = new SseReader(res.body!);
+  try {
+    assert.deepEqual((await within(sub.next(), "B's kept order"))?.data, {
+      order: 42,
+    });
+  } finally {
+    await sub.cancel();
+  }
+  // A's newest channels are kept (a tenth of the hub's), its older ones not.
+  const list = await gw.fetch("/v1/channels?history=0", {
+    headers: bearer(OPERATOR),
+  });
+  const names = (await list.json()).channels.map((c: { name: string }) =>
+    c.name
+  );
+  assert.equal(names.filter((n: string) => n.startsWith(A)).length, 100);
+  assert.ok(names.includes(`${A}x999`));
+});
+
+Deno.test("serve refuses a subscription past a tenant's share of the hub (its 100 channels all followed) with 400, a WebSocket's before its handshake", async () => {
+  await using dir = await tempDir("pyproxy-tenant-channels-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await writeTokens(tokenFile, `${OPERATOR}\n${TENANT_A} tenant\n`);
+  await using gw = await startGateway({ tokenFile });
+  const subs: SseReader[] = [];
+  try {
+    for (let i = 0; i < 100; i++) {
+      const res = await gw.fetch(`/v1/channels/${A}s${i}`, {
+        headers: bearer(TENANT_A),
+      });
+      assert.equal(res.status, 200, `subscription ${i}`);
+      subs.push(new SseReader(res.body!));
+    }
+    const sse = await gw.fetch(`/v1/channels/${A}s100`, {
+      headers: bearer(TENANT_A),
+    });
+    assert.equal(sse.status, 400);
+    assert.match(
+      (await sse.json()).error.message,
+      /^Cannot create channel: 100 channels named by "[0-9a-f]{16}" with subscribers exist/,
+    );
+    // Before: upgraded, then refused: the handshake hung (Deno), or the
+    // socket opened with no subscription behind it (Bun).
+    const ws = webSocket(gw.url, `${A}w`, TENANT_A);
+    assert.equal(await within(ws.opened, "the refused handshake"), false);
+    await within(ws.closed, "the refused WebSocket");
+    // Another's channel is still made.
+    const other = await gw.fetch("/v1/channels/news", {
+      headers: bearer(OPERATOR),
+    });
+    assert.equal(other.status, 200);
+    await other.body?.cancel();
+  } finally {
+    for (const sub of subs) await sub.cancel();
+  }
+});

@@ -292,3 +292,190 @@ Deno.test("tenantModelView leaves out a model's workers and the operator's diagn
   const plain = { name: "echo" };
   assert.equal(tenantModelView(plain), plain);
 });
+
+Deno.test("createGateway answers an OPTIONS without a token (let in for preflights) alike whether eval and management are on or off, where tokens are set", async () => {
+  const answers = async (on: boolean, tenants: boolean) => {
+    const app = createGateway(stubPool(), {
+      port: () => 8000,
+      token: [OPERATOR, TENANT],
+      ...(tenants ? { tenantToken: [TENANT] } : {}),
+      allowEval: on,
+      allowManage: on,
+      stopSignal: AbortSignal.abort(),
+    });
+    const out: Array<[number, string | null, unknown]> = [];
+    for (const path of ["/v1/eval", "/v1/models/echo", "/v1/workers"]) {
+      const res = await app.request(`http://localhost:8000${path}`, {
+        method: "OPTIONS",
+      });
+      out.push([res.status, res.headers.get("allow"), await res.json()]);
+    }
+    return out;
+  };
+  for (const tenants of [true, false]) {
+    const on = await answers(true, tenants);
+    // Before: "allowed: POST" with eval on, "allowed: none; POST with
+    // --allow-eval" off (the Allow header and the flags), to anyone.
+    assert.deepEqual(on, await answers(false, tenants), `tenants: ${tenants}`);
+    assert.deepEqual(
+      on.map(([status, allow, body]) => [
+        status,
+        allow,
+        (body as { error: { message: string } }).error.message,
+      ]),
+      [
+        [405, "", "Cannot OPTIONS /v1/eval: allowed: none"],
+        [
+          405,
+          "GET, HEAD",
+          "Cannot OPTIONS /v1/models/echo: allowed: GET, HEAD",
+        ],
+        [405, "", "Cannot OPTIONS /v1/workers: allowed: none"],
+      ],
+    );
+  }
+  // Without tokens (nobody to keep it from), the operator's answer as before.
+  const open = createGateway(stubPool(), {
+    port: () => 8000,
+    allowEval: true,
+    insecureNoAuth: true,
+    stopSignal: AbortSignal.abort(),
+  });
+  const res = await open.request("http://localhost:8000/v1/eval", {
+    method: "OPTIONS",
+  });
+  assert.equal(res.headers.get("allow"), "POST");
+  await res.body?.cancel();
+});
+
+Deno.test("serve shows a tenant's token a model out of service in GET /v1/models/{name} (TF Serving's model_version_status) without the workers it crashed, their exits and the operator's settings; the operator's as before", async () => {
+  await using dir = await tempDir("pyproxy-tenant-view-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT} tenant\n`, {
+    mode: 0o600,
+  });
+  // As gateway_placement_test's: out of service at its first slot given up.
+  await using gw = await startGateway({
+    tokenFile,
+    workers: 3,
+    models: [{ name: "crash", file: "crash.py", workers: 1 }],
+    limits: { shutdownGrace: 2000, maxRelocations: 0 },
+    plugins: {
+      reconnect: {
+        backoff: { initial: 10, max: 20 },
+        heartbeatInterval: 0,
+        maxCrashes: 1,
+        failedRetryAfter: 0,
+      },
+    },
+  }, GATE);
+  const call = async () => {
+    const res = await gw.fetch("/v1/models/crash/execute", {
+      method: "POST",
+      body: "{}",
+      headers: bearer(OPERATOR),
+    });
+    await res.body?.cancel();
+    return res.status;
+  };
+  assert.deepEqual([await call(), await call(), await call()], [
+    502,
+    502,
+    503,
+  ]);
+  for (const path of ["/v1/models/crash", "/v1/models/crash/versions/1"]) {
+    const tenant = await gw.fetch(path, { headers: bearer(TENANT) });
+    assert.equal(tenant.status, 503, path);
+    const text = await tenant.text();
+    // Before: "out of service: it crashed the workers it was placed on once
+    // within 600000 ms (w1: ...), past limits.maxRelocations 0; last: worker
+    // w1 crashed 2 times within 60000 ms; last: exited with code 3", where
+    // its failedReason beside it said "it crashed the workers it ran on".
+    assert.doesNotMatch(
+      text,
+      /\bw\d\b|exited|maxRelocations|allow-manage/,
+      `${path}: ${text}`,
+    );
+    assert.deepEqual(JSON.parse(text).model_version_status[0].status, {
+      error_code: "UNAVAILABLE",
+      error_message: "out of service: it crashed the workers it ran on",
+    });
+    const operator = await gw.fetch(path, { headers: bearer(OPERATOR) });
+    assert.match(
+      (await operator.json()).model_version_status[0].status.error_message,
+      /^out of service: it crashed the workers it was placed on .*\bw\d\b.*maxRelocations 0.*exited with code 3/,
+    );
+  }
+});
+
+Deno.test("serve shows a tenant's token a placed model's 503 for want of a ready worker without its workers and their states; the operator's as before", async () => {
+  await using dir = await tempDir("pyproxy-tenant-view-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT} tenant\n`, {
+    mode: 0o600,
+  });
+  // Each slot given up at its second death (no call in flight: the model
+  // is not blamed, and moves to the other slot, then has none).
+  await using gw = await startGateway({
+    tokenFile,
+    workers: 2,
+    models: [{ name: "one", file: "echo.py", workers: 1 }],
+    plugins: {
+      reconnect: {
+        backoff: { initial: 10, max: 20 },
+        heartbeatInterval: 0,
+        maxCrashes: 1,
+        failedRetryAfter: 0,
+      },
+    },
+  });
+  type Status = {
+    workers: Array<{ id: string; state: string; pid: number | null }>;
+    models: Array<{ name: string; slots?: string[] }>;
+  };
+  const status = async (): Promise<Status> =>
+    await (await gw.fetch("/v1/status", { headers: bearer(OPERATOR) })).json();
+  const call = (token: string) =>
+    gw.fetch("/v1/models/one/execute", {
+      method: "POST",
+      body: "{}",
+      headers: bearer(token),
+    });
+  // Kill the worker holding it until every worker has failed for good.
+  for (let kills = 0; kills < 8; kills++) {
+    const now = await status();
+    if (now.workers.every((w) => w.state === "failed")) break;
+    const slot = now.models.find((m) => m.name === "one")?.slots?.[0];
+    const worker = now.workers.find((w) => w.id === slot && w.pid !== null);
+    if (worker === undefined) {
+      await until(async () => {
+        const s = await status();
+        return s.workers.some((w) =>
+          w.id === s.models.find((m) => m.name === "one")?.slots?.[0] &&
+          w.state === "ready"
+        ) || s.workers.every((w) => w.state === "failed");
+      }, "its slot ready, or every worker failed");
+      continue;
+    }
+    Deno.kill(worker.pid!, "SIGKILL");
+    await until(async () => {
+      const w = (await status()).workers.find((x) => x.id === worker.id);
+      return w !== undefined && w.pid !== worker.pid;
+    }, `worker ${worker.id} gone`);
+  }
+  const tenant = await call(TENANT);
+  assert.equal(tenant.status, 503);
+  const { error } = await tenant.json();
+  // Before: "... no worker of model 'one' is ready (it is placed on w2 failed)".
+  assert.equal(error.type, "NoWorkerError");
+  assert.equal(
+    error.message,
+    "Cannot route call: no worker of model 'one' is ready",
+  );
+  const operator = await call(OPERATOR);
+  assert.equal(operator.status, 503);
+  assert.match(
+    (await operator.json()).error.message,
+    /no worker of model 'one' is ready \(it is placed on w\d failed\)$/,
+  );
+});

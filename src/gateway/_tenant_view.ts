@@ -13,6 +13,7 @@
  */
 import {
   ModelUnavailableError,
+  NoWorkerError,
   OverloadedError,
   WorkerCrashedError,
 } from "../errors.ts";
@@ -25,8 +26,10 @@ import type { ModelView } from "./_model_view.ts";
  * `maxInFlightPerWorker` (its `Retry-After` kept); a worker's crash
  * (502) without the worker, its pid and exit, and the calls it was running
  * (the other tenants' calls, by model: their activity); a model out of
- * service (503) without the workers it crashed and their exits; any other
- * error as it is (a plugin's quota answers its own words).
+ * service (503) without the workers it crashed and their exits; a placed
+ * model's 503 for want of a ready worker without its workers and their
+ * states; any other error as it is (a plugin's quota answers its own
+ * words).
  *
  * @example
  * ```ts
@@ -38,6 +41,9 @@ import type { ModelView } from "./_model_view.ts";
  */
 export function tenantError(err: unknown): unknown {
   if (err instanceof WorkerCrashedError) return tenantCrash(err);
+  if (err instanceof NoWorkerError && err.details.workers !== undefined) {
+    return tenantNoWorker(err);
+  }
   if (err instanceof ModelUnavailableError) {
     const { model, version } = err.details;
     if (typeof model !== "string") return err;
@@ -56,6 +62,31 @@ export function tenantError(err: unknown): unknown {
   return new OverloadedError(
     "Cannot accept call: the model's queue is full; retry later",
     retryAfterMs === undefined ? {} : { details: { retryAfterMs } },
+  );
+}
+
+/**
+ * A placed model's call with no ready worker (`NoWorkerError` with its
+ * `workers`) as a tenant reads it: `(it is placed on w2 failed)` and the
+ * workers' ids, states and failures left out.
+ */
+function tenantNoWorker(err: NoWorkerError): NoWorkerError {
+  const { model, version, started, retryAfterMs } = err.details;
+  const who = typeof model !== "string"
+    ? "the model"
+    : typeof version === "string"
+    ? `model '${model}' version '${version}'`
+    : `model '${model}'`;
+  return new NoWorkerError(
+    `Cannot route call: no worker of ${who} is ready`,
+    {
+      details: {
+        ...(typeof model === "string" ? { model } : {}),
+        ...(typeof version === "string" ? { version } : {}),
+        ...(started === undefined ? {} : { started }),
+        ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+      },
+    },
   );
 }
 
@@ -114,6 +145,13 @@ export function tenantModelView(view: ModelView): ModelView {
   } = view;
   return failedReason === undefined ? rest : {
     ...rest,
-    failedReason: "it crashed the workers it ran on",
+    failedReason: TENANT_FAILED_REASON,
   };
 }
+
+/**
+ * Why a model is out of service, as a tenant reads it (its description's
+ * `failedReason`, and TF Serving's `model_version_status` `error_message`
+ * after `out of service: `): no worker, exit nor setting.
+ */
+export const TENANT_FAILED_REASON = "it crashed the workers it ran on";

@@ -19,7 +19,11 @@ import { ChannelHub } from "./channels.ts";
 import { channelRoutes } from "./channel_routes.ts";
 import { dashboardCsp, dashboardHtml } from "./dashboard.ts";
 import { httpError, REQUEST_ID_HEADER } from "./error_response.ts";
-import { tenantChannelRefusal, tenantOwnsChannel } from "./_tenant_channels.ts";
+import {
+  channelOwner,
+  tenantChannelRefusal,
+  tenantOwnsChannel,
+} from "./_tenant_channels.ts";
 import { foreignRouteHint } from "./_foreign_route_hint.ts";
 import { routeError } from "./_route_error.ts";
 import { evalRoutes } from "./eval_routes.ts";
@@ -500,7 +504,10 @@ export function createGateway(
   const ctx: RouteContext = {
     pool,
     hub: options.hub ??
-      new ChannelHub({ onDrop: droppedSubscriberLogger(logger) }),
+      new ChannelHub({
+        onDrop: droppedSubscriberLogger(logger),
+        ownerOf: channelOwner,
+      }),
     // Past its maxModels names, a model the pool has still gets series.
     metrics: options.metrics ??
       new GatewayMetrics({ isModel: (name) => hasModel(pool, name) }),
@@ -1065,7 +1072,11 @@ export function createGateway(
       const answer = predict(c.req.raw, path);
       if (answer !== undefined) return answer;
     }
-    const tenant = ctx.isTenant(c.req.raw);
+    // A tenant's token, or no token at all where tokens are set: an
+    // OPTIONS (a preflight, let in without one) read the Allow header and
+    // the flags of what eval and management serve, before any token.
+    const tenant = ctx.isTenant(c.req.raw) ||
+      (ctx.callers !== undefined && !ctx.callers.has(c.req.raw));
     const methods = (tenant ? tenantMethods : allowedMethods)(path);
     const allow = methods.allow;
     // Those turned off, with their flag: never to a tenant.

@@ -232,11 +232,22 @@ export function channelRoutes(ctx: RouteContext): Hono {
       const { protocol } = webSocketOffer(
         c.req.header("sec-websocket-protocol") ?? null,
       );
-      const { socket, response } = ctx.runtime.upgradeWebSocket(
-        c.req.raw,
-        protocol === undefined ? {} : { protocol },
-      );
+      // Before the upgrade: a subscription refused (the hub's channels, or
+      // the id's share, all followed) is the handshake's 400. After it, the
+      // handshake hung on Deno, and on Bun the socket opened with nothing
+      // behind it, never closed.
       const sub = hub.subscribe(name, options);
+      let upgraded: ReturnType<typeof ctx.runtime.upgradeWebSocket>;
+      try {
+        upgraded = ctx.runtime.upgradeWebSocket(
+          c.req.raw,
+          protocol === undefined ? {} : { protocol },
+        );
+      } catch (err) {
+        sub.close();
+        throw err;
+      }
+      const { socket, response } = upgraded;
       pumpWebSocket(
         hub,
         socket,

@@ -301,6 +301,18 @@ interface Channel {
   /** Its numbering's epoch (ChannelMessage.epoch). */
   epoch: string;
   dropped: number;
+  /** Its owner's share (`ChannelHubOptions.ownerOf`), when it has one. */
+  share: OwnerShare | undefined;
+}
+
+/** What the channels of one owner hold of the hub (`ownerOf`). */
+interface OwnerShare {
+  owner: string;
+  channels: number;
+  /** Characters of JSON of its channels' history messages. */
+  bytes: number;
+  /** Its channels' history messages, oldest first. */
+  kept: Set<ChannelMessage>;
 }
 
 /**
@@ -352,6 +364,29 @@ export interface ChannelHubOptions {
    * here is ignored.
    */
   onDrop?: (channel: string, reason: string) => void;
+  /**
+   * The owner of a channel, from its name (asked once, when the channel is
+   * made), or `undefined` for none. An owner's channels together hold at
+   * most `maxChannelsPerOwner` channels and `maxHistoryBytesPerOwner` of
+   * history: past them its own least recently used channel without
+   * subscribers, and its own oldest messages, are forgotten, never
+   * another's. The gateway's owner is the token id a channel's name starts
+   * with (a tenant's channels: a tenant publishing to a thousand names of
+   * its own made the hub forget every other channel without subscribers,
+   * their history with them). None by default.
+   */
+  ownerOf?: (channel: string) => string | undefined;
+  /**
+   * Channels one owner (`ownerOf`) may have at once.
+   * @default {a tenth of maxChannels, at least 1}
+   */
+  maxChannelsPerOwner?: number;
+  /**
+   * Characters of JSON the histories of one owner's channels (`ownerOf`)
+   * keep together.
+   * @default {a tenth of maxHistoryBytes}
+   */
+  maxHistoryBytesPerOwner?: number;
 }
 
 const CHANNEL_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
@@ -389,6 +424,11 @@ export class ChannelHub {
   #closed = false;
   #dropped = 0;
   #onDrop: ((channel: string, reason: string) => void) | undefined;
+  #ownerOf: ((channel: string) => string | undefined) | undefined;
+  #maxChannelsPerOwner: number;
+  #maxHistoryBytesPerOwner: number;
+  /** The shares of the owners that have channels (`ownerOf`). */
+  #shares = new Map<string, OwnerShare>();
   /**
    * The data of messages holding `BigInt`s, with each one as `JSON.rawJSON`
    * of its digits: written once at publish, then by every subscriber and
@@ -420,6 +460,19 @@ export class ChannelHub {
       options.maxBufferBytes ?? 16 * 1024 * 1024,
       "maxBufferBytes",
       false,
+    );
+    this.#ownerOf = options.ownerOf;
+    this.#maxChannelsPerOwner = positive(
+      options.maxChannelsPerOwner ??
+        Math.max(1, Math.floor(this.#maxChannels / 10)),
+      "maxChannelsPerOwner",
+      false,
+    );
+    this.#maxHistoryBytesPerOwner = positive(
+      options.maxHistoryBytesPerOwner ??
+        Math.floor(this.#maxHistoryBytes / 10),
+      "maxHistoryBytesPerOwner",
+      true,
     );
   }
 
@@ -496,12 +549,26 @@ export class ChannelHub {
       data,
     };
     if (wire !== data) this.#wire.set(message, wire);
-    if (this.#historySize > 0 && size <= this.#maxHistoryBytes) {
+    const share = ch.share;
+    if (
+      this.#historySize > 0 && size <= this.#maxHistoryBytes &&
+      (share === undefined || size <= this.#maxHistoryBytesPerOwner)
+    ) {
       ch.history.push(message);
       ch.sizes.push(size);
       this.#kept.set(message, ch);
       this.#historyBytes += size;
+      if (share !== undefined) {
+        share.kept.add(message);
+        share.bytes += size;
+      }
       if (ch.history.length > this.#historySize) this.#forgetOldest(ch);
+      // Its owner's oldest first: another's history is not its to spend.
+      while (
+        share !== undefined && share.bytes > this.#maxHistoryBytesPerOwner
+      ) {
+        this.#forgetOldest(this.#kept.get(share.kept.values().next().value!)!);
+      }
       while (this.#historyBytes > this.#maxHistoryBytes) {
         // Its channel's oldest too: older ones were forgotten first.
         this.#forgetOldest(this.#kept.values().next().value!);
@@ -612,7 +679,20 @@ export class ChannelHub {
       this.#channels.set(name, ch);
       return ch;
     }
+    const owner = this.#ownerOf?.(name);
+    let share = owner === undefined ? undefined : this.#shares.get(owner);
+    if (share !== undefined && share.channels >= this.#maxChannelsPerOwner) {
+      // One of its own goes, never another's.
+      this.#evict(share);
+    }
     if (this.#channels.size >= this.#maxChannels) this.#evict();
+    // Again: an eviction of its last channel forgot the share.
+    share = owner === undefined ? undefined : this.#shares.get(owner);
+    if (owner !== undefined && share === undefined) {
+      share = { owner, channels: 0, bytes: 0, kept: new Set() };
+      this.#shares.set(owner, share);
+    }
+    if (share !== undefined) share.channels++;
     ch = {
       name,
       history: [],
@@ -622,6 +702,7 @@ export class ChannelHub {
       // Random: a restarted gateway's numbering has another.
       epoch: crypto.randomUUID().slice(0, 8),
       dropped: 0,
+      share,
     };
     this.#channels.set(name, ch);
     return ch;
@@ -630,35 +711,55 @@ export class ChannelHub {
   /** Forgets the oldest history message of `ch`. */
   #forgetOldest(ch: Channel): void {
     const message = ch.history.shift();
+    const size = ch.sizes.shift() ?? 0;
     if (message !== undefined) this.#kept.delete(message);
-    this.#historyBytes -= ch.sizes.shift() ?? 0;
+    this.#historyBytes -= size;
+    const share = ch.share;
+    if (share !== undefined && message !== undefined) {
+      share.kept.delete(message);
+      share.bytes -= size;
+    }
+  }
+
+  /** Forgets channel `name` and its history (and its owner's count). */
+  #forget(name: string, ch: Channel): void {
+    this.#channels.delete(name);
+    while (ch.history.length > 0) this.#forgetOldest(ch);
+    const own = ch.share;
+    if (own !== undefined && --own.channels === 0) {
+      this.#shares.delete(own.owner);
+    }
   }
 
   /**
-   * Forgets the least recently used channel without subscribers, one
-   * without history first: a subscription made one (every client that may
-   * subscribe names any channel), and 1000 subscriptions to new names, one
-   * after the other, forgot every idle channel's history and epoch,
-   * another tenant's too, where forgetting the empty ones loses nothing.
+   * Forgets the least recently used channel without subscribers (of
+   * `share`'s owner only, when given), one without history first: a
+   * subscription made one (every client that may subscribe names any
+   * channel), and 1000 subscriptions to new names, one after the other,
+   * forgot every idle channel's history and epoch, another tenant's too,
+   * where forgetting the empty ones loses nothing.
    */
-  #evict(): void {
+  #evict(share?: OwnerShare): void {
     let idle: string | undefined;
     for (const [name, ch] of this.#channels) {
       if (ch.subscribers.size !== 0) continue;
+      if (share !== undefined && ch.share !== share) continue;
       if (ch.history.length === 0) {
-        this.#channels.delete(name);
+        this.#forget(name, ch);
         return;
       }
       idle ??= name;
     }
     if (idle !== undefined) {
-      const ch = this.#channels.get(idle)!;
-      this.#channels.delete(idle);
-      while (ch.history.length > 0) this.#forgetOldest(ch);
+      this.#forget(idle, this.#channels.get(idle)!);
       return;
     }
     throw new RangeError(
-      `Cannot create channel: ${this.#maxChannels} channels with subscribers exist`,
+      share === undefined
+        ? `Cannot create channel: ${this.#maxChannels} channels with subscribers exist`
+        : `Cannot create channel: ${this.#maxChannelsPerOwner} channels named by ${
+          JSON.stringify(share.owner)
+        } with subscribers exist (maxChannelsPerOwner)`,
     );
   }
 }

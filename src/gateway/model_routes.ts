@@ -51,7 +51,11 @@ import { explainedTimeout } from "./_timeout_explained.ts";
 import { notAStream } from "./_first_item_timeout.ts";
 import { closeAfter } from "./_close_after.ts";
 import { discardUnreadBody } from "./_unread_body.ts";
-import { tenantError, tenantModelView } from "./_tenant_view.ts";
+import {
+  TENANT_FAILED_REASON,
+  tenantError,
+  tenantModelView,
+} from "./_tenant_view.ts";
 
 const SPEC_SHAPE = "expected {file, options?, class?, timeout?, workers?}";
 const WORKERS_SHAPE =
@@ -861,7 +865,8 @@ export function modelRoutes(ctx: RouteContext): Hono {
     }
     // That model's entries, not every model's (a probe per model).
     const now = statusOf(pool, name);
-    const status = readiness(ctx, model, now);
+    const tenant = ctx.isTenant(c.req.raw);
+    const status = readiness(ctx, model, now, tenant);
     // TF Serving lists every version's state when none is named (a client
     // waits there for the one it loaded); `ready` is the default's. One
     // status read for them all: one each made thousands of versions take
@@ -870,7 +875,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       const ready = readyWorkers(now);
       status.model_version_status = now.models.flatMap((m) =>
         m.name === name && m.version !== undefined
-          ? versionReadiness(ctx, m.version, m, ready)
+          ? versionReadiness(ctx, m.version, m, ready, tenant)
           : []
       );
     }
@@ -938,6 +943,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       ctx,
       model,
       fast ? { workers: workersOf(pool), models: [entryOf(one)] } : undefined,
+      ctx.isTenant(c.req.raw),
     );
     return jsonResponse({
       ...viewFor(c.req.raw)(model),
@@ -1130,6 +1136,8 @@ export function modelRoutes(ctx: RouteContext): Hono {
  * Serving's (`model_version_status`) read it from `GET /v1/models/{name}`:
  * ready when a worker that holds it is ready, it is in service, and the
  * gateway is not draining (what `GET /v2/models/{name}/ready` says).
+ * `tenant`: as a tenant's token reads it (out of service without its
+ * workers, their exits and the operator's settings).
  *
  * @example
  * ```ts ignore
@@ -1140,6 +1148,7 @@ export function readiness(
   ctx: Pick<RouteContext, "pool" | "unready">,
   model: GatewayModelInfo,
   status: PoolStatus = statusOf(ctx.pool, model.name),
+  tenant = false,
 ): {
   ready: boolean;
   model_version_status: VersionStatus[];
@@ -1148,12 +1157,18 @@ export function readiness(
     m.name === model.name && m.version === model.label
   );
   const version = model.label ?? String(model.version ?? 0);
-  const entry = versionReadiness(ctx, version, {
-    ...(model.failedReason === undefined
-      ? {}
-      : { failedReason: model.failedReason }),
-    ...now,
-  }, readyWorkers(status));
+  const entry = versionReadiness(
+    ctx,
+    version,
+    {
+      ...(model.failedReason === undefined
+        ? {}
+        : { failedReason: model.failedReason }),
+      ...now,
+    },
+    readyWorkers(status),
+    tenant,
+  );
   return { ready: entry.state === "AVAILABLE", model_version_status: [entry] };
 }
 
@@ -1194,13 +1209,14 @@ function versionReadiness(
   version: string,
   now: { failedReason?: string; slots?: readonly string[] },
   ready: Set<string>,
+  tenant: boolean,
 ): VersionStatus {
   const failed = now.failedReason;
   const where = now.slots;
   const why = ctx.unready.aborted
     ? "the gateway is shutting down"
     : failed !== undefined
-    ? `out of service: ${failed}`
+    ? `out of service: ${tenant ? TENANT_FAILED_REASON : failed}`
     : (where === undefined ? ready.size > 0 : where.some((id) => ready.has(id)))
     ? undefined
     : "no worker that holds it is ready";
