@@ -1243,6 +1243,47 @@ Deno.test("Pool writes model code's Python logging records to the model's logger
   );
 });
 
+const PRINTS_TRACEBACK = `import traceback
+class Printer:
+    threaded = True
+    def execute(self, msg):
+        print("before")
+        try:
+            try:
+                {}["k"]
+            except KeyError as exc:
+                raise ValueError("bad input") from exc
+        except ValueError:
+            traceback.print_exc()
+        print("after")
+        return 1
+`;
+
+Deno.test("Pool logs a chained traceback a model prints in execute as one error record of the call, in its place", async () => {
+  await using dir = await modelsDir();
+  const { logger, entries } = recordingLogger();
+  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+  await pool.addModel("printer", { source: PRINTS_TRACEBACK });
+  assert.equal(
+    await pool.execute("printer", {}, { requestId: "req-7" }),
+    1,
+  );
+  const printed = entries.filter(([, , p]) => p?.model === "printer");
+  // Before: 9 warnings, one per write of print_exc.
+  assert.deepEqual(
+    printed.map(([level, , p]) => [level, p?.stream, p?.requestId]),
+    [
+      ["info", "stdout", "req-7"],
+      ["error", "stderr", "req-7"],
+      ["info", "stdout", "req-7"],
+    ],
+  );
+  assert.match(
+    String(printed[1]![2]?.message),
+    /^Traceback \(most recent call last\):\n[\s\S]*KeyError: 'k'\n\nThe above exception was the direct cause of the following exception:\n\nTraceback \(most recent call last\):\n[\s\S]*ValueError: bad input$/,
+  );
+});
+
 Deno.test("Pool workers do not pass the gateway's PYPROXY_TOKEN on to model or eval code", async () => {
   const pids = new PidTracker();
   const pool = await Pool.start({

@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 34770,
+      size: 40021,
       sha256:
-        "9c03837d63ac92caf63a440ce647f9d0d6648454c3b3d4682a0f04efda4be0df",
+        "8e7572e667dbb782a80a4ab54980d132f89892910211be5d90d03101aa3b9f82",
     },
     {
       path: "pyproxy_server/forked_child.py",

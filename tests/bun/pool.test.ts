@@ -723,3 +723,42 @@ test(
   },
   60_000,
 );
+
+test("a chained traceback a model prints in execute is one error record of the call", async () => {
+  const entries: Array<[string, Record<string, unknown> | undefined]> = [];
+  const at = (level: string) => (_: string, p?: Record<string, unknown>) =>
+    void entries.push([level, p]);
+  const logger = {
+    trace: at("trace"),
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    fatal: at("fatal"),
+  };
+  await using pool = await Pool.start({ workers: 1, logger });
+  await pool.addModel("printer", {
+    source: [
+      "import traceback",
+      "class Printer:",
+      "    threaded = True",
+      "    def execute(self, msg):",
+      "        try:",
+      "            try:",
+      "                {}['k']",
+      "            except KeyError as exc:",
+      "                raise ValueError('bad input') from exc",
+      "        except ValueError:",
+      "            traceback.print_exc()",
+      "        print('after')",
+      "        return 1",
+    ].join("\n"),
+  });
+  expect(await pool.execute("printer", {}, { requestId: "req-8" })).toBe(1);
+  const printed = entries.filter(([, p]) => p?.model === "printer");
+  expect(printed.map(([level, p]) => [level, p?.stream, p?.requestId]))
+    .toEqual([["error", "stderr", "req-8"], ["info", "stdout", "req-8"]]);
+  expect(String(printed[0]![1]?.message)).toMatch(
+    /^Traceback[\s\S]*KeyError: 'k'\n\nThe above exception[\s\S]*ValueError: bad input$/,
+  );
+});
