@@ -320,11 +320,21 @@ export class StderrLog {
     // line of the traceback).
     const text = cut.includes("\\") ? unescape(cut) : cut;
     const level = recordLevel(text);
+    const record = serverRecord(text, level);
     if (this.#onText !== undefined) {
-      this.#give(nl ? text + "\n" : text, serverRecord(text, level));
+      this.#give(nl ? text + "\n" : text, record);
     }
     if (!this.#admit(1)) return;
-    this.#logger[level]("{id} stderr: {line}", { id: this.#id, line: text });
+    // Its fields too: a log collector's query for a worker's errors by
+    // logger or message (a start-up exit's reason) need not parse the line.
+    this.#logger[level]("{id} stderr: {line}", {
+      id: this.#id,
+      line: text,
+      ...(record.logger === undefined
+        ? {}
+        : { logger: record.logger, thread: record.thread }),
+      message: record.message,
+    });
   }
 
   /** A line of other text: joined with those that came just before it. */

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 40010,
+      size: 41494,
       sha256:
-        "cc8b7e69d9deee9915e6562afa868baa2231a39864bf783cb55129ce45331535",
+        "f543607c42c4087dd31c3113839898e58b18194883036b6ceb751005f86a81be",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -259,6 +259,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 3994,
       sha256:
         "8f53a5f18ecfcc85b2d7fe18dbe5053543ed4148ec0fc5b24aca5083a37f5bcb",
+    },
+    {
+      path: "pyproxy_server/start_exit.py",
+      size: 2195,
+      sha256:
+        "0f357e69cd986a06550bffb020c44cbabeaae1c7cb4dcfe538176113952ab5ad",
     },
     {
       path: "pyproxy_server/stream_producer.py",

@@ -2,7 +2,7 @@
 // written a line at a time is one error entry; onStderr gets the server's
 // records without their mark, with their level and logger.
 import { expect, test } from "bun:test";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PythonServer, type StderrRecord } from "../../mod.ts";
@@ -52,6 +52,32 @@ test("a traceback written 80 ms a line is one error entry; onStderr's records co
     expect(record?.[0]).toMatch(
       /^\d{4}-\d\d-\d\d \S+ WARNING \[.*\] pyproxy_server: a record\nover two lines\n$/,
     );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("a worker's start-up exit (--path not a directory) is one error entry with its fields, not a warning", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "pyproxy-bun-start-exit-"));
+  const { logger, entries } = recordingLogger();
+  try {
+    // A wrapper as the interpreter, which spoils the worker's --path.
+    const python = join(dir, "python");
+    await writeFile(
+      python,
+      '#!/bin/sh\nexec python3 "$@" --path /nonexistent-logs29\n',
+      { mode: 0o755 },
+    );
+    const failed = await PythonServer.start({ path: dir, python, logger })
+      .then(() => undefined, (err: Error) => err);
+    expect(failed?.name).toBe("StartError");
+    const errors = entries.filter(([level, m]) =>
+      level === "error" && m === "{id} stderr: {line}"
+    );
+    expect(errors.map(([, , p]) => [p?.logger, p?.message])).toEqual([[
+      "pyproxy_server",
+      "--path '/nonexistent-logs29' is not a directory",
+    ]]);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
