@@ -1284,6 +1284,51 @@ Deno.test("Pool logs a chained traceback a model prints in execute as one error 
   );
 });
 
+Deno.test("Pool logs a model that no longer loads on a worker's restart as an error with its traceback", async () => {
+  await using dir = await modelsDir();
+  const lib = await Deno.makeTempDir({ prefix: "pyproxy-lib-" });
+  const { logger, entries } = recordingLogger();
+  try {
+    await Deno.writeTextFile(`${lib}/extlib_logs29.py`, "X = 1\n");
+    await using pool = await Pool.start(opts(dir.path, {
+      workers: 1,
+      logger,
+      env: { PYTHONPATH: lib },
+    }));
+    await pool.addModel("uses_lib", {
+      source:
+        "import os, extlib_logs29\nclass M:\n    def execute(self, msg):\n        os._exit(3)\n",
+    });
+    // A package it imports changes on disk; the worker dies and replays it.
+    await Deno.writeTextFile(
+      `${lib}/extlib_logs29.py`,
+      "import no_such_module_logs29\n",
+    );
+    const replayFailed = (async () => {
+      for await (const e of pool.events()) {
+        if (e.type === "worker-exit" && e.reason.startsWith("start failed")) {
+          return;
+        }
+      }
+    })();
+    await assert.rejects(pool.execute("uses_lib", {}));
+    await replayFailed;
+    const errors = entries.filter(([level, m]) =>
+      level === "error" && m.startsWith("worker {id} cannot load its models")
+    );
+    assert.ok(errors.length >= 1, JSON.stringify(entries));
+    const p = errors[0]![2]!;
+    assert.equal(p.id, "w1");
+    assert.equal(p.exception, "ModuleNotFoundError");
+    assert.match(
+      String(p.traceback),
+      /^Traceback \(most recent call last\):\n[\s\S]*extlib_logs29\.py", line 1[\s\S]*No module named 'no_such_module_logs29'/,
+    );
+  } finally {
+    await Deno.remove(lib, { recursive: true });
+  }
+});
+
 Deno.test("Pool workers do not pass the gateway's PYPROXY_TOKEN on to model or eval code", async () => {
   const pids = new PidTracker();
   const pool = await Pool.start({
