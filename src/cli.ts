@@ -16,6 +16,7 @@ import {
 import { autoscale } from "../plugins/autoscale.ts";
 import { closestName } from "./_closest_name.ts";
 import { withoutRecordHead } from "./_server_record.ts";
+import { withoutColours } from "./_stderr_log.ts";
 import { journaldFormatter } from "./_journald_formatter.ts";
 import { ConfigError, StartError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
@@ -429,7 +430,9 @@ function errorLine(err: unknown): string {
   // A record of the server's (a start-up exit's: --path not a directory,
   // cannot listen) without its time, level and thread.
   const lines = typeof tail === "string"
-    ? tail.split("\n").map((line) => withoutRecordHead(line.trim())).filter(
+    ? tail.split("\n").map((line) =>
+      withoutRecordHead(withoutColours(line).trim())
+    ).filter(
       (line) => line,
     )
     : [];

@@ -774,6 +774,34 @@ Deno.test("main serve --log-format json: a worker's start-up exit that is not a 
   );
 });
 
+Deno.test({
+  name:
+    "main serve's one error line leaves out the colours of a Python 3.13 traceback (PYTHON_COLORS=1)",
+  ignore: !(await Deno.stat("/root/.pyenv/versions/3.13.0/bin/python3").then(
+    () => true,
+    () => false,
+  )),
+  fn: async () => {
+    await using shadow = await tempDir();
+    await Deno.writeTextFile(
+      `${shadow.path}/argparse.py`,
+      "raise RuntimeError('shadowed argparse')\n",
+    );
+    const r = await cli([
+      "serve",
+      "--port=0",
+      "--workers=1",
+      "--python=/root/.pyenv/versions/3.13.0/bin/python3",
+    ], { PYTHONPATH: shadow.path, PYTHON_COLORS: "1" });
+    assert.equal(r.code, 1, r.stderr);
+    assert.ok(!r.stderr.includes("\x1b"), r.stderr);
+    assert.match(
+      r.stderr.trimEnd(),
+      /^error: Cannot start pool: [^\n]*: RuntimeError: shadowed argparse$/,
+    );
+  },
+});
+
 Deno.test("main serve --log-format journald writes each line with its record's syslog priority, no time stamp", async () => {
   await using models = await tempDir();
   await Deno.writeTextFile(`${models.path}/noisy.py`, NOISY);
