@@ -1284,6 +1284,26 @@ Deno.test("Pool logs a chained traceback a model prints in execute as one error 
   );
 });
 
+Deno.test("Pool logs a traceback a model prints whole under the output rate limit while the second has room", async () => {
+  await using dir = await modelsDir();
+  const { logger, entries } = recordingLogger();
+  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+  await pool.addModel("late", {
+    source: PRINTS_TRACEBACK.replace(
+      'print("before")',
+      "for i in range(97): print(i)",
+    ),
+  });
+  assert.equal(await pool.execute("late", {}), 1);
+  const errors = entries.filter(([level, , p]) =>
+    level === "error" && p?.model === "late"
+  );
+  // 97 lines, then 3 of the traceback's fitted the 100 a second: it was cut
+  // after them, its exception's line left out.
+  assert.equal(errors.length, 1, JSON.stringify(entries.slice(-5)));
+  assert.match(String(errors[0]![2]?.message), /\nValueError: bad input$/);
+});
+
 Deno.test("Pool logs a model that no longer loads on a worker's restart as an error with its traceback", async () => {
   await using dir = await modelsDir();
   const lib = await Deno.makeTempDir({ prefix: "pyproxy-lib-" });
