@@ -67,9 +67,16 @@ export class OutputRateLimit {
   /**
    * The part of `message` (lines of `model`'s output) to log now, or
    * `undefined` for none; what is left out is counted. A count left out
-   * earlier is logged first, on `logger`.
+   * earlier is logged first, on `logger`. `whole`: all of it or nothing,
+   * all of it while the second has room left (a traceback's record, cut
+   * after the lines that fit, lost its exception's line).
    */
-  admit(logger: Logger, model: string, message: string): string | undefined {
+  admit(
+    logger: Logger,
+    model: string,
+    message: string,
+    whole = false,
+  ): string | undefined {
     const now = this.#now();
     let w = this.#windows.get(model);
     if (w === undefined) {
@@ -88,6 +95,10 @@ export class OutputRateLimit {
       return undefined;
     }
     this.#report(model, w);
+    if (whole) {
+      w.used += lineCount(message);
+      return message;
+    }
     // Only the lines that fit: one event may carry many of them.
     let end = -1;
     let lines = 0;

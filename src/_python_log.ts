@@ -96,7 +96,9 @@ export function logPythonOutput(
       ? event.level
       : "info";
     if (logger.isEnabledFor?.(level) === false) return;
-    message = limit.admit(logger, model, message);
+    // An error's record whole (a traceback printed or logged): its lines
+    // count, but the last ones, the exception's, are not cut off.
+    message = limit.admit(logger, model, message, level === "error");
     if (message === undefined) return;
   }
   const properties: Record<string, unknown> = {

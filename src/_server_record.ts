@@ -79,3 +79,16 @@ export function serverRecord(text: string, level: Level): StderrRecord {
     message: text.slice(fields[0].length),
   };
 }
+
+/** A record's line up to its logger: time, level and `[thread]`. */
+const RECORD_HEAD =
+  /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \[.*?\] (?=\S+: )/;
+
+/**
+ * `line` without the time, level and thread of a record of the server's
+ * (`pyproxy_server: cannot listen: ...`, as the server said it before its
+ * start-up exits were records); any other line as it is.
+ */
+export function withoutRecordHead(line: string): string {
+  return line.replace(RECORD_HEAD, "");
+}

@@ -24,6 +24,15 @@ import {
   unescape,
 } from "./_server_record.ts";
 
+/** An ANSI SGR sequence (colour, bold): `ESC [ <params> m`. */
+// deno-lint-ignore no-control-regex
+const SGR = /\x1b\[[0-9;]*m/g;
+
+/** `text` without its ANSI colours (a Python 3.13 traceback's under `FORCE_COLOR`). */
+export function withoutColours(text: string): string {
+  return text.includes("\x1b[") ? text.replace(SGR, "") : text;
+}
+
 /** Options of {@linkcode StderrLog}. */
 export interface StderrLogOptions {
   /**
@@ -320,16 +329,29 @@ export class StderrLog {
     // line of the traceback).
     const text = cut.includes("\\") ? unescape(cut) : cut;
     const level = recordLevel(text);
+    const record = serverRecord(text, level);
     if (this.#onText !== undefined) {
-      this.#give(nl ? text + "\n" : text, serverRecord(text, level));
+      this.#give(nl ? text + "\n" : text, record);
     }
     if (!this.#admit(1)) return;
-    this.#logger[level]("{id} stderr: {line}", { id: this.#id, line: text });
+    // Its fields too: a log collector's query for a worker's errors by
+    // logger or message (a start-up exit's reason) need not parse the line.
+    this.#logger[level]("{id} stderr: {line}", {
+      id: this.#id,
+      line: text,
+      ...(record.logger === undefined
+        ? {}
+        : { logger: record.logger, thread: record.thread }),
+      message: record.message,
+    });
   }
 
   /** A line of other text: joined with those that came just before it. */
   #text(raw: string, length = raw.length): void {
-    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    let line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    // Colours (Python 3.13's tracebacks under FORCE_COLOR or PYTHON_COLORS,
+    // a subprocess's): a log collector got the escape codes in its lines.
+    line = withoutColours(line);
     if (this.#traceback !== undefined) {
       // Its time is up (the timer did not fire yet): it ended before this line.
       if (this.#textAt > this.#groupDue()) this.#flushGroup();

@@ -15,6 +15,8 @@ import {
 } from "@logtape/logtape";
 import { autoscale } from "../plugins/autoscale.ts";
 import { closestName } from "./_closest_name.ts";
+import { withoutRecordHead } from "./_server_record.ts";
+import { withoutColours } from "./_stderr_log.ts";
 import { journaldFormatter } from "./_journald_formatter.ts";
 import { ConfigError, StartError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
@@ -425,8 +427,14 @@ function errorLine(err: unknown): string {
   // Status 127 is a shell's "command not found" (a pyenv shim or a wrapper
   // script naming a missing program): its first line says what is missing,
   // the last ones only advice ("... to be found at the same time.").
+  // A record of the server's (a start-up exit's: --path not a directory,
+  // cannot listen) without its time, level and thread.
   const lines = typeof tail === "string"
-    ? tail.split("\n").map((line) => line.trim()).filter((line) => line)
+    ? tail.split("\n").map((line) =>
+      withoutRecordHead(withoutColours(line).trim())
+    ).filter(
+      (line) => line,
+    )
     : [];
   const why = /\(code 127\)/.test(cause) ? lines[0] : lines.at(-1);
   return why ? `${first}: ${cause}: ${why}` : `${first}: ${cause}`;

@@ -481,7 +481,27 @@ export class Supervisor {
         await plugins.run("onWorkerStart", { worker, session, restart }, ctx);
         await plugins.run("onSessionOpen", { worker, session }, ctx);
         await registry.exclusive(async () => {
-          await registry.replay(session, worker, () => this.workers);
+          try {
+            await registry.replay(session, worker, () => this.workers);
+          } catch (err) {
+            // A model that loaded before and no longer does (a package it
+            // imports changed on disk): its traceback, as a first load's
+            // failure has (the exit's warning has the message's first line).
+            const details = (err as { details?: Record<string, unknown> })
+              .details;
+            if (typeof details?.traceback === "string") {
+              this.#opts.options.logger.error(
+                "worker {id} cannot load its models again: {message}",
+                {
+                  id: worker.id,
+                  message: (err as Error).message,
+                  exception: details.exception,
+                  traceback: details.traceback,
+                },
+              );
+            }
+            throw err;
+          }
           worker.markReady();
         });
       },

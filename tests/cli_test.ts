@@ -718,6 +718,90 @@ Deno.test("main serve --log-format json: a model that cannot be imported is one 
   assert.match(start[1]!.message, /RuntimeError: shadowed argparse$/);
 });
 
+Deno.test("main serve --log-format json: a worker's start-up exit that is not a traceback (--path, arguments, cannot listen, no secret) is one error record with its id before the fatal line", async () => {
+  await using dir = await tempDir();
+  // A wrapper as --python, which spoils what the worker is given.
+  const cases = [
+    [
+      "path",
+      '"$@" --path /nonexistent-logs29',
+      /^--path '\/nonexistent-logs29' is not a directory$/,
+    ],
+    ["args", '"$@" --threads 0', /^bad arguments: --threads must be >= 1$/],
+    ["unix", '"$@" --unix /nonexistent-logs29/w.sock', /^cannot listen: /],
+    ["secret", '"$@" </dev/null', /^no secret on stdin \(end of file\)/],
+  ] as const;
+  for (const [name, args] of cases) {
+    await Deno.writeTextFile(
+      `${dir.path}/${name}`,
+      `#!/bin/sh\nexec python3 ${args}\n`,
+    );
+    await Deno.chmod(`${dir.path}/${name}`, 0o755);
+  }
+  const serve = (name: string, format: string): [string[]] => [[
+    "serve",
+    "--port=0",
+    "--workers=1",
+    `--python=${dir.path}/${name}`,
+    `--log-format=${format}`,
+  ]];
+  const runs = await cliEach([
+    ...cases.map(([name]) => serve(name, "json")),
+    serve("path", "text"),
+  ]);
+  cases.forEach(([name, , message], i) => {
+    const r = runs[i]!;
+    assert.equal(r.code, 1, r.stderr);
+    // At error and above: a start slowed down by a loaded machine writes
+    // its held records, the pool's warning that the worker exited among them.
+    const records = jsonRecords(r.stderr).filter((r) =>
+      r.level === "ERROR" || r.level === "FATAL"
+    );
+    // Before: the FATAL line alone, its message's tail the only trace.
+    assert.deepEqual(
+      records.map((r) => `${r.level} ${r.logger}`),
+      ["ERROR pyproxy.python-server.stderr", "FATAL pyproxy.cli"],
+      `${name}: ${r.stderr}`,
+    );
+    assert.equal(records[0]!.properties.id, "w1");
+    assert.equal(records[0]!.properties.logger, "pyproxy_server");
+    assert.match(String(records[0]!.properties.message), message, name);
+  });
+  // The text format's one line says it as before, without the record's time.
+  assert.match(
+    runs[4]!.stderr.trimEnd(),
+    /^error: Cannot start pool: [^\n]*: pyproxy_server: --path '\/nonexistent-logs29' is not a directory$/,
+  );
+});
+
+Deno.test({
+  name:
+    "main serve's one error line leaves out the colours of a Python 3.13 traceback (PYTHON_COLORS=1)",
+  ignore: !(await Deno.stat("/root/.pyenv/versions/3.13.0/bin/python3").then(
+    () => true,
+    () => false,
+  )),
+  fn: async () => {
+    await using shadow = await tempDir();
+    await Deno.writeTextFile(
+      `${shadow.path}/argparse.py`,
+      "raise RuntimeError('shadowed argparse')\n",
+    );
+    const r = await cli([
+      "serve",
+      "--port=0",
+      "--workers=1",
+      "--python=/root/.pyenv/versions/3.13.0/bin/python3",
+    ], { PYTHONPATH: shadow.path, PYTHON_COLORS: "1" });
+    assert.equal(r.code, 1, r.stderr);
+    assert.ok(!r.stderr.includes("\x1b"), r.stderr);
+    assert.match(
+      r.stderr.trimEnd(),
+      /^error: Cannot start pool: [^\n]*: RuntimeError: shadowed argparse$/,
+    );
+  },
+});
+
 Deno.test("main serve --log-format journald writes each line with its record's syslog priority, no time stamp", async () => {
   await using models = await tempDir();
   await Deno.writeTextFile(`${models.path}/noisy.py`, NOISY);

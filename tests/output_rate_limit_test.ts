@@ -105,3 +105,20 @@ Deno.test("OutputRateLimit keeps a window whose count is not yet reported", () =
     limit.end();
   }
 });
+
+Deno.test("OutputRateLimit admits a whole message (an error's record) while the second has room, counting its lines", () => {
+  let now = 0;
+  const limit = new OutputRateLimit("w1", {
+    maxLinesPerSecond: 3,
+    now: () => now,
+  });
+  const { logger } = waitingLogger();
+  assert.equal(limit.admit(logger, "m", "a\nb"), "a\nb");
+  assert.equal(limit.admit(logger, "m", "t1\nt2\nt3", true), "t1\nt2\nt3");
+  // Its lines counted: no room left.
+  assert.equal(limit.admit(logger, "m", "c"), undefined);
+  assert.equal(limit.admit(logger, "m", "t4", true), undefined);
+  now = 1000;
+  assert.equal(limit.admit(logger, "m", "d"), "d");
+  limit.end();
+});

@@ -1243,6 +1243,112 @@ Deno.test("Pool writes model code's Python logging records to the model's logger
   );
 });
 
+const PRINTS_TRACEBACK = `import traceback
+class Printer:
+    threaded = True
+    def execute(self, msg):
+        print("before")
+        try:
+            try:
+                {}["k"]
+            except KeyError as exc:
+                raise ValueError("bad input") from exc
+        except ValueError:
+            traceback.print_exc()
+        print("after")
+        return 1
+`;
+
+Deno.test("Pool logs a chained traceback a model prints in execute as one error record of the call, in its place", async () => {
+  await using dir = await modelsDir();
+  const { logger, entries } = recordingLogger();
+  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+  await pool.addModel("printer", { source: PRINTS_TRACEBACK });
+  assert.equal(
+    await pool.execute("printer", {}, { requestId: "req-7" }),
+    1,
+  );
+  const printed = entries.filter(([, , p]) => p?.model === "printer");
+  // Before: 9 warnings, one per write of print_exc.
+  assert.deepEqual(
+    printed.map(([level, , p]) => [level, p?.stream, p?.requestId]),
+    [
+      ["info", "stdout", "req-7"],
+      ["error", "stderr", "req-7"],
+      ["info", "stdout", "req-7"],
+    ],
+  );
+  assert.match(
+    String(printed[1]![2]?.message),
+    /^Traceback \(most recent call last\):\n[\s\S]*KeyError: 'k'\n\nThe above exception was the direct cause of the following exception:\n\nTraceback \(most recent call last\):\n[\s\S]*ValueError: bad input$/,
+  );
+});
+
+Deno.test("Pool logs a traceback a model prints whole under the output rate limit while the second has room", async () => {
+  await using dir = await modelsDir();
+  const { logger, entries } = recordingLogger();
+  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+  await pool.addModel("late", {
+    source: PRINTS_TRACEBACK.replace(
+      'print("before")',
+      "for i in range(97): print(i)",
+    ),
+  });
+  assert.equal(await pool.execute("late", {}), 1);
+  const errors = entries.filter(([level, , p]) =>
+    level === "error" && p?.model === "late"
+  );
+  // 97 lines, then 3 of the traceback's fitted the 100 a second: it was cut
+  // after them, its exception's line left out.
+  assert.equal(errors.length, 1, JSON.stringify(entries.slice(-5)));
+  assert.match(String(errors[0]![2]?.message), /\nValueError: bad input$/);
+});
+
+Deno.test("Pool logs a model that no longer loads on a worker's restart as an error with its traceback", async () => {
+  await using dir = await modelsDir();
+  const lib = await Deno.makeTempDir({ prefix: "pyproxy-lib-" });
+  const { logger, entries } = recordingLogger();
+  try {
+    await Deno.writeTextFile(`${lib}/extlib_logs29.py`, "X = 1\n");
+    await using pool = await Pool.start(opts(dir.path, {
+      workers: 1,
+      logger,
+      env: { PYTHONPATH: lib },
+    }));
+    await pool.addModel("uses_lib", {
+      source:
+        "import os, extlib_logs29\nclass M:\n    def execute(self, msg):\n        os._exit(3)\n",
+    });
+    // A package it imports changes on disk; the worker dies and replays it.
+    await Deno.writeTextFile(
+      `${lib}/extlib_logs29.py`,
+      "import no_such_module_logs29\n",
+    );
+    const replayFailed = (async () => {
+      for await (const e of pool.events()) {
+        if (e.type === "worker-exit" && e.reason.startsWith("start failed")) {
+          return;
+        }
+      }
+    })();
+    await assert.rejects(pool.execute("uses_lib", {}));
+    await replayFailed;
+    const errors = entries.filter(([level, m]) =>
+      level === "error" && m.startsWith("worker {id} cannot load its models")
+    );
+    assert.ok(errors.length >= 1, JSON.stringify(entries));
+    const p = errors[0]![2]!;
+    assert.equal(p.id, "w1");
+    assert.equal(p.exception, "ModuleNotFoundError");
+    assert.match(
+      String(p.traceback),
+      /^Traceback \(most recent call last\):\n[\s\S]*extlib_logs29\.py", line 1[\s\S]*No module named 'no_such_module_logs29'/,
+    );
+  } finally {
+    await Deno.remove(lib, { recursive: true });
+  }
+});
+
 Deno.test("Pool workers do not pass the gateway's PYPROXY_TOKEN on to model or eval code", async () => {
   const pids = new PidTracker();
   const pool = await Pool.start({

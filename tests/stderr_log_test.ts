@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { StderrLog } from "../src/_stderr_log.ts";
 import { PythonServer, type StderrRecord } from "../src/python_server.ts";
 import { type LogEntry, recordingLogger } from "./_harness.ts";
+import { StartError } from "../src/errors.ts";
 
 const lines = (entries: LogEntry[]) =>
   entries.map(([level, , p]) =>
@@ -810,4 +811,71 @@ Deno.test("PythonServer with logDir '-': a traceback a model's own thread prints
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** Python 3.13, whose tracebacks are coloured under FORCE_COLOR and PYTHON_COLORS. */
+const PYTHON_313 = "/root/.pyenv/versions/3.13.0/bin/python3";
+const hasPython313 = await Deno.stat(PYTHON_313).then(() => true, () => false);
+
+Deno.test({
+  name:
+    "PythonServer on Python 3.13 with FORCE_COLOR or PYTHON_COLORS: a coloured traceback (a subprocess's, a failed start's) is one error entry without its colours",
+  ignore: !hasPython313,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-colours-" });
+    try {
+      const { logger, entries } = recordingLogger();
+      {
+        await using server = await PythonServer.start({
+          path: dir,
+          python: PYTHON_313,
+          logger,
+          env: { FORCE_COLOR: "1" },
+        });
+        await using session = await server.connect();
+        await session.request("eval", {
+          code: [
+            "import subprocess, sys",
+            "subprocess.run([sys.executable, '-c', 'def f():\\n    1/0\\nf()'])",
+            "1",
+          ].join("\n"),
+        });
+        await session.close();
+        await server.stop();
+      }
+      const stderr = entries.filter(([, m]) => m === "{id} stderr: {line}");
+      assert.deepEqual(
+        stderr.map(([level, , p]) => [level, p?.line]),
+        [[
+          "error",
+          'Traceback (most recent call last):\n  File "<string>", line 3, in <module>\n    f()\n    ~^^\n  File "<string>", line 2, in f\n    1/0\n    ~^~\nZeroDivisionError: division by zero',
+        ]],
+      );
+
+      // A start that fails before the log is set up (a shadowed argparse).
+      await Deno.writeTextFile(
+        `${dir}/argparse.py`,
+        "raise RuntimeError('shadowed argparse')\n",
+      );
+      const failed = recordingLogger();
+      await assert.rejects(
+        PythonServer.start({
+          path: dir,
+          python: PYTHON_313,
+          logger: failed.logger,
+          env: { PYTHON_COLORS: "1", PYTHONPATH: dir },
+        }),
+        StartError,
+      );
+      const tracebacks = failed.entries.filter(([level, m]) =>
+        level === "error" && m === "{id} stderr: {line}"
+      );
+      assert.equal(tracebacks.length, 1, lines(failed.entries).join("\n---\n"));
+      const text = String(tracebacks[0]![2]?.line);
+      assert.ok(!text.includes("\x1b"), text);
+      assert.match(text, /\nRuntimeError: shadowed argparse$/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

@@ -48,6 +48,7 @@ from .own_group import end_own_group
 from .server import Server, add_models_to_path
 from .shielded_logging import ShieldedLock, shield_module_lock
 from .shielded_thread_start import ShieldedThreadStart
+from .start_exit import BadArguments, exit_message, exit_record
 from .uncaught_exceptions import UncaughtExceptions
 
 # Seconds between checks that the parent process is still the one that started us.
@@ -74,10 +75,20 @@ def _frame_size(text):
 
 
 _LOG_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}\Z")
+# A record of the server's log (file, or stderr one a line).
+_LOG_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse's, whose refusal is a ``BadArguments`` for ``main`` to say
+    (a record of the server's log for a host, argparse's text otherwise)."""
+
+    def error(self, message):
+        raise BadArguments(message, self.format_usage())
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python3 -m pyproxy_server", description="pyproxy Python server")
+    parser = _ArgumentParser(prog="python3 -m pyproxy_server", description="pyproxy Python server")
     parser.add_argument("--host", default="127.0.0.1", help="TCP address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="TCP port, 0 = any free port (default 0; omitted with --unix = no TCP)")
     parser.add_argument("--path", required=True, help="model root directory; logs go to <path>/logs")
@@ -513,7 +524,7 @@ def setup_logging(root, name, level, claim=False, log_dir=None, mark=None):
             os.close(lock_fd)
         sys.__stderr__.write("pyproxy_server: cannot open log file (%s); logging to stderr\n" % exc)
         handler = _StderrLogHandler(sys.__stderr__)
-    fmt = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
+    fmt = _LOG_FORMAT
     if isinstance(handler, _StderrLogHandler):
         handler.setFormatter(_OneLineFormatter(fmt, mark=mark))
     else:
@@ -693,6 +704,30 @@ def lead_process_group():
 
 
 def main(argv=None):
+    """Runs the server; its exit before its log is set up, for a reason it
+    says (``start_exit``), is one ``ERROR`` record of its log on stderr when
+    the host gave a mark for them, that message as it was otherwise."""
+    # The mark of the host's environment, for an exit before the secret line
+    # (which may give one) is read.
+    start = {"mark": _log_mark(os.environ.get("PYPROXY_LOG_MARK"))}
+    try:
+        _serve(argv, start)
+    except SystemExit as exc:
+        said = exit_message(exc)
+        if said is None:
+            raise
+        message, code = said
+        if start["mark"] is None:
+            if isinstance(exc, BadArguments):  # as argparse writes it
+                _say(exc.usage.rstrip("\n"))
+                _say("python3 -m pyproxy_server: error: " + exc.message)
+                raise SystemExit(code) from None
+            raise
+        _say(exit_record(message, _OneLineFormatter(_LOG_FORMAT, mark=start["mark"])))
+        raise SystemExit(code) from None
+
+
+def _serve(argv, start):
     args = parse_args(argv)
     lead_process_group()
     # The gateway's bearer tokens may reach us in the environment we inherit:
@@ -710,6 +745,7 @@ def main(argv=None):
     secret, line_mark = (None, None) if args.insecure_no_auth else read_secret()
     if line_mark is not None:
         log_mark = _log_mark(line_mark)
+    start["mark"] = log_mark
     host_pipe = detach_stdin()
     root = os.path.realpath(args.path)
     if not os.path.isdir(root):

@@ -37,8 +37,9 @@ import logging
 import os
 import sys
 import threading
+import time
 
-from . import binary, capture
+from . import binary, capture, traceback_lines
 from .call import DONE, PARKED, PENDING, RUNNING, current_call, distinct_ids
 from .errors import CancelledError, HostError, HTTPError, OverloadedError, PyProxyError, PythonError, format_user_traceback
 
@@ -49,6 +50,8 @@ log = logging.getLogger("pyproxy_server.execution")
 _SERVER_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _get_ident = threading.get_ident
+# What a printed traceback's first line is (an exception group's has it too).
+_TRACEBACK_START = traceback_lines.PYTHON_START
 
 # Returned by a handler that parked its call (``CallRunner.park``): no reply yet.
 PARK = object()
@@ -229,12 +232,27 @@ def fail_future(future, error):
 
 
 class OutputSink:
-    """Turns a call's stdout/stderr writes into ``log`` events, line by line."""
+    """Turns a call's stdout/stderr writes into ``log`` events, line by line.
 
-    __slots__ = ("_conn", "_call", "_pending", "_deferred", "dropped", "_closed")
+    A traceback printed to stderr (``traceback.print_exc()``: a write per
+    frame, 9 for a chained one) is held from its first line to its end (a
+    chain's tracebacks included, ``traceback_lines``) and sent as one event at
+    ``"error"``, bounded as ``OutputRouter`` bounds one printed outside a
+    call: a character count (the rest goes on in the next event) and a time
+    (the loop's timer sends it once it ended and no line came for a moment,
+    or its time is up), and before any later output of the call.
+    """
+
+    __slots__ = ("_conn", "_call", "_pending", "_deferred", "dropped", "_closed", "_tb")
 
     # Unterminated text longer than this is sent without waiting for "\n".
     MAX_LINE = 8192
+    # A traceback's event at most (its rest goes on in the next one), held at
+    # most this long from its first line, and this long without a line once
+    # its exception's line came: ``OutputRouter``'s.
+    MAX_TRACEBACK_CHARS = capture.OutputRouter.MAX_TRACEBACK_CHARS
+    MAX_TRACEBACK_SECONDS = capture.OutputRouter.MAX_TRACEBACK_SECONDS
+    TRACEBACK_END_SECONDS = capture.OutputRouter.TRACEBACK_END_SECONDS
 
     def __init__(self, conn, call, defer=False):
         self._conn = conn
@@ -245,6 +263,9 @@ class OutputSink:
         self._deferred = [] if defer else None
         self.dropped = 0
         self._closed = False
+        # The traceback being printed (``capture._PendingTraceback``), under
+        # the call's lock (the loop's timer sends it too).
+        self._tb = None
 
     def write(self, fd, text):
         """The ``capture`` sink: buffer ``text``, send complete lines."""
@@ -277,6 +298,9 @@ class OutputSink:
         """Send what is left (before the call's reply) and the drop notice;
         later writes go to the server's log."""
         self._closed = True
+        if self._tb is not None:  # printed before any pending text
+            with self._call.lock:
+                self._end_traceback()
         if self._pending is None:
             return
         for fd, text in sorted(self._pending.items()):
@@ -328,11 +352,105 @@ class OutputSink:
         return True
 
     def _emit(self, fd, text):
+        if self._tb is not None or (fd == 2 and _TRACEBACK_START in text):
+            self._traceback_lines(fd, text)
+            return
         if self._conn.backlog > self._conn.OUTPUT_BACKLOG:
             self.dropped += len(text)
             self._conn.dropped_output += len(text)
             return
         self._send(fd, text)
+
+    def _emit_lines(self, fd, text):
+        # ``_emit`` without its look for a traceback (the one call per line
+        # more stays off its path).
+        if self._conn.backlog > self._conn.OUTPUT_BACKLOG:
+            self.dropped += len(text)
+            self._conn.dropped_output += len(text)
+            return
+        self._send(fd, text)
+
+    def _traceback_lines(self, fd, text):
+        """``_emit`` of lines of which some are a traceback's, or with one
+        held: its lines are held, the others sent as before."""
+        with self._call.lock:
+            if fd != 2:  # the call printed on: the traceback has ended
+                self._end_traceback()
+                self._emit_lines(fd, text)
+                return
+            now = time.monotonic()
+            plain = []
+            for line in text.split("\n"):
+                tb = self._tb
+                if tb is not None:
+                    state = traceback_lines.continues(tb.state, line)
+                    if state is not None and not tb.due(now, self):
+                        if tb.size + 1 + len(line) > self.MAX_TRACEBACK_CHARS:
+                            self._send_traceback(tb)
+                        tb.add(line, state)
+                        continue
+                    self._end_traceback()
+                state = traceback_lines.start(line)
+                if state is None:
+                    plain.append(line)
+                    continue
+                if plain:
+                    self._emit_lines(2, "\n".join(plain))
+                    plain = []
+                tb = self._tb = capture._PendingTraceback(line, state, threading.current_thread().name)
+                if self._deferred is None:
+                    # An inline call's runs on the loop, and ends (close) before its timer could fire.
+                    loop = self._conn.server.loop
+                    try:
+                        loop.call_soon_threadsafe(loop.call_later, self.TRACEBACK_END_SECONDS, self._watch_traceback, tb)
+                    except RuntimeError:  # loop closed: the server is exiting (close sends it)
+                        pass
+            if plain:
+                self._emit_lines(2, "\n".join(plain))
+
+    def _watch_traceback(self, tb):
+        # Loop thread: sends ``tb`` once it is due, while it is the one held.
+        with self._call.lock:
+            if self._tb is not tb:
+                return  # sent already (it ended, the call ended)
+            if tb.due(time.monotonic(), self):
+                self._end_traceback()
+                return
+        self._conn.server.loop.call_later(self.TRACEBACK_END_SECONDS, self._watch_traceback, tb)
+
+    def _end_traceback(self):
+        # Under the call's lock: the held traceback's event, if any.
+        tb = self._tb
+        if tb is not None:
+            self._tb = None
+            self._send_traceback(tb)
+
+    def _send_traceback(self, tb):
+        lines = tb.take()[0]
+        while lines and not lines[-1].strip():
+            lines.pop()
+        if not lines:
+            return
+        text = "\n".join(lines)
+        conn = self._conn
+        if conn.backlog > conn.OUTPUT_BACKLOG:
+            self.dropped += len(text)
+            conn.dropped_output += len(text)
+            return
+        name = self._call.msg.get("name")
+        event = {
+            "event": "log",
+            "level": "error",
+            "stream": "stderr",
+            "model": name if isinstance(name, str) else None,
+            "message": text,
+            "request": self._call.id,
+        }
+        self._call.tag_request(event)
+        if self._deferred is not None:
+            self._deferred.append(event)
+            return
+        conn.send_event(event)
 
     def _send(self, fd, text):
         if self._deferred is not None:

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 40010,
+      size: 41494,
       sha256:
-        "cc8b7e69d9deee9915e6562afa868baa2231a39864bf783cb55129ce45331535",
+        "f543607c42c4087dd31c3113839898e58b18194883036b6ceb751005f86a81be",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 34770,
+      size: 40021,
       sha256:
-        "9c03837d63ac92caf63a440ce647f9d0d6648454c3b3d4682a0f04efda4be0df",
+        "8e7572e667dbb782a80a4ab54980d132f89892910211be5d90d03101aa3b9f82",
     },
     {
       path: "pyproxy_server/forked_child.py",
@@ -259,6 +259,12 @@ export const PYTHON_MANIFEST: PythonManifest = {
       size: 3994,
       sha256:
         "8f53a5f18ecfcc85b2d7fe18dbe5053543ed4148ec0fc5b24aca5083a37f5bcb",
+    },
+    {
+      path: "pyproxy_server/start_exit.py",
+      size: 2195,
+      sha256:
+        "0f357e69cd986a06550bffb020c44cbabeaae1c7cb4dcfe538176113952ab5ad",
     },
     {
       path: "pyproxy_server/stream_producer.py",

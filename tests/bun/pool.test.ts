@@ -723,3 +723,93 @@ test(
   },
   60_000,
 );
+
+test("a chained traceback a model prints in execute is one error record of the call", async () => {
+  const entries: Array<[string, Record<string, unknown> | undefined]> = [];
+  const at = (level: string) => (_: string, p?: Record<string, unknown>) =>
+    void entries.push([level, p]);
+  const logger = {
+    trace: at("trace"),
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    fatal: at("fatal"),
+  };
+  await using pool = await Pool.start({ workers: 1, logger });
+  await pool.addModel("printer", {
+    source: [
+      "import traceback",
+      "class Printer:",
+      "    threaded = True",
+      "    def execute(self, msg):",
+      "        try:",
+      "            try:",
+      "                {}['k']",
+      "            except KeyError as exc:",
+      "                raise ValueError('bad input') from exc",
+      "        except ValueError:",
+      "            traceback.print_exc()",
+      "        print('after')",
+      "        return 1",
+    ].join("\n"),
+  });
+  expect(await pool.execute("printer", {}, { requestId: "req-8" })).toBe(1);
+  const printed = entries.filter(([, p]) => p?.model === "printer");
+  expect(printed.map(([level, p]) => [level, p?.stream, p?.requestId]))
+    .toEqual([["error", "stderr", "req-8"], ["info", "stdout", "req-8"]]);
+  expect(String(printed[0]![1]?.message)).toMatch(
+    /^Traceback[\s\S]*KeyError: 'k'\n\nThe above exception[\s\S]*ValueError: bad input$/,
+  );
+});
+
+test("a model that no longer loads on a worker's restart is an error record with its traceback", async () => {
+  const lib = await mkdtemp(join(tmpdir(), "pyproxy-bun-lib-"));
+  const entries: Array<[string, string, Record<string, unknown> | undefined]> =
+    [];
+  const at =
+    (level: string) => (message: string, p?: Record<string, unknown>) =>
+      void entries.push([level, message, p]);
+  const logger = {
+    trace: at("trace"),
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    fatal: at("fatal"),
+  };
+  try {
+    await writeFile(join(lib, "extlib_logs29.py"), "X = 1\n");
+    await using pool = await Pool.start({
+      workers: 1,
+      logger,
+      env: { PYTHONPATH: lib },
+    });
+    await pool.addModel("uses_lib", {
+      source:
+        "import os, extlib_logs29\nclass M:\n    def execute(self, msg):\n        os._exit(3)\n",
+    });
+    await writeFile(
+      join(lib, "extlib_logs29.py"),
+      "import no_such_module_logs29\n",
+    );
+    const replayFailed = (async () => {
+      for await (const e of pool.events()) {
+        if (e.type === "worker-exit" && e.reason.startsWith("start failed")) {
+          return;
+        }
+      }
+    })();
+    await pool.execute("uses_lib", {}).catch(() => {});
+    await replayFailed;
+    const error = entries.find(([level, m]) =>
+      level === "error" && m.startsWith("worker {id} cannot load its models")
+    );
+    expect(error?.[2]?.exception).toBe("ModuleNotFoundError");
+    expect(String(error?.[2]?.traceback)).toMatch(
+      /extlib_logs29\.py", line 1[\s\S]*No module named 'no_such_module_logs29'/,
+    );
+  } finally {
+    await rm(lib, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,121 @@
+"""A call's output as ``log`` events (``OutputSink``): a traceback the call
+prints (``traceback.print_exc()``) is one event at ``"error"``."""
+
+import unittest
+
+from .test_server import ServerTestCase
+
+TRACEBACKS = """
+import sys, threading, time, traceback
+
+
+def chained():
+    try:
+        try:
+            {}["k"]
+        except KeyError as exc:
+            raise ValueError("bad input") from exc
+    except ValueError:
+        traceback.print_exc()
+
+
+class Printer:
+    threaded = True
+
+    def execute(self, msg):
+        op = msg.get("op")
+        if op == "chained":
+            print("before")
+            sys.stderr.write("a warning\\n")
+            chained()
+            print("after")
+        elif op == "then-wait":
+            # Printed, then the call goes on: the traceback must not wait for its end.
+            chained()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+        elif op == "huge":
+            try:
+                raise ValueError("x" * msg["chars"])
+            except ValueError:
+                traceback.print_exc()
+        elif op == "lines":
+            for i in range(msg["n"]):
+                print("line", i)
+        return 1
+
+
+class InlinePrinter(Printer):
+    threaded = False
+    inline = True
+"""
+
+
+class CallTracebackTest(ServerTestCase):
+    shared = True
+
+    def events(self, c, rid, model="p", **msg):
+        c.events.clear()
+        reply = c.request("executeModel", rid=rid, name=model, msg=msg)
+        self.assertEqual(reply.get("result"), 1, reply)
+        return [e for e in c.events if e.get("event") == "log" and e.get("request") == rid]
+
+    def setUp(self):
+        super().setUp()
+        self.c = self.connect()
+        self.c.call("addModel", name="p", source=TRACEBACKS, **{"class": "Printer"})
+        self.c.call("addModel", name="i", source=TRACEBACKS, **{"class": "InlinePrinter"})
+
+    def assertOneTraceback(self, events):
+        self.assertEqual([(e["stream"], e["level"]) for e in events], [
+            ("stdout", "info"), ("stderr", "warning"), ("stderr", "error"), ("stdout", "info"),
+        ], events)
+        self.assertEqual((events[0]["message"], events[1]["message"], events[3]["message"]), ("before", "a warning", "after"))
+        text = events[2]["message"]
+        self.assertTrue(text.startswith("Traceback (most recent call last):\n"), text)
+        self.assertIn("KeyError: 'k'\n\nThe above exception was the direct cause of the following exception:\n\n"
+                      "Traceback (most recent call last):\n", text)
+        self.assertTrue(text.endswith("ValueError: bad input"), text)
+        self.assertEqual(events[2]["model"], events[0]["model"])
+
+    def test_a_printed_chained_traceback_is_one_error_event_in_its_place(self):
+        # Before: 9 warning events, one per write of print_exc.
+        self.assertOneTraceback(self.events(self.c, 11, op="chained"))
+
+    def test_an_inline_calls_too(self):
+        self.assertOneTraceback(self.events(self.c, 12, model="i", op="chained"))
+
+    def test_it_carries_the_calls_request_id(self):
+        c = self.c
+        c.events.clear()
+        reply = c.request("executeModel", rid=13, name="p", msg={"op": "chained"}, requestId="req-13")
+        self.assertTrue(reply["ok"], reply)
+        errors = [e for e in c.events if e.get("level") == "error"]
+        self.assertEqual([(e["request"], e.get("requestId")) for e in errors], [(13, "req-13")])
+
+    def test_it_is_sent_while_the_call_goes_on(self):
+        # Held until its end only: the loop's timer sends it, before the reply.
+        c = self.c
+        c.send({"id": 14, "cmd": "executeModel", "name": "p", "msg": {"op": "then-wait"}})
+        event = c.recv(timeout=5)
+        self.assertEqual((event.get("event"), event.get("level"), event.get("request")), ("log", "error", 14), event)
+        self.assertIn("ValueError: bad input", event["message"])
+        self.assertEqual(c.call("cancel", target=14), {"cancelled": True})
+        self.assertError(c.reply_for(14, timeout=5), "CancelledError")
+
+    def test_a_huge_one_goes_on_in_the_next_event(self):
+        chars = 100_000
+        events = self.events(self.c, 15, op="huge", chars=chars)
+        self.assertEqual([e["level"] for e in events], ["error", "error"], [len(e["message"]) for e in events])
+        self.assertLessEqual(len(events[0]["message"]), 65536)
+        self.assertTrue(events[1]["message"].startswith("ValueError: xxx"))
+
+    def test_other_output_is_unchanged(self):
+        events = self.events(self.c, 16, op="lines", n=3)
+        self.assertEqual([(e["stream"], e["level"], e["message"]) for e in events],
+                         [("stdout", "info", "line %d" % i) for i in range(3)])
+
+
+if __name__ == "__main__":
+    unittest.main()
