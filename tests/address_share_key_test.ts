@@ -14,7 +14,17 @@ Deno.test("addressShareKey: IPv4 as it is, IPv4-mapped IPv6 as its IPv4, other I
     "2001:db8:0:0::/64",
   );
   assert.equal(addressShareKey("2001:db8:0:1::1"), "2001:db8:0:1::/64");
-  assert.equal(addressShareKey("fe80::1%eth0"), "fe80:0:0:0::/64");
+  // Link-local: one link's /64, told apart by its zone (interface).
+  assert.equal(addressShareKey("fe80::1%eth0"), "fe80:0:0:0::/64%eth0");
+  assert.equal(addressShareKey("fe80::2%ETH0"), "fe80:0:0:0::/64%eth0");
+  assert.equal(addressShareKey("fe80::1%eth1"), "fe80:0:0:0::/64%eth1");
+  assert.equal(addressShareKey("fe80::1"), "fe80:0:0:0::/64");
+  // A zone on a global address changes nothing.
+  assert.equal(addressShareKey("2001:db8::1%eth0"), "2001:db8:0:0::/64");
+  // NAT64's well-known prefix: the IPv4 client translated.
+  assert.equal(addressShareKey("64:ff9b::192.0.2.1"), "192.0.2.1");
+  assert.equal(addressShareKey("64:ff9b::c000:202"), "192.0.2.2");
+  assert.equal(addressShareKey("64:ff9b:1::c000:202"), "64:ff9b:1:0::/64");
   assert.equal(addressShareKey("::1"), "0:0:0:0::/64");
   assert.equal(addressShareKey("::"), "0:0:0:0::/64");
   assert.equal(addressShareKey("1:2:3:4:5:6:7:8"), "1:2:3:4::/64");
