@@ -199,7 +199,7 @@ Deno.test("serve ends the subscriptions to other channels of a token a token fil
   const floor = TOKEN_FILE_INTERVAL_FLOOR.ms;
   TOKEN_FILE_INTERVAL_FLOOR.ms = 1;
   try {
-    await withLogs(async () => {
+    await withLogs(async (records) => {
       await using gw = await startGateway({ tokenFile, tokenFileInterval: 5 });
       const sse = async (channel: string) => {
         const res = await gw.fetch(`/v1/channels/${channel}`, {
@@ -230,6 +230,16 @@ Deno.test("serve ends the subscriptions to other channels of a token a token fil
         assert.deepEqual((await within(own.next(), "its own"))?.data, {
           kept: 1,
         });
+        // The log says why: the token is still accepted (before: "whose
+        // token is no longer accepted").
+        assert.deepEqual(
+          records.map((r) => r.message.join("")).filter((m) =>
+            m.startsWith("Ended ")
+          ),
+          [
+            "Ended 2 channel subscription(s) whose token may no longer follow their channel (now a tenant's)",
+          ],
+        );
       } finally {
         ws.ws.close();
         await ws.closed;

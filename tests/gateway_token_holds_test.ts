@@ -202,9 +202,10 @@ Deno.test("A reload that keeps a management token only as an inference token end
       assert.equal(again.status, 403);
       await again.body?.cancel();
       // M2's eval (its code and its stream) and M1's model stream go on:
-      // only M1's eval's two were ended.
+      // only M1's eval's two were ended, and the log says why (before: "whose
+      // token is no longer accepted", which it still was).
       assert.deepEqual(ended(), [
-        "Ended 2 model or eval stream(s) whose token is no longer accepted",
+        "Ended 2 eval stream(s) whose token may no longer run eval (now a tenant's, or no longer the management token)",
       ]);
       assert.equal((await stream.next())?.event, "item");
       assert.equal(await exists(`${dir.path}/stream`), false);

@@ -184,24 +184,30 @@ export class TokenHolders {
    * `acceptedManage` when given: a management token set, `manageSet`, or
    * else tenants marked; or, for a channel's subscription,
    * `channelAllowed` when given: tenants marked); returns how many of
-   * each. Later holds are checked against them too.
+   * each, those whose token is still accepted but may no longer hold them
+   * (made a tenant's, or no longer the management token) apart in
+   * `demoted`. Later holds are checked against them too.
    */
   revoke(
     accepted: (token: string) => boolean,
     acceptedManage?: (token: string) => boolean,
     channelAllowed?: (token: string, channel: string) => boolean,
     manageSet = true,
-  ): Record<HeldKind, number> {
+  ): Record<HeldKind, number> & { demoted: Record<HeldKind, number> } {
     this.#accepts = accepted;
     this.#acceptsManage = acceptedManage;
     this.#manageDemotion = manageSet ? "inference" : "tenant";
     this.#channelAllowed = channelAllowed;
-    const ended = { subscription: 0, stream: 0 };
+    const ended = {
+      subscription: 0,
+      stream: 0,
+      demoted: { subscription: 0, stream: 0 },
+    };
     for (const [key, { token, end, kind, manage, channel }] of this.#held) {
       const why = this.#ended(token, manage, channel);
       if (why === undefined) continue;
       this.#held.delete(key);
-      ended[kind]++;
+      (why === "retired" ? ended : ended.demoted)[kind]++;
       try {
         end(why);
       } catch {

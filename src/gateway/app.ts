@@ -1258,6 +1258,19 @@ export function createGateway(
         { count: ended.stream },
       );
     }
+    // Still accepted: a tenant's now, or no longer the management token.
+    if (ended !== undefined && ended.demoted.subscription > 0) {
+      logger.info(
+        "Ended {count} channel subscription(s) whose token may no longer follow their channel (now a tenant's)",
+        { count: ended.demoted.subscription },
+      );
+    }
+    if (ended !== undefined && ended.demoted.stream > 0) {
+      logger.info(
+        "Ended {count} eval stream(s) whose token may no longer run eval (now a tenant's, or no longer the management token)",
+        { count: ended.demoted.stream },
+      );
+    }
   };
   if (tracing === undefined) {
     const plain: GatewayApp = {
