@@ -16,6 +16,7 @@ import {
 } from "../src/gateway/_inference_stream.ts";
 import { tempDir, waitFor } from "./_harness.ts";
 import { rawGrpcGateway } from "./_grpc_raw_gateway.ts";
+import { grpc } from "./_grpc_client.ts";
 import {
   exists,
   GRPC_TICKER,
@@ -273,14 +274,15 @@ Deno.test("Two ModelStreamInfer calls of two tokens on one gRPC connection: reti
       token: GRPC_B,
       limits: { streamIdleTimeout: 600_000 },
     });
-    await within(
-      a.until(() => a.responses.some((r) => r.error_message !== "")),
-      "the retired token's model stream",
-    );
-    assert.equal(
-      a.responses.find((r) => r.error_message !== "")!.error_message,
-      TOKEN_RETIRED,
-    );
+    // The retired token's stream ends UNAUTHENTICATED after its infer's
+    // error response, which grpc-js drops now and then when the status
+    // comes in the same read (chaos51): the status is what is waited for.
+    const end = await within(a.ended, "the retired token's model stream");
+    assert.equal(end.code, grpc.status.UNAUTHENTICATED, end.details);
+    assert.equal(end.details, TOKEN_RETIRED);
+    for (const r of a.responses.filter((r) => r.error_message !== "")) {
+      assert.equal(r.error_message, TOKEN_RETIRED);
+    }
     // B's goes on: more items, none an error.
     const seen = b.responses.length;
     await within(
