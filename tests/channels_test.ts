@@ -415,3 +415,71 @@ Deno.test("ChannelHub replays the kept history to a resuming subscriber whatever
   assert.equal(drops.length, 1);
   hub.close();
 });
+
+Deno.test("ChannelHub with tenantOf bounds each tenant's channels, subscribers and history bytes on their own, and channels of no tenant only by the hub's", () => {
+  const hub = new ChannelHub({
+    tenantOf: (name) => /^(a|b)\./.exec(name)?.[1],
+    tenantMaxChannels: 2,
+    tenantMaxSubscribers: 3,
+    tenantMaxHistoryBytes: 100,
+  });
+  try {
+    const a1 = hub.subscribe("a.1");
+    hub.subscribe("a.2");
+    assert.throws(() => hub.subscribe("a.3"), {
+      name: "ChannelLimitError",
+      code: "CHANNEL_LIMIT",
+      details: { bound: "tenantMaxChannels", limit: 2 },
+    });
+    // Nothing made of the refused one.
+    assert.deepEqual(hub.list().map((c) => c.name), ["a.1", "a.2"]);
+    hub.subscribe("a.1");
+    assert.throws(() => hub.subscribe("a.2"), {
+      details: { bound: "tenantMaxSubscribers", limit: 3 },
+    });
+    // A closed subscription frees its place, and an idle channel its.
+    a1.close();
+    hub.subscribe("a.2").close();
+    for (const sub of [0, 1, 2]) hub.subscribe(`b.${sub % 2}`);
+    // No tenant's: the hub's bounds only.
+    for (let i = 0; i < 10; i++) hub.subscribe(`news${i}`);
+    // History: a's oldest go past its 100, b's and news's stay.
+    hub.publish("b.0", "b");
+    hub.publish("news0", "n");
+    for (let i = 0; i < 10; i++) hub.publish("a.1", "x".repeat(28) + i);
+    const byName = new Map(hub.list().map((c) => [c.name, c.history]));
+    assert.deepEqual(byName.get("a.1")?.map((m) => m.seq), [8, 9, 10]);
+    assert.equal(byName.get("b.0")?.length, 1);
+    assert.equal(byName.get("news0")?.length, 1);
+    assert.equal(hub.historyBytes, 3 * 31 + 3 + 3);
+  } finally {
+    hub.close();
+  }
+});
+
+Deno.test("ChannelHub, full, forgets a tenant's own idle channel for its new one before another's older one", () => {
+  const hub = new ChannelHub({
+    maxChannels: 3,
+    tenantOf: (name) => /^(a|b)\./.exec(name)?.[1],
+  });
+  try {
+    hub.publish("b.old", 1);
+    hub.publish("a.old", 1);
+    hub.publish("news", 1);
+    hub.publish("a.new", 1);
+    assert.deepEqual(hub.list().map((c) => c.name).sort(), [
+      "a.new",
+      "b.old",
+      "news",
+    ]);
+    // No tenant's channel: the least recently used, as before.
+    hub.publish("other", 1);
+    assert.deepEqual(hub.list().map((c) => c.name).sort(), [
+      "a.new",
+      "news",
+      "other",
+    ]);
+  } finally {
+    hub.close();
+  }
+});

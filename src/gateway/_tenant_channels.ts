@@ -37,3 +37,26 @@ export function tenantOwnsChannel(id: string, name: string): boolean {
 export function tenantChannelRefusal(id: string): string {
   return `this token is a tenant's (marked "tenant" in the token file), whose channels are those named by its id: ${id}, or starting with it (${id}.events)`;
 }
+
+/**
+ * The tenant owning the channel `name` among `tenantIds` (its name starts
+ * with the tenant's id, 16 hex digits), or `undefined`: a
+ * `ChannelHub`'s `tenantOf`, so that a tenant's channels count
+ * against its own bounds, whoever publishes to them (a model from
+ * `host.caller()`, an operator).
+ *
+ * @example
+ * ```ts
+ * import { channelTenant } from "./_tenant_channels.ts";
+ * const ids = new Set(["4f0a9c2e71d3b8a6"]);
+ * console.log(channelTenant(ids, "4f0a9c2e71d3b8a6.progress")); // "4f0a9c2e71d3b8a6"
+ * console.log(channelTenant(ids, "news")); // undefined
+ * ```
+ */
+export function channelTenant(
+  tenantIds: ReadonlySet<string>,
+  name: string,
+): string | undefined {
+  const id = name.slice(0, 16);
+  return tenantIds.has(id) ? id : undefined;
+}

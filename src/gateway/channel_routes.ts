@@ -232,11 +232,20 @@ export function channelRoutes(ctx: RouteContext): Hono {
       const { protocol } = webSocketOffer(
         c.req.header("sec-websocket-protocol") ?? null,
       );
-      const { socket, response } = ctx.runtime.upgradeWebSocket(
-        c.req.raw,
-        protocol === undefined ? {} : { protocol },
-      );
+      // Subscribed before the upgrade: a refusal (a tenant's channels at
+      // their bounds: 429) is an answer, not a socket opened and closed.
       const sub = hub.subscribe(name, options);
+      let upgraded;
+      try {
+        upgraded = ctx.runtime.upgradeWebSocket(
+          c.req.raw,
+          protocol === undefined ? {} : { protocol },
+        );
+      } catch (err) {
+        sub.close();
+        throw err;
+      }
+      const { socket, response } = upgraded;
       pumpWebSocket(
         hub,
         socket,

@@ -7,7 +7,7 @@
  */
 import { withRawIntegers } from "../_exact_json.ts";
 import { bytesAsBase64Json, holdsBytes, mayHoldBytes } from "../_binary.ts";
-import { SerializationError } from "../errors.ts";
+import { ChannelLimitError, SerializationError } from "../errors.ts";
 import { nonFiniteReason } from "../_non_finite.ts";
 
 /**
@@ -301,6 +301,18 @@ interface Channel {
   /** Its numbering's epoch (ChannelMessage.epoch). */
   epoch: string;
   dropped: number;
+  /** The tenant owning it (`tenantOf`), whose bounds it counts against. */
+  tenant: TenantUse | undefined;
+}
+
+/** What one tenant's channels hold, against its bounds. */
+interface TenantUse {
+  id: string;
+  channels: number;
+  subscribers: number;
+  historyBytes: number;
+  /** Its channels' history messages, oldest first (as the hub's `#kept`). */
+  kept: Map<ChannelMessage, Channel>;
 }
 
 /**
@@ -352,6 +364,37 @@ export interface ChannelHubOptions {
    * here is ignored.
    */
   onDrop?: (channel: string, reason: string) => void;
+  /**
+   * The tenant owning a channel, by its name (`undefined`: no one's; asked
+   * once, as the channel is made): a tenant's channels together have at
+   * most `tenantMaxChannels` channels, `tenantMaxSubscribers` subscribers
+   * and `tenantMaxHistoryBytes` of history, so that one tenant cannot take
+   * the hub's `maxChannels` or `maxHistoryBytes` from the others. A
+   * gateway with tenants' tokens sets it ({@linkcode ChannelHub.tenantOf}).
+   * Without it, no bounds but the hub's.
+   */
+  tenantOf?: (channel: string) => string | undefined;
+  /**
+   * Channels one tenant keeps at most: past it, its least recently used
+   * channel without subscribers is forgotten (one without history first),
+   * and with subscribers on all of them a new one is refused
+   * ({@linkcode ChannelLimitError}).
+   * @default {100}
+   */
+  tenantMaxChannels?: number;
+  /**
+   * Subscribers of one tenant's channels together: past it a subscription
+   * is refused ({@linkcode ChannelLimitError}).
+   * @default {1000}
+   */
+  tenantMaxSubscribers?: number;
+  /**
+   * Characters of JSON kept in the histories of one tenant's channels
+   * together: past it, that tenant's oldest history messages are forgotten
+   * (not another's). A message larger than this is delivered but not kept.
+   * @default {8388608}
+   */
+  tenantMaxHistoryBytes?: number;
 }
 
 const CHANNEL_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
@@ -396,10 +439,51 @@ export class ChannelHub {
    * integers cost ~30 ms per subscriber that way).
    */
   #wire = new WeakMap<ChannelMessage, unknown>();
+  /** The tenants owning channels now, by id. */
+  #tenants = new Map<string, TenantUse>();
+  #tenantMaxChannels: number;
+  #tenantMaxSubscribers: number;
+  #tenantMaxHistoryBytes: number;
+  /**
+   * The tenant owning a channel ({@linkcode ChannelHubOptions.tenantOf}),
+   * asked as a channel is made: a channel made before it was set (or
+   * while it answered `undefined`) stays no one's until forgotten.
+   *
+   * @example
+   * ```ts
+   * import { ChannelHub } from "@pyproxy/pyproxy";
+   * const hub = new ChannelHub({ tenantMaxSubscribers: 1 });
+   * hub.tenantOf = (name) => name.startsWith("acme.") ? "acme" : undefined;
+   * hub.subscribe("acme.events");
+   * try {
+   *   hub.subscribe("acme.events");
+   * } catch (err) {
+   *   console.log((err as Error).name); // "ChannelLimitError"
+   * }
+   * hub.close();
+   * ```
+   */
+  tenantOf: ((channel: string) => string | undefined) | undefined;
 
   /** Creates an empty hub. */
   constructor(options: ChannelHubOptions = {}) {
     this.#onDrop = options.onDrop;
+    this.tenantOf = options.tenantOf;
+    this.#tenantMaxChannels = positive(
+      options.tenantMaxChannels ?? 100,
+      "tenantMaxChannels",
+      false,
+    );
+    this.#tenantMaxSubscribers = positive(
+      options.tenantMaxSubscribers ?? 1000,
+      "tenantMaxSubscribers",
+      false,
+    );
+    this.#tenantMaxHistoryBytes = positive(
+      options.tenantMaxHistoryBytes ?? 8 * 1024 * 1024,
+      "tenantMaxHistoryBytes",
+      true,
+    );
     this.#historySize = positive(
       options.historySize ?? 50,
       "historySize",
@@ -502,6 +586,15 @@ export class ChannelHub {
       this.#kept.set(message, ch);
       this.#historyBytes += size;
       if (ch.history.length > this.#historySize) this.#forgetOldest(ch);
+      const tenant = ch.tenant;
+      if (tenant !== undefined) {
+        tenant.kept.set(message, ch);
+        tenant.historyBytes += size;
+        // Its own oldest, not another's (nor an operator's).
+        while (tenant.historyBytes > this.#tenantMaxHistoryBytes) {
+          this.#forgetOldest(tenant.kept.values().next().value!);
+        }
+      }
       while (this.#historyBytes > this.#maxHistoryBytes) {
         // Its channel's oldest too: older ones were forgotten first.
         this.#forgetOldest(this.#kept.values().next().value!);
@@ -532,6 +625,22 @@ export class ChannelHub {
       throw new TypeError("Cannot subscribe: the channel hub is closed");
     }
     const ch = this.#channel(channel);
+    const tenant = ch.tenant;
+    if (
+      tenant !== undefined && tenant.subscribers >= this.#tenantMaxSubscribers
+    ) {
+      throw new ChannelLimitError(
+        `Cannot subscribe to channel ${
+          JSON.stringify(channel)
+        }: this tenant's channels have ${tenant.subscribers} subscribers, their bound (channels.tenantMaxSubscribers ${this.#tenantMaxSubscribers}); close one first`,
+        {
+          details: {
+            bound: "tenantMaxSubscribers",
+            limit: this.#tenantMaxSubscribers,
+          },
+        },
+      );
+    }
     // Past the channel's last seq, or of another epoch, the client saw a
     // numbering that started again since (the gateway restarted, or the
     // idle channel was forgotten): all it kept is new to that client.
@@ -543,7 +652,10 @@ export class ChannelHub {
     const sub = new Subscription(
       channel,
       Math.max(this.#bufferSize, this.#historySize),
-      (s) => ch.subscribers.delete(s),
+      tenant === undefined ? (s) => ch.subscribers.delete(s) : (s) => {
+        ch.subscribers.delete(s);
+        tenant.subscribers--;
+      },
       this.#maxBufferBytes,
       (reason) => {
         if (this.#closed) return; // shutting down, not too slow
@@ -564,6 +676,7 @@ export class ChannelHub {
       });
     }
     ch.subscribers.add(sub);
+    if (tenant !== undefined) tenant.subscribers++;
     return sub;
   }
 
@@ -612,7 +725,25 @@ export class ChannelHub {
       this.#channels.set(name, ch);
       return ch;
     }
-    if (this.#channels.size >= this.#maxChannels) this.#evict();
+    const id = this.tenantOf?.(name);
+    let tenant = id === undefined ? undefined : this.#tenants.get(id);
+    if (id !== undefined && tenant === undefined) {
+      tenant = {
+        id,
+        channels: 0,
+        subscribers: 0,
+        historyBytes: 0,
+        kept: new Map(),
+      };
+    }
+    if (tenant !== undefined && tenant.channels >= this.#tenantMaxChannels) {
+      this.#evictOwn(tenant, name);
+    }
+    if (this.#channels.size >= this.#maxChannels) this.#evict(tenant);
+    if (tenant !== undefined) {
+      tenant.channels++;
+      this.#tenants.set(tenant.id, tenant);
+    }
     ch = {
       name,
       history: [],
@@ -622,6 +753,7 @@ export class ChannelHub {
       // Random: a restarted gateway's numbering has another.
       epoch: crypto.randomUUID().slice(0, 8),
       dropped: 0,
+      tenant,
     };
     this.#channels.set(name, ch);
     return ch;
@@ -630,8 +762,52 @@ export class ChannelHub {
   /** Forgets the oldest history message of `ch`. */
   #forgetOldest(ch: Channel): void {
     const message = ch.history.shift();
+    const size = ch.sizes.shift() ?? 0;
     if (message !== undefined) this.#kept.delete(message);
-    this.#historyBytes -= ch.sizes.shift() ?? 0;
+    this.#historyBytes -= size;
+    const tenant = ch.tenant;
+    if (tenant !== undefined && message !== undefined) {
+      tenant.kept.delete(message);
+      tenant.historyBytes -= size;
+    }
+  }
+
+  /** Forgets the channel `name` (one without subscribers) and its history. */
+  #remove(name: string, ch: Channel): void {
+    this.#channels.delete(name);
+    while (ch.history.length > 0) this.#forgetOldest(ch);
+    const tenant = ch.tenant;
+    if (tenant !== undefined && --tenant.channels === 0) {
+      this.#tenants.delete(tenant.id);
+    }
+  }
+
+  /**
+   * Makes room for one more channel of `tenant`, at its
+   * `tenantMaxChannels`: forgets its least recently used channel without
+   * subscribers (one without history first), else refuses `name`.
+   */
+  #evictOwn(tenant: TenantUse, name: string): void {
+    let idle: string | undefined;
+    for (const [key, ch] of this.#channels) {
+      if (ch.tenant !== tenant || ch.subscribers.size !== 0) continue;
+      if (ch.history.length === 0) return this.#remove(key, ch);
+      idle ??= key;
+    }
+    if (idle !== undefined) {
+      return this.#remove(idle, this.#channels.get(idle)!);
+    }
+    throw new ChannelLimitError(
+      `Cannot create channel ${
+        JSON.stringify(name)
+      }: this tenant has ${tenant.channels} channels, all with subscribers, its bound (channels.tenantMaxChannels ${this.#tenantMaxChannels}); close a subscription or reuse a channel`,
+      {
+        details: {
+          bound: "tenantMaxChannels",
+          limit: this.#tenantMaxChannels,
+        },
+      },
+    );
   }
 
   /**
@@ -641,21 +817,19 @@ export class ChannelHub {
    * after the other, forgot every idle channel's history and epoch,
    * another tenant's too, where forgetting the empty ones loses nothing.
    */
-  #evict(): void {
+  #evict(tenant?: TenantUse): void {
     let idle: string | undefined;
+    let own: string | undefined;
     for (const [name, ch] of this.#channels) {
       if (ch.subscribers.size !== 0) continue;
-      if (ch.history.length === 0) {
-        this.#channels.delete(name);
-        return;
-      }
+      if (ch.history.length === 0) return this.#remove(name, ch);
       idle ??= name;
+      if (tenant !== undefined && ch.tenant === tenant) own ??= name;
     }
-    if (idle !== undefined) {
-      const ch = this.#channels.get(idle)!;
-      this.#channels.delete(idle);
-      while (ch.history.length > 0) this.#forgetOldest(ch);
-      return;
+    // A tenant's new channel forgets its own history before another's.
+    const name = own ?? idle;
+    if (name !== undefined) {
+      return this.#remove(name, this.#channels.get(name)!);
     }
     throw new RangeError(
       `Cannot create channel: ${this.#maxChannels} channels with subscribers exist`,
