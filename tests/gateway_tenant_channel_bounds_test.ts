@@ -22,6 +22,17 @@ const B = tokenId(TENANT_B);
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
+/** Publishes to the calling tenant's channel `<caller>.<topic>`. */
+const TENANT_PUBLISHER = {
+  "tenant_pub.py": `from pyproxy import host
+
+
+class TenantPub:
+    def execute(self, msg):
+        return host.publish("%s.%s" % (host.caller(), msg["topic"]), msg["data"])
+`,
+};
+
 async function tokenFileIn(dir: string): Promise<string> {
   const path = `${dir}/tokens`;
   await Deno.writeTextFile(
@@ -49,7 +60,7 @@ Deno.test("serve bounds a tenant's channels and their subscribers (429 ChannelLi
     await using gw = await startGateway({
       tokenFile,
       channels: { tenantMaxChannels: 3, tenantMaxSubscribers: 4 },
-    });
+    }, TENANT_PUBLISHER);
     const subs: SseReader[] = [];
     const subscribe = async (channel: string, token: string) => {
       const res = await gw.fetch(`/v1/channels/${channel}`, {
@@ -80,6 +91,25 @@ Deno.test("serve bounds a tenant's channels and their subscribers (429 ChannelLi
       );
       assert.equal(posted.status, 429);
       assert.match(posted.message, /tenantMaxChannels/);
+      // An execute's ?publish=: the call runs, its publish is refused.
+      const executed = await refusal(
+        await gw.fetch(`/v1/models/echo/execute?publish=${A}.c4`, {
+          method: "POST",
+          body: '{"x":1}',
+          headers: bearer(TENANT_A),
+        }),
+      );
+      assert.equal(executed.type, "ChannelLimitError");
+      // A model's host.publish for the tenant: HostError, as any refusal.
+      const hosted = await gw.fetch("/v1/models/tenant_pub/execute", {
+        method: "POST",
+        body: JSON.stringify({ topic: "c6", data: 1 }),
+        headers: bearer(TENANT_A),
+      });
+      assert.equal(hosted.status, 422);
+      const { error: hostError } = await hosted.json();
+      assert.equal(hostError.exception, "HostError");
+      assert.match(hostError.message, /tenantMaxChannels/);
       // A WebSocket's handshake: refused before the upgrade.
       const ws = new WebSocket(
         `${gw.url.replace("http", "ws")}/v1/channels/${A}.c5`,
