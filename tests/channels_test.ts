@@ -452,6 +452,19 @@ Deno.test("ChannelHub with tenantOf bounds each tenant's channels, subscribers a
     assert.equal(byName.get("b.0")?.length, 1);
     assert.equal(byName.get("news0")?.length, 1);
     assert.equal(hub.historyBytes, 3 * 31 + 3 + 3);
+    // One larger than the share alone: delivered, not kept, and the
+    // tenant's other history stays.
+    hub.publish("a.1", "y".repeat(200));
+    assert.deepEqual(
+      hub.list().find((c) => c.name === "a.1")?.history.map((m) => m.seq),
+      [8, 9, 10],
+    );
+    // A refused subscription makes no channel.
+    hub.subscribe("a.1");
+    assert.throws(() => hub.subscribe("a.9"), {
+      details: { bound: "tenantMaxSubscribers", limit: 3 },
+    });
+    assert.ok(!hub.list().some((c) => c.name === "a.9"));
   } finally {
     hub.close();
   }

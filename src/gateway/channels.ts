@@ -580,7 +580,12 @@ export class ChannelHub {
       data,
     };
     if (wire !== data) this.#wire.set(message, wire);
-    if (this.#historySize > 0 && size <= this.#maxHistoryBytes) {
+    // One larger than its tenant's share is not kept either: kept, it
+    // forgot all the tenant's other history, then itself.
+    if (
+      this.#historySize > 0 && size <= this.#maxHistoryBytes &&
+      (ch.tenant === undefined || size <= this.#tenantMaxHistoryBytes)
+    ) {
       ch.history.push(message);
       ch.sizes.push(size);
       this.#kept.set(message, ch);
@@ -624,15 +629,17 @@ export class ChannelHub {
     if (this.#closed) {
       throw new TypeError("Cannot subscribe: the channel hub is closed");
     }
-    const ch = this.#channel(channel);
-    const tenant = ch.tenant;
+    // Its tenant's bound before the channel is made (a refused one made
+    // none): a new channel's tenant has its use if it has other channels.
+    const known = this.#channels.get(channel);
+    const owner = known !== undefined ? known.tenant : this.#tenantUse(channel);
     if (
-      tenant !== undefined && tenant.subscribers >= this.#tenantMaxSubscribers
+      owner !== undefined && owner.subscribers >= this.#tenantMaxSubscribers
     ) {
       throw new ChannelLimitError(
         `Cannot subscribe to channel ${
           JSON.stringify(channel)
-        }: this tenant's channels have ${tenant.subscribers} subscribers, their bound (channels.tenantMaxSubscribers ${this.#tenantMaxSubscribers}); close one first`,
+        }: this tenant's channels have ${owner.subscribers} subscribers, their bound (channels.tenantMaxSubscribers ${this.#tenantMaxSubscribers}); close one first`,
         {
           details: {
             bound: "tenantMaxSubscribers",
@@ -641,6 +648,8 @@ export class ChannelHub {
         },
       );
     }
+    const ch = this.#channel(channel);
+    const tenant = ch.tenant;
     // Past the channel's last seq, or of another epoch, the client saw a
     // numbering that started again since (the gateway restarted, or the
     // idle channel was forgotten): all it kept is new to that client.
@@ -770,6 +779,12 @@ export class ChannelHub {
       tenant.kept.delete(message);
       tenant.historyBytes -= size;
     }
+  }
+
+  /** The use of the tenant owning `name` now, if it has channels. */
+  #tenantUse(name: string): TenantUse | undefined {
+    const id = this.tenantOf?.(name);
+    return id === undefined ? undefined : this.#tenants.get(id);
   }
 
   /** Forgets the channel `name` (one without subscribers) and its history. */
