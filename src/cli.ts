@@ -142,6 +142,16 @@ Options:
                             long after an answer, 1000-255000 (Bun; default 75000)
       --max-queue <n>       Calls that may wait for a worker before 429 (default 1024)
       --max-in-flight <n>   Calls in flight per worker (default 64)
+      --tenant-max-channels <n>
+                            Channels one tenant's token keeps (its own; default
+                            100): past it its idle ones are forgotten, with
+                            subscribers on all a new one gets 429
+      --tenant-max-subscribers <n>
+                            Subscribers of one tenant's channels together
+                            (default 1000; past it 429)
+      --tenant-max-history-bytes <n>
+                            JSON kept in one tenant's channels' histories
+                            (default 8388608; past it its oldest are forgotten)
       --eval-replay-budget <units>
                             Eval output kept for replay over all running evals,
                             in UTF-16 code units (default 67108864)
@@ -294,6 +304,9 @@ const OPTIONS = {
   "keep-alive-timeout": { type: "string" },
   "max-queue": { type: "string" },
   "max-in-flight": { type: "string" },
+  "tenant-max-channels": { type: "string" },
+  "tenant-max-subscribers": { type: "string" },
+  "tenant-max-history-bytes": { type: "string" },
   "eval-replay-budget": { type: "string" },
   grace: { type: "string" },
   "shutdown-delay": { type: "string" },
@@ -500,6 +513,9 @@ const FLAG_OF: Record<string, string> = {
   "limits.keepAliveTimeout": "--keep-alive-timeout",
   "limits.maxQueue": "--max-queue",
   "limits.maxInFlightPerWorker": "--max-in-flight",
+  "channels.tenantMaxChannels": "--tenant-max-channels",
+  "channels.tenantMaxSubscribers": "--tenant-max-subscribers",
+  "channels.tenantMaxHistoryBytes": "--tenant-max-history-bytes",
   "limits.evalReplayBudget": "--eval-replay-budget",
   "limits.shutdownGrace": "--grace",
   "limits.shutdownDelay": "--shutdown-delay",
@@ -687,6 +703,18 @@ function cliOverrides(
   limit("shutdownGrace", "grace");
   limit("shutdownDelay", "shutdown-delay");
   if (Object.keys(limits).length) cli.limits = limits;
+  const channels: Record<string, unknown> = {};
+  for (
+    const [key, flag] of [
+      ["tenantMaxChannels", "tenant-max-channels"],
+      ["tenantMaxSubscribers", "tenant-max-subscribers"],
+      ["tenantMaxHistoryBytes", "tenant-max-history-bytes"],
+    ]
+  ) {
+    const n = toNumber(str(flag!));
+    if (n !== undefined) channels[key!] = n;
+  }
+  if (Object.keys(channels).length) cli.channels = channels;
   const logLevels: Record<string, string> = {};
   for (const entry of (values["log-level"] as string[] | undefined) ?? []) {
     const eq = entry.indexOf("=");

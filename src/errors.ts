@@ -314,6 +314,33 @@ export class OverloadedError extends PyProxyError {
 defineName(OverloadedError, "OverloadedError");
 
 /**
+ * A tenant's channels are at one of their bounds (a {@linkcode ChannelHub}
+ * with `tenantOf`, as a gateway with tenants' tokens makes): a new channel
+ * past `tenantMaxChannels` while all of its channels have subscribers, or a
+ * subscriber past `tenantMaxSubscribers`. The gateway answers 429 (it is an
+ * {@linkcode OverloadedError}). `details.bound` names the bound
+ * (`"tenantMaxChannels"`, `"tenantMaxSubscribers"`), `details.limit` its
+ * value; nothing of other tenants' channels.
+ *
+ * @example
+ * ```ts
+ * import { ChannelLimitError } from "@pyproxy/pyproxy";
+ * const err = new ChannelLimitError("Cannot subscribe: ...", { details: { bound: "tenantMaxSubscribers", limit: 1000 } });
+ * console.log(err.code, err.details.bound); // "CHANNEL_LIMIT" "tenantMaxSubscribers"
+ * ```
+ */
+export class ChannelLimitError extends OverloadedError {
+  /** Stable code. */
+  override readonly code: string = "CHANNEL_LIMIT";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "ChannelLimitError";
+  }
+}
+defineName(ChannelLimitError, "ChannelLimitError");
+
+/**
  * The pool is closing (or closed), or the call's worker was removed by a
  * resize: the call was not run, or, with `details.started: true`, it ran
  * and was cut off when the close's (or the resize's) `shutdownGrace` ran

@@ -416,44 +416,82 @@ Deno.test("ChannelHub replays the kept history to a resuming subscriber whatever
   hub.close();
 });
 
-Deno.test("ChannelHub keeps each owner (ownerOf) to its share: its own idle channels and oldest messages go, never another's", () => {
-  const A = "aaaaaaaaaaaaaaaa";
-  const B = "bbbbbbbbbbbbbbbb";
+Deno.test("ChannelHub with tenantOf bounds each tenant's channels, subscribers and history bytes on their own, and channels of no tenant only by the hub's", () => {
   const hub = new ChannelHub({
-    maxChannels: 20,
-    maxHistoryBytes: 1000,
-    ownerOf: (name) => /^[ab]{16}/.test(name) ? name.slice(0, 16) : undefined,
+    tenantOf: (name) => /^(a|b)\./.exec(name)?.[1],
+    tenantMaxChannels: 2,
+    tenantMaxSubscribers: 3,
+    tenantMaxHistoryBytes: 100,
   });
   try {
-    hub.publish(`${B}.orders`, { n: 1 });
-    hub.publish("news", { n: 2 });
-    // A thousand names of A's: before, the hub forgot B's and news (LRU).
-    for (let i = 0; i < 1000; i++) hub.publish(`${A}x${i}`, i);
-    const names = hub.list().map((c) => c.name);
-    assert.ok(names.includes(`${B}.orders`), "B's channel kept");
-    assert.ok(names.includes("news"), "an unowned channel kept");
-    // A tenth of maxChannels: A's last two, its older ones forgotten.
-    assert.deepEqual(names.filter((n) => n.startsWith(A)), [
-      `${A}x998`,
-      `${A}x999`,
-    ]);
-    // History: A's large messages spend A's tenth (100), not B's.
-    for (let i = 0; i < 50; i++) hub.publish(`${A}x999`, "y".repeat(40));
+    const a1 = hub.subscribe("a.1");
+    hub.subscribe("a.2");
+    assert.throws(() => hub.subscribe("a.3"), {
+      name: "ChannelLimitError",
+      code: "CHANNEL_LIMIT",
+      details: { bound: "tenantMaxChannels", limit: 2 },
+    });
+    // Nothing made of the refused one.
+    assert.deepEqual(hub.list().map((c) => c.name), ["a.1", "a.2"]);
+    hub.subscribe("a.1");
+    assert.throws(() => hub.subscribe("a.2"), {
+      details: { bound: "tenantMaxSubscribers", limit: 3 },
+    });
+    // A closed subscription frees its place, and an idle channel its.
+    a1.close();
+    hub.subscribe("a.2").close();
+    for (const sub of [0, 1, 2]) hub.subscribe(`b.${sub % 2}`);
+    // No tenant's: the hub's bounds only.
+    for (let i = 0; i < 10; i++) hub.subscribe(`news${i}`);
+    // History: a's oldest go past its 100, b's and news's stay.
+    hub.publish("b.0", "b");
+    hub.publish("news0", "n");
+    for (let i = 0; i < 10; i++) hub.publish("a.1", "x".repeat(28) + i);
     const byName = new Map(hub.list().map((c) => [c.name, c.history]));
-    assert.deepEqual(byName.get(`${B}.orders`)?.map((m) => m.data), [{
-      n: 1,
-    }]);
-    assert.deepEqual(byName.get("news")?.map((m) => m.data), [{ n: 2 }]);
-    assert.equal(byName.get(`${A}x999`)?.length, 2);
-    assert.ok(hub.historyBytes <= 1000);
-    // An owner's channels all followed: its next one is refused, others' not.
-    const subs = [hub.subscribe(`${A}x998`), hub.subscribe(`${A}x999`)];
-    assert.throws(
-      () => hub.subscribe(`${A}new`),
-      /Cannot create channel: 2 channels named by "aaaaaaaaaaaaaaaa" with subscribers exist/,
+    assert.deepEqual(byName.get("a.1")?.map((m) => m.seq), [8, 9, 10]);
+    assert.equal(byName.get("b.0")?.length, 1);
+    assert.equal(byName.get("news0")?.length, 1);
+    assert.equal(hub.historyBytes, 3 * 31 + 3 + 3);
+    // One larger than the share alone: delivered, not kept, and the
+    // tenant's other history stays.
+    hub.publish("a.1", "y".repeat(200));
+    assert.deepEqual(
+      hub.list().find((c) => c.name === "a.1")?.history.map((m) => m.seq),
+      [8, 9, 10],
     );
-    subs.push(hub.subscribe(`${B}.more`), hub.subscribe("other"));
-    for (const s of subs) s.close();
+    // A refused subscription makes no channel.
+    hub.subscribe("a.1");
+    assert.throws(() => hub.subscribe("a.9"), {
+      details: { bound: "tenantMaxSubscribers", limit: 3 },
+    });
+    assert.ok(!hub.list().some((c) => c.name === "a.9"));
+  } finally {
+    hub.close();
+  }
+});
+
+Deno.test("ChannelHub, full, forgets a tenant's own idle channel for its new one before another's older one", () => {
+  const hub = new ChannelHub({
+    maxChannels: 3,
+    tenantOf: (name) => /^(a|b)\./.exec(name)?.[1],
+  });
+  try {
+    hub.publish("b.old", 1);
+    hub.publish("a.old", 1);
+    hub.publish("news", 1);
+    hub.publish("a.new", 1);
+    assert.deepEqual(hub.list().map((c) => c.name).sort(), [
+      "a.new",
+      "b.old",
+      "news",
+    ]);
+    // No tenant's channel: the least recently used, as before.
+    hub.publish("other", 1);
+    assert.deepEqual(hub.list().map((c) => c.name).sort(), [
+      "a.new",
+      "news",
+      "other",
+    ]);
   } finally {
     hub.close();
   }

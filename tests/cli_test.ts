@@ -192,6 +192,22 @@ Deno.test("main rejects bad flags and commands with a clear error", async () => 
       1,
       /error: compress\.minBytes: expected an integer >= 1 \(at command line: --compress-min-bytes\)/,
     ],
+    // A tenant's share of the channels: flags checked as the config's.
+    [
+      ["serve", "--tenant-max-channels", "0"],
+      1,
+      /error: channels\.tenantMaxChannels: expected an integer >= 1 \(at command line: --tenant-max-channels\)/,
+    ],
+    [
+      ["serve", "--tenant-max-subscribers", "x"],
+      1,
+      /error: channels\.tenantMaxSubscribers: .*\(at command line: --tenant-max-subscribers\)/,
+    ],
+    [
+      ["serve", "--tenant-max-history-bytes", "0", "--workers", "0"],
+      1,
+      /error: workers: expected an integer/,
+    ],
     [
       ["serve", "--trace-endpoint", "localhost:4318"],
       1,

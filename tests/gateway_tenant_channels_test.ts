@@ -296,7 +296,7 @@ Deno.test("serve keeps a tenant publishing to many channels of its own to its sh
   assert.ok(names.includes(`${A}x999`));
 });
 
-Deno.test("serve refuses a subscription past a tenant's share of the hub (its 100 channels all followed) with 400, a WebSocket's before its handshake", async () => {
+Deno.test("serve refuses a subscription past a tenant's share of the hub (its 100 channels all followed) with 429, a WebSocket's before its handshake", async () => {
   await using dir = await tempDir("pyproxy-tenant-channels-test-");
   const tokenFile = `${dir.path}/tokens`;
   await writeTokens(tokenFile, `${OPERATOR}\n${TENANT_A} tenant\n`);
@@ -313,10 +313,12 @@ Deno.test("serve refuses a subscription past a tenant's share of the hub (its 10
     const sse = await gw.fetch(`/v1/channels/${A}s100`, {
       headers: bearer(TENANT_A),
     });
-    assert.equal(sse.status, 400);
+    assert.equal(sse.status, 429);
+    const refused = (await sse.json()).error;
+    assert.equal(refused.type, "ChannelLimitError");
     assert.match(
-      (await sse.json()).error.message,
-      /^Cannot create channel: 100 channels named by "[0-9a-f]{16}" with subscribers exist/,
+      refused.message,
+      /^Cannot create channel "[0-9a-f]{16}s100": this tenant has 100 channels, all with subscribers, its bound \(channels\.tenantMaxChannels 100\)/,
     );
     // Before: upgraded, then refused: the handshake hung (Deno), or the
     // socket opened with no subscription behind it (Bun).

@@ -38,25 +38,25 @@ export function tenantChannelRefusal(id: string): string {
   return `this token is a tenant's (marked "tenant" in the token file), whose channels are those named by its id: ${id}, or starting with it (${id}.events)`;
 }
 
-const TOKEN_ID = /^[0-9a-f]{16}/;
-
 /**
- * The owner of the channel `name` for the hub's shares
- * (`ChannelHubOptions.ownerOf`): the token id its name starts with (16
- * lowercase hex digits: a tenant's channels, and any named so), else none.
- * One tenant then keeps at most its share of the hub's channels and
- * history: before, a tenant's thousand publishes to names of its own (a
- * quarter of a second) made the hub forget every other tenant's channel
- * without subscribers, their history with them, and its 1000 subscriptions
- * kept any other channel from being made.
+ * The tenant owning the channel `name` among `tenantIds` (its name starts
+ * with the tenant's id, 16 hex digits), or `undefined`: a
+ * `ChannelHub`'s `tenantOf`, so that a tenant's channels count
+ * against its own bounds, whoever publishes to them (a model from
+ * `host.caller()`, an operator).
  *
  * @example
  * ```ts
- * import { channelOwner } from "./_tenant_channels.ts";
- * console.log(channelOwner("4f0a9c2e71d3b8a6.progress")); // "4f0a9c2e71d3b8a6"
- * console.log(channelOwner("news")); // undefined
+ * import { channelTenant } from "./_tenant_channels.ts";
+ * const ids = new Set(["4f0a9c2e71d3b8a6"]);
+ * console.log(channelTenant(ids, "4f0a9c2e71d3b8a6.progress")); // "4f0a9c2e71d3b8a6"
+ * console.log(channelTenant(ids, "news")); // undefined
  * ```
  */
-export function channelOwner(name: string): string | undefined {
-  return TOKEN_ID.test(name) ? name.slice(0, 16) : undefined;
+export function channelTenant(
+  tenantIds: ReadonlySet<string>,
+  name: string,
+): string | undefined {
+  const id = name.slice(0, 16);
+  return tenantIds.has(id) ? id : undefined;
 }

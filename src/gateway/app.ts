@@ -20,7 +20,7 @@ import { channelRoutes } from "./channel_routes.ts";
 import { dashboardCsp, dashboardHtml } from "./dashboard.ts";
 import { httpError, REQUEST_ID_HEADER } from "./error_response.ts";
 import {
-  channelOwner,
+  channelTenant,
   tenantChannelRefusal,
   tenantOwnsChannel,
 } from "./_tenant_channels.ts";
@@ -504,10 +504,7 @@ export function createGateway(
   const ctx: RouteContext = {
     pool,
     hub: options.hub ??
-      new ChannelHub({
-        onDrop: droppedSubscriberLogger(logger),
-        ownerOf: channelOwner,
-      }),
+      new ChannelHub({ onDrop: droppedSubscriberLogger(logger) }),
     // Past its maxModels names, a model the pool has still gets series.
     metrics: options.metrics ??
       new GatewayMetrics({ isModel: (name) => hasModel(pool, name) }),
@@ -605,6 +602,14 @@ export function createGateway(
         );
       },
   };
+  // A tenant's channels count against its own bounds (channels,
+  // subscribers, history bytes): one tenant holding 1000 subscriptions
+  // blocked every new channel, and its large messages pushed out the others'
+  // history. Asked as a channel is made, of the tenants of now.
+  if (tokens !== undefined) {
+    ctx.hub.tenantOf = (channel) =>
+      tenantIds === undefined ? undefined : channelTenant(tenantIds, channel);
+  }
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
   // `stopSignal` aborts: a gateway made again and again over one long-lived

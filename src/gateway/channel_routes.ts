@@ -232,10 +232,10 @@ export function channelRoutes(ctx: RouteContext): Hono {
       const { protocol } = webSocketOffer(
         c.req.header("sec-websocket-protocol") ?? null,
       );
-      // Before the upgrade: a subscription refused (the hub's channels, or
-      // the id's share, all followed) is the handshake's 400. After it, the
-      // handshake hung on Deno, and on Bun the socket opened with nothing
-      // behind it, never closed.
+      // Subscribed before the upgrade: a refusal (a tenant's channels at
+      // their bounds: 429; the hub's channels all followed: 400) is the
+      // handshake's answer. After it, the handshake hung on Deno, and on Bun
+      // the socket opened with nothing behind it, never closed (chaos52).
       const sub = hub.subscribe(name, options);
       let upgraded: ReturnType<typeof ctx.runtime.upgradeWebSocket>;
       try {

@@ -7,7 +7,7 @@
  */
 import { withRawIntegers } from "../_exact_json.ts";
 import { bytesAsBase64Json, holdsBytes, mayHoldBytes } from "../_binary.ts";
-import { SerializationError } from "../errors.ts";
+import { ChannelLimitError, SerializationError } from "../errors.ts";
 import { nonFiniteReason } from "../_non_finite.ts";
 
 /**
@@ -301,18 +301,18 @@ interface Channel {
   /** Its numbering's epoch (ChannelMessage.epoch). */
   epoch: string;
   dropped: number;
-  /** Its owner's share (`ChannelHubOptions.ownerOf`), when it has one. */
-  share: OwnerShare | undefined;
+  /** The tenant owning it (`tenantOf`), whose bounds it counts against. */
+  tenant: TenantUse | undefined;
 }
 
-/** What the channels of one owner hold of the hub (`ownerOf`). */
-interface OwnerShare {
-  owner: string;
+/** What one tenant's channels hold, against its bounds. */
+interface TenantUse {
+  id: string;
   channels: number;
-  /** Characters of JSON of its channels' history messages. */
-  bytes: number;
-  /** Its channels' history messages, oldest first. */
-  kept: Set<ChannelMessage>;
+  subscribers: number;
+  historyBytes: number;
+  /** Its channels' history messages, oldest first (as the hub's `#kept`). */
+  kept: Map<ChannelMessage, Channel>;
 }
 
 /**
@@ -365,28 +365,36 @@ export interface ChannelHubOptions {
    */
   onDrop?: (channel: string, reason: string) => void;
   /**
-   * The owner of a channel, from its name (asked once, when the channel is
-   * made), or `undefined` for none. An owner's channels together hold at
-   * most `maxChannelsPerOwner` channels and `maxHistoryBytesPerOwner` of
-   * history: past them its own least recently used channel without
-   * subscribers, and its own oldest messages, are forgotten, never
-   * another's. The gateway's owner is the token id a channel's name starts
-   * with (a tenant's channels: a tenant publishing to a thousand names of
-   * its own made the hub forget every other channel without subscribers,
-   * their history with them). None by default.
+   * The tenant owning a channel, by its name (`undefined`: no one's; asked
+   * once, as the channel is made): a tenant's channels together have at
+   * most `tenantMaxChannels` channels, `tenantMaxSubscribers` subscribers
+   * and `tenantMaxHistoryBytes` of history, so that one tenant cannot take
+   * the hub's `maxChannels` or `maxHistoryBytes` from the others. A
+   * gateway with tenants' tokens sets it ({@linkcode ChannelHub.tenantOf}).
+   * Without it, no bounds but the hub's.
    */
-  ownerOf?: (channel: string) => string | undefined;
+  tenantOf?: (channel: string) => string | undefined;
   /**
-   * Channels one owner (`ownerOf`) may have at once.
-   * @default {a tenth of maxChannels, at least 1}
+   * Channels one tenant keeps at most: past it, its least recently used
+   * channel without subscribers is forgotten (one without history first),
+   * and with subscribers on all of them a new one is refused
+   * ({@linkcode ChannelLimitError}).
+   * @default {100}
    */
-  maxChannelsPerOwner?: number;
+  tenantMaxChannels?: number;
   /**
-   * Characters of JSON the histories of one owner's channels (`ownerOf`)
-   * keep together.
-   * @default {a tenth of maxHistoryBytes}
+   * Subscribers of one tenant's channels together: past it a subscription
+   * is refused ({@linkcode ChannelLimitError}).
+   * @default {1000}
    */
-  maxHistoryBytesPerOwner?: number;
+  tenantMaxSubscribers?: number;
+  /**
+   * Characters of JSON kept in the histories of one tenant's channels
+   * together: past it, that tenant's oldest history messages are forgotten
+   * (not another's). A message larger than this is delivered but not kept.
+   * @default {8388608}
+   */
+  tenantMaxHistoryBytes?: number;
 }
 
 const CHANNEL_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
@@ -424,11 +432,6 @@ export class ChannelHub {
   #closed = false;
   #dropped = 0;
   #onDrop: ((channel: string, reason: string) => void) | undefined;
-  #ownerOf: ((channel: string) => string | undefined) | undefined;
-  #maxChannelsPerOwner: number;
-  #maxHistoryBytesPerOwner: number;
-  /** The shares of the owners that have channels (`ownerOf`). */
-  #shares = new Map<string, OwnerShare>();
   /**
    * The data of messages holding `BigInt`s, with each one as `JSON.rawJSON`
    * of its digits: written once at publish, then by every subscriber and
@@ -436,10 +439,51 @@ export class ChannelHub {
    * integers cost ~30 ms per subscriber that way).
    */
   #wire = new WeakMap<ChannelMessage, unknown>();
+  /** The tenants owning channels now, by id. */
+  #tenants = new Map<string, TenantUse>();
+  #tenantMaxChannels: number;
+  #tenantMaxSubscribers: number;
+  #tenantMaxHistoryBytes: number;
+  /**
+   * The tenant owning a channel ({@linkcode ChannelHubOptions.tenantOf}),
+   * asked as a channel is made: a channel made before it was set (or
+   * while it answered `undefined`) stays no one's until forgotten.
+   *
+   * @example
+   * ```ts
+   * import { ChannelHub } from "@pyproxy/pyproxy";
+   * const hub = new ChannelHub({ tenantMaxSubscribers: 1 });
+   * hub.tenantOf = (name) => name.startsWith("acme.") ? "acme" : undefined;
+   * hub.subscribe("acme.events");
+   * try {
+   *   hub.subscribe("acme.events");
+   * } catch (err) {
+   *   console.log((err as Error).name); // "ChannelLimitError"
+   * }
+   * hub.close();
+   * ```
+   */
+  tenantOf: ((channel: string) => string | undefined) | undefined;
 
   /** Creates an empty hub. */
   constructor(options: ChannelHubOptions = {}) {
     this.#onDrop = options.onDrop;
+    this.tenantOf = options.tenantOf;
+    this.#tenantMaxChannels = positive(
+      options.tenantMaxChannels ?? 100,
+      "tenantMaxChannels",
+      false,
+    );
+    this.#tenantMaxSubscribers = positive(
+      options.tenantMaxSubscribers ?? 1000,
+      "tenantMaxSubscribers",
+      false,
+    );
+    this.#tenantMaxHistoryBytes = positive(
+      options.tenantMaxHistoryBytes ?? 8 * 1024 * 1024,
+      "tenantMaxHistoryBytes",
+      true,
+    );
     this.#historySize = positive(
       options.historySize ?? 50,
       "historySize",
@@ -460,19 +504,6 @@ export class ChannelHub {
       options.maxBufferBytes ?? 16 * 1024 * 1024,
       "maxBufferBytes",
       false,
-    );
-    this.#ownerOf = options.ownerOf;
-    this.#maxChannelsPerOwner = positive(
-      options.maxChannelsPerOwner ??
-        Math.max(1, Math.floor(this.#maxChannels / 10)),
-      "maxChannelsPerOwner",
-      false,
-    );
-    this.#maxHistoryBytesPerOwner = positive(
-      options.maxHistoryBytesPerOwner ??
-        Math.floor(this.#maxHistoryBytes / 10),
-      "maxHistoryBytesPerOwner",
-      true,
     );
   }
 
@@ -549,25 +580,25 @@ export class ChannelHub {
       data,
     };
     if (wire !== data) this.#wire.set(message, wire);
-    const share = ch.share;
+    // One larger than its tenant's share is not kept either: kept, it
+    // forgot all the tenant's other history, then itself.
     if (
       this.#historySize > 0 && size <= this.#maxHistoryBytes &&
-      (share === undefined || size <= this.#maxHistoryBytesPerOwner)
+      (ch.tenant === undefined || size <= this.#tenantMaxHistoryBytes)
     ) {
       ch.history.push(message);
       ch.sizes.push(size);
       this.#kept.set(message, ch);
       this.#historyBytes += size;
-      if (share !== undefined) {
-        share.kept.add(message);
-        share.bytes += size;
-      }
       if (ch.history.length > this.#historySize) this.#forgetOldest(ch);
-      // Its owner's oldest first: another's history is not its to spend.
-      while (
-        share !== undefined && share.bytes > this.#maxHistoryBytesPerOwner
-      ) {
-        this.#forgetOldest(this.#kept.get(share.kept.values().next().value!)!);
+      const tenant = ch.tenant;
+      if (tenant !== undefined) {
+        tenant.kept.set(message, ch);
+        tenant.historyBytes += size;
+        // Its own oldest, not another's (nor an operator's).
+        while (tenant.historyBytes > this.#tenantMaxHistoryBytes) {
+          this.#forgetOldest(tenant.kept.values().next().value!);
+        }
       }
       while (this.#historyBytes > this.#maxHistoryBytes) {
         // Its channel's oldest too: older ones were forgotten first.
@@ -598,7 +629,27 @@ export class ChannelHub {
     if (this.#closed) {
       throw new TypeError("Cannot subscribe: the channel hub is closed");
     }
+    // Its tenant's bound before the channel is made (a refused one made
+    // none): a new channel's tenant has its use if it has other channels.
+    const known = this.#channels.get(channel);
+    const owner = known !== undefined ? known.tenant : this.#tenantUse(channel);
+    if (
+      owner !== undefined && owner.subscribers >= this.#tenantMaxSubscribers
+    ) {
+      throw new ChannelLimitError(
+        `Cannot subscribe to channel ${
+          JSON.stringify(channel)
+        }: this tenant's channels have ${owner.subscribers} subscribers, their bound (channels.tenantMaxSubscribers ${this.#tenantMaxSubscribers}); close one first`,
+        {
+          details: {
+            bound: "tenantMaxSubscribers",
+            limit: this.#tenantMaxSubscribers,
+          },
+        },
+      );
+    }
     const ch = this.#channel(channel);
+    const tenant = ch.tenant;
     // Past the channel's last seq, or of another epoch, the client saw a
     // numbering that started again since (the gateway restarted, or the
     // idle channel was forgotten): all it kept is new to that client.
@@ -610,7 +661,10 @@ export class ChannelHub {
     const sub = new Subscription(
       channel,
       Math.max(this.#bufferSize, this.#historySize),
-      (s) => ch.subscribers.delete(s),
+      tenant === undefined ? (s) => ch.subscribers.delete(s) : (s) => {
+        ch.subscribers.delete(s);
+        tenant.subscribers--;
+      },
       this.#maxBufferBytes,
       (reason) => {
         if (this.#closed) return; // shutting down, not too slow
@@ -631,6 +685,7 @@ export class ChannelHub {
       });
     }
     ch.subscribers.add(sub);
+    if (tenant !== undefined) tenant.subscribers++;
     return sub;
   }
 
@@ -679,20 +734,25 @@ export class ChannelHub {
       this.#channels.set(name, ch);
       return ch;
     }
-    const owner = this.#ownerOf?.(name);
-    let share = owner === undefined ? undefined : this.#shares.get(owner);
-    if (share !== undefined && share.channels >= this.#maxChannelsPerOwner) {
-      // One of its own goes, never another's.
-      this.#evict(share);
+    const id = this.tenantOf?.(name);
+    let tenant = id === undefined ? undefined : this.#tenants.get(id);
+    if (id !== undefined && tenant === undefined) {
+      tenant = {
+        id,
+        channels: 0,
+        subscribers: 0,
+        historyBytes: 0,
+        kept: new Map(),
+      };
     }
-    if (this.#channels.size >= this.#maxChannels) this.#evict();
-    // Again: an eviction of its last channel forgot the share.
-    share = owner === undefined ? undefined : this.#shares.get(owner);
-    if (owner !== undefined && share === undefined) {
-      share = { owner, channels: 0, bytes: 0, kept: new Set() };
-      this.#shares.set(owner, share);
+    if (tenant !== undefined && tenant.channels >= this.#tenantMaxChannels) {
+      this.#evictOwn(tenant, name);
     }
-    if (share !== undefined) share.channels++;
+    if (this.#channels.size >= this.#maxChannels) this.#evict(tenant);
+    if (tenant !== undefined) {
+      tenant.channels++;
+      this.#tenants.set(tenant.id, tenant);
+    }
     ch = {
       name,
       history: [],
@@ -702,7 +762,7 @@ export class ChannelHub {
       // Random: a restarted gateway's numbering has another.
       epoch: crypto.randomUUID().slice(0, 8),
       dropped: 0,
-      share,
+      tenant,
     };
     this.#channels.set(name, ch);
     return ch;
@@ -714,52 +774,80 @@ export class ChannelHub {
     const size = ch.sizes.shift() ?? 0;
     if (message !== undefined) this.#kept.delete(message);
     this.#historyBytes -= size;
-    const share = ch.share;
-    if (share !== undefined && message !== undefined) {
-      share.kept.delete(message);
-      share.bytes -= size;
+    const tenant = ch.tenant;
+    if (tenant !== undefined && message !== undefined) {
+      tenant.kept.delete(message);
+      tenant.historyBytes -= size;
     }
   }
 
-  /** Forgets channel `name` and its history (and its owner's count). */
-  #forget(name: string, ch: Channel): void {
+  /** The use of the tenant owning `name` now, if it has channels. */
+  #tenantUse(name: string): TenantUse | undefined {
+    const id = this.tenantOf?.(name);
+    return id === undefined ? undefined : this.#tenants.get(id);
+  }
+
+  /** Forgets the channel `name` (one without subscribers) and its history. */
+  #remove(name: string, ch: Channel): void {
     this.#channels.delete(name);
     while (ch.history.length > 0) this.#forgetOldest(ch);
-    const own = ch.share;
-    if (own !== undefined && --own.channels === 0) {
-      this.#shares.delete(own.owner);
+    const tenant = ch.tenant;
+    if (tenant !== undefined && --tenant.channels === 0) {
+      this.#tenants.delete(tenant.id);
     }
   }
 
   /**
-   * Forgets the least recently used channel without subscribers (of
-   * `share`'s owner only, when given), one without history first: a
-   * subscription made one (every client that may subscribe names any
-   * channel), and 1000 subscriptions to new names, one after the other,
-   * forgot every idle channel's history and epoch, another tenant's too,
-   * where forgetting the empty ones loses nothing.
+   * Makes room for one more channel of `tenant`, at its
+   * `tenantMaxChannels`: forgets its least recently used channel without
+   * subscribers (one without history first), else refuses `name`.
    */
-  #evict(share?: OwnerShare): void {
+  #evictOwn(tenant: TenantUse, name: string): void {
     let idle: string | undefined;
-    for (const [name, ch] of this.#channels) {
-      if (ch.subscribers.size !== 0) continue;
-      if (share !== undefined && ch.share !== share) continue;
-      if (ch.history.length === 0) {
-        this.#forget(name, ch);
-        return;
-      }
-      idle ??= name;
+    for (const [key, ch] of this.#channels) {
+      if (ch.tenant !== tenant || ch.subscribers.size !== 0) continue;
+      if (ch.history.length === 0) return this.#remove(key, ch);
+      idle ??= key;
     }
     if (idle !== undefined) {
-      this.#forget(idle, this.#channels.get(idle)!);
-      return;
+      return this.#remove(idle, this.#channels.get(idle)!);
+    }
+    throw new ChannelLimitError(
+      `Cannot create channel ${
+        JSON.stringify(name)
+      }: this tenant has ${tenant.channels} channels, all with subscribers, its bound (channels.tenantMaxChannels ${this.#tenantMaxChannels}); close a subscription or reuse a channel`,
+      {
+        details: {
+          bound: "tenantMaxChannels",
+          limit: this.#tenantMaxChannels,
+        },
+      },
+    );
+  }
+
+  /**
+   * Forgets the least recently used channel without subscribers, one
+   * without history first: a subscription made one (every client that may
+   * subscribe names any channel), and 1000 subscriptions to new names, one
+   * after the other, forgot every idle channel's history and epoch,
+   * another tenant's too, where forgetting the empty ones loses nothing.
+   */
+  #evict(tenant?: TenantUse): void {
+    let idle: string | undefined;
+    let own: string | undefined;
+    for (const [name, ch] of this.#channels) {
+      if (ch.subscribers.size !== 0) continue;
+      if (ch.history.length === 0) return this.#remove(name, ch);
+      idle ??= name;
+      if (tenant !== undefined && ch.tenant === tenant) own ??= name;
+    }
+    // A tenant's new channel forgets its own history before another's.
+    const name = own ?? idle;
+    if (name !== undefined) {
+      return this.#remove(name, this.#channels.get(name)!);
     }
     throw new RangeError(
-      share === undefined
-        ? `Cannot create channel: ${this.#maxChannels} channels with subscribers exist`
-        : `Cannot create channel: ${this.#maxChannelsPerOwner} channels named by ${
-          JSON.stringify(share.owner)
-        } with subscribers exist (maxChannelsPerOwner)`,
+      `Cannot create channel: ${this.#maxChannels} channels with subscribers exist`,
     );
   }
 }

@@ -157,8 +157,14 @@ export interface ResolvedConfig {
     /** The pool's `loadCrashWindow`, in ms (0: off). */
     loadCrashWindow?: number;
   };
-  /** Channel buffers. */
-  channels: { historySize: number; bufferSize: number };
+  /** Channel buffers, and each tenant's share of the channels. */
+  channels: {
+    historySize: number;
+    bufferSize: number;
+    tenantMaxChannels: number;
+    tenantMaxSubscribers: number;
+    tenantMaxHistoryBytes: number;
+  };
   /**
    * Bearer token (required when `host` is not loopback; generated when eval
    * or model management is on and none is set: see `tokenGenerated`).
@@ -264,6 +270,11 @@ export const DEFAULTS = {
   shutdownDelay: 0,
   historySize: 50,
   bufferSize: 256,
+  // A tenant's share: a tenth of the hub's 1000 channels, an eighth of its
+  // 64 MiB of history.
+  tenantMaxChannels: 100,
+  tenantMaxSubscribers: 1000,
+  tenantMaxHistoryBytes: 8 * 1024 * 1024,
   compressMinBytes: 1024,
   // gRPC clients reconnect by themselves; an idle connection costs a socket
   // and nghttp2's state for nothing.
@@ -617,6 +628,12 @@ export function resolveConfig(options: ResolveConfigOptions): ResolvedConfig {
     channels: {
       historySize: channels.historySize ?? DEFAULTS.historySize,
       bufferSize: channels.bufferSize ?? DEFAULTS.bufferSize,
+      tenantMaxChannels: channels.tenantMaxChannels ??
+        DEFAULTS.tenantMaxChannels,
+      tenantMaxSubscribers: channels.tenantMaxSubscribers ??
+        DEFAULTS.tenantMaxSubscribers,
+      tenantMaxHistoryBytes: channels.tenantMaxHistoryBytes ??
+        DEFAULTS.tenantMaxHistoryBytes,
     },
     allowedHosts: [...(file.allowedHosts ?? []), ...(cli.allowedHosts ?? [])],
     // HTTP names ignore case: listed twice in any case, forwarded once.

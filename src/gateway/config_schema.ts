@@ -260,6 +260,12 @@ export interface GatewayConfig {
     historySize?: number | undefined;
     /** Messages buffered per subscriber. */
     bufferSize?: number | undefined;
+    /** Channels one tenant's token keeps (its own, by its id). */
+    tenantMaxChannels?: number | undefined;
+    /** Subscribers of one tenant's channels together. */
+    tenantMaxSubscribers?: number | undefined;
+    /** Characters of JSON kept in one tenant's channels' histories. */
+    tenantMaxHistoryBytes?: number | undefined;
   } | undefined;
   /**
    * Bearer token (at least 16 characters), or several accepted alike
@@ -751,7 +757,13 @@ export const ConfigSchema: v.GenericSchema<unknown, GatewayConfig> = strict({
   ),
   limits: v.optional(LimitsSchema),
   channels: v.optional(
-    strict({ historySize: v.optional(int(0)), bufferSize: v.optional(int(1)) }),
+    strict({
+      historySize: v.optional(int(0)),
+      bufferSize: v.optional(int(1)),
+      tenantMaxChannels: v.optional(int(1)),
+      tenantMaxSubscribers: v.optional(int(1)),
+      tenantMaxHistoryBytes: v.optional(int(0)),
+    }),
   ),
   token: v.optional(tokenSchema()),
   manageToken: v.optional(tokenSchema()),

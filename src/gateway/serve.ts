@@ -33,7 +33,6 @@ import {
 } from "./app.ts";
 import { ChannelHub } from "./channels.ts";
 import { channelsPlugin } from "./channels_plugin.ts";
-import { channelOwner } from "./_tenant_channels.ts";
 import { loadPluginModule } from "./_plugin_modules.ts";
 import { DEFAULTS, type ModelEntry, type ResolvedConfig } from "./config.ts";
 import {
@@ -567,8 +566,6 @@ export async function serve(
   const hub = new ChannelHub({
     ...config.channels,
     onDrop: droppedSubscriberLogger(logger),
-    // A tenant's channels (named by its token id) share the hub fairly.
-    ownerOf: channelOwner,
   });
   const catalog = new ModelCatalog();
   // Past its maxModels names, a model the pool has still gets series.

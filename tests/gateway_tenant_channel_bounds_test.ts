@@ -1,0 +1,224 @@
+/**
+ * A tenant's share of the channels: a tenant's channels (named by its
+ * token's id) together keep at most `channels.tenantMaxChannels` channels,
+ * `tenantMaxSubscribers` subscribers and `tenantMaxHistoryBytes` of
+ * history, so that one tenant cannot take the hub's bounds from the others
+ * (before, 1000 subscriptions of one tenant refused every new channel, and
+ * its large messages pushed out the others' history). Refusals are 429
+ * `ChannelLimitError` naming the bound; operators' channels are unbounded
+ * by them.
+ */
+import assert from "node:assert/strict";
+import { tokenId } from "../src/gateway/security.ts";
+import { tempDir } from "./_harness.ts";
+import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
+import { within } from "./_token_streams.ts";
+
+const OPERATOR = "9f1c6ad2e07b4b3c8e5d1a6f2b7c9e04";
+const TENANT_A = "4a8e2c7f1b9d3e6a0c5f8b2d7e1a4c9f";
+const TENANT_B = "c3e7a1f9b5d2e8c4a6f0b3d9e7c1a5f2";
+const A = tokenId(TENANT_A);
+const B = tokenId(TENANT_B);
+
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+/** Publishes to the calling tenant's channel `<caller>.<topic>`. */
+const TENANT_PUBLISHER = {
+  "tenant_pub.py": `from pyproxy import host
+
+
+class TenantPub:
+    def execute(self, msg):
+        return host.publish("%s.%s" % (host.caller(), msg["topic"]), msg["data"])
+`,
+};
+
+async function tokenFileIn(dir: string): Promise<string> {
+  const path = `${dir}/tokens`;
+  await Deno.writeTextFile(
+    path,
+    `${OPERATOR}\n${TENANT_A} tenant\n${TENANT_B} tenant\n`,
+    { mode: 0o600 },
+  );
+  return path;
+}
+
+/** A refusal's status and error, its body read. */
+async function refusal(
+  res: Response,
+): Promise<{ status: number; type: string; message: string }> {
+  // A 200 is a subscription (its body read by the caller): not a refusal.
+  assert.equal(res.status, 429, "refused with 429");
+  const { error } = await res.json();
+  return { status: res.status, type: error.type, message: error.message };
+}
+
+Deno.test("serve bounds a tenant's channels and their subscribers (429 ChannelLimitError naming the bound, SSE, WebSocket and POST), and the other tenant and the operator go on", async () => {
+  await using dir = await tempDir("pyproxy-tenant-bounds-test-");
+  const tokenFile = await tokenFileIn(dir.path);
+  await withLogs(async () => {
+    await using gw = await startGateway({
+      tokenFile,
+      channels: { tenantMaxChannels: 3, tenantMaxSubscribers: 4 },
+    }, TENANT_PUBLISHER);
+    const subs: SseReader[] = [];
+    const subscribe = async (channel: string, token: string) => {
+      const res = await gw.fetch(`/v1/channels/${channel}`, {
+        headers: bearer(token),
+      });
+      if (res.status === 200) subs.push(new SseReader(res.body!));
+      return res;
+    };
+    try {
+      // A holds three channels with subscribers: its share.
+      for (const n of [0, 1, 2]) {
+        assert.equal((await subscribe(`${A}.c${n}`, TENANT_A)).status, 200);
+      }
+      const fourth = await refusal(await subscribe(`${A}.c3`, TENANT_A));
+      assert.equal(fourth.status, 429);
+      assert.equal(fourth.type, "ChannelLimitError");
+      assert.match(
+        fourth.message,
+        /^Cannot create channel "[0-9a-f]{16}\.c3": this tenant has 3 channels, all with subscribers, its bound \(channels\.tenantMaxChannels 3\)/,
+      );
+      // A publish that would make one: refused alike, nothing kept.
+      const posted = await refusal(
+        await gw.fetch(`/v1/channels/${A}.c4`, {
+          method: "POST",
+          body: '{"x":1}',
+          headers: bearer(TENANT_A),
+        }),
+      );
+      assert.equal(posted.status, 429);
+      assert.match(posted.message, /tenantMaxChannels/);
+      // An execute's ?publish=: the call runs, its publish is refused.
+      const executed = await refusal(
+        await gw.fetch(`/v1/models/echo/execute?publish=${A}.c4`, {
+          method: "POST",
+          body: '{"x":1}',
+          headers: bearer(TENANT_A),
+        }),
+      );
+      assert.equal(executed.type, "ChannelLimitError");
+      // A model's host.publish for the tenant: HostError, as any refusal.
+      const hosted = await gw.fetch("/v1/models/tenant_pub/execute", {
+        method: "POST",
+        body: JSON.stringify({ topic: "c6", data: 1 }),
+        headers: bearer(TENANT_A),
+      });
+      assert.equal(hosted.status, 422);
+      const { error: hostError } = await hosted.json();
+      assert.equal(hostError.exception, "HostError");
+      assert.match(hostError.message, /tenantMaxChannels/);
+      // A WebSocket's handshake: refused before the upgrade.
+      const ws = new WebSocket(
+        `${gw.url.replace("http", "ws")}/v1/channels/${A}.c5`,
+        ["pyproxy.v1", `pyproxy.bearer.${TENANT_A}`],
+      );
+      const closed = new Promise((resolve) => (ws.onclose = resolve));
+      // (Subscribed after the upgrade, the refusal left the handshake
+      // unanswered: the client waited for ever.)
+      const opened = new Promise<boolean>((resolve) => {
+        ws.onopen = () => resolve(true);
+        ws.onerror = () => resolve(false);
+      });
+      try {
+        assert.equal(
+          await within(opened, "A's refused WebSocket handshake"),
+          false,
+          "A's fourth channel over a WebSocket",
+        );
+      } finally {
+        ws.close();
+        await within(closed, "A's refused WebSocket");
+      }
+
+      // More subscribers of its own channels, up to its share.
+      assert.equal((await subscribe(`${A}.c0`, TENANT_A)).status, 200);
+      const fifth = await refusal(await subscribe(`${A}.c1`, TENANT_A));
+      assert.equal(fifth.status, 429);
+      assert.equal(fifth.type, "ChannelLimitError");
+      assert.match(
+        fifth.message,
+        /: this tenant's channels have 4 subscribers, their bound \(channels\.tenantMaxSubscribers 4\)/,
+      );
+
+      // B's share is its own: A's use takes none of it.
+      for (const n of [0, 1, 2]) {
+        assert.equal((await subscribe(`${B}.c${n}`, TENANT_B)).status, 200);
+      }
+      assert.equal((await subscribe(`${B}.c0`, TENANT_B)).status, 200);
+      // The operator's channels have no tenant's bounds.
+      for (const n of [0, 1, 2, 3, 4, 5]) {
+        assert.equal((await subscribe(`news${n}`, OPERATOR)).status, 200);
+      }
+      // Neither refusal told A anything of B's or the operator's use.
+      for (const m of [fourth.message, fifth.message]) {
+        assert.ok(!m.includes(B) && !m.includes("news"), m);
+      }
+
+      // A subscription of A's ended: its place is free again.
+      await subs[3]!.cancel();
+      let again: Response | undefined;
+      for (let i = 0; i < 200; i++) {
+        again = await subscribe(`${A}.c1`, TENANT_A);
+        if (again.status === 200) break;
+        await again.body?.cancel();
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      assert.equal(again?.status, 200, "after one of A's subscriptions ended");
+    } finally {
+      for (const sub of subs) await sub.cancel();
+    }
+  });
+});
+
+Deno.test("serve keeps a tenant's history within its share (its own oldest forgotten, not another tenant's nor the operator's) and forgets its idle channels for a new one", async () => {
+  await using dir = await tempDir("pyproxy-tenant-bounds-test-");
+  const tokenFile = await tokenFileIn(dir.path);
+  await withLogs(async () => {
+    await using gw = await startGateway({
+      tokenFile,
+      channels: { tenantMaxChannels: 2, tenantMaxHistoryBytes: 2000 },
+    });
+    const publish = async (channel: string, token: string, data: unknown) => {
+      const res = await gw.fetch(`/v1/channels/${channel}`, {
+        method: "POST",
+        body: JSON.stringify(data),
+        headers: bearer(token),
+      });
+      assert.equal(res.status, 200, channel);
+      await res.body?.cancel();
+    };
+    const big = "x".repeat(500);
+    await publish(`${B}.keep`, TENANT_B, { b: 1 });
+    for (let i = 0; i < 10; i++) {
+      await publish(`${A}.flood`, TENANT_A, { i, big });
+    }
+    for (let i = 0; i < 10; i++) await publish("news", OPERATOR, { i, big });
+    const history = async () => {
+      const res = await gw.fetch("/v1/channels?history=50", {
+        headers: bearer(OPERATOR),
+      });
+      const { channels } = await res.json();
+      return new Map<string, { i?: number; b?: number }[]>(
+        channels.map((
+          ch: { name: string; history: { data: { i?: number } }[] },
+        ) => [ch.name, ch.history.map((m) => m.data)]),
+      );
+    };
+    const kept = await history();
+    // A's three newest (~520 characters each) fit its 2000.
+    assert.deepEqual(kept.get(`${A}.flood`)?.map((d) => d.i), [7, 8, 9]);
+    assert.deepEqual(kept.get(`${B}.keep`), [{ b: 1 }]);
+    assert.equal(kept.get("news")?.length, 10);
+
+    // Past its two channels, its idle one is forgotten, not B's.
+    await publish(`${A}.second`, TENANT_A, { i: 100 });
+    await publish(`${A}.third`, TENANT_A, { i: 101 });
+    const after = await history();
+    assert.equal(after.has(`${A}.flood`), false);
+    assert.deepEqual(after.get(`${A}.third`), [{ i: 101 }]);
+    assert.deepEqual(after.get(`${B}.keep`), [{ b: 1 }]);
+  });
+});
