@@ -59,6 +59,38 @@ Deno.test("GatewayMetrics renders valid exposition text, label values escaped", 
   );
 });
 
+Deno.test("GatewayMetrics' default latency buckets reach 2 minutes, so a slow model's p99 is not capped at 10 s", () => {
+  const metrics = new GatewayMetrics();
+  metrics.start("slow")(200);
+  const families = parseExposition(metrics.render({ workers: [] }));
+  const bounds = families.get("pyproxy_request_duration_seconds")!.samples
+    .filter((s) => s.name.endsWith("_bucket"))
+    .map((s) => Number(s.labels.le!.replace("+Inf", "Infinity")));
+  // histogram_quantile answers at most the highest finite bound: it must be
+  // past limits.requestTimeout's default (30 s) and a 2-minute model's calls.
+  assert.deepEqual(bounds.slice(-4), [30, 60, 120, Infinity]);
+  assert.equal(bounds[0], 0.001);
+  // A call of ~0 s is in every bucket (cumulative), the first included.
+  assert.equal(
+    value(
+      families,
+      "pyproxy_request_duration_seconds",
+      { model: "slow", le: "0.001" },
+      "pyproxy_request_duration_seconds_bucket",
+    ),
+    1,
+  );
+  assert.equal(
+    value(
+      families,
+      "pyproxy_request_duration_seconds",
+      { model: "slow", le: "120" },
+      "pyproxy_request_duration_seconds_bucket",
+    ),
+    1,
+  );
+});
+
 Deno.test("GatewayMetrics renders the plugins' samples grouped by name, leaving out invalid ones and the gateway's own names", () => {
   const metrics = new GatewayMetrics();
   const text = metrics.render({

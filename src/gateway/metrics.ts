@@ -128,7 +128,9 @@ export interface ModelMetrics {
 export interface GatewayMetricsOptions {
   /**
    * Upper bounds (seconds) of the latency histogram buckets.
-   * @default {[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]}
+   * Past the last, `histogram_quantile` answers that last bound: the default
+   * reaches 2 minutes, past `limits.requestTimeout`'s default (30 s).
+   * @default {[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]}
    */
   buckets?: number[];
   /**
@@ -184,6 +186,7 @@ interface ModelStats {
   streams?: StreamStats;
   requests: Map<number, number>;
   inFlight: number;
+  /** Calls in each bucket alone (not cumulative: summed when rendered). */
   buckets: number[];
   count: number;
   sum: number;
@@ -261,6 +264,9 @@ export class GatewayMetrics {
           2.5,
           5,
           10,
+          30,
+          60,
+          120,
         ]),
     ]
       .sort((a, b) => a - b);
@@ -306,9 +312,12 @@ export class GatewayMetrics {
       stats.sum += seconds;
       if (status >= 400) stats.failSum += seconds;
       stats.last = t0;
-      for (let i = 0; i < this.#buckets.length; i++) {
-        if (seconds <= this.#buckets[i]!) stats.buckets[i]!++;
-      }
+      // One count, in the call's own bucket (cumulated when rendered): a
+      // fast call costs one comparison, however many buckets there are.
+      const bounds = this.#buckets;
+      let i = 0;
+      while (i < bounds.length && seconds > bounds[i]!) i++;
+      if (i < bounds.length) stats.buckets[i]!++;
     };
   }
 
@@ -559,11 +568,11 @@ export class GatewayMetrics {
       // "_unknown"), and a counter series must not vanish.
       if (s.count === 0) continue;
       const m = modelLabels(model);
+      let cumulative = 0;
       this.#buckets.forEach((le, i) => {
+        cumulative += s.buckets[i]!;
         lines.push(
-          `pyproxy_request_duration_seconds_bucket{${m},le="${le}"} ${
-            s.buckets[i]
-          }`,
+          `pyproxy_request_duration_seconds_bucket{${m},le="${le}"} ${cumulative}`,
         );
       });
       lines.push(
