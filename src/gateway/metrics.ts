@@ -173,6 +173,16 @@ const FIRST_ITEM_BUCKETS = [
   60,
 ];
 
+/**
+ * Exit causes listed at 0 before their first count, for each worker and the
+ * pool: Prometheus takes a counter's first sample as its start, so a series
+ * born at 1 (the first OOM kill) would leave `increase(...) > 0` at 0 and its
+ * alert silent. The causes alerts name: the OOM killer's, a crash in C, the
+ * pool's kill of a hung worker. Other causes (`exit_<code>`, other signals)
+ * are born at their first count.
+ */
+const LISTED_EXIT_CAUSES = ["pool", "SIGKILL", "SIGSEGV"] as const;
+
 /** A model's event streams: their first items' waits and their items. */
 interface StreamStats {
   buckets: number[];
@@ -651,15 +661,26 @@ export class GatewayMetrics {
       "counter",
       "Worker processes that ended, by cause: stopped (on purpose), pool (killed by the pool: a hang, a missed heartbeat, wedged, a lost connection, a failed start), a signal's name (from outside or a crash: SIGKILL is the OOM killer's), exit_<code> (exited by itself).",
     );
+    const exitLines = (
+      exits: Readonly<Record<string, number>>,
+      labels: string,
+      name: string,
+    ) => {
+      for (const cause of LISTED_EXIT_CAUSES) {
+        lines.push(`${name}{${labels}cause="${cause}"} ${exits[cause] ?? 0}`);
+      }
+      for (const cause in exits) {
+        if ((LISTED_EXIT_CAUSES as readonly string[]).includes(cause)) continue;
+        lines.push(`${name}{${labels}cause="${label(cause)}"} ${exits[cause]}`);
+      }
+    };
     for (const w of snapshot.workers) {
       if (w.exits === undefined) continue;
-      for (const cause in w.exits) {
-        lines.push(
-          `pyproxy_worker_exits_total{worker="${label(w.id)}",cause="${
-            label(cause)
-          }"} ${w.exits[cause]}`,
-        );
-      }
+      exitLines(
+        w.exits,
+        `worker="${label(w.id)}",`,
+        "pyproxy_worker_exits_total",
+      );
     }
     if (snapshot.exits !== undefined) {
       // A removed slot's series above goes with it (ids are never reused:
@@ -669,13 +690,7 @@ export class GatewayMetrics {
         "counter",
         "Worker processes that ended over the pool's life, by cause (as pyproxy_worker_exits_total), the slots a resize removed included: never goes down.",
       );
-      for (const cause in snapshot.exits) {
-        lines.push(
-          `pyproxy_pool_worker_exits_total{cause="${label(cause)}"} ${
-            snapshot.exits[cause]
-          }`,
-        );
-      }
+      exitLines(snapshot.exits, "", "pyproxy_pool_worker_exits_total");
     }
     family(
       "pyproxy_parked_streams",
