@@ -59,6 +59,75 @@ Deno.test("GatewayMetrics renders valid exposition text, label values escaped", 
   );
 });
 
+Deno.test("GatewayMetrics' default latency buckets reach 2 minutes, so a slow model's p99 is not capped at 10 s", () => {
+  const metrics = new GatewayMetrics();
+  metrics.start("slow")(200);
+  const families = parseExposition(metrics.render({ workers: [] }));
+  const bounds = families.get("pyproxy_request_duration_seconds")!.samples
+    .filter((s) => s.name.endsWith("_bucket"))
+    .map((s) => Number(s.labels.le!.replace("+Inf", "Infinity")));
+  // histogram_quantile answers at most the highest finite bound: it must be
+  // past limits.requestTimeout's default (30 s) and a 2-minute model's calls.
+  assert.deepEqual(bounds.slice(-4), [30, 60, 120, Infinity]);
+  assert.equal(bounds[0], 0.001);
+  // A call of ~0 s is in every bucket (cumulative), the first included.
+  assert.equal(
+    value(
+      families,
+      "pyproxy_request_duration_seconds",
+      { model: "slow", le: "0.001" },
+      "pyproxy_request_duration_seconds_bucket",
+    ),
+    1,
+  );
+  assert.equal(
+    value(
+      families,
+      "pyproxy_request_duration_seconds",
+      { model: "slow", le: "120" },
+      "pyproxy_request_duration_seconds_bucket",
+    ),
+    1,
+  );
+});
+
+Deno.test("GatewayMetrics lists the exit causes alerts name at 0 before their first count, so increase() sees the first OOM kill", () => {
+  const metrics = new GatewayMetrics();
+  const render = (exits: Record<string, number>) =>
+    parseExposition(metrics.render({
+      workers: [{ id: "w1", state: "ready", restarts: 0, exits }],
+      exits,
+    }));
+  // Prometheus takes a counter's first sample as its start: a series born
+  // at 1 gives increase() 0, and `increase(...{cause="SIGKILL"}[5m]) > 0`
+  // would miss the first OOM kill.
+  const before = render({});
+  for (const cause of ["SIGKILL", "SIGSEGV", "pool"]) {
+    for (
+      const [name, labels] of [
+        ["pyproxy_worker_exits_total", { worker: "w1", cause }],
+        ["pyproxy_pool_worker_exits_total", { cause }],
+      ] as const
+    ) {
+      assert.ok(
+        before.get(name)?.samples.some((s) =>
+          JSON.stringify(s.labels) === JSON.stringify(labels) && s.value === 0
+        ),
+        `${name}{cause="${cause}"} 0 before any exit`,
+      );
+    }
+  }
+  // Other causes are born at their first count; listed ones appear once.
+  const after = render({ SIGKILL: 1, exit_3: 2 });
+  assert.deepEqual(
+    after.get("pyproxy_pool_worker_exits_total")!.samples.map((s) =>
+      `${s.labels.cause}=${s.value}`
+    ),
+    ["pool=0", "SIGKILL=1", "SIGSEGV=0", "exit_3=2"],
+  );
+  assert.equal(after.get("pyproxy_worker_exits_total")!.samples.length, 4);
+});
+
 Deno.test("GatewayMetrics renders the plugins' samples grouped by name, leaving out invalid ones and the gateway's own names", () => {
   const metrics = new GatewayMetrics();
   const text = metrics.render({
@@ -713,10 +782,12 @@ class Quitter:
     );
     return gw.pool.status().workers[0]!.pid!;
   };
-  // Nothing ended yet: no series (a counter is born at its first count).
-  assert.equal(
-    (await scrape()).get("pyproxy_worker_exits_total")?.samples.length ?? 0,
-    0,
+  // Nothing ended yet: the causes alerts name at 0, no other.
+  assert.deepEqual(
+    (await scrape()).get("pyproxy_worker_exits_total")?.samples.map((s) =>
+      `${s.labels.cause}=${s.value}`
+    ),
+    ["pool=0", "SIGKILL=0", "SIGSEGV=0"],
   );
   // Killed from outside, as the kernel's OOM killer does.
   Deno.kill(await ready(0), "SIGKILL");

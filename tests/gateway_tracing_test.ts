@@ -112,6 +112,10 @@ Deno.test("Tracing makes a span per model call, its parent the client's tracepar
   assert.equal(attr(span, "http.response.status_code"), "200");
   assert.equal(attr(span, "pyproxy.model"), "traced");
   assert.equal(attr(span, "pyproxy.worker"), "w1");
+  // HTTP server semantic conventions' required url.scheme and url.path (the
+  // path as sent, without its query).
+  assert.equal(attr(span, "url.scheme"), "http");
+  assert.equal(attr(span, "url.path"), "/v1/models/traced/execute");
   // The model's context: the gateway's span as the parent of its own.
   assert.deepEqual(withParent.body.trace, {
     traceparent: `00-${PARENT_TRACE}-${span.spanId}-01`,
@@ -462,6 +466,9 @@ Deno.test("Tracing keeps a queued span small: a long model name and a model's lo
   const model = attr(span, "pyproxy.model") as string;
   assert.equal(model.length, 256);
   assert.ok(model.startsWith("nnnn"));
+  const path = attr(span, "url.path") as string;
+  assert.equal(path.length, 1024);
+  assert.ok(path.startsWith("/v1/models/nnnn"));
 });
 
 Deno.test("Tracing makes no span of a call without the token: a client that may not call models neither fills the queue nor adds to a trace", async () => {

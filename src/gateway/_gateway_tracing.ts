@@ -49,6 +49,8 @@ interface OpenSpan {
   route: string;
   model: string;
   version: string | undefined;
+  path: string;
+  scheme: string;
   worker: string | undefined;
   startMs: number;
   /**
@@ -64,6 +66,9 @@ interface ModelCall {
   route: string;
   model: string;
   version: string | undefined;
+  /** The URL's path as sent (no query), and its scheme. */
+  path: string;
+  scheme: string;
 }
 
 // The model call routes: [path pattern, route template]. The version's
@@ -109,6 +114,8 @@ function modelCall(request: Request): ModelCall | undefined {
       route,
       model: decoded(match[1]!),
       version: match[2] === undefined ? undefined : decoded(match[2]),
+      path,
+      scheme: url.startsWith("https:") ? "https" : "http",
     };
   }
   return undefined;
@@ -393,6 +400,8 @@ export class GatewayTracing {
       route: call.route,
       model: call.model,
       version: call.version,
+      path: call.path,
+      scheme: call.scheme,
       worker: undefined,
       startMs: performance.timeOrigin + performance.now(),
     };
@@ -419,6 +428,9 @@ export class GatewayTracing {
       "http.request.method": "POST",
       "http.route": span.route,
       "http.response.status_code": status,
+      // Required by the HTTP server span conventions.
+      "url.scheme": span.scheme,
+      "url.path": cut(span.path, MAX_PATH),
       "pyproxy.model": cut(span.model, MAX_NAME),
     };
     if (span.version !== undefined) {
@@ -523,6 +535,8 @@ const DEFAULT_MAX_STREAM_SPAN_MS = 600_000;
 const MAX_NAME = 256;
 /** The longest error message a span keeps (its status message). */
 const MAX_ERROR = 1024;
+// A URL path's, which holds a model name the client chose.
+const MAX_PATH = 1024;
 
 /** `text`, cut to `max` characters with an ellipsis when longer. */
 function cut(text: string, max: number): string {

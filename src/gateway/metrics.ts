@@ -128,7 +128,9 @@ export interface ModelMetrics {
 export interface GatewayMetricsOptions {
   /**
    * Upper bounds (seconds) of the latency histogram buckets.
-   * @default {[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]}
+   * Past the last, `histogram_quantile` answers that last bound: the default
+   * reaches 2 minutes, past `limits.requestTimeout`'s default (30 s).
+   * @default {[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]}
    */
   buckets?: number[];
   /**
@@ -171,6 +173,16 @@ const FIRST_ITEM_BUCKETS = [
   60,
 ];
 
+/**
+ * Exit causes listed at 0 before their first count, for each worker and the
+ * pool: Prometheus takes a counter's first sample as its start, so a series
+ * born at 1 (the first OOM kill) would leave `increase(...) > 0` at 0 and its
+ * alert silent. The causes alerts name: the OOM killer's, a crash in C, the
+ * pool's kill of a hung worker. Other causes (`exit_<code>`, other signals)
+ * are born at their first count.
+ */
+const LISTED_EXIT_CAUSES = ["pool", "SIGKILL", "SIGSEGV"] as const;
+
 /** A model's event streams: their first items' waits and their items. */
 interface StreamStats {
   buckets: number[];
@@ -184,6 +196,7 @@ interface ModelStats {
   streams?: StreamStats;
   requests: Map<number, number>;
   inFlight: number;
+  /** Calls in each bucket alone (not cumulative: summed when rendered). */
   buckets: number[];
   count: number;
   sum: number;
@@ -261,6 +274,9 @@ export class GatewayMetrics {
           2.5,
           5,
           10,
+          30,
+          60,
+          120,
         ]),
     ]
       .sort((a, b) => a - b);
@@ -306,9 +322,12 @@ export class GatewayMetrics {
       stats.sum += seconds;
       if (status >= 400) stats.failSum += seconds;
       stats.last = t0;
-      for (let i = 0; i < this.#buckets.length; i++) {
-        if (seconds <= this.#buckets[i]!) stats.buckets[i]!++;
-      }
+      // One count, in the call's own bucket (cumulated when rendered): a
+      // fast call costs one comparison, however many buckets there are.
+      const bounds = this.#buckets;
+      let i = 0;
+      while (i < bounds.length && seconds > bounds[i]!) i++;
+      if (i < bounds.length) stats.buckets[i]!++;
     };
   }
 
@@ -559,11 +578,11 @@ export class GatewayMetrics {
       // "_unknown"), and a counter series must not vanish.
       if (s.count === 0) continue;
       const m = modelLabels(model);
+      let cumulative = 0;
       this.#buckets.forEach((le, i) => {
+        cumulative += s.buckets[i]!;
         lines.push(
-          `pyproxy_request_duration_seconds_bucket{${m},le="${le}"} ${
-            s.buckets[i]
-          }`,
+          `pyproxy_request_duration_seconds_bucket{${m},le="${le}"} ${cumulative}`,
         );
       });
       lines.push(
@@ -642,15 +661,26 @@ export class GatewayMetrics {
       "counter",
       "Worker processes that ended, by cause: stopped (on purpose), pool (killed by the pool: a hang, a missed heartbeat, wedged, a lost connection, a failed start), a signal's name (from outside or a crash: SIGKILL is the OOM killer's), exit_<code> (exited by itself).",
     );
+    const exitLines = (
+      exits: Readonly<Record<string, number>>,
+      labels: string,
+      name: string,
+    ) => {
+      for (const cause of LISTED_EXIT_CAUSES) {
+        lines.push(`${name}{${labels}cause="${cause}"} ${exits[cause] ?? 0}`);
+      }
+      for (const cause in exits) {
+        if ((LISTED_EXIT_CAUSES as readonly string[]).includes(cause)) continue;
+        lines.push(`${name}{${labels}cause="${label(cause)}"} ${exits[cause]}`);
+      }
+    };
     for (const w of snapshot.workers) {
       if (w.exits === undefined) continue;
-      for (const cause in w.exits) {
-        lines.push(
-          `pyproxy_worker_exits_total{worker="${label(w.id)}",cause="${
-            label(cause)
-          }"} ${w.exits[cause]}`,
-        );
-      }
+      exitLines(
+        w.exits,
+        `worker="${label(w.id)}",`,
+        "pyproxy_worker_exits_total",
+      );
     }
     if (snapshot.exits !== undefined) {
       // A removed slot's series above goes with it (ids are never reused:
@@ -660,13 +690,7 @@ export class GatewayMetrics {
         "counter",
         "Worker processes that ended over the pool's life, by cause (as pyproxy_worker_exits_total), the slots a resize removed included: never goes down.",
       );
-      for (const cause in snapshot.exits) {
-        lines.push(
-          `pyproxy_pool_worker_exits_total{cause="${label(cause)}"} ${
-            snapshot.exits[cause]
-          }`,
-        );
-      }
+      exitLines(snapshot.exits, "", "pyproxy_pool_worker_exits_total");
     }
     family(
       "pyproxy_parked_streams",
