@@ -628,3 +628,61 @@ Deno.test("serve's token file poll warns of a file made readable by others by a 
     assert.equal(warnings(), 2);
   }, "info");
 });
+
+Deno.test("serve's shutdown waits for a poll of the token file under way: no read is left pending after it", async () => {
+  await using dir = await tempDir("pyproxy-token-file-test-");
+  await Deno.mkdir(`${dir.path}/models`);
+  await Deno.copyFile(ECHO, `${dir.path}/models/echo.py`);
+  const path = `${dir.path}/token`;
+  await Deno.writeTextFile(path, `${T1}\n`);
+  await Deno.chmod(path, 0o600);
+  const base = defaultRuntime();
+  // Once `hold` is set, the next read of the token file waits for `release`.
+  let hold = false;
+  let entered!: () => void;
+  const inRead = new Promise<void>((resolve) => entered = resolve);
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  let readDone = false;
+  const runtime: Runtime = {
+    ...base,
+    readRegularFile: async (p, limit) => {
+      if (p !== path || !hold) return await base.readRegularFile!(p, limit);
+      hold = false;
+      entered();
+      await gate;
+      try {
+        return await base.readRegularFile!(p, limit);
+      } finally {
+        readDone = true;
+      }
+    },
+  };
+  const config = resolveConfig({
+    cwd: dir.path,
+    cli: {
+      port: 0,
+      workers: 1,
+      modelsDir: `${dir.path}/models`,
+      tokenFile: path,
+      tokenFileInterval: 20,
+    },
+  });
+  const server = await serve(config, { runtime });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    hold = true;
+    await inRead;
+    let readDoneAtStop: boolean | undefined;
+    const stopped = server.shutdown().then(() => readDoneAtStop = readDone);
+    // The read is let go a while after the shutdown began: a shutdown that
+    // does not wait for it is over by then (a gateway without calls).
+    timer = setTimeout(release, 300);
+    await stopped;
+    assert.equal(readDoneAtStop, true, "the poll's read ended first");
+  } finally {
+    clearTimeout(timer);
+    release();
+    await server.shutdown();
+  }
+});

@@ -10,6 +10,8 @@
 export class FilePoll {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
+  /** The check under way, if any. */
+  #running: Promise<void> | undefined;
 
   /**
    * `failed` gets the message of a check that rejects (to log): nothing of
@@ -34,12 +36,25 @@ export class FilePoll {
     clearTimeout(this.#timer);
   }
 
+  /**
+   * Resolves once no check is under way (after `stop()`: the last one's
+   * reads are over). A shutdown that returned with one under way left its
+   * file reads pending (Deno's test sanitizers saw them: a loaded machine,
+   * a 1000-token file polled every 100 ms).
+   */
+  settled(): Promise<void> {
+    return this.#running ?? Promise.resolve();
+  }
+
   #arm(): void {
     if (this.#stopped) return;
     this.#timer = setTimeout(() => {
-      this.check().catch((err) => {
+      this.#running = this.check().catch((err) => {
         this.failed(err instanceof Error ? err.message : String(err));
-      }).finally(() => this.#arm());
+      }).finally(() => {
+        this.#running = undefined;
+        this.#arm();
+      });
     }, this.interval);
   }
 }

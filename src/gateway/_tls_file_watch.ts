@@ -89,6 +89,11 @@ export class TlsFileWatch {
     this.#poll.stop();
   }
 
+  /** Resolves once no read of the files is under way. */
+  settled(): Promise<void> {
+    return this.#poll.settled();
+  }
+
   async #check(): Promise<void> {
     const { runtime, logger } = this.#options;
     const config = this.#options.current();

@@ -1077,6 +1077,10 @@ export async function serve(
         // The spans of the last calls: sent, up to 2 s more (tracing on);
         // then its timers stopped and its TLS client freed.
         await TRACING_OF.get(app)?.close(2000);
+        // A poll of the token or TLS files under way at the stop: its
+        // reads end before the shutdown does.
+        await tokenWatch?.watch.settled();
+        await tlsWatch?.watch.settled();
         logger.info("Stopped");
         resolveFinished();
       })();
