@@ -72,13 +72,37 @@ export class OomKills {
   #looking: Promise<string | null> | undefined;
   /** The count every kill up to which is accounted for. */
   #seen: number | undefined;
+  /** `note`, `groupKill` and `claim` in flight: {@linkcode OomKills.settled} waits for them. */
+  #busy = new Set<Promise<unknown>>();
 
   constructor(runtime: Runtime) {
     this.#runtime = runtime;
   }
 
+  /**
+   * Resolves once none of `note`, `groupKill` and `claim` is in flight: a
+   * pool's close waits for it, so no read of the cgroup's files outlives the
+   * pool. (A worker's ready `note` and the start's `groupKill` are not
+   * awaited by anyone: under load one's read was still open when the close
+   * ended, a leak Deno's test sanitizers reported.)
+   */
+  async settled(): Promise<void> {
+    while (this.#busy.size > 0) await Promise.allSettled([...this.#busy]);
+  }
+
+  #track<T>(run: Promise<T>): Promise<T> {
+    this.#busy.add(run);
+    const done = () => this.#busy.delete(run);
+    run.then(done, done);
+    return run;
+  }
+
   /** Takes the current count as accounted for (a worker became ready). */
-  async note(): Promise<void> {
+  note(): Promise<void> {
+    return this.#track(this.#note());
+  }
+
+  async #note(): Promise<void> {
     const count = await this.#count();
     // Never lowered: a count read before a kill that another worker's exit
     // claimed meanwhile would give that kill back, to be laid on the next
@@ -94,7 +118,11 @@ export class OomKills {
    * process of the group, the host too, whatever the workers'
    * `oom_score_adj`. False where it cannot tell (cgroup v1, no file).
    */
-  async groupKill(): Promise<boolean> {
+  groupKill(): Promise<boolean> {
+    return this.#track(this.#groupKill());
+  }
+
+  async #groupKill(): Promise<boolean> {
     await this.#count();
     const file = this.#file;
     if (file === null || file === undefined) return false;
@@ -106,7 +134,11 @@ export class OomKills {
   }
 
   /** Whether a kill was counted that no worker claimed yet; claims it. */
-  async claim(): Promise<boolean> {
+  claim(): Promise<boolean> {
+    return this.#track(this.#claim());
+  }
+
+  async #claim(): Promise<boolean> {
     const count = await this.#count();
     if (count === undefined || this.#seen === undefined) return false;
     if (count <= this.#seen) return false;

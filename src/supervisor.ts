@@ -190,7 +190,8 @@ export class Supervisor {
   /**
    * Stops for good: no more restarts, `onPoolClose`, every worker drained
    * (up to `graceMs`) and stopped, every exit hook finished, `before`
-   * (the calls' last `onSettle`s), then `onPoolClosed`.
+   * (the calls' last `onSettle`s), then `onPoolClosed`, then the reads of
+   * the cgroup's OOM count still in flight.
    */
   async stop(
     graceMs: number,
@@ -205,6 +206,9 @@ export class Supervisor {
     while (this.#hookRuns.size > 0) await Promise.all([...this.#hookRuns]);
     await before?.();
     await this.#opts.plugins.run("onPoolClosed", this.context);
+    // The reads of the cgroup's OOM count nobody awaits (a ready worker's
+    // note, the start's group-kill look): none outlives the close.
+    await this.#oomKills.settled();
   }
 
   /**

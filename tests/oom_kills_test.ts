@@ -254,3 +254,52 @@ Deno.test("Pool warns at start when its memory cgroup is killed as a group (memo
     assert.equal(warnings.length, warned, `${group} ${adj}`);
   }
 });
+
+Deno.test("Pool.close waits for the reads of the cgroup's OOM count that nobody awaits (a ready worker's note, the start's group-kill look): none is still open when it resolves", async () => {
+  // Under load a worker's ready note (or the start's look at
+  // memory.oom.group) still read its file when close() resolved: an open
+  // file and a read the test sanitizers reported (pool_batching_test, 3 in
+  // 40 runs beside 6 CPU hogs). Here every read of the cgroup's files waits
+  // until the pool's plugins were told it closed.
+  await using cgroup = await tempDir();
+  await write(cgroup.path, "/proc/self/cgroup", "0::/\n");
+  await write(cgroup.path, "/sys/fs/cgroup/memory.events", v2Events(0));
+  await write(cgroup.path, "/sys/fs/cgroup/memory.oom.group", "0\n");
+  const base = cgroupRuntime(cgroup.path).runtime;
+  const closed = Promise.withResolvers<void>();
+  const started = Promise.withResolvers<void>();
+  let open = 0;
+  const runtime: Runtime = {
+    ...base,
+    readFile: async (path, options) => {
+      if (path !== "/proc/self/cgroup" && !path.startsWith("/sys/fs/cgroup/")) {
+        return await base.readFile(path, options);
+      }
+      open++;
+      started.resolve();
+      try {
+        await closed.promise;
+        return await base.readFile(path, options);
+      } finally {
+        open--;
+      }
+    },
+  };
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const pool = await Pool.start({
+      workers: 1,
+      modelsDir: dir.path,
+      handleSignals: false,
+      runtime,
+      plugins: [{ name: "closed", onPoolClosed: () => closed.resolve() }],
+    });
+    pids.watch(pool);
+    await started.promise;
+    await pool.close();
+    assert.equal(open, 0, "cgroup reads still open once close() resolved");
+  } finally {
+    await pids.assertGone();
+  }
+});

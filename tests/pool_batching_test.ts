@@ -292,13 +292,17 @@ class Dies:
     def execute_batch(self, msgs):
         if any(m.get("die") for m in msgs):
             os._exit(3)
-        time.sleep(max(m.get("sleep", 0) for m in msgs))
+        if any(m.get("hold") for m in msgs):
+            time.sleep(60)  # until the process dies (60 s: a hang guard)
         return [{} for m in msgs]
 `,
   });
-  // The batch of two gathers behind the first call; the process dies under
-  // both.
-  const calls = [{ sleep: 0.05 }, {}, { die: true }].map((m) =>
+  // The first call goes alone at once and holds its thread until the
+  // process dies; the batch of two gathers behind it and kills the process
+  // under both. (The first call slept 50 ms once: under load the batch's
+  // 20 ms and its way to a thread took longer, the first call answered, and
+  // the test saw a result where it awaited an error: 2 in 40 runs.)
+  const calls = [{ hold: true }, {}, { die: true }].map((m) =>
     pool.execute("dies", m)
   );
   for (const r of await Promise.allSettled(calls)) {
