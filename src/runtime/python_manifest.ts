@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 40021,
+      size: 40900,
       sha256:
-        "8e7572e667dbb782a80a4ab54980d132f89892910211be5d90d03101aa3b9f82",
+        "fdf6008e64c90bae05807600f6e16d22d8a164b3a179df71845311a55c1c1f76",
     },
     {
       path: "pyproxy_server/forked_child.py",
