@@ -24,6 +24,9 @@ import {
   unescape,
 } from "./_server_record.ts";
 
+/** Characters of a record that count as one line toward the rate limit. */
+const LINE_CHARS = 4096;
+
 /** An ANSI SGR sequence (colour, bold): `ESC [ <params> m`. */
 // deno-lint-ignore no-control-regex
 const SGR = /\x1b\[[0-9;]*m/g;
@@ -37,7 +40,8 @@ export function withoutColours(text: string): string {
 export interface StderrLogOptions {
   /**
    * Lines logged per second at most (a record of the server's counts once,
-   * whatever its traceback); the rest are counted. @default {50}
+   * whatever its traceback, and once more per 4096 characters past its
+   * first); the rest are counted. @default {50}
    */
   maxLinesPerSecond?: number;
   /** A longer line (or lines joined into one entry) is cut to this many characters. @default {4096} */
@@ -333,7 +337,15 @@ export class StderrLog {
     if (this.#onText !== undefined) {
       this.#give(nl ? text + "\n" : text, record);
     }
-    if (!this.#admit(1)) return;
+    // Counted once, but each LINE_CHARS characters more as another line: a
+    // model printing 60 KB lines from a thread (logDir "-", where a record
+    // may be 64 KiB) had 1000 of them, 64 MB, logged a second (chaos53).
+    const over = Math.min(length, this.#maxChars) - 1;
+    if (
+      !this.#admit(over < LINE_CHARS ? 1 : 1 + Math.floor(over / LINE_CHARS))
+    ) {
+      return;
+    }
     // Its fields too: a log collector's query for a worker's errors by
     // logger or message (a start-up exit's reason) need not parse the line.
     this.#logger[level]("{id} stderr: {line}", {
