@@ -243,7 +243,7 @@ class OutputSink:
     or its time is up), and before any later output of the call.
     """
 
-    __slots__ = ("_conn", "_call", "_pending", "_deferred", "dropped", "_closed", "_tb", "_tb_lock")
+    __slots__ = ("_conn", "_call", "_pending", "_deferred", "dropped", "_closed", "_tb", "_tb_lock", "_tb_thread")
 
     # Unterminated text longer than this is sent without waiting for "\n".
     MAX_LINE = 8192
@@ -271,6 +271,8 @@ class OutputSink:
         # a million lines). Made with the first traceback, not per call.
         self._tb = None
         self._tb_lock = None
+        # The thread printing it: another thread's lines are not its own.
+        self._tb_thread = None
 
     def write(self, fd, text):
         """The ``capture`` sink: buffer ``text``, send complete lines."""
@@ -385,8 +387,16 @@ class OutputSink:
                 if lock is None:
                     lock = self._tb_lock = threading.Lock()
         with lock:
+            # Another thread of the call's prints while one prints a
+            # traceback: its lines go as they are, the traceback held on (its
+            # line was the traceback's exception line, at error; chaos53).
+            mine = self._tb is None or self._tb_thread == threading.get_ident()
             if fd != 2:  # the call printed on: the traceback has ended
-                self._end_traceback()
+                if mine:
+                    self._end_traceback()
+                self._emit_lines(fd, text)
+                return
+            if not mine:
                 self._emit_lines(fd, text)
                 return
             now = time.monotonic()
@@ -409,6 +419,7 @@ class OutputSink:
                     self._emit_lines(2, "\n".join(plain))
                     plain = []
                 tb = self._tb = capture._PendingTraceback(line, state, threading.current_thread().name)
+                self._tb_thread = threading.get_ident()
                 if self._deferred is None:
                     # An inline call's runs on the loop, and ends (close) before its timer could fire.
                     loop = self._conn.server.loop

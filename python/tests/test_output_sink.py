@@ -58,6 +58,20 @@ class Printer:
                 sys.stderr.write("Traceback (most recent call last):\\n  held\\nValueError: x\\n")
             finally:
                 traceback_lines.continues = continues
+        elif op == "interleaved":
+            # Another thread of the call prints while this one prints a traceback.
+            import contextvars
+            printed = threading.Event()
+            def other():
+                sys.stderr.write("progress 1\\n")
+                printed.set()
+            sys.stderr.write("Traceback (most recent call last):\\n")
+            ctx = contextvars.copy_context()
+            t = threading.Thread(target=ctx.run, args=(other,))
+            t.start()
+            printed.wait(10)
+            t.join()
+            sys.stderr.write('  File "m.py", line 1, in f\\nValueError: v\\n')
         elif op == "wait-held":
             return HELD.wait(10)
         elif op == "release":
@@ -156,6 +170,16 @@ class CallTracebackTest(ServerTestCase):
         self.assertEqual(reply.get("result"), 1, reply)
         errors = [e for e in c.events if e.get("request") == 17 and e.get("level") == "error"]
         self.assertEqual([e["message"] for e in errors], ["Traceback (most recent call last):\n  held\nValueError: x"])
+
+    def test_another_threads_lines_are_not_the_tracebacks(self):
+        # One traceback was held per call, whatever thread printed: a line of
+        # another thread of the call became its exception's line, at error,
+        # and the traceback's real end its notes (chaos53).
+        events = self.events(self.c, 21, op="interleaved")
+        self.assertEqual([(e["level"], e["message"]) for e in events], [
+            ("warning", "progress 1"),
+            ("error", 'Traceback (most recent call last):\n  File "m.py", line 1, in f\nValueError: v'),
+        ], events)
 
 
 if __name__ == "__main__":

@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 40900,
+      size: 41497,
       sha256:
-        "fdf6008e64c90bae05807600f6e16d22d8a164b3a179df71845311a55c1c1f76",
+        "6a2d03db5701e6c5baef918d8ceaba7f653b61f53224814de474971f479737cd",
     },
     {
       path: "pyproxy_server/forked_child.py",
