@@ -97,7 +97,7 @@ export class OutputRateLimit {
     this.#report(model, w);
     if (whole) {
       w.used += lineCount(message);
-      return message;
+      return this.#bounded(w, message);
     }
     // Only the lines that fit: one event may carry many of them.
     let end = -1;
@@ -107,14 +107,29 @@ export class OutputRateLimit {
       lines++;
       if (next < 0) {
         w.used += lines;
-        return message;
+        return this.#bounded(w, message);
       }
       end = next;
     }
     w.used = this.#max;
     w.dropped += lineCount(message.slice(end + 1));
     this.#reportLater(model, w, now);
-    return message.slice(0, end);
+    return this.#bounded(w, message.slice(0, end));
+  }
+
+  /**
+   * `message` (admitted, its lines counted) cut to `MAX_MESSAGE_CHARS`, and
+   * each `LINE_CHARS` characters counted as a line: lines were counted
+   * whatever their length, and a model printing a 1 MB line in a loop had
+   * 100 MB a second logged (chaos53).
+   */
+  #bounded(w: Window, message: string): string {
+    if (message.length <= LINE_CHARS) return message;
+    const kept = message.length > MAX_MESSAGE_CHARS
+      ? `${message.slice(0, MAX_MESSAGE_CHARS)}… (${message.length} characters)`
+      : message;
+    w.used += Math.floor(kept.length / LINE_CHARS);
+    return kept;
   }
 
   /** Windows held (one per model that printed lately, or whose count is not yet reported). */
@@ -173,6 +188,12 @@ export class OutputRateLimit {
 
 /** Windows held before the first prune. */
 const PRUNE_MIN = 64;
+
+/** Characters that count as one more line of a message (a long line is several). */
+const LINE_CHARS = 4096;
+
+/** A message logged is cut to this many characters (a traceback's event is at most 64 KiB). */
+const MAX_MESSAGE_CHARS = 65_536;
 
 function lineCount(text: string): number {
   let n = 1;

@@ -24,6 +24,9 @@ import {
   unescape,
 } from "./_server_record.ts";
 
+/** Characters of a record that count as one line toward the rate limit. */
+const LINE_CHARS = 4096;
+
 /** An ANSI SGR sequence (colour, bold): `ESC [ <params> m`. */
 // deno-lint-ignore no-control-regex
 const SGR = /\x1b\[[0-9;]*m/g;
@@ -37,7 +40,8 @@ export function withoutColours(text: string): string {
 export interface StderrLogOptions {
   /**
    * Lines logged per second at most (a record of the server's counts once,
-   * whatever its traceback); the rest are counted. @default {50}
+   * whatever its traceback; any entry at least once per 4096 characters);
+   * the rest are counted. @default {50}
    */
   maxLinesPerSecond?: number;
   /** A longer line (or lines joined into one entry) is cut to this many characters. @default {4096} */
@@ -333,7 +337,10 @@ export class StderrLog {
     if (this.#onText !== undefined) {
       this.#give(nl ? text + "\n" : text, record);
     }
-    if (!this.#admit(1)) return;
+    // Counted once, but each LINE_CHARS characters more as another line: a
+    // model printing 60 KB lines from a thread (logDir "-", where a record
+    // may be 64 KiB) had 1000 of them, 64 MB, logged a second (chaos53).
+    if (!this.#admit(1, Math.min(length, this.#maxChars))) return;
     // Its fields too: a log collector's query for a worker's errors by
     // logger or message (a start-up exit's reason) need not parse the line.
     this.#logger[level]("{id} stderr: {line}", {
@@ -440,7 +447,7 @@ export class StderrLog {
   /** A line of other text as an entry of its own: cut (`length`: before the cut). */
   #alone(line: string, length = line.length): void {
     this.#flushGroup();
-    if (!this.#admit(1)) return;
+    if (!this.#admit(1, Math.min(length, this.#maxChars))) return;
     this.#logger.warn("{id} stderr: {line}", {
       id: this.#id,
       line: length > this.#maxChars
@@ -466,7 +473,7 @@ export class StderrLog {
     const lines = this.#groupLines;
     this.#group = "";
     this.#groupLines = 0;
-    if (!this.#admit(lines)) return;
+    if (!this.#admit(lines, group.length)) return;
     this.#logger[this.#groupError ? "error" : "warn"](
       "{id} stderr: {line}",
       { id: this.#id, line: group },
@@ -474,11 +481,14 @@ export class StderrLog {
   }
 
   /**
-   * Whether an entry of `lines` lines may be logged now (else counted as
-   * dropped). Lines joined into one entry each count (a record counts
-   * once): joining them does not let more text through.
+   * Whether an entry of `lines` lines and `chars` characters may be logged
+   * now (else counted as dropped). Lines joined into one entry each count (a
+   * record counts once): joining them does not let more text through; and
+   * an entry counts at least a line per `LINE_CHARS` characters: long lines
+   * do not either (chaos53).
    */
-  #admit(lines: number): boolean {
+  #admit(lines: number, chars: number): boolean {
+    if (chars > lines * LINE_CHARS) lines = Math.ceil(chars / LINE_CHARS);
     const now = this.#now();
     if (now - this.#windowStart >= 1000) {
       this.#windowStart = now;

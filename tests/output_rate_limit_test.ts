@@ -122,3 +122,39 @@ Deno.test("OutputRateLimit admits a whole message (an error's record) while the 
   assert.equal(limit.admit(logger, "m", "d"), "d");
   limit.end();
 });
+
+Deno.test("OutputRateLimit counts a long line as many and cuts it: a model printing 1 MB lines does not flood the log", () => {
+  const now = 0;
+  const limit = new OutputRateLimit("w1", { now: () => now });
+  const none = () => {};
+  const logger: Logger = {
+    trace: none,
+    debug: none,
+    info: none,
+    warn: none,
+    error: none,
+    fatal: none,
+  };
+  try {
+    const line = "x".repeat(1_000_000);
+    let logged = 0;
+    let entries = 0;
+    for (let i = 0; i < 1000; i++) {
+      for (const whole of [false, true]) {
+        const kept = limit.admit(logger, "m", line, whole);
+        if (kept === undefined) continue;
+        entries++;
+        logged += kept.length;
+        assert.ok(kept.endsWith("… (1000000 characters)"), kept.slice(-40));
+      }
+    }
+    // Before: 100 entries, 100 MB, in the second (chaos53). Now each is 64
+    // KiB and counts as 17 lines: 6 of them (~400 KB).
+    assert.equal(entries, 6);
+    assert.ok(logged <= 100 * 4096 + 65_536 + 100, String(logged));
+    // Short lines are as before.
+    assert.equal(limit.admit(logger, "n", "a\nb"), "a\nb");
+  } finally {
+    limit.end();
+  }
+});

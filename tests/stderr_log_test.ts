@@ -117,6 +117,67 @@ Deno.test("StderrLog logs a record the server escaped into one line as one entry
   log.end();
 });
 
+Deno.test("StderrLog counts a long record of the server's as a line per 4096 characters: 60 KB lines from a thread do not flood the log", () => {
+  const { logger, entries } = recordingLogger();
+  // logDir "-": records of up to 64 KiB, 1000 lines a second.
+  const log = new StderrLog(logger, "w1", {
+    mark: MARK,
+    maxLinesPerSecond: 1000,
+    maxLineChars: 65_536,
+    now: () => 0,
+  });
+  const line = rec(
+    `2026-12-05 01:33:49,123 WARNING [t] pyproxy_server.output: <stderr>: ${
+      "x".repeat(60_000)
+    }\n`,
+  );
+  for (let i = 0; i < 1000; i++) log.push(line);
+  log.push(rec("2026-12-05 01:33:49,124 INFO [t] m: short\n"));
+  // Before: all 1000 (60 MB in the second; chaos53). Each counts 15 now:
+  // 67 (4 MB), as 1000 lines of 4096 characters would be.
+  assert.equal(entries.length, 67);
+  assert.equal(log.dropped, 933 * 15 + 1); // lines, as counted
+  log.end();
+});
+
+Deno.test("StderrLog counts other long lines and a traceback's by their characters too (logDir '-')", () => {
+  for (
+    const [text, perEntry] of [
+      // A C library's (or os.write(2, ...)'s) 60 KB line.
+      [`${"y".repeat(60_000)}\n`, 15],
+      // A traceback with a 60 KB line, written raw.
+      [
+        `Traceback (most recent call last):\n  ${
+          "y".repeat(60_000)
+        }\nValueError: v\n`,
+        15,
+      ],
+    ] as const
+  ) {
+    const { logger, entries } = recordingLogger();
+    const log = new StderrLog(logger, "w1", {
+      mark: MARK,
+      maxLinesPerSecond: 1000,
+      maxLineChars: 65_536,
+      flushMs: 0,
+      now: () => 0,
+    });
+    for (let i = 0; i < 1000; i++) {
+      log.push(text);
+      log.push(rec("2026-12-05 01:33:49,124 INFO [t] m: between\n"));
+    }
+    // Before: 500 entries of 60 KB (30 MB) in the second (chaos53).
+    const long = entries.filter(([, , p]) =>
+      String(p?.line ?? "").length > 50_000
+    );
+    assert.ok(
+      long.length <= Math.ceil(1000 / perEntry),
+      `${long.length} long entries`,
+    );
+    log.end();
+  }
+});
+
 Deno.test("StderrLog bounds lines, joined lines and rate (each joined line counts), and says how many it dropped", () => {
   const { logger, entries } = recordingLogger();
   let now = 1_000;

@@ -243,7 +243,7 @@ class OutputSink:
     or its time is up), and before any later output of the call.
     """
 
-    __slots__ = ("_conn", "_call", "_pending", "_deferred", "dropped", "_closed", "_tb")
+    __slots__ = ("_conn", "_call", "_pending", "_deferred", "dropped", "_closed", "_tb", "_tb_lock", "_tb_thread")
 
     # Unterminated text longer than this is sent without waiting for "\n".
     MAX_LINE = 8192
@@ -264,8 +264,15 @@ class OutputSink:
         self.dropped = 0
         self._closed = False
         # The traceback being printed (``capture._PendingTraceback``), under
-        # the call's lock (the loop's timer sends it too).
+        # ``_tb_lock`` (the loop's timer sends it too). Not the call's lock,
+        # the connection's ``state_lock``: a write of many lines holds it
+        # while they are looked at, and every other call of the connection
+        # ended (its reply) only after it (chaos53: 1.85 s for 3 writes of
+        # a million lines). Made with the first traceback, not per call.
         self._tb = None
+        self._tb_lock = None
+        # The thread printing it: another thread's lines are not its own.
+        self._tb_thread = None
 
     def write(self, fd, text):
         """The ``capture`` sink: buffer ``text``, send complete lines."""
@@ -299,7 +306,7 @@ class OutputSink:
         later writes go to the server's log."""
         self._closed = True
         if self._tb is not None:  # printed before any pending text
-            with self._call.lock:
+            with self._tb_lock:
                 self._end_traceback()
         if self._pending is None:
             return
@@ -373,9 +380,23 @@ class OutputSink:
     def _traceback_lines(self, fd, text):
         """``_emit`` of lines of which some are a traceback's, or with one
         held: its lines are held, the others sent as before."""
-        with self._call.lock:
+        lock = self._tb_lock
+        if lock is None:
+            with self._call.lock:  # once: two threads of the call may print one
+                lock = self._tb_lock
+                if lock is None:
+                    lock = self._tb_lock = threading.Lock()
+        with lock:
+            # Another thread of the call's prints while one prints a
+            # traceback: its lines go as they are, the traceback held on (its
+            # line was the traceback's exception line, at error; chaos53).
+            mine = self._tb is None or self._tb_thread == threading.get_ident()
             if fd != 2:  # the call printed on: the traceback has ended
-                self._end_traceback()
+                if mine:
+                    self._end_traceback()
+                self._emit_lines(fd, text)
+                return
+            if not mine:
                 self._emit_lines(fd, text)
                 return
             now = time.monotonic()
@@ -398,6 +419,7 @@ class OutputSink:
                     self._emit_lines(2, "\n".join(plain))
                     plain = []
                 tb = self._tb = capture._PendingTraceback(line, state, threading.current_thread().name)
+                self._tb_thread = threading.get_ident()
                 if self._deferred is None:
                     # An inline call's runs on the loop, and ends (close) before its timer could fire.
                     loop = self._conn.server.loop
@@ -410,16 +432,22 @@ class OutputSink:
 
     def _watch_traceback(self, tb):
         # Loop thread: sends ``tb`` once it is due, while it is the one held.
-        with self._call.lock:
-            if self._tb is not tb:
-                return  # sent already (it ended, the call ended)
-            if tb.due(time.monotonic(), self):
-                self._end_traceback()
-                return
+        # Never waits for the lock: a thread looking at a long write's lines
+        # holds it, and the loop serves every other call meanwhile.
+        lock = self._tb_lock
+        if lock.acquire(blocking=False):
+            try:
+                if self._tb is not tb:
+                    return  # sent already (it ended, the call ended)
+                if tb.due(time.monotonic(), self):
+                    self._end_traceback()
+                    return
+            finally:
+                lock.release()
         self._conn.server.loop.call_later(self.TRACEBACK_END_SECONDS, self._watch_traceback, tb)
 
     def _end_traceback(self):
-        # Under the call's lock: the held traceback's event, if any.
+        # Under ``_tb_lock``: the held traceback's event, if any.
         tb = self._tb
         if tb is not None:
             self._tb = None

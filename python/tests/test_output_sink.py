@@ -43,7 +43,44 @@ class Printer:
         elif op == "lines":
             for i in range(msg["n"]):
                 print("line", i)
+        elif op == "held-in-a-traceback":
+            # A traceback's line that takes long to look at (a write of a
+            # million lines does): held until "release".
+            from pyproxy_server import traceback_lines
+            continues = traceback_lines.continues
+            def slow(state, line):
+                if line == "  held":
+                    HELD.set()
+                    RELEASE.wait(10)
+                return continues(state, line)
+            traceback_lines.continues = slow
+            try:
+                sys.stderr.write("Traceback (most recent call last):\\n  held\\nValueError: x\\n")
+            finally:
+                traceback_lines.continues = continues
+        elif op == "interleaved":
+            # Another thread of the call prints while this one prints a traceback.
+            import contextvars
+            printed = threading.Event()
+            def other():
+                sys.stderr.write("progress 1\\n")
+                printed.set()
+            sys.stderr.write("Traceback (most recent call last):\\n")
+            ctx = contextvars.copy_context()
+            t = threading.Thread(target=ctx.run, args=(other,))
+            t.start()
+            printed.wait(10)
+            t.join()
+            sys.stderr.write('  File "m.py", line 1, in f\\nValueError: v\\n')
+        elif op == "wait-held":
+            return HELD.wait(10)
+        elif op == "release":
+            RELEASE.set()
         return 1
+
+
+HELD = threading.Event()
+RELEASE = threading.Event()
 
 
 class InlinePrinter(Printer):
@@ -115,6 +152,34 @@ class CallTracebackTest(ServerTestCase):
         events = self.events(self.c, 16, op="lines", n=3)
         self.assertEqual([(e["stream"], e["level"], e["message"]) for e in events],
                          [("stdout", "info", "line %d" % i) for i in range(3)])
+
+    def test_a_traceback_being_looked_at_holds_no_other_calls_reply(self):
+        # Its lines were looked at under the connection's state_lock, which
+        # every call's end takes: another call's reply (and the loop, whose
+        # timer waited for the lock) waited for the whole write (chaos53).
+        c = self.c
+        c.send({"id": 17, "cmd": "executeModel", "name": "p", "msg": {"op": "held-in-a-traceback"}})
+        try:
+            self.assertIs(c.request("executeModel", rid=18, name="p", msg={"op": "wait-held"}).get("result"), True)
+            reply = c.request("executeModel", rid=19, name="p", msg={"op": "other"}, timeout=5)
+            self.assertEqual(reply.get("result"), 1, reply)
+        finally:
+            c.send({"id": 20, "cmd": "executeModel", "name": "p", "msg": {"op": "release"}})
+            self.assertEqual(c.reply_for(20, timeout=15).get("result"), 1)
+        reply = c.reply_for(17, timeout=5)
+        self.assertEqual(reply.get("result"), 1, reply)
+        errors = [e for e in c.events if e.get("request") == 17 and e.get("level") == "error"]
+        self.assertEqual([e["message"] for e in errors], ["Traceback (most recent call last):\n  held\nValueError: x"])
+
+    def test_another_threads_lines_are_not_the_tracebacks(self):
+        # One traceback was held per call, whatever thread printed: a line of
+        # another thread of the call became its exception's line, at error,
+        # and the traceback's real end its notes (chaos53).
+        events = self.events(self.c, 21, op="interleaved")
+        self.assertEqual([(e["level"], e["message"]) for e in events], [
+            ("warning", "progress 1"),
+            ("error", 'Traceback (most recent call last):\n  File "m.py", line 1, in f\nValueError: v'),
+        ], events)
 
 
 if __name__ == "__main__":

@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 40021,
+      size: 41497,
       sha256:
-        "8e7572e667dbb782a80a4ab54980d132f89892910211be5d90d03101aa3b9f82",
+        "6a2d03db5701e6c5baef918d8ceaba7f653b61f53224814de474971f479737cd",
     },
     {
       path: "pyproxy_server/forked_child.py",
