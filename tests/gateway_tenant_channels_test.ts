@@ -6,30 +6,19 @@
  * subscriptions to channels not its own. Operators' tokens are unchanged.
  */
 import assert from "node:assert/strict";
-import { tokenId } from "../src/gateway/security.ts";
 import { TOKEN_FILE_INTERVAL_FLOOR } from "../src/gateway/_token_file_interval.ts";
 import { tempDir } from "./_harness.ts";
 import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
 import { within } from "./_token_streams.ts";
-
-const OPERATOR = "9f1c6ad2e07b4b3c8e5d1a6f2b7c9e04";
-const TENANT_A = "4a8e2c7f1b9d3e6a0c5f8b2d7e1a4c9f";
-const TENANT_B = "c3e7a1f9b5d2e8c4a6f0b3d9e7c1a5f2";
-const A = tokenId(TENANT_A);
-const B = tokenId(TENANT_B);
-
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
-
-/** Publishes to the calling tenant's channel `<caller>.<topic>`. */
-const TENANT_PUBLISHER = {
-  "tenant_pub.py": `from pyproxy import host
-
-
-class TenantPub:
-    def execute(self, msg):
-        return host.publish("%s.%s" % (host.caller(), msg["topic"]), msg["data"])
-`,
-};
+import {
+  A,
+  B,
+  bearer,
+  OPERATOR,
+  TENANT_A,
+  TENANT_B,
+  TENANT_PUBLISHER,
+} from "./_tenants.ts";
 
 async function writeTokens(path: string, text: string): Promise<void> {
   await Deno.writeTextFile(path, text, { mode: 0o600 });
