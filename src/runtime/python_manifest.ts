@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 14940,
+      size: 15360,
       sha256:
-        "13114678ad04d83ac9763759fe61a9f1c0ae6c489171a86515591c28c7db553d",
+        "982aa50540be3d1cf11bffe5673f9835aab7b9e3c946018c0dd16af4eff5a70d",
     },
     {
       path: "pyproxy_server/call_executor.py",
