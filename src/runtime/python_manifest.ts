@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 41494,
+      size: 42351,
       sha256:
-        "f543607c42c4087dd31c3113839898e58b18194883036b6ceb751005f86a81be",
+        "b8c1dd99c1a369434dddac559e727944b991fd0ff6d3b4c7c8b39ae2af9f177f",
     },
     {
       path: "pyproxy_server/array_like.py",
