@@ -789,7 +789,7 @@ def _serve(argv, start):
     add_models_to_path(root)
     server.load_extensions()
 
-    ready = {"port": server.port, "pid": server.pid, "id": server.id, "unix": server.unix, "version": PROTOCOL_VERSION}
+    ready = {"port": server.port, "pid": server.pid, "id": server.id, "unix": server.unix, "version": PROTOCOL_VERSION, "python": "%d.%d.%d" % sys.version_info[:3]}
     # As ASCII bytes: the host reads them so whatever the text layer's
     # encoding (PYTHONIOENCODING=utf-16 in the workers' environment made
     # it a line of NULs the host could not parse).

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 42351,
+      size: 42396,
       sha256:
-        "b8c1dd99c1a369434dddac559e727944b991fd0ff6d3b4c7c8b39ae2af9f177f",
+        "20fa3e9343f60229945823ccc8ffc3021881264882fd1a5f06c27c6bffa69cea",
     },
     {
       path: "pyproxy_server/array_like.py",
