@@ -5,7 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { PYTHON_MANIFEST } from "../src/runtime/python_manifest.ts";
-import { startGateway } from "./_gateway_harness.ts";
+import { GatewayMetrics } from "../src/gateway/metrics.ts";
+import { startGateway, withLogs } from "./_gateway_harness.ts";
+import { attr, Collector } from "./_otlp_collector.ts";
 import { type Family, parseExposition } from "./_exposition.ts";
 
 /** The sample of `family` with exactly `labels`, or `undefined` when it is not there. */
@@ -120,4 +122,101 @@ Deno.test("pyproxy_http_responses_total has a route label: the route's template,
       `a path as sent: ${s.labels.route}`,
     );
   }
+});
+
+Deno.test("pyproxy_requests_total lists each model's success, error and 429 statuses at 0 before their first count, so rate() sees a model's first error", async () => {
+  await using gateway = await startGateway({
+    models: [{ name: "echo", file: "echo.py" }],
+  });
+  const before = await scrape(gateway);
+  for (const status of ["200", "422", "429", "502", "503", "504", "507"]) {
+    assert.equal(
+      sample(before, "pyproxy_requests_total", { model: "echo", status }),
+      0,
+      status,
+    );
+  }
+  await (await gateway.fetch("/v1/models/echo/execute", {
+    method: "POST",
+    body: '{"a":1}',
+  })).body?.cancel();
+  await (await gateway.fetch("/v1/models/made-up/execute", {
+    method: "POST",
+    body: "{}",
+  })).body?.cancel();
+  const after = await scrape(gateway);
+  assert.equal(
+    sample(after, "pyproxy_requests_total", { model: "echo", status: "200" }),
+    1,
+  );
+  assert.equal(
+    sample(after, "pyproxy_requests_total", { model: "echo", status: "502" }),
+    0,
+  );
+  // A name that is no model's adds no series of its own.
+  assert.ok(
+    !after.get("pyproxy_requests_total")!.samples.some((s) =>
+      s.labels.model === "made-up"
+    ),
+  );
+});
+
+Deno.test("GatewayMetrics lists the statuses at 0 for at most maxModels models", () => {
+  const metrics = new GatewayMetrics({ maxModels: 2 });
+  const families = parseExposition(metrics.render({
+    workers: [],
+    modelReady: new Map([["a", true], ["b@v2", true], ["c", false]]),
+  }));
+  const models = new Set(
+    families.get("pyproxy_requests_total")!.samples.map((s) =>
+      `${s.labels.model}${s.labels.version ? `@${s.labels.version}` : ""}`
+    ),
+  );
+  assert.deepEqual([...models], ["a", "b@v2"]);
+  assert.equal(
+    sample(families, "pyproxy_requests_total", {
+      model: "b",
+      version: "v2",
+      status: "422",
+    }),
+    0,
+  );
+});
+
+const LOGS_IN_CALL = `import logging
+log = logging.getLogger("scorer")
+class Scorer:
+    def execute(self, msg):
+        log.warning("scoring")
+        return 1
+`;
+
+Deno.test("A traced call's span has server.address, server.port, client.address and user_agent.original, and its model's log record names its trace and span", async () => {
+  await withLogs(async (records) => {
+    await using collector = new Collector();
+    await using gw = await startGateway({
+      tracing: { endpoint: collector.url, batchIntervalMs: 20 },
+      models: [{ name: "scorer", file: "scorer.py" }],
+    }, { "scorer.py": LOGS_IN_CALL });
+    const res = await gw.fetch("/v1/models/scorer/execute", {
+      method: "POST",
+      headers: { "x-request-id": "r-peer", "user-agent": "sre-probe/1.0" },
+      body: "{}",
+    });
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+    const span = await collector.spanOf("r-peer");
+    const port = Number(new URL(gw.url).port);
+    assert.equal(attr(span, "server.address"), "127.0.0.1");
+    assert.equal(attr(span, "server.port"), String(port));
+    assert.equal(attr(span, "client.address"), "127.0.0.1");
+    assert.equal(attr(span, "user_agent.original"), "sre-probe/1.0");
+    // The model's record joins the span.
+    const logged = records.find((r) =>
+      r.category.join(".") === "pyproxy.python.scorer" &&
+      r.properties.requestId === "r-peer"
+    );
+    assert.equal(logged?.properties.traceId, span.traceId);
+    assert.equal(logged?.properties.spanId, span.spanId);
+  }, "info");
 });

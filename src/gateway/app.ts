@@ -1319,7 +1319,12 @@ export function createGateway(
     };
   }
   const traced: GatewayApp = {
-    fetch: (request, env) => tracing.serve(request, () => fetch(request, env)),
+    fetch: (request, env) =>
+      tracing.serve(
+        request,
+        () => fetch(request, env),
+        (env as ServeRequestInfo | undefined)?.remoteAddr,
+      ),
     request: (input, init) => {
       // As Hono's request(): a path is on http://localhost.
       const request = input instanceof Request

@@ -270,6 +270,17 @@ const FIRST_ITEM_BUCKETS = [
  */
 const LISTED_EXIT_CAUSES = ["pool", "SIGKILL", "SIGSEGV"] as const;
 
+/**
+ * Statuses of `pyproxy_requests_total` listed at 0 for each model the pool
+ * has (`MetricsSnapshot.modelReady`, at most `maxModels` of them) before
+ * their first count, for the same reason: a model's first error, born at 1,
+ * was not in `rate()` nor `increase()`, and an error-ratio alert missed it.
+ * Those the docs' alerts and dashboard name: a success, the model's errors
+ * (422, 502, 503, 504, 507) and the queue's 429. Other statuses (a client's
+ * 400, 404, 413, a 499) are born at their first count.
+ */
+const LISTED_STATUSES = [200, 422, 429, 502, 503, 504, 507] as const;
+
 /** A model's event streams: their first items' waits and their items. */
 interface StreamStats {
   buckets: number[];
@@ -654,12 +665,33 @@ export class GatewayMetrics {
       "counter",
       "Model execute requests by model and HTTP status.",
     );
+    // The models the pool has, each with the statuses alerts name listed
+    // from 0 (at most maxModels of them).
+    const listed = new Set<string>();
+    for (const model of snapshot.modelReady?.keys() ?? []) {
+      if (listed.size >= this.#maxModels) break;
+      listed.add(model);
+    }
     for (const [model, s] of this.#models) {
       for (const [status, n] of s.requests) {
         lines.push(
           `pyproxy_requests_total{${
             modelLabels(model)
           },status="${status}"} ${n}`,
+        );
+      }
+      if (!listed.delete(model)) continue;
+      for (const status of LISTED_STATUSES) {
+        if (s.requests.has(status)) continue;
+        lines.push(
+          `pyproxy_requests_total{${modelLabels(model)},status="${status}"} 0`,
+        );
+      }
+    }
+    for (const model of listed) {
+      for (const status of LISTED_STATUSES) {
+        lines.push(
+          `pyproxy_requests_total{${modelLabels(model)},status="${status}"} 0`,
         );
       }
     }
