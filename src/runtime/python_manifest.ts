@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 41497,
+      size: 41677,
       sha256:
-        "6a2d03db5701e6c5baef918d8ceaba7f653b61f53224814de474971f479737cd",
+        "03638726db6b5a61de326488e8483a86cf0b0ee209b286d85913831fa4a24469",
     },
     {
       path: "pyproxy_server/forked_child.py",
