@@ -10,6 +10,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { Logger } from "./logger.ts";
 import type { OutputRateLimit } from "./_output_rate_limit.ts";
+import { parseTraceparent } from "./_trace_context.ts";
 
 /**
  * A logger per model name (`""`: output of no model); `size` is how many it
@@ -110,6 +111,16 @@ export function logPythonOutput(
   };
   // A Python logging record's logger name (stream "logging").
   if (typeof event.logger === "string") properties.logger = event.logger;
+  // The call's trace (protocol §6, `traceparent`): its trace id and the
+  // gateway's span of the call (the caller's, from the library), as
+  // OpenTelemetry's log records name them, so that a log joins its trace.
+  if (typeof event.traceparent === "string") {
+    const parent = parseTraceparent(event.traceparent);
+    if (parent !== undefined) {
+      properties.traceId = parent.traceId;
+      properties.spanId = parent.parentId;
+    }
+  }
   // The call's request id (protocol §6, `requestId`), or a batch's
   // (`requestIds`): in the line too, so a text log can be searched for it.
   let template = "{message}";

@@ -70,6 +70,10 @@ export function parseReadyLine(line: string): ReadyLine {
     id: String(value.id ?? ""),
     unix: typeof value.unix === "string" ? value.unix : null,
     version: typeof value.version === "number" ? value.version : 1,
+    // Bounded: it is a label of `pyproxy_build_info`.
+    ...(typeof value.python === "string"
+      ? { python: value.python.slice(0, 64) }
+      : {}),
   };
 }
 

@@ -9,7 +9,6 @@ import {
   configure,
   getConsoleSink,
   getLogger,
-  jsonLinesFormatter,
   type LogLevel,
   type LogRecord,
 } from "@logtape/logtape";
@@ -18,6 +17,7 @@ import { closestName } from "./_closest_name.ts";
 import { withoutRecordHead } from "./_server_record.ts";
 import { withoutColours } from "./_stderr_log.ts";
 import { journaldFormatter } from "./_journald_formatter.ts";
+import { jsonLinesFormatter } from "./_json_lines_formatter.ts";
 import { ConfigError, StartError } from "./errors.ts";
 import type { Runtime } from "./runtime/types.ts";
 import { defaultRuntime } from "./runtime/mod.ts";

@@ -338,6 +338,31 @@ export interface PoolStatus {
    * their slot (`/metrics`' `pyproxy_pool_worker_exits_total`).
    */
   exits: Record<string, number>;
+  /**
+   * The pool's bounds in force, for a monitor to compare the counts above
+   * with (`/metrics`' `pyproxy_limit_*`): `maxInFlightPerWorker`,
+   * `maxQueue`, `evalReplayBudget` (UTF-16 code units, as
+   * `evalReplayBytes`; `Infinity`: no bound).
+   */
+  limits: PoolLimits;
+}
+
+/**
+ * The bounds of a pool in force ({@linkcode PoolStatus.limits}).
+ *
+ * @example
+ * ```ts ignore
+ * const { maxQueue } = pool.status().limits;
+ * console.log(pool.status().queue / maxQueue); // how full the queue is
+ * ```
+ */
+export interface PoolLimits {
+  /** Calls in flight per worker before calls wait in the queue. */
+  maxInFlightPerWorker: number;
+  /** Calls that may wait in the queue before `OverloadedError`. */
+  maxQueue: number;
+  /** Eval output kept for replay over all running evals, in UTF-16 code units. */
+  evalReplayBudget: number;
 }
 
 /**
@@ -2467,6 +2492,11 @@ export class Pool implements AsyncDisposable {
       plugins: this.#plugins.plugins.map((p) => p.name),
       evalReplayBytes: this.replayBudget.bytes,
       exits: this.#supervisor.exits(),
+      limits: {
+        maxInFlightPerWorker: this.#opts.maxInFlightPerWorker,
+        maxQueue: this.#opts.maxQueue,
+        evalReplayBudget: this.replayBudget.maxBytes,
+      },
     };
   }
 

@@ -90,6 +90,8 @@ export interface ReadyLine {
   unix: string | null;
   /** Protocol version. */
   version: number;
+  /** The server's Python version (`"3.12.1"`; absent from an older server). */
+  python?: string;
 }
 
 /**

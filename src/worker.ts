@@ -155,6 +155,12 @@ export interface WorkerInfo {
   /** Why the slot is `failed`, else `null`. */
   readonly failedReason: string | null;
   /**
+   * The Python version of the slot's last process that became ready
+   * (`"3.12.1"`, from its ready line; absent until one did, or from an
+   * older server): `/metrics`' `pyproxy_build_info`.
+   */
+  readonly python?: string;
+  /**
    * The models it holds (`pool.status()` only): every model but the placed
    * ones (`ModelSpec.workers`) whose slot it is not.
    */
@@ -251,6 +257,8 @@ export class Worker implements WorkerInfo {
   #lastStop: { gen: number; intentional: boolean } | undefined;
   #session: Session | undefined;
   #pid: number | null = null;
+  /** The Python version of the last process that became ready (`WorkerInfo.python`). */
+  #python: string | undefined;
   #restarts = 0;
   #attempt = 0;
   #readyAt = 0;
@@ -387,6 +395,7 @@ export class Worker implements WorkerInfo {
       exits: this.exits,
       stderrTail: this.stderrTail,
       failedReason: this.failedReason,
+      ...(this.#python === undefined ? {} : { python: this.#python }),
     };
   }
 
@@ -558,6 +567,9 @@ export class Worker implements WorkerInfo {
     }
     this.#server = server;
     this.#pid = server.pid;
+    if (typeof server.ready.python === "string") {
+      this.#python = server.ready.python.slice(0, 64);
+    }
     server.exited.then((st) => {
       const oomKills = this.#options.oomKills;
       // A SIGKILL the pool did not send: the OOM killer's when its cgroup

@@ -634,11 +634,19 @@ Deno.test("main serve --log-format json writes one JSON object a line, a traceba
   assert.equal(traceback?.logger, "pyproxy.python.noisy");
   assert.equal(traceback?.level, "ERROR");
   assert.equal(traceback?.properties.model, "noisy");
-  assert.match(traceback!.message, /Traceback[^]*ZeroDivisionError/);
+  // The text as the model logged it, once: not quoted, not again in
+  // properties.message (before: "\"init failed\\nTraceback ...\"" and the
+  // text a second time).
+  assert.match(
+    traceback!.message,
+    /^init failed\nTraceback \(most recent call last\):\n[^]*ZeroDivisionError: division by zero$/,
+  );
+  assert.equal(traceback?.properties.message, undefined);
+  assert.equal(traceback?.properties.stream, "logging");
   assert.ok(
     records.some((r) =>
       r.logger === "pyproxy.python.noisy" && r.level === "WARN" &&
-      r.message.includes("loading")
+      r.message === "loading"
     ),
     JSON.stringify(records),
   );
@@ -731,8 +739,10 @@ Deno.test("main serve --log-format json: a model that cannot be imported is one 
     failed.stderr,
   );
   assert.equal(start[0]!.properties.id, "w1");
+  // The worker's stderr as it wrote it is the message (once: not in `line`).
+  assert.equal(start[0]!.properties.line, undefined);
   assert.match(
-    String(start[0]!.properties.line),
+    start[0]!.message,
     /^Traceback \(most recent call last\):\n[^]*argparse\.py", line 1, in <module>\n[^]*RuntimeError: shadowed argparse$/,
   );
   assert.match(start[1]!.message, /RuntimeError: shadowed argparse$/);

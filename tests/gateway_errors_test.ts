@@ -280,7 +280,10 @@ Deno.test("GatewayMetrics counts concurrent calls of unknown models under one la
     /pyproxy_requests_total\{model="_unknown",status="404"\} 9\n/,
   );
   assert.doesNotMatch(text, /nope\d|xxxx/);
-  assert.match(text, /pyproxy_http_responses_total\{status="404"\} 9\n/);
+  assert.match(
+    text,
+    /pyproxy_http_responses_total\{route="\/v1\/models\/\{name\}\/execute",status="404"\} 9\n/,
+  );
 });
 
 Deno.test("createGateway bounds model names and checks ?history=", async () => {
@@ -609,10 +612,13 @@ Deno.test("createGateway answers 408 to a request whose body does not arrive wit
     assert.equal(await inFlight(), 0);
     const metrics = await (await gw.fetch("/metrics")).text();
     assert.match(metrics, /^pyproxy_in_flight_requests\{model="echo"\} 0$/m);
-    assert.match(
-      metrics,
-      /^pyproxy_http_responses_total\{status="408"\} 6$/m,
-    );
+    // Over the routes that read a body.
+    const timedOut = [
+      ...metrics.matchAll(
+        /^pyproxy_http_responses_total\{route="[^"]*",status="408"\} (\d+)$/gm,
+      ),
+    ].reduce((n, m) => n + Number(m[1]), 0);
+    assert.equal(timedOut, 6);
     // The gateway goes on serving.
     const ok = await gw.fetch("/v1/models/echo/execute", post('{"a":1}'));
     assert.deepEqual(await ok.json(), { a: 1 });

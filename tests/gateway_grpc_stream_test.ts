@@ -205,7 +205,11 @@ async function busy(gw: Gateway): Promise<number> {
   return status.workers[0].inFlight as number;
 }
 
-/** `pyproxy_requests_total` of `model` by status, and its in-flight gauge. */
+/**
+ * `pyproxy_requests_total` of `model` by status (those counted: the
+ * statuses listed at 0 before their first count left out), and its
+ * in-flight gauge.
+ */
 async function counted(gw: Gateway, model: string) {
   const text = await (await gw.fetch("/metrics")).text();
   const byStatus: Record<string, number> = {};
@@ -216,7 +220,7 @@ async function counted(gw: Gateway, model: string) {
         "gm",
       ),
     )
-  ) byStatus[m[1]!] = Number(m[2]);
+  ) if (Number(m[2]) > 0) byStatus[m[1]!] = Number(m[2]);
   const inFlight = text.match(
     new RegExp(
       `^pyproxy_in_flight_requests\\{model="${model}"\\} (\\d+)$`,

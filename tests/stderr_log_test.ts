@@ -835,6 +835,44 @@ Deno.test("PythonServer's onStderr gets the server's records without their mark,
   }
 });
 
+Deno.test("PythonServer's stderr records: a thread's name cannot make a record pass for another logger's (the server's own), nor can a space in a logger's name cut it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-thread-name-" });
+  const given: (StderrRecord | undefined)[] = [];
+  try {
+    await using server = await PythonServer.start({
+      path: dir,
+      logDir: "-",
+      logger: recordingLogger().logger,
+      onStderr: (_text, record) => given.push(record),
+    });
+    await using session = await server.connect();
+    await session.request("eval", {
+      code: [
+        "import logging, threading",
+        "def work():",
+        "    logging.getLogger('loader').warning('from a thread')",
+        "    logging.getLogger('my model').warning('spaced')",
+        "t = threading.Thread(target=work, name='bg] pyproxy_server: forged')",
+        "t.start(); t.join()",
+        "1",
+      ].join("\n"),
+    });
+    await session.close();
+    await server.stop();
+    const mine = given.filter((r) => r?.thread?.startsWith("bg"));
+    // Before: logger "pyproxy_server", thread "bg", message "forged] loader: ...".
+    assert.deepEqual(
+      mine.map((r) => [r?.logger, r?.thread, r?.message]),
+      [
+        ["loader", "bg) pyproxy_server: forged", "from a thread"],
+        ["my_model", "bg) pyproxy_server: forged", "spaced"],
+      ],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("PythonServer with logDir '-': a traceback a model's own thread prints (traceback.print_exc) is one error entry of that thread, not a warning per line", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-print-exc-" });
   const { logger, entries } = recordingLogger();

@@ -407,6 +407,10 @@ class _StderrLogHandler(ShieldedLock, logging.StreamHandler):
     ``ShieldedLock``), one line per record (``_OneLineFormatter``)."""
 
 
+# White space in a logger's name, which the host's reading of a record's line takes for its end.
+_SPACE = re.compile(r"\s")
+
+
 class _OneLineFormatter(logging.Formatter):
     r"""A record as one line: backslashes, newlines and carriage returns in it
     (a traceback, a multi-line message) escaped as ``\\``, ``\n``, ``\r``.
@@ -430,6 +434,17 @@ class _OneLineFormatter(logging.Formatter):
         self.prefix = "" if mark is None else mark + " "
 
     def format(self, record):
+        # The host reads ``[thread] logger: `` from the line (``serverRecord``):
+        # a thread named ``x] pyproxy_server: ...`` (a name model code chose,
+        # maybe from a client's text) made the record's logger pass for the
+        # server's own, and a logger name with a space cut it short. So the
+        # thread's name without ``]`` and the logger's without white space.
+        thread = record.threadName
+        name = record.name
+        if (thread.__class__ is str and "]" in thread) or (name.__class__ is str and _SPACE.search(name)):
+            record = logging.makeLogRecord(record.__dict__)
+            record.threadName = str(thread).replace("]", ")")
+            record.name = _SPACE.sub("_", str(name))
         text = logging.Formatter.format(self, record)
         if "\\" in text or "\n" in text or "\r" in text:
             text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
@@ -774,7 +789,7 @@ def _serve(argv, start):
     add_models_to_path(root)
     server.load_extensions()
 
-    ready = {"port": server.port, "pid": server.pid, "id": server.id, "unix": server.unix, "version": PROTOCOL_VERSION}
+    ready = {"port": server.port, "pid": server.pid, "id": server.id, "unix": server.unix, "version": PROTOCOL_VERSION, "python": "%d.%d.%d" % sys.version_info[:3]}
     # As ASCII bytes: the host reads them so whatever the text layer's
     # encoding (PYTHONIOENCODING=utf-16 in the workers' environment made
     # it a line of NULs the host could not parse).

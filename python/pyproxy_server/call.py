@@ -323,7 +323,12 @@ class Call:
     def tag_request(self, event):
         """Add the call's request id to ``event`` (a ``log`` event): its
         ``requestId``, or for an ``executeBatch`` with any, ``requestIds``:
-        the distinct ids of its messages, in message order."""
+        the distinct ids of its messages, in message order. Also the
+        request's ``traceparent`` when it has one (not a batch's: its
+        messages' traces are several), so that the host's record of the
+        model's output names the trace and span of the call (logs joined to
+        traces)."""
+        msg = self.msg
         request_id = self.request_id
         if request_id is not None:
             event["requestId"] = request_id
@@ -331,6 +336,9 @@ class Call:
             ids = distinct_ids(self.request_ids)
             if ids:
                 event["requestIds"] = ids
+        parent = msg.get("traceparent") if msg.__class__ is dict else None
+        if parent.__class__ is str:
+            event["traceparent"] = parent
         return event
 
     def send_event(self, event):

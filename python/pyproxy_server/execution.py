@@ -234,16 +234,19 @@ def fail_future(future, error):
 class OutputSink:
     """Turns a call's stdout/stderr writes into ``log`` events, line by line.
 
-    A traceback printed to stderr (``traceback.print_exc()``: a write per
-    frame, 9 for a chained one) is held from its first line to its end (a
-    chain's tracebacks included, ``traceback_lines``) and sent as one event at
-    ``"error"``, bounded as ``OutputRouter`` bounds one printed outside a
-    call: a character count (the rest goes on in the next event) and a time
-    (the loop's timer sends it once it ended and no line came for a moment,
-    or its time is up), and before any later output of the call.
+    A traceback printed (``traceback.print_exc()``: a write per frame, 9 for
+    a chained one) is held from its first line to its end (a chain's
+    tracebacks included, ``traceback_lines``) and sent as one event, at
+    ``"error"`` on stderr (at ``"info"`` on stdout, as ``OutputRouter`` logs
+    one outside a call), bounded as ``OutputRouter`` bounds one: a character
+    count (the rest goes on in the next event) and a time (the loop's timer
+    sends it once it ended and no line came for a moment, or its time is
+    up), and before any later output of its thread. Each thread of the call
+    has its own: two threads printing tracebacks at once give one event
+    each.
     """
 
-    __slots__ = ("_conn", "_call", "_pending", "_deferred", "dropped", "_closed", "_tb", "_tb_lock", "_tb_thread")
+    __slots__ = ("_conn", "_call", "_pending", "_deferred", "dropped", "_closed", "_tbs", "_tb_lock")
 
     # Unterminated text longer than this is sent without waiting for "\n".
     MAX_LINE = 8192
@@ -263,16 +266,16 @@ class OutputSink:
         self._deferred = [] if defer else None
         self.dropped = 0
         self._closed = False
-        # The traceback being printed (``capture._PendingTraceback``), under
-        # ``_tb_lock`` (the loop's timer sends it too). Not the call's lock,
-        # the connection's ``state_lock``: a write of many lines holds it
-        # while they are looked at, and every other call of the connection
-        # ended (its reply) only after it (chaos53: 1.85 s for 3 writes of
-        # a million lines). Made with the first traceback, not per call.
-        self._tb = None
+        # The tracebacks being printed, by thread ident: ``(fd,
+        # capture._PendingTraceback)``, under ``_tb_lock`` (the loop's timer
+        # sends them too). Not the call's lock, the connection's
+        # ``state_lock``: a write of many lines holds it while they are
+        # looked at, and every other call of the connection ended (its reply)
+        # only after it (chaos53: 1.85 s for 3 writes of a million lines).
+        # Made with the first traceback, not per call. A thread's lines are
+        # never another thread's traceback's.
+        self._tbs = None
         self._tb_lock = None
-        # The thread printing it: another thread's lines are not its own.
-        self._tb_thread = None
 
     def write(self, fd, text):
         """The ``capture`` sink: buffer ``text``, send complete lines."""
@@ -305,9 +308,12 @@ class OutputSink:
         """Send what is left (before the call's reply) and the drop notice;
         later writes go to the server's log."""
         self._closed = True
-        if self._tb is not None:  # printed before any pending text
+        if self._tbs:  # printed before any pending text
             with self._tb_lock:
-                self._end_traceback()
+                held = sorted(self._tbs.values(), key=lambda item: item[1].started)
+                self._tbs.clear()
+                for fd, tb in held:
+                    self._send_traceback(fd, tb)
         if self._pending is None:
             return
         for fd, text in sorted(self._pending.items()):
@@ -359,7 +365,7 @@ class OutputSink:
         return True
 
     def _emit(self, fd, text):
-        if self._tb is not None or (fd == 2 and _TRACEBACK_START in text):
+        if self._tbs or _TRACEBACK_START in text:
             self._traceback_lines(fd, text)
             return
         if self._conn.backlog > self._conn.OUTPUT_BACKLOG:
@@ -379,81 +385,78 @@ class OutputSink:
 
     def _traceback_lines(self, fd, text):
         """``_emit`` of lines of which some are a traceback's, or with one
-        held: its lines are held, the others sent as before."""
+        held: this thread's traceback's lines are held, the others sent as
+        before."""
         lock = self._tb_lock
         if lock is None:
             with self._call.lock:  # once: two threads of the call may print one
                 lock = self._tb_lock
                 if lock is None:
+                    self._tbs = {}
                     lock = self._tb_lock = threading.Lock()
         with lock:
-            # Another thread of the call's prints while one prints a
-            # traceback: its lines go as they are, the traceback held on (its
-            # line was the traceback's exception line, at error; chaos53).
-            mine = self._tb is None or self._tb_thread == threading.get_ident()
-            if fd != 2:  # the call printed on: the traceback has ended
-                if mine:
-                    self._end_traceback()
-                self._emit_lines(fd, text)
-                return
-            if not mine:
-                self._emit_lines(fd, text)
-                return
+            tbs = self._tbs
+            ident = threading.get_ident()
+            held = tbs.get(ident)
+            if held is not None and held[0] != fd:
+                # The thread printed on the other stream: its traceback has
+                # ended (its event goes first).
+                del tbs[ident]
+                self._send_traceback(*held)
+                held = None
             now = time.monotonic()
             plain = []
             for line in text.split("\n"):
-                tb = self._tb
-                if tb is not None:
+                if held is not None:
+                    tb = held[1]
                     state = traceback_lines.continues(tb.state, line)
                     if state is not None and not tb.due(now, self):
                         if tb.size + 1 + len(line) > self.MAX_TRACEBACK_CHARS:
-                            self._send_traceback(tb)
+                            self._send_traceback(fd, tb)
                         tb.add(line, state)
                         continue
-                    self._end_traceback()
+                    del tbs[ident]
+                    self._send_traceback(fd, tb)
+                    held = None
                 state = traceback_lines.start(line)
                 if state is None:
                     plain.append(line)
                     continue
                 if plain:
-                    self._emit_lines(2, "\n".join(plain))
+                    self._emit_lines(fd, "\n".join(plain))
                     plain = []
-                tb = self._tb = capture._PendingTraceback(line, state, threading.current_thread().name)
-                self._tb_thread = threading.get_ident()
+                tb = capture._PendingTraceback(line, state, threading.current_thread().name)
+                held = tbs[ident] = (fd, tb)
                 if self._deferred is None:
                     # An inline call's runs on the loop, and ends (close) before its timer could fire.
                     loop = self._conn.server.loop
                     try:
-                        loop.call_soon_threadsafe(loop.call_later, self.TRACEBACK_END_SECONDS, self._watch_traceback, tb)
+                        loop.call_soon_threadsafe(loop.call_later, self.TRACEBACK_END_SECONDS, self._watch_traceback, ident, tb)
                     except RuntimeError:  # loop closed: the server is exiting (close sends it)
                         pass
             if plain:
-                self._emit_lines(2, "\n".join(plain))
+                self._emit_lines(fd, "\n".join(plain))
 
-    def _watch_traceback(self, tb):
-        # Loop thread: sends ``tb`` once it is due, while it is the one held.
-        # Never waits for the lock: a thread looking at a long write's lines
-        # holds it, and the loop serves every other call meanwhile.
+    def _watch_traceback(self, ident, tb):
+        # Loop thread: sends ``tb`` once it is due, while it is the one held
+        # for its thread. Never waits for the lock: a thread looking at a
+        # long write's lines holds it, and the loop serves every other call
+        # meanwhile.
         lock = self._tb_lock
         if lock.acquire(blocking=False):
             try:
-                if self._tb is not tb:
+                held = self._tbs.get(ident)
+                if held is None or held[1] is not tb:
                     return  # sent already (it ended, the call ended)
                 if tb.due(time.monotonic(), self):
-                    self._end_traceback()
+                    del self._tbs[ident]
+                    self._send_traceback(*held)
                     return
             finally:
                 lock.release()
-        self._conn.server.loop.call_later(self.TRACEBACK_END_SECONDS, self._watch_traceback, tb)
+        self._conn.server.loop.call_later(self.TRACEBACK_END_SECONDS, self._watch_traceback, ident, tb)
 
-    def _end_traceback(self):
-        # Under ``_tb_lock``: the held traceback's event, if any.
-        tb = self._tb
-        if tb is not None:
-            self._tb = None
-            self._send_traceback(tb)
-
-    def _send_traceback(self, tb):
+    def _send_traceback(self, fd, tb):
         lines = tb.take()[0]
         while lines and not lines[-1].strip():
             lines.pop()
@@ -468,8 +471,8 @@ class OutputSink:
         name = self._call.msg.get("name")
         event = {
             "event": "log",
-            "level": "error",
-            "stream": "stderr",
+            "level": "error" if fd == 2 else "info",
+            "stream": "stderr" if fd == 2 else "stdout",
             "model": name if isinstance(name, str) else None,
             "message": text,
             "request": self._call.id,

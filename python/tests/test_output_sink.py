@@ -72,6 +72,30 @@ class Printer:
             printed.wait(10)
             t.join()
             sys.stderr.write('  File "m.py", line 1, in f\\nValueError: v\\n')
+        elif op == "two-threads":
+            # Two threads of the call print a traceback each at once.
+            import contextvars
+            printed = threading.Event()
+            def other():
+                sys.stderr.write("Traceback (most recent call last):\\n")
+                sys.stderr.write('  File "b.py", line 2, in g\\n')
+                printed.set()
+                sys.stderr.write("KeyError: 'b'\\n")
+            sys.stderr.write("Traceback (most recent call last):\\n")
+            ctx = contextvars.copy_context()
+            t = threading.Thread(target=ctx.run, args=(other,))
+            t.start()
+            printed.wait(10)
+            sys.stderr.write('  File "a.py", line 1, in f\\n')
+            t.join()
+            sys.stderr.write("ValueError: a\\n")
+        elif op == "stdout":
+            print("before")
+            try:
+                {}["k"]
+            except KeyError:
+                traceback.print_exc(file=sys.stdout)
+            print("after")
         elif op == "wait-held":
             return HELD.wait(10)
         elif op == "release":
@@ -180,6 +204,27 @@ class CallTracebackTest(ServerTestCase):
             ("warning", "progress 1"),
             ("error", 'Traceback (most recent call last):\n  File "m.py", line 1, in f\nValueError: v'),
         ], events)
+
+    def test_two_threads_tracebacks_are_one_event_each(self):
+        # One traceback was held per call: the second thread's lines went
+        # as they were written, a warning each, none an error.
+        events = self.events(self.c, 22, op="two-threads")
+        self.assertEqual(sorted((e["stream"], e["level"], e["message"]) for e in events), [
+            ("stderr", "error", 'Traceback (most recent call last):\n  File "a.py", line 1, in f\nValueError: a'),
+            ("stderr", "error", 'Traceback (most recent call last):\n  File "b.py", line 2, in g\nKeyError: \'b\''),
+        ], events)
+
+    def test_a_traceback_printed_to_stdout_is_one_event_in_its_place(self):
+        # Only stderr's were held: print_exc(file=sys.stdout) was an event per write.
+        events = self.events(self.c, 23, op="stdout")
+        self.assertEqual([(e["stream"], e["level"]) for e in events], [("stdout", "info")] * 3, events)
+        self.assertEqual((events[0]["message"], events[2]["message"]), ("before", "after"))
+        self.assertTrue(events[1]["message"].startswith("Traceback (most recent call last):\n"), events[1])
+        self.assertTrue(events[1]["message"].endswith("KeyError: 'k'"), events[1])
+
+    def test_an_inline_calls_stdout_traceback_too(self):
+        events = self.events(self.c, 24, model="i", op="stdout")
+        self.assertEqual([(e["stream"], e["level"]) for e in events], [("stdout", "info")] * 3, events)
 
 
 if __name__ == "__main__":

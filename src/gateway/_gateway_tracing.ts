@@ -52,6 +52,11 @@ interface OpenSpan {
   path: string;
   scheme: string;
   worker: string | undefined;
+  /**
+   * The OpenTelemetry HTTP server span's `server.address`, `server.port`,
+   * `client.address` and `user_agent.original` (a sampled span's only).
+   */
+  peer?: Record<string, string | number>;
   startMs: number;
   /**
    * A stream's failure after its first item (its error is its last event,
@@ -119,6 +124,52 @@ function modelCall(request: Request): ModelCall | undefined {
     };
   }
   return undefined;
+}
+
+/** The most characters of a `User-Agent` a span keeps. */
+const MAX_USER_AGENT = 512;
+
+/**
+ * The HTTP server span conventions' `server.address` and `server.port` (the
+ * request's authority: its `Host`, HTTP/2's `:authority`), `client.address`
+ * (the connection's peer: behind a proxy, the proxy; no `X-Forwarded-For`
+ * is read, a client could write any) and `user_agent.original` (cut at 512
+ * characters), each when known.
+ */
+function peerAttributes(
+  request: Request,
+  remoteAddr: string | undefined,
+): Record<string, string | number> {
+  const out: Record<string, string | number> = {};
+  const url = request.url;
+  const begin = url.indexOf("://") + 3;
+  let end = url.indexOf("/", begin);
+  if (end < 0) end = url.length;
+  const authority = url.slice(begin, end);
+  // `[::1]:8000`, `example.com:8000`, `example.com`.
+  const colon = authority.lastIndexOf(":");
+  const bracket = authority.lastIndexOf("]");
+  const host = colon > bracket ? authority.slice(0, colon) : authority;
+  if (host !== "") {
+    out["server.address"] = cut(
+      host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host,
+      MAX_NAME,
+    );
+  }
+  const port = colon > bracket
+    ? Number(authority.slice(colon + 1))
+    : url.startsWith("https:")
+    ? 443
+    : 80;
+  if (Number.isInteger(port) && port > 0) out["server.port"] = port;
+  if (remoteAddr !== undefined && remoteAddr !== "") {
+    out["client.address"] = remoteAddr;
+  }
+  const agent = request.headers.get("user-agent");
+  if (agent !== null && agent !== "") {
+    out["user_agent.original"] = cut(agent, MAX_USER_AGENT);
+  }
+  return out;
 }
 
 function decoded(segment: string): string {
@@ -267,9 +318,12 @@ export class GatewayTracing {
   async serve(
     request: Request,
     handle: () => Response | Promise<Response>,
+    remoteAddr?: string,
   ): Promise<Response> {
     const call = modelCall(request);
-    const span = call === undefined ? undefined : this.#start(request, call);
+    const span = call === undefined
+      ? undefined
+      : this.#start(request, call, remoteAddr);
     if (span === undefined || !span.sampled) return await handle();
     let res: Response;
     try {
@@ -382,7 +436,11 @@ export class GatewayTracing {
     return this.#closed;
   }
 
-  #start(request: Request, call: ModelCall): OpenSpan {
+  #start(
+    request: Request,
+    call: ModelCall,
+    remoteAddr: string | undefined,
+  ): OpenSpan {
     const header = this.#readParent ? request.headers.get("traceparent") : null;
     const parent = header === null ? undefined : parseTraceparent(header);
     const sampled = parent !== undefined ? parent.sampled : this.#sampled();
@@ -405,6 +463,7 @@ export class GatewayTracing {
       worker: undefined,
       startMs: performance.timeOrigin + performance.now(),
     };
+    if (sampled) span.peer = peerAttributes(request, remoteAddr);
     this.#spans.set(request, span);
     return span;
   }
@@ -433,6 +492,7 @@ export class GatewayTracing {
       "url.path": cut(span.path, MAX_PATH),
       "pyproxy.model": cut(span.model, MAX_NAME),
     };
+    if (span.peer !== undefined) Object.assign(attributes, span.peer);
     if (span.version !== undefined) {
       attributes["pyproxy.model.version"] = cut(span.version, MAX_NAME);
     }

@@ -67,6 +67,11 @@ const WORKER: JsonSchema = {
         "The slot's processes that ended, by cause: `stopped`, `pool` (killed by the pool), a signal's name (`SIGKILL`: from outside, the OOM killer's), `exit_<code>`.",
     },
     failedReason: { type: "string" },
+    python: {
+      type: "string",
+      description:
+        "The Python version of the slot's last process that became ready.",
+    },
     stderrTail: { type: "string", description: "With `--debug` only." },
   },
 };

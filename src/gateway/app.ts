@@ -61,6 +61,8 @@ import { ResponseCompression } from "./_response_compression.ts";
 import { ModelChanges } from "./_model_changes.ts";
 import type { RouteContext } from "./route_context.ts";
 import { closeAfter } from "./_close_after.ts";
+import { runtimeVersion } from "./_runtime_version.ts";
+import { routeTemplate } from "./_route_template.ts";
 import { discardUnreadBody, dropUnauthenticatedBody } from "./_unread_body.ts";
 import {
   bearerAuth,
@@ -736,7 +738,7 @@ export function createGateway(
       // Not on a WebSocket upgrade's 101: the runtime's own response.
       if (c.res.status !== 101) c.res.headers.set(REQUEST_ID_HEADER, clientId);
     }
-    ctx.metrics.countHttp(c.res.status);
+    ctx.metrics.countHttp(c.res.status, routeTemplate(c));
     const properties = {
       method: c.req.method,
       path: c.req.path,
@@ -931,8 +933,29 @@ export function createGateway(
       readProcessResources(ctx.runtime),
       readWorkerResources(ctx.runtime, status.workers),
     ]);
+    const limits = status.limits;
     const text = ctx.metrics.render({
       workers: status.workers,
+      build: {
+        version: options.version ?? PYTHON_MANIFEST.version,
+        runtime: ctx.runtime.name,
+        runtimeVersion: runtimeVersion(),
+        python: status.workers.find((w) => w.python !== undefined)?.python ??
+          "",
+      },
+      limits: {
+        ...(limits?.maxInFlightPerWorker === undefined
+          ? {}
+          : { maxInFlightPerWorker: limits.maxInFlightPerWorker }),
+        ...(limits?.maxQueue === undefined
+          ? {}
+          : { maxQueue: limits.maxQueue }),
+        ...(limits?.evalReplayBudget === undefined
+          ? {}
+          : { evalReplayBytes: limits.evalReplayBudget }),
+        bodyBytes: ctx.bodyLimit,
+        requestTimeoutSeconds: ctx.requestTimeout / 1000,
+      },
       ...(status.exits === undefined ? {} : { exits: status.exits }),
       process: gatewayProcess,
       workerResources,
@@ -1296,7 +1319,12 @@ export function createGateway(
     };
   }
   const traced: GatewayApp = {
-    fetch: (request, env) => tracing.serve(request, () => fetch(request, env)),
+    fetch: (request, env) =>
+      tracing.serve(
+        request,
+        () => fetch(request, env),
+        (env as ServeRequestInfo | undefined)?.remoteAddr,
+      ),
     request: (input, init) => {
       // As Hono's request(): a path is on http://localhost.
       const request = input instanceof Request

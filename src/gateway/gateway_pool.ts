@@ -82,6 +82,8 @@ export interface GatewayWorkerStatus {
   readonly queued?: number;
   /** Milliseconds since it became ready. */
   readonly uptime?: number;
+  /** Its Python version (`WorkerInfo.python`; `pyproxy_build_info`). */
+  readonly python?: string;
 }
 
 /**
@@ -141,6 +143,15 @@ export interface GatewayPoolStatus {
    * resize removed included (`PoolStatus.exits`; absent: not known).
    */
   exits?: Readonly<Record<string, number>>;
+  /**
+   * The pool's bounds in force (`PoolStatus.limits`; `/metrics`'
+   * `pyproxy_limit_*`; absent: not known).
+   */
+  limits?: {
+    readonly maxInFlightPerWorker?: number;
+    readonly maxQueue?: number;
+    readonly evalReplayBudget?: number;
+  };
 }
 
 /**

@@ -91,7 +91,94 @@ export interface MetricsSnapshot {
    * `pyproxy_worker_cpu_seconds_total`, one series per worker listed.
    */
   workerResources?: readonly WorkerResources[];
+  /**
+   * What runs: `pyproxy_build_info`'s labels (1 its only value), for a
+   * dashboard to tell versions apart during an upgrade.
+   */
+  build?: BuildInfo;
+  /**
+   * The bounds in force, as `pyproxy_limit_*` gauges, for alerts to compare
+   * the counts with (`pyproxy_queued_calls / pyproxy_limit_max_queue`)
+   * rather than a number written in the rule. `Infinity`: no bound
+   * (`+Inf`). Each absent one is not rendered.
+   */
+  limits?: MetricsLimits;
 }
+
+/**
+ * `pyproxy_build_info`'s labels ({@linkcode MetricsSnapshot.build}).
+ *
+ * @example
+ * ```ts
+ * import type { BuildInfo } from "@pyproxy/pyproxy";
+ * const build: BuildInfo = { version: "0.1.0", runtime: "deno", runtimeVersion: "2.5.6", python: "3.12.1" };
+ * console.log(build.runtime); // "deno"
+ * ```
+ */
+export interface BuildInfo {
+  /** pyproxy's version. */
+  version: string;
+  /** `"deno"` or `"bun"`. */
+  runtime: string;
+  /** The runtime's version. */
+  runtimeVersion: string;
+  /** The workers' Python version (`""` until a worker was ready). */
+  python: string;
+}
+
+/**
+ * The bounds rendered as `pyproxy_limit_*` ({@linkcode MetricsSnapshot.limits}).
+ *
+ * @example
+ * ```ts
+ * import type { MetricsLimits } from "@pyproxy/pyproxy";
+ * const limits: MetricsLimits = { maxQueue: 1024, maxInFlightPerWorker: 64 };
+ * console.log(limits.maxQueue); // 1024
+ * ```
+ */
+export interface MetricsLimits {
+  /** `pyproxy_limit_max_in_flight_per_worker` (`limits.maxInFlightPerWorker`). */
+  maxInFlightPerWorker?: number;
+  /** `pyproxy_limit_max_queue` (`limits.maxQueue`): 429 past it. */
+  maxQueue?: number;
+  /** `pyproxy_limit_body_bytes` (`limits.bodyLimit`): 413 past it. */
+  bodyBytes?: number;
+  /** `pyproxy_limit_request_timeout_seconds` (`limits.requestTimeout`). */
+  requestTimeoutSeconds?: number;
+  /** `pyproxy_limit_eval_replay_bytes` (`limits.evalReplayBudget`, UTF-16 code units as `pyproxy_eval_replay_bytes`). */
+  evalReplayBytes?: number;
+}
+
+/** The `pyproxy_limit_*` gauges: name, field, help. */
+const LIMIT_GAUGES: ReadonlyArray<
+  readonly [string, keyof MetricsLimits, string]
+> = [
+  [
+    "pyproxy_limit_max_in_flight_per_worker",
+    "maxInFlightPerWorker",
+    "Calls in flight per worker before calls wait in the pool queue (limits.maxInFlightPerWorker).",
+  ],
+  [
+    "pyproxy_limit_max_queue",
+    "maxQueue",
+    "Calls that may wait in the pool queue before 429 (limits.maxQueue): compare pyproxy_queued_calls.",
+  ],
+  [
+    "pyproxy_limit_body_bytes",
+    "bodyBytes",
+    "Largest request body in bytes before 413 (limits.bodyLimit).",
+  ],
+  [
+    "pyproxy_limit_request_timeout_seconds",
+    "requestTimeoutSeconds",
+    "Default and largest timeout of a call in seconds (limits.requestTimeout).",
+  ],
+  [
+    "pyproxy_limit_eval_replay_bytes",
+    "evalReplayBytes",
+    "Eval output kept for replay over all running evals, in UTF-16 code units (limits.evalReplayBudget): compare pyproxy_eval_replay_bytes.",
+  ],
+];
 
 /**
  * Per-model numbers as returned by {@linkcode GatewayMetrics.toJSON}.
@@ -183,6 +270,17 @@ const FIRST_ITEM_BUCKETS = [
  */
 const LISTED_EXIT_CAUSES = ["pool", "SIGKILL", "SIGSEGV"] as const;
 
+/**
+ * Statuses of `pyproxy_requests_total` listed at 0 for each model the pool
+ * has (`MetricsSnapshot.modelReady`, at most `maxModels` of them) before
+ * their first count, for the same reason: a model's first error, born at 1,
+ * was not in `rate()` nor `increase()`, and an error-ratio alert missed it.
+ * Those the docs' alerts and dashboard name: a success, the model's errors
+ * (422, 502, 503, 504, 507) and the queue's 429. Other statuses (a client's
+ * 400, 404, 413, a 499) are born at their first count.
+ */
+const LISTED_STATUSES = [200, 422, 429, 502, 503, 504, 507] as const;
+
 /** A model's event streams: their first items' waits and their items. */
 interface StreamStats {
   buckets: number[];
@@ -246,7 +344,8 @@ export class GatewayMetrics {
   #maxModels: number;
   #isModel: ((name: string) => boolean) | undefined;
   #models = new Map<string, ModelStats>();
-  #http = new Map<number, number>();
+  /** Responses by route template, then status. */
+  #http = new Map<string, Map<number, number>>();
   #started = Date.now();
   // Model requests started and not ended, forgotten models' included, and
   // other responses held (hold), and who waits for there to be none
@@ -418,9 +517,15 @@ export class GatewayMetrics {
     return this.#models.size;
   }
 
-  /** Counts one HTTP response of any route. */
-  countHttp(status: number): void {
-    this.#http.set(status, (this.#http.get(status) ?? 0) + 1);
+  /**
+   * Counts one HTTP response of any route: `route` is its template
+   * (`/v1/models/{name}/execute`, never the path as sent, so the series stay
+   * as few as the routes; `"_unmatched"` for a path of no route).
+   */
+  countHttp(status: number, route = ""): void {
+    let statuses = this.#http.get(route);
+    if (statuses === undefined) this.#http.set(route, statuses = new Map());
+    statuses.set(status, (statuses.get(status) ?? 0) + 1);
   }
 
   /**
@@ -539,7 +644,9 @@ export class GatewayMetrics {
       uptime: (Date.now() - this.#started) / 1000,
       requests,
       inFlight: this.inFlight,
-      http: Object.fromEntries([...this.#http].map(([k, v]) => [String(k), v])),
+      http: Object.fromEntries(
+        [...this.#httpByStatus()].map(([k, v]) => [String(k), v]),
+      ),
       models,
       evalStreamsIdle: this.#evalStreamsIdle,
     };
@@ -558,12 +665,33 @@ export class GatewayMetrics {
       "counter",
       "Model execute requests by model and HTTP status.",
     );
+    // The models the pool has, each with the statuses alerts name listed
+    // from 0 (at most maxModels of them).
+    const listed = new Set<string>();
+    for (const model of snapshot.modelReady?.keys() ?? []) {
+      if (listed.size >= this.#maxModels) break;
+      listed.add(model);
+    }
     for (const [model, s] of this.#models) {
       for (const [status, n] of s.requests) {
         lines.push(
           `pyproxy_requests_total{${
             modelLabels(model)
           },status="${status}"} ${n}`,
+        );
+      }
+      if (!listed.delete(model)) continue;
+      for (const status of LISTED_STATUSES) {
+        if (s.requests.has(status)) continue;
+        lines.push(
+          `pyproxy_requests_total{${modelLabels(model)},status="${status}"} 0`,
+        );
+      }
+    }
+    for (const model of listed) {
+      for (const status of LISTED_STATUSES) {
+        lines.push(
+          `pyproxy_requests_total{${modelLabels(model)},status="${status}"} 0`,
         );
       }
     }
@@ -639,10 +767,16 @@ export class GatewayMetrics {
     family(
       "pyproxy_http_responses_total",
       "counter",
-      "HTTP responses of every route by status.",
+      "HTTP responses of every route by route template and status.",
     );
-    for (const [status, n] of this.#http) {
-      lines.push(`pyproxy_http_responses_total{status="${status}"} ${n}`);
+    for (const [route, statuses] of this.#http) {
+      for (const [status, n] of statuses) {
+        lines.push(
+          `pyproxy_http_responses_total{route="${
+            label(route)
+          }",status="${status}"} ${n}`,
+        );
+      }
     }
     family(
       "pyproxy_eval_streams_idle_total",
@@ -816,6 +950,30 @@ export class GatewayMetrics {
       "Seconds since the gateway started.",
     );
     lines.push(`pyproxy_uptime_seconds ${(Date.now() - this.#started) / 1000}`);
+    const build = snapshot.build;
+    if (build !== undefined) {
+      family(
+        "pyproxy_build_info",
+        "gauge",
+        "What runs: pyproxy's version, the runtime and its version, the workers' Python version; always 1.",
+      );
+      lines.push(
+        `pyproxy_build_info{version="${label(build.version)}",runtime="${
+          label(build.runtime)
+        }",runtime_version="${label(build.runtimeVersion)}",python_version="${
+          label(build.python)
+        }"} 1`,
+      );
+    }
+    const limits = snapshot.limits;
+    if (limits !== undefined) {
+      for (const [name, key, help] of LIMIT_GAUGES) {
+        const value = limits[key];
+        if (value === undefined) continue;
+        family(name, "gauge", help);
+        lines.push(`${name} ${sampleValue(value)}`);
+      }
+    }
     if (snapshot.process !== undefined) {
       processLines(snapshot.process, family, lines);
     }
@@ -854,6 +1012,17 @@ export class GatewayMetrics {
     }
     lines.push(...pluginLines(snapshot.plugins ?? [], families));
     return lines.join("\n") + "\n";
+  }
+
+  /** The responses by status, over the routes. */
+  #httpByStatus(): Map<number, number> {
+    const total = new Map<number, number>();
+    for (const statuses of this.#http.values()) {
+      for (const [status, n] of statuses) {
+        total.set(status, (total.get(status) ?? 0) + n);
+      }
+    }
+    return total;
   }
 
   #stats(model: string): ModelStats {

@@ -40,7 +40,9 @@ export { channelsPlugin } from "./channels_plugin.ts";
 export type { ChannelsPluginOptions } from "./channels_plugin.ts";
 export { GatewayMetrics } from "./metrics.ts";
 export type {
+  BuildInfo,
   GatewayMetricsOptions,
+  MetricsLimits,
   MetricsSnapshot,
   ModelMetrics,
   ModelTotals,

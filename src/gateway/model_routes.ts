@@ -51,6 +51,7 @@ import { explainedTimeout } from "./_timeout_explained.ts";
 import { notAStream } from "./_first_item_timeout.ts";
 import { closeAfter } from "./_close_after.ts";
 import { discardUnreadBody } from "./_unread_body.ts";
+import { EXECUTE_ROUTE } from "./_route_template.ts";
 import {
   TENANT_FAILED_REASON,
   tenantError,
@@ -120,7 +121,7 @@ function tooLongName(
 ): Promise<Response> {
   // A call of a model that does not exist, as any other such call.
   metrics.start("_unknown")(404);
-  if (direct) metrics.countHttp(404);
+  if (direct) metrics.countHttp(404, EXECUTE_ROUTE);
   return Promise.resolve(errorResponse(
     httpError(
       404,
@@ -215,7 +216,7 @@ function unknownVersion(
   clientId: string | undefined,
 ): Promise<Response> {
   metrics.start("_unknown")(404);
-  if (direct) metrics.countHttp(404);
+  if (direct) metrics.countHttp(404, EXECUTE_ROUTE);
   return Promise.resolve(
     errorResponse(err, false, clientId ?? crypto.randomUUID()),
   );
@@ -691,7 +692,7 @@ export function modelExecutor(
     // first, up to a bound (HTTP/2 clients then read the answer).
     if (direct && res.status >= 400) await discardUnreadBody(request);
     done(res.status, answered);
-    if (direct) metrics.countHttp(res.status);
+    if (direct) metrics.countHttp(res.status, EXECUTE_ROUTE);
     if (log) requestLine(logger, name, res.status, t0, requestId);
     return res;
   };

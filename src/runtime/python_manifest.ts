@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 41494,
+      size: 42396,
       sha256:
-        "f543607c42c4087dd31c3113839898e58b18194883036b6ceb751005f86a81be",
+        "20fa3e9343f60229945823ccc8ffc3021881264882fd1a5f06c27c6bffa69cea",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -76,9 +76,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call.py",
-      size: 14940,
+      size: 15360,
       sha256:
-        "13114678ad04d83ac9763759fe61a9f1c0ae6c489171a86515591c28c7db553d",
+        "982aa50540be3d1cf11bffe5673f9835aab7b9e3c946018c0dd16af4eff5a70d",
     },
     {
       path: "pyproxy_server/call_executor.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 41497,
+      size: 41677,
       sha256:
-        "6a2d03db5701e6c5baef918d8ceaba7f653b61f53224814de474971f479737cd",
+        "03638726db6b5a61de326488e8483a86cf0b0ee209b286d85913831fa4a24469",
     },
     {
       path: "pyproxy_server/forked_child.py",

@@ -601,10 +601,10 @@ test(
       );
       const metrics = await (await fetch(`${server.url}/metrics`)).text();
       expect(metrics).toContain(
-        'pyproxy_http_responses_total{status="101"} 1\n',
+        'pyproxy_http_responses_total{route="/v1/channels/{name}",status="101"} 1\n',
       );
-      expect(metrics).not.toContain(
-        'pyproxy_http_responses_total{status="200"}',
+      expect(metrics).not.toMatch(
+        /pyproxy_http_responses_total\{route="[^"]*",status="200"\}/,
       );
     });
   },

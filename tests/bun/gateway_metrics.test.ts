@@ -151,3 +151,26 @@ test(
   },
   30_000,
 );
+
+test(
+  "serve() on Bun: pyproxy_build_info names Bun and its version, and the workers' Python",
+  async () => {
+    await withGateway(
+      { "slow.py": SLOW },
+      { limits: { maxQueue: 9 } },
+      async (server) => {
+        const text = await (await fetch(`${server.url}/metrics`)).text();
+        expect(text).toMatch(
+          new RegExp(
+            `^pyproxy_build_info\\{version="[^"]+",runtime="bun",runtime_version="${
+              Bun.version.replaceAll(".", "\\.")
+            }",python_version="3\\.\\d+\\.\\d+"\\} 1$`,
+            "m",
+          ),
+        );
+        expect(text).toContain("\npyproxy_limit_max_queue 9\n");
+      },
+    );
+  },
+  30_000,
+);
