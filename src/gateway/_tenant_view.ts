@@ -15,8 +15,10 @@ import {
   ModelUnavailableError,
   NoWorkerError,
   OverloadedError,
+  TimeoutError,
   WorkerCrashedError,
 } from "../errors.ts";
+import { tenantTimeout } from "./_timeout_explained.ts";
 import type { ModelConfig } from "./_inference_model_config.ts";
 import type { ModelView } from "./_model_view.ts";
 
@@ -28,8 +30,9 @@ import type { ModelView } from "./_model_view.ts";
  * (the other tenants' calls, by model: their activity); a model out of
  * service (503) without the workers it crashed and their exits; a placed
  * model's 503 for want of a ready worker without its workers and their
- * states; any other error as it is (a plugin's quota answers its own
- * words).
+ * states; a timeout without the plugin that held the call and the
+ * operator's settings (`tenantTimeout`); any other error as it is (a
+ * plugin's quota answers its own words).
  *
  * @example
  * ```ts
@@ -41,6 +44,7 @@ import type { ModelView } from "./_model_view.ts";
  */
 export function tenantError(err: unknown): unknown {
   if (err instanceof WorkerCrashedError) return tenantCrash(err);
+  if (err instanceof TimeoutError) return tenantTimeout(err);
   if (err instanceof NoWorkerError && err.details.workers !== undefined) {
     return tenantNoWorker(err);
   }
