@@ -752,6 +752,19 @@ export function createGateway(
       );
     }
   };
+  // Whether a `/healthz` request reads the workers' counts: where tokens
+  // are set, only with an operator's (a valid token not a tenant's). A
+  // probe without one reads whether the gateway serves, which is all a
+  // load balancer needs: the counts told anyone who reached the port how
+  // the gateway is deployed (its workers) and, as they go down, when a
+  // tenant's calls crash them (tenants30). Read as the request is
+  // answered: the tokens of now (a reload replaces them).
+  const readsHealthCounts = (request: Request): boolean => {
+    if (tokenMatches === undefined) return true;
+    const token = bearerToken(request.headers.get("authorization") ?? "");
+    const id = token === undefined ? undefined : tokenMatches(token);
+    return id !== undefined && tenantIds?.has(id) !== true;
+  };
   // Before the guards: a load balancer probes by IP or by a name nobody
   // listed, and the answer holds nothing a cross-site page could use.
   app.get("/healthz", (c) => {
@@ -759,11 +772,13 @@ export function createGateway(
     const workers = workersOf(pool);
     const ready = workers.filter((w) => w.state === "ready").length;
     const ok = ready > 0 && !unready.aborted;
-    return c.json({
-      status: unready.aborted ? "draining" : ok ? "ok" : "unavailable",
-      ready,
-      workers: workers.length,
-    }, ok ? 200 : 503);
+    const status = unready.aborted ? "draining" : ok ? "ok" : "unavailable";
+    return c.json(
+      readsHealthCounts(c.req.raw)
+        ? { status, ready, workers: workers.length }
+        : { status },
+      ok ? 200 : 503,
+    );
   });
   const hostOptions = {
     port: options.port ?? (() => 8000),
