@@ -496,3 +496,48 @@ Deno.test("ChannelHub, full, forgets a tenant's own idle channel for its new one
     hub.close();
   }
 });
+
+Deno.test("ChannelHub's publishRefusal tells a tenant's new channel past its bound before a publish, and a publish with tenantBounds: false is held to none of the tenant's bounds", () => {
+  const hub = new ChannelHub({
+    tenantOf: (name) => /^(a|b)\./.exec(name)?.[1],
+    tenantMaxChannels: 1,
+    tenantMaxHistoryBytes: 100,
+  });
+  try {
+    assert.equal(hub.publishRefusal("a.one"), undefined);
+    const sub = hub.subscribe("a.one");
+    // At its bound, all with subscribers: a new one is refused; an existing
+    // one, another tenant's, no one's, or the operator's, is not.
+    assert.equal(hub.publishRefusal("a.two")?.name, "ChannelLimitError");
+    assert.throws(() => hub.publish("a.two", 1), { name: "ChannelLimitError" });
+    assert.equal(hub.publishRefusal("a.one"), undefined);
+    assert.equal(hub.publishRefusal("b.one"), undefined);
+    assert.equal(hub.publishRefusal("news"), undefined);
+    assert.equal(
+      hub.publishRefusal("a.two", { tenantBounds: false }),
+      undefined,
+    );
+    hub.publish("a.one", "mine");
+    // The operator's messages (60 characters each) go past a's 100 without
+    // pushing a's own out, and are forgotten by the hub's bounds only.
+    const big = "x".repeat(58);
+    for (let i = 0; i < 5; i++) {
+      hub.publish("a.two", big, { tenantBounds: false });
+    }
+    const history = new Map(
+      hub.list().map((ch) => [ch.name, ch.history.map((m) => m.data)]),
+    );
+    assert.deepEqual(history.get("a.one"), ["mine"]);
+    assert.equal(history.get("a.two")?.length, 5);
+    // a's own publishes still count: its 100 hold one more of 60, not two.
+    hub.publish("a.one", big);
+    hub.publish("a.one", big);
+    assert.deepEqual(
+      hub.list().find((ch) => ch.name === "a.one")?.history.map((m) => m.data),
+      [big],
+    );
+    sub.close();
+  } finally {
+    hub.close();
+  }
+});

@@ -316,6 +316,38 @@ interface TenantUse {
 }
 
 /**
+ * Options for {@linkcode ChannelHub.publish} and
+ * {@linkcode ChannelHub.publishRefusal}.
+ *
+ * @example
+ * ```ts
+ * import { ChannelHub, type PublishOptions } from "@pyproxy/pyproxy";
+ * const hub = new ChannelHub({ tenantMaxChannels: 1 });
+ * hub.tenantOf = (name) => name.startsWith("acme.") ? "acme" : undefined;
+ * hub.subscribe("acme.a");
+ * // The operator's publish: not held to acme's bounds.
+ * const operator: PublishOptions = { tenantBounds: false };
+ * console.log(hub.publishRefusal("acme.b", operator)); // undefined
+ * console.log(hub.publishRefusal("acme.b")?.name); // "ChannelLimitError"
+ * hub.close();
+ * ```
+ */
+export interface PublishOptions {
+  /**
+   * Whether the channel's tenant's bounds hold this publish: `false` for a
+   * publisher that is not that tenant (the gateway's operator): a new
+   * channel it makes is made past `tenantMaxChannels` (none of the
+   * tenant's idle channels forgotten for it), and its message is kept
+   * within the hub's history bounds only, not counted in the tenant's
+   * `tenantMaxHistoryBytes` (it pushes none of the tenant's own history
+   * out). The gateway passes `false` for every publish but a tenant's
+   * token's and a call of a tenant's.
+   * @default {true}
+   */
+  tenantBounds?: boolean;
+}
+
+/**
  * Options for {@linkcode ChannelHub}.
  *
  * @example
@@ -540,7 +572,9 @@ export class ChannelHub {
   publish(
     channel: string,
     data: unknown,
+    options: PublishOptions = {},
   ): { message: ChannelMessage; delivered: number } {
+    const bounded = options.tenantBounds !== false;
     // A closed hub (a drain) still publishes, to nobody: its subscribers
     // were dropped. A call in flight in the grace that publishes (a
     // model's host.publish, an execute's ?publish=) had its result lost to
@@ -571,7 +605,10 @@ export class ChannelHub {
         details: { reason: nonFinite },
       });
     }
-    const ch = this.#channel(channel);
+    const ch = this.#channel(channel, bounded);
+    // Counted in its tenant's share: a tenant's own publish (or a model's
+    // for it), not the operator's.
+    const tenant = bounded ? ch.tenant : undefined;
     const message: ChannelMessage = {
       channel,
       seq: ++ch.seq,
@@ -584,14 +621,13 @@ export class ChannelHub {
     // forgot all the tenant's other history, then itself.
     if (
       this.#historySize > 0 && size <= this.#maxHistoryBytes &&
-      (ch.tenant === undefined || size <= this.#tenantMaxHistoryBytes)
+      (tenant === undefined || size <= this.#tenantMaxHistoryBytes)
     ) {
       ch.history.push(message);
       ch.sizes.push(size);
       this.#kept.set(message, ch);
       this.#historyBytes += size;
       if (ch.history.length > this.#historySize) this.#forgetOldest(ch);
-      const tenant = ch.tenant;
       if (tenant !== undefined) {
         tenant.kept.set(message, ch);
         tenant.historyBytes += size;
@@ -622,6 +658,31 @@ export class ChannelHub {
    */
   wireData(message: ChannelMessage): unknown {
     return this.#wire.get(message) ?? message.data;
+  }
+
+  /**
+   * The {@linkcode ChannelLimitError} a publish to `channel` would get now,
+   * or `undefined`: a new channel of a tenant whose channels are at
+   * `tenantMaxChannels`, all with subscribers (with `tenantBounds: false`,
+   * never). The gateway asks it before an execute's `?publish=` runs its
+   * model, so that a publish bound to be refused wastes no call (a bound
+   * reached while the call runs still refuses the publish after it).
+   */
+  publishRefusal(
+    channel: string,
+    options: PublishOptions = {},
+  ): ChannelLimitError | undefined {
+    if (options.tenantBounds === false || this.#channels.has(channel)) {
+      return undefined;
+    }
+    const owner = this.#tenantUse(channel);
+    if (owner === undefined || owner.channels < this.#tenantMaxChannels) {
+      return undefined;
+    }
+    for (const ch of this.#channels.values()) {
+      if (ch.tenant === owner && ch.subscribers.size === 0) return undefined;
+    }
+    return this.#channelsFull(owner, channel);
   }
 
   /** Subscribes to `channel` (created when missing). */
@@ -719,7 +780,7 @@ export class ChannelHub {
     }
   }
 
-  #channel(name: string): Channel {
+  #channel(name: string, bounded = true): Channel {
     if (!CHANNEL_NAME.test(name)) {
       throw new TypeError(
         `Cannot use channel ${
@@ -745,9 +806,10 @@ export class ChannelHub {
         kept: new Map(),
       };
     }
-    if (tenant !== undefined && tenant.channels >= this.#tenantMaxChannels) {
-      this.#evictOwn(tenant, name);
-    }
+    if (
+      bounded && tenant !== undefined &&
+      tenant.channels >= this.#tenantMaxChannels
+    ) this.#evictOwn(tenant, name);
     if (this.#channels.size >= this.#maxChannels) this.#evict(tenant);
     if (tenant !== undefined) {
       tenant.channels++;
@@ -774,11 +836,12 @@ export class ChannelHub {
     const size = ch.sizes.shift() ?? 0;
     if (message !== undefined) this.#kept.delete(message);
     this.#historyBytes -= size;
+    // Only what counted in its share (not an operator's message).
     const tenant = ch.tenant;
-    if (tenant !== undefined && message !== undefined) {
-      tenant.kept.delete(message);
-      tenant.historyBytes -= size;
-    }
+    if (
+      tenant !== undefined && message !== undefined &&
+      tenant.kept.delete(message)
+    ) tenant.historyBytes -= size;
   }
 
   /** The use of the tenant owning `name` now, if it has channels. */
@@ -812,7 +875,12 @@ export class ChannelHub {
     if (idle !== undefined) {
       return this.#remove(idle, this.#channels.get(idle)!);
     }
-    throw new ChannelLimitError(
+    throw this.#channelsFull(tenant, name);
+  }
+
+  /** The refusal of `name`, a new channel of `tenant` at its bound. */
+  #channelsFull(tenant: TenantUse, name: string): ChannelLimitError {
+    return new ChannelLimitError(
       `Cannot create channel ${
         JSON.stringify(name)
       }: this tenant has ${tenant.channels} channels, all with subscribers, its bound (channels.tenantMaxChannels ${this.#tenantMaxChannels}); close a subscription or reuse a channel`,

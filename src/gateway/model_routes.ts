@@ -566,9 +566,17 @@ export function modelExecutor(
           `Cannot publish to channel ${JSON.stringify(publish)}: invalid name`,
         );
       }
-      // A tenant's token: its own channels only, refused before the call.
+      // A tenant's token: its own channels only, refused before the call;
+      // and within its channels' bound: a new channel past it, refused
+      // before the call too (it ran, and its result was lost to the 429).
+      // The operator's publish is not held to a tenant's bounds.
+      const publishing = publish === undefined
+        ? undefined
+        : { tenantBounds: ctx.isTenant(request, caller) };
       if (publish !== undefined) {
         ctx.channelAccess?.(request, publish, "publish to");
+        const refused = hub.publishRefusal(publish, publishing);
+        if (refused !== undefined) throw refused;
       }
       let timeout = callTimeout(ctx, name, timeoutParam);
       const input = await readCallInput(ctx, request, name);
@@ -623,6 +631,7 @@ export function modelExecutor(
             version: name.slice(asked.length + 1),
             result: result ?? null,
           },
+          publishing,
         );
       }
       // A model's `Cache-Control: no-transform` keeps its result as it is.
