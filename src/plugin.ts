@@ -73,7 +73,17 @@ export interface MessageContext {
  */
 export type HostHandler = (
   args: unknown,
-  call: { worker: WorkerInfo; session: Session; signal: AbortSignal },
+  call: {
+    worker: WorkerInfo;
+    session: Session;
+    signal: AbortSignal;
+    /**
+     * Who made the model call whose code sent the command
+     * (`HandlerCall.callers`: its `caller` as a list of one, a
+     * batch's `callers`); absent when unknown.
+     */
+    callers?: readonly (string | null)[];
+  },
 ) => unknown | Promise<unknown>;
 
 /**
@@ -1233,11 +1243,18 @@ export class PluginHost {
       if (own === undefined) continue;
       for (const [cmd, handler] of Object.entries(own)) {
         out[cmd] = (args, call) =>
-          handler.call(own, args, {
-            worker,
-            session: call.session,
-            signal: call.signal,
-          });
+          handler.call(
+            own,
+            args,
+            call.callers === undefined
+              ? { worker, session: call.session, signal: call.signal }
+              : {
+                worker,
+                session: call.session,
+                signal: call.signal,
+                callers: call.callers,
+              },
+          );
       }
     }
     return out;

@@ -609,6 +609,10 @@ export function createGateway(
   if (tokens !== undefined) {
     ctx.hub.tenantOf = (channel) =>
       tenantIds === undefined ? undefined : channelTenant(tenantIds, channel);
+    // A model's host.publish in a tenant's call: that tenant's channels
+    // only (channels_plugin.ts), as its token's own publishes.
+    ctx.hub.tenantOfCaller = (caller) =>
+      tenantIds?.has(caller) === true ? caller : undefined;
   }
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until

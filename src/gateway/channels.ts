@@ -496,6 +496,24 @@ export class ChannelHub {
    * ```
    */
   tenantOf: ((channel: string) => string | undefined) | undefined;
+  /**
+   * The tenant a call's caller is (`undefined`: none, an operator's), for
+   * the channels plugin: a model's `host.publish` in a tenant's call
+   * reaches only the channels {@linkcode ChannelHub.tenantOf} gives that
+   * tenant. Unset (no tenants): a model publishes to any channel. A
+   * gateway with tokens sets it.
+   *
+   * @example
+   * ```ts
+   * import { ChannelHub } from "@pyproxy/pyproxy";
+   * const hub = new ChannelHub();
+   * hub.tenantOf = (name) => name.startsWith("acme.") ? "acme" : undefined;
+   * hub.tenantOfCaller = (caller) => caller === "acme" ? "acme" : undefined;
+   * console.log(hub.tenantOfCaller("acme")); // "acme"
+   * hub.close();
+   * ```
+   */
+  tenantOfCaller: ((caller: string) => string | undefined) | undefined;
 
   /** Creates an empty hub. */
   constructor(options: ChannelHubOptions = {}) {
