@@ -8,6 +8,8 @@
 import assert from "node:assert/strict";
 import { ModelUnavailableError, OverloadedError } from "../src/errors.ts";
 import { createGateway } from "../src/gateway/app.ts";
+import { tokenId } from "../src/gateway/security.ts";
+import type { Plugin } from "../src/plugin.ts";
 import { tenantError, tenantModelView } from "../src/gateway/_tenant_view.ts";
 import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
 import { tempDir } from "./_harness.ts";
@@ -478,4 +480,52 @@ Deno.test("serve shows a tenant's token a placed model's 503 for want of a ready
     (await operator.json()).error.message,
     /no worker of model 'one' is ready \(it is placed on w\d failed\)$/,
   );
+});
+
+Deno.test("serve lists to a token only the models a plugin's canCall lets it call (GET /v1/models; GET /v1/models/{name} of another: 404 as a model that is not there); the operator's every model", async () => {
+  await using dir = await tempDir("pyproxy-tenant-view-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT} tenant\n`, {
+    mode: 0o600,
+  });
+  const tenantId = tokenId(TENANT);
+  const allow: Record<string, string[]> = { [tenantId]: ["echo"] };
+  const access: Plugin = {
+    name: "access",
+    // The operator's token: every model; a tenant's: its list.
+    canCall: (model, caller) =>
+      caller === undefined || allow[caller] === undefined ||
+      allow[caller].includes(model),
+  };
+  await using gw = await startGateway(
+    {
+      tokenFile,
+      models: [
+        { name: "echo", file: "echo.py" },
+        { name: "doubler", file: "doubler.py" },
+      ],
+    },
+    {},
+    { plugins: [access] },
+  );
+  const names = async (token: string) => {
+    const res = await gw.fetch("/v1/models", { headers: bearer(token) });
+    assert.equal(res.status, 200);
+    return ((await res.json()).models as { name: string }[])
+      .map((m) => m.name).sort();
+  };
+  assert.deepEqual(await names(TENANT), ["echo"]);
+  assert.deepEqual(await names(OPERATOR), ["doubler", "echo"]);
+  const one = async (token: string, name: string) => {
+    const res = await gw.fetch(`/v1/models/${name}`, {
+      headers: bearer(token),
+    });
+    return { status: res.status, body: await res.json() };
+  };
+  const hidden = await one(TENANT, "doubler");
+  assert.equal(hidden.status, 404);
+  assert.equal(hidden.body.error.type, "ModelNotFoundError");
+  assert.equal(hidden.body.error.message, "Cannot find model 'doubler'");
+  assert.equal((await one(TENANT, "echo")).status, 200);
+  assert.equal((await one(OPERATOR, "doubler")).status, 200);
 });

@@ -851,13 +851,32 @@ export function modelRoutes(ctx: RouteContext): Hono {
     };
   };
 
+  // The models a request's token may call (`Plugin.canCall`), as listed to
+  // it: a tenant sees only those (before tenants30, every model, whatever
+  // an access plugin refused it). `undefined`: every model.
+  const mayCall = (
+    request: Request,
+  ): ((name: string) => boolean) | undefined => {
+    const canCall = pool.canCall;
+    if (canCall === undefined) return undefined;
+    const caller = ctx.callers?.get(request);
+    return (name) => canCall.call(pool, name, caller);
+  };
+
   // jsonResponse: with --debug a model's options are shown, and may hold a BigInt.
   app.get("/v1/models", (c) => {
-    return jsonResponse({ models: catalog.list(pool).map(viewFor(c.req.raw)) });
+    const may = mayCall(c.req.raw);
+    const models = catalog.list(pool);
+    return jsonResponse({
+      models: (may === undefined ? models : models.filter((m) => may(m.name)))
+        .map(viewFor(c.req.raw)),
+    });
   });
 
   app.get("/v1/models/:name", (c) => {
     const name = c.req.param("name");
+    // One its token may not call: as a model that is not there.
+    if (mayCall(c.req.raw)?.(name) === false) throw notFound(name);
     // As listed: a model added to the pool directly shows its own timeout.
     // A model with versions: its default one, with the labels of them all.
     const model = catalog.describe(pool, name);
