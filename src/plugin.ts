@@ -822,9 +822,10 @@ export interface Plugin {
    * Whether `caller` (a call's {@linkcode ModelCall.caller}: on the gateway,
    * the id of the token that let the request in) may call `model` (its
    * name as callers name it): `false` leaves the model out of what that
-   * caller is shown of the models (the gateway's `GET /v1/models`, and
-   * `GET /v1/models/{name}` answers 404 as for a model that is not
-   * there), so that a tenant sees only the models it may call. It
+   * caller is shown of the models (the gateway's `GET /v1/models` and
+   * `/openapi.json`; its `/v1` and `/v2` descriptions answer 404 as for a
+   * model that is not there), so that a tenant sees only the models it
+   * may call. It
    * refuses no call itself: a plugin that keeps models from tokens says
    * the same here as its `onCall` does (docs/gateway.md, "Serving many
    * tenants"). Synchronous and cheap (asked once per model listed); a

@@ -482,7 +482,7 @@ Deno.test("serve shows a tenant's token a placed model's 503 for want of a ready
   );
 });
 
-Deno.test("serve lists to a token only the models a plugin's canCall lets it call (GET /v1/models; GET /v1/models/{name} of another: 404 as a model that is not there); the operator's every model", async () => {
+Deno.test("serve shows a token only the models a plugin's canCall lets it call (GET /v1/models, /openapi.json; the descriptions of another, /v1 and /v2: 404 as a model that is not there); the operator's every model", async () => {
   await using dir = await tempDir("pyproxy-tenant-view-test-");
   const tokenFile = `${dir.path}/tokens`;
   await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT} tenant\n`, {
@@ -528,4 +528,33 @@ Deno.test("serve lists to a token only the models a plugin's canCall lets it cal
   assert.equal(hidden.body.error.message, "Cannot find model 'doubler'");
   assert.equal((await one(TENANT, "echo")).status, 200);
   assert.equal((await one(OPERATOR, "doubler")).status, 200);
+  // Its other descriptions: 404 alike (the /v2 ones in their own shape).
+  for (
+    const path of [
+      "/v1/models/doubler/metadata",
+      "/v1/models/doubler/versions/1",
+      "/v2/models/doubler",
+      "/v2/models/doubler/ready",
+      "/v2/models/doubler/config",
+      "/v2/models/doubler/versions/1",
+    ]
+  ) {
+    const res = await gw.fetch(path, { headers: bearer(TENANT) });
+    assert.equal(res.status, 404, path);
+    await res.body?.cancel();
+    const op = await gw.fetch(path, { headers: bearer(OPERATOR) });
+    assert.notEqual(op.status, 404, `the operator's ${path}`);
+    await op.body?.cancel();
+  }
+  // /openapi.json: the paths of the models it may call only.
+  const paths = async (token: string) => {
+    const res = await gw.fetch("/openapi.json", { headers: bearer(token) });
+    return Object.keys((await res.json()).paths);
+  };
+  const tenantPaths = await paths(TENANT);
+  assert.ok(tenantPaths.some((p) => p.includes("/echo")), "echo's paths");
+  assert.ok(!tenantPaths.some((p) => p.includes("doubler")), "no doubler");
+  assert.ok((await paths(OPERATOR)).some((p) => p.includes("doubler")));
+  // Again (a document kept for another token is not answered).
+  assert.ok(!(await paths(TENANT)).some((p) => p.includes("doubler")));
 });
