@@ -98,6 +98,42 @@ Deno.test("Gateway: a tenant's token reads a call held by a plugin's onCall past
   }
 });
 
+Deno.test("Gateway: a tenant's token reads a plugin's failed onCall (a bug's error) without the plugin's name, its hook and what its error said (the operator's names them)", async () => {
+  await using dir = await tempDir("pyproxy-call-hooks-tenant-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT_A} tenant\n`, {
+    mode: 0o600,
+  });
+  const broken: Plugin = {
+    name: "quotadb",
+    onCall() {
+      throw new Error("connect ECONNREFUSED 10.0.3.7:6379");
+    },
+  };
+  await using gw = await startGateway({ tokenFile }, {}, {
+    plugins: [broken],
+  });
+  const failed = async (token: string) => {
+    const res = await gw.fetch("/v1/models/echo/execute", {
+      method: "POST",
+      body: "{}",
+      headers: bearer(token),
+    });
+    const body = await res.json();
+    assert.equal(res.status, 500, JSON.stringify(body));
+    assert.equal(body.error.type, "PluginError");
+    return body.error.message as string;
+  };
+  assert.equal(
+    await failed(TENANT_A),
+    "Cannot complete call: the gateway failed it (an internal error, in the operator's log)",
+  );
+  assert.match(
+    await failed(OPERATOR),
+    /plugin 'quotadb'.*ECONNREFUSED 10\.0\.3\.7/,
+  );
+});
+
 Deno.test("Gateway: every model route's call reaches onCall once (execute, stream, /v2 infer, :predict)", async () => {
   const calls: ModelCall[] = [];
   const rec: Plugin = {
