@@ -575,8 +575,10 @@ export class ChannelHub {
   }
 
   /**
-   * Subscribers dropped as too slow since the hub was created, in every
-   * channel (channels forgotten since included; `close()` not counted).
+   * Subscribers dropped as too slow since the hub was created, or with
+   * their channel when a full hub is shared out among tenants
+   * (`maxChannels`), in every channel (channels forgotten since included;
+   * `close()` not counted).
    */
   get droppedCount(): number {
     return this.#dropped;
