@@ -31,15 +31,23 @@ export class HostCommands {
   #reply: ReplyFn;
   #logger: Logger | undefined;
   #bigints: boolean;
+  #callersOf: (call: number) => readonly (string | null)[] | undefined;
 
-  /** `bigints`: the session sends `BigInt`s as exact integers (`integers: "bigint"`). */
+  /**
+   * `bigints`: the session sends `BigInt`s as exact integers (`integers:
+   * "bigint"`); `callersOf`: who made the session's request `call`, while
+   * awaited (a handler's `callers`).
+   */
   constructor(
     handlers: Record<string, SessionHandler> | undefined,
     reply: ReplyFn,
     logger?: Logger,
     bigints = false,
+    callersOf: (call: number) => readonly (string | null)[] | undefined = () =>
+      undefined,
   ) {
     this.#bigints = bigints;
+    this.#callersOf = callersOf;
     for (const [cmd, fn] of Object.entries(handlers ?? {})) {
       this.#handlers.set(cmd, fn);
     }
@@ -83,7 +91,16 @@ export class HostCommands {
     let result: unknown;
     let awaitable: boolean;
     try {
-      result = handler(msg.args, { session, id, signal: controller.signal });
+      // Who made the call that sent it (its `call`), as this side sent it.
+      const callers = Number.isInteger(msg.call)
+        ? this.#callersOf(msg.call as number)
+        : undefined;
+      result = handler(
+        msg.args,
+        callers === undefined
+          ? { session, id, signal: controller.signal }
+          : { session, id, signal: controller.signal, callers },
+      );
       // Any awaitable, not only a Promise: a query builder's thenable sent {}.
       // (A proxy's trap, a getter of `then`, may throw here.)
       awaitable = isThenable(result);

@@ -341,6 +341,33 @@ export class ChannelLimitError extends OverloadedError {
 defineName(ChannelLimitError, "ChannelLimitError");
 
 /**
+ * A model's `host.publish` to a channel its call may not publish to: on a
+ * gateway with tenants' tokens, a call a tenant made publishes only to that
+ * tenant's channels (named by its token's id, `<id>.events`), as the
+ * tenant's token itself does; a channel of another tenant's, or one of no
+ * one's, is refused. `details.channel` names it. The model sees a
+ * `HostError` whose `remote_type` is this name (docs/gateway.md, "A
+ * tenant's channels").
+ *
+ * @example
+ * ```ts
+ * import { ChannelAccessError } from "@pyproxy/pyproxy";
+ * const err = new ChannelAccessError("Cannot publish to channel \"news\": ...", { details: { channel: "news" } });
+ * console.log(err.code, err.details.channel); // "CHANNEL_ACCESS" "news"
+ * ```
+ */
+export class ChannelAccessError extends PyProxyError {
+  /** Stable code. */
+  override readonly code: string = "CHANNEL_ACCESS";
+  /** Creates the error. */
+  constructor(message: string, options: PyProxyErrorOptions = {}) {
+    super(message, options);
+    this.name = "ChannelAccessError";
+  }
+}
+defineName(ChannelAccessError, "ChannelAccessError");
+
+/**
  * The pool is closing (or closed), or the call's worker was removed by a
  * resize: the call was not run, or, with `details.started: true`, it ran
  * and was cut off when the close's (or the resize's) `shutdownGrace` ran

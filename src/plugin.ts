@@ -73,7 +73,17 @@ export interface MessageContext {
  */
 export type HostHandler = (
   args: unknown,
-  call: { worker: WorkerInfo; session: Session; signal: AbortSignal },
+  call: {
+    worker: WorkerInfo;
+    session: Session;
+    signal: AbortSignal;
+    /**
+     * Who made the model call whose code sent the command
+     * (`HandlerCall.callers`: its `caller` as a list of one, a
+     * batch's `callers`); absent when unknown.
+     */
+    callers?: readonly (string | null)[];
+  },
 ) => unknown | Promise<unknown>;
 
 /**
@@ -808,6 +818,39 @@ export interface Plugin {
     msg: WireMessage,
     mc: MessageContext,
   ): WireMessage | void | Promise<WireMessage | void>;
+  /**
+   * Whether `caller` (a call's {@linkcode ModelCall.caller}: on the gateway,
+   * the id of the token that let the request in) may call `model` (its
+   * name as callers name it): `false` leaves the model out of what that
+   * caller is shown of the models (the gateway's `GET /v1/models` and
+   * `/openapi.json`; its `/v1` and `/v2` descriptions answer 404 as for a
+   * model that is not there), so that a tenant sees only the models it
+   * may call. It
+   * refuses no call itself: a plugin that keeps models from tokens says
+   * the same here as its `onCall` does (docs/gateway.md, "Serving many
+   * tenants"). Synchronous and cheap (asked once per model listed); a
+   * throw counts as `false`. Without it, every model.
+   *
+   * @example Per-token access: refused calls and hidden models alike
+   * ```ts
+   * import { ModelHTTPError } from "@pyproxy/pyproxy";
+   * import type { Plugin } from "@pyproxy/pyproxy";
+   * const allow: Record<string, string[]> = { "4f0a9c2e71d3b8a6": ["scorer"] };
+   * const may = (model: string, caller: string | undefined) =>
+   *   caller !== undefined && (allow[caller]?.includes(model) ?? false);
+   * const access: Plugin = {
+   *   name: "access",
+   *   canCall: may,
+   *   onCall(call) {
+   *     if (!may(call.model, call.caller)) {
+   *       throw new ModelHTTPError(403, `Cannot run model '${call.model}': not allowed for this token`);
+   *     }
+   *   },
+   * };
+   * console.log(access.canCall?.("scorer", "4f0a9c2e71d3b8a6")); // true
+   * ```
+   */
+  canCall?(model: string, caller: string | undefined): boolean;
   /** Python → host commands this plugin serves. */
   handlers?: Record<string, HostHandler>;
   /**
@@ -1038,6 +1081,22 @@ export class PluginHost {
     return out;
   }
 
+  /**
+   * Whether every plugin's {@linkcode Plugin.canCall} lets `caller` call
+   * `model` (a throw: no); `true` when none has one.
+   */
+  canCall(model: string, caller: string | undefined): boolean {
+    for (const p of this.#plugins) {
+      if (typeof p.canCall !== "function") continue;
+      try {
+        if (p.canCall(model, caller) !== true) return false;
+      } catch {
+        return false;
+      }
+    }
+    return true;
+  }
+
   /** The {@linkcode Plugin.metrics} of every plugin, in order (a throwing one's are left out). */
   metrics(): PluginMetric[] {
     const out: PluginMetric[] = [];
@@ -1233,11 +1292,18 @@ export class PluginHost {
       if (own === undefined) continue;
       for (const [cmd, handler] of Object.entries(own)) {
         out[cmd] = (args, call) =>
-          handler.call(own, args, {
-            worker,
-            session: call.session,
-            signal: call.signal,
-          });
+          handler.call(
+            own,
+            args,
+            call.callers === undefined
+              ? { worker, session: call.session, signal: call.signal }
+              : {
+                worker,
+                session: call.session,
+                signal: call.signal,
+                callers: call.callers,
+              },
+          );
       }
     }
     return out;

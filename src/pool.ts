@@ -2694,6 +2694,20 @@ export class Pool implements AsyncDisposable {
   }
 
   /**
+   * Whether the plugins let `caller` call `model` (`Plugin.canCall`: every
+   * one that has it says yes): what the gateway shows that caller of the
+   * models. `true` without such a plugin. Refuses no call itself.
+   *
+   * @example
+   * ```ts ignore
+   * const shown = pool.status().models.filter((m) => pool.canCall(m.name, caller));
+   * ```
+   */
+  canCall(model: string, caller: string | undefined): boolean {
+    return this.#plugins.canCall(model, caller);
+  }
+
+  /**
    * The metrics model code recorded with `pyproxy.metrics` (docs/models.md,
    * "Metrics"), a copy: counters and histograms summed over the workers
    * and their restarts, gauges per worker, and the updates dropped by the

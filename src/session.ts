@@ -325,6 +325,10 @@ export class Session implements AsyncDisposable {
       (id, ok, payload) => this.#reply(id, ok, payload),
       this.#logger,
       integers === "bigint",
+      (call) => {
+        const pending = this.#pending.get(call);
+        return pending === undefined ? undefined : requestCallers(pending.args);
+      },
     );
     const middleware = options.middleware ?? [];
     this.#outgoing = middleware.filter((m) => typeof m.outgoing === "function");
@@ -1613,4 +1617,19 @@ const HEX = /^[0-9a-f]*$/;
 function macMatches(mac: unknown, expected: Buffer): boolean {
   return typeof mac === "string" && mac.length === expected.length * 2 &&
     HEX.test(mac) && timingSafeEqual(Buffer.from(mac, "hex"), expected);
+}
+
+/**
+ * Who made a request, from its arguments as sent: an `executeBatch`'s
+ * `callers` (each a string or `null`), else its `caller` as a list of one
+ * (`[null]` without one: an eval, a call of no caller's).
+ */
+function requestCallers(
+  args: Record<string, unknown> | undefined,
+): readonly (string | null)[] {
+  const callers = args?.callers;
+  if (Array.isArray(callers)) {
+    return callers.map((c) => typeof c === "string" ? c : null);
+  }
+  return [typeof args?.caller === "string" ? args.caller : null];
 }

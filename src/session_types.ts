@@ -328,6 +328,14 @@ export interface HandlerCall {
   id: number;
   /** Aborted when the call is cancelled or the session closes. */
   signal: AbortSignal;
+  /**
+   * Who made the call whose code sent the command (its `call`, protocol
+   * §7): that request's `caller` as a list of one (`[null]` without one),
+   * an `executeBatch`'s `callers`. Absent when the command names no call
+   * (a server of before, code run outside a call) or one this side no
+   * longer awaits.
+   */
+  callers?: readonly (string | null)[];
 }
 
 /**

@@ -496,3 +496,145 @@ Deno.test("ChannelHub, full, forgets a tenant's own idle channel for its new one
     hub.close();
   }
 });
+
+Deno.test("ChannelHub's publishRefusal tells a tenant's new channel past its bound before a publish, and a publish with tenantBounds: false is held to none of the tenant's bounds", () => {
+  const hub = new ChannelHub({
+    tenantOf: (name) => /^(a|b)\./.exec(name)?.[1],
+    tenantMaxChannels: 1,
+    tenantMaxHistoryBytes: 100,
+  });
+  try {
+    assert.equal(hub.publishRefusal("a.one"), undefined);
+    const sub = hub.subscribe("a.one");
+    // At its bound, all with subscribers: a new one is refused; an existing
+    // one, another tenant's, no one's, or the operator's, is not.
+    assert.equal(hub.publishRefusal("a.two")?.name, "ChannelLimitError");
+    assert.throws(() => hub.publish("a.two", 1), { name: "ChannelLimitError" });
+    assert.equal(hub.publishRefusal("a.one"), undefined);
+    assert.equal(hub.publishRefusal("b.one"), undefined);
+    assert.equal(hub.publishRefusal("news"), undefined);
+    assert.equal(
+      hub.publishRefusal("a.two", { tenantBounds: false }),
+      undefined,
+    );
+    hub.publish("a.one", "mine");
+    // The operator's messages (60 characters each) go past a's 100 without
+    // pushing a's own out, and are forgotten by the hub's bounds only.
+    const big = "x".repeat(58);
+    for (let i = 0; i < 5; i++) {
+      hub.publish("a.two", big, { tenantBounds: false });
+    }
+    const history = new Map(
+      hub.list().map((ch) => [ch.name, ch.history.map((m) => m.data)]),
+    );
+    assert.deepEqual(history.get("a.one"), ["mine"]);
+    assert.equal(history.get("a.two")?.length, 5);
+    // a's own publishes still count: its 100 hold one more of 60, not two.
+    hub.publish("a.one", big);
+    hub.publish("a.one", big);
+    assert.deepEqual(
+      hub.list().find((ch) => ch.name === "a.one")?.history.map((m) => m.data),
+      [big],
+    );
+    sub.close();
+  } finally {
+    hub.close();
+  }
+});
+
+Deno.test("ChannelHub, full of channels with subscribers, has the holder of the most give one up (its subscribers dropped with a notice) to a tenant or the operator holding fewer: N holders keep maxChannels / N each", async () => {
+  const hub = new ChannelHub({
+    maxChannels: 10,
+    tenantMaxChannels: 5,
+    tenantOf: (name) => /^([abc])\./.exec(name)?.[1],
+  });
+  try {
+    const subs = new Map<string, ReturnType<ChannelHub["subscribe"]>>();
+    const subscribe = (name: string) => subs.set(name, hub.subscribe(name));
+    // a and b at their share take the whole hub.
+    for (const t of ["a", "b"]) {
+      for (let i = 0; i < 5; i++) subscribe(`${t}.${i}`);
+    }
+    // c: room is made from the largest holder, down to an even share.
+    subscribe("c.0");
+    subscribe("c.1");
+    subscribe("c.2");
+    assert.throws(() => hub.subscribe("c.3"), RangeError, "c at its share");
+    const count = (t: string) =>
+      hub.list().filter((ch) => ch.name.startsWith(`${t}.`)).length;
+    assert.deepEqual([count("a"), count("b"), count("c")], [3, 4, 3]);
+    // The dropped subscribers were told (a's least recently used first).
+    const dropped = (await subs.get("a.0")!.next()).value;
+    assert.equal(dropped?.type, "dropped");
+    assert.match(
+      (dropped as { reason: string }).reason,
+      /^channel forgotten: the hub's 10 channels all have subscribers/,
+    );
+    // The operator's channel too (before: refused, as c's were).
+    subscribe("news");
+    assert.deepEqual([count("a"), count("b"), count("c")], [3, 3, 3]);
+  } finally {
+    hub.close();
+  }
+});
+
+Deno.test("ChannelHub past maxHistoryBytes forgets the history of the holder of the most first, not the oldest of anyone's: a small tenant's and the operator's messages stay", () => {
+  const hub = new ChannelHub({
+    maxHistoryBytes: 1000,
+    // Above the hub's: the hub's bound is the one reached.
+    tenantMaxHistoryBytes: 5000,
+    tenantOf: (name) => /^([ab])\./.exec(name)?.[1],
+  });
+  try {
+    hub.publish("b.keep", { b: 1 });
+    hub.publish("news", { op: 1 });
+    const big = "x".repeat(90);
+    for (let i = 0; i < 30; i++) hub.publish("a.flood", { i, big });
+    const history = new Map(
+      hub.list().map((ch) => [ch.name, ch.history.map((m) => m.data)]),
+    );
+    assert.deepEqual(history.get("b.keep"), [{ b: 1 }]);
+    assert.deepEqual(history.get("news"), [{ op: 1 }]);
+    // a's newest, within what the others leave of the 1000.
+    const flood = history.get("a.flood") as { i: number }[];
+    assert.equal(flood.at(-1)?.i, 29);
+    assert.ok(flood.length >= 8 && flood.length < 11, String(flood.length));
+    assert.ok(hub.historyBytes <= 1000);
+  } finally {
+    hub.close();
+  }
+});
+
+Deno.test("ChannelHub's defaults: 10 tenants at their 100 channels with subscribers fill the hub's 1000, and an 11th tenant and the operator still get an even share (1000 / 12 each at least)", () => {
+  const ids = Array.from({ length: 11 }, (_, i) => `t${i}`);
+  const hub = new ChannelHub({
+    tenantOf: (name) => /^(t\d+)\./.exec(name)?.[1],
+  });
+  try {
+    const fill = (prefix: string, max: number): number => {
+      let n = 0;
+      try {
+        while (n < max) hub.subscribe(`${prefix}${n++}`);
+      } catch (err) {
+        if (!(err instanceof RangeError)) throw err;
+        n--;
+      }
+      return n;
+    };
+    for (const id of ids.slice(0, 10)) assert.equal(fill(`${id}.c`, 100), 100);
+    const late = fill("t10.c", 100);
+    const operator = fill("news", 1000);
+    const held = (t: string) =>
+      hub.list().filter((ch) => ch.name.startsWith(`${t}.`)).length;
+    const shares = ids.map(held);
+    assert.equal(hub.list().length, 1000);
+    assert.ok(late >= Math.floor(1000 / 12), `the 11th tenant got ${late}`);
+    assert.ok(
+      operator >= Math.floor(1000 / 12),
+      `the operator got ${operator}`,
+    );
+    assert.ok(shares.every((n) => n >= Math.floor(1000 / 12)), String(shares));
+  } finally {
+    hub.close();
+  }
+});

@@ -8,7 +8,8 @@ import type { ModelCall, Plugin } from "../src/plugin.ts";
 import { ModelHTTPError } from "../src/errors.ts";
 import { tokenId } from "../src/gateway/security.ts";
 import { startGateway } from "./_gateway_harness.ts";
-import { waitFor } from "./_harness.ts";
+import { tempDir, waitFor } from "./_harness.ts";
+import { bearer, OPERATOR, TENANT_A } from "./_tenants.ts";
 
 Deno.test("Gateway: a call held by a plugin's hung async onCall past ?timeout= is a 504 naming the plugin (waited: plugin), not a wait for hookTimeout", async () => {
   const release: Array<() => void> = [];
@@ -37,6 +38,100 @@ Deno.test("Gateway: a call held by a plugin's hung async onCall past ?timeout= i
   } finally {
     for (const r of release) r();
   }
+});
+
+Deno.test("Gateway: a tenant's token reads a call held by a plugin's onCall past its timeout without the plugin's name and the operator's settings (the operator's names them)", async () => {
+  await using dir = await tempDir("pyproxy-call-hooks-tenant-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT_A} tenant\n`, {
+    mode: 0o600,
+  });
+  const release: Array<() => void> = [];
+  const hang: Plugin = {
+    name: "slowquota",
+    async onCall(call) {
+      if ((call.msg as { hang?: boolean } | null)?.hang === true) {
+        await new Promise<void>((resolve) => release.push(resolve));
+      }
+    },
+  };
+  await using gw = await startGateway(
+    { tokenFile, limits: { requestTimeout: 400 } },
+    {},
+    { plugins: [hang] },
+  );
+  try {
+    const held = async (token: string, query: string) => {
+      const res = await gw.fetch(`/v1/models/echo/execute${query}`, {
+        method: "POST",
+        body: JSON.stringify({ hang: true }),
+        headers: bearer(token),
+      });
+      const body = await res.json();
+      assert.equal(res.status, 504, JSON.stringify(body));
+      assert.equal(body.error.type, "TimeoutError");
+      assert.equal(body.error.waited, "plugin");
+      return body.error.message as string;
+    };
+    const tenant = await held(TENANT_A, "?timeout=200");
+    assert.equal(
+      tenant,
+      "Cannot run model 'echo': no answer within 200 ms, the request's ?timeout=; it waited all that time in the gateway and was never sent to the model (safe to retry)",
+    );
+    // The model's own timeout (no ?timeout=): named as such, no setting.
+    const own = await held(TENANT_A, "");
+    assert.doesNotMatch(
+      own,
+      /slowquota|plugin|limits\.|serve --|pyproxy\.json/,
+    );
+    assert.match(
+      own,
+      /^Cannot run model 'echo': no answer within \d+ ms, the model's timeout; /,
+    );
+    // The operator's token: the plugin and the setting, as before.
+    assert.match(
+      await held(OPERATOR, "?timeout=200"),
+      /the onCall hook of plugin 'slowquota' and was never sent$/,
+    );
+  } finally {
+    for (const r of release) r();
+  }
+});
+
+Deno.test("Gateway: a tenant's token reads a plugin's failed onCall (a bug's error) without the plugin's name, its hook and what its error said (the operator's names them)", async () => {
+  await using dir = await tempDir("pyproxy-call-hooks-tenant-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT_A} tenant\n`, {
+    mode: 0o600,
+  });
+  const broken: Plugin = {
+    name: "quotadb",
+    onCall() {
+      throw new Error("connect ECONNREFUSED 10.0.3.7:6379");
+    },
+  };
+  await using gw = await startGateway({ tokenFile }, {}, {
+    plugins: [broken],
+  });
+  const failed = async (token: string) => {
+    const res = await gw.fetch("/v1/models/echo/execute", {
+      method: "POST",
+      body: "{}",
+      headers: bearer(token),
+    });
+    const body = await res.json();
+    assert.equal(res.status, 500, JSON.stringify(body));
+    assert.equal(body.error.type, "PluginError");
+    return body.error.message as string;
+  };
+  assert.equal(
+    await failed(TENANT_A),
+    "Cannot complete call: the gateway failed it (an internal error, in the operator's log)",
+  );
+  assert.match(
+    await failed(OPERATOR),
+    /plugin 'quotadb'.*ECONNREFUSED 10\.0\.3\.7/,
+  );
 });
 
 Deno.test("Gateway: every model route's call reaches onCall once (execute, stream, /v2 infer, :predict)", async () => {

@@ -432,6 +432,49 @@ Deno.test("createGateway answers /healthz with 503 when no worker is ready", asy
   });
 });
 
+Deno.test("createGateway tells /healthz's workers' counts only to an operator's token where tokens are set (a probe without one, or a tenant's token, reads its status); without tokens, to all", async () => {
+  const operator = "9f1c6ad2e07b4b3c8e5d1a6f2b7c9e04";
+  const tenant = "4a8e2c7f1b9d3e6a0c5f8b2d7e1a4c9f";
+  const app = createGateway(stubPool(), {
+    token: [operator, tenant],
+    tenantToken: [tenant],
+    port: () => 8000,
+  });
+  const health = async (headers: Record<string, string> = {}) => {
+    const res = await app.fetch(req("/healthz", { headers }));
+    assert.equal(res.status, 200);
+    return await res.json();
+  };
+  assert.deepEqual(await health(), { status: "ok" });
+  assert.deepEqual(
+    await health({ authorization: "Bearer not-a-token-of-this-gateway" }),
+    { status: "ok" },
+  );
+  assert.deepEqual(
+    await health({ authorization: `Bearer ${tenant}` }),
+    { status: "ok" },
+  );
+  assert.deepEqual(
+    await health({ authorization: `Bearer ${operator}` }),
+    { status: "ok", ready: 1, workers: 1 },
+  );
+  // Not ready: the status still tells a load balancer (503).
+  const down = createGateway(stubPool(false), {
+    token: operator,
+    port: () => 8000,
+  });
+  const res = await down.fetch(req("/healthz"));
+  assert.equal(res.status, 503);
+  assert.deepEqual(await res.json(), { status: "unavailable" });
+  // No token at all: every route is open, the counts too.
+  const open = createGateway(stubPool(), { port: () => 8000 });
+  assert.deepEqual(await (await open.fetch(req("/healthz"))).json(), {
+    status: "ok",
+    ready: 1,
+    workers: 1,
+  });
+});
+
 Deno.test("createGateway answers /healthz with 503 draining and other routes with 503 Retry-After while draining", async () => {
   const drain = new AbortController();
   const app = createGateway(stubPool(), {

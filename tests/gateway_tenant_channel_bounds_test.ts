@@ -22,6 +22,18 @@ import {
   TENANT_PUBLISHER,
 } from "./_tenants.ts";
 
+/** Counts its calls (one worker: every call reaches the same instance). */
+const COUNT: Record<string, string> = {
+  "count.py": `class Count:
+    def __init__(self):
+        self.calls = 0
+
+    def execute(self, msg):
+        self.calls += 1
+        return {"calls": self.calls}
+`,
+};
+
 async function tokenFileIn(dir: string): Promise<string> {
   const path = `${dir}/tokens`;
   await Deno.writeTextFile(
@@ -49,7 +61,7 @@ Deno.test("serve bounds a tenant's channels and their subscribers (429 ChannelLi
     await using gw = await startGateway({
       tokenFile,
       channels: { tenantMaxChannels: 3, tenantMaxSubscribers: 4 },
-    }, TENANT_PUBLISHER);
+    }, { ...TENANT_PUBLISHER, ...COUNT });
     const subs: SseReader[] = [];
     const subscribe = async (channel: string, token: string) => {
       const res = await gw.fetch(`/v1/channels/${channel}`, {
@@ -80,15 +92,27 @@ Deno.test("serve bounds a tenant's channels and their subscribers (429 ChannelLi
       );
       assert.equal(posted.status, 429);
       assert.match(posted.message, /tenantMaxChannels/);
-      // An execute's ?publish=: the call runs, its publish is refused.
+      // An execute's ?publish=: refused before its model runs (before
+      // tenants30 the call ran, and its result was lost to the 429).
       const executed = await refusal(
-        await gw.fetch(`/v1/models/echo/execute?publish=${A}.c4`, {
+        await gw.fetch(`/v1/models/count/execute?publish=${A}.c4`, {
           method: "POST",
           body: '{"x":1}',
           headers: bearer(TENANT_A),
         }),
       );
       assert.equal(executed.type, "ChannelLimitError");
+      assert.match(executed.message, /tenantMaxChannels 3/);
+      const counted = await gw.fetch("/v1/models/count/execute", {
+        method: "POST",
+        body: "{}",
+        headers: bearer(TENANT_A),
+      });
+      assert.deepEqual(
+        await counted.json(),
+        { calls: 1 },
+        "the model ran once",
+      );
       // A model's host.publish for the tenant: HostError, as any refusal.
       const hosted = await gw.fetch("/v1/models/tenant_pub/execute", {
         method: "POST",
@@ -209,5 +233,67 @@ Deno.test("serve keeps a tenant's history within its share (its own oldest forgo
     assert.equal(after.has(`${A}.flood`), false);
     assert.deepEqual(after.get(`${A}.third`), [{ i: 101 }]);
     assert.deepEqual(after.get(`${B}.keep`), [{ b: 1 }]);
+  });
+});
+
+Deno.test("serve holds the operator's publishes to a tenant's channel to none of the tenant's bounds (a new channel past its share, history not counted in its share), and a tenant's own publishes still are", async () => {
+  await using dir = await tempDir("pyproxy-tenant-bounds-test-");
+  const tokenFile = await tokenFileIn(dir.path);
+  await withLogs(async () => {
+    await using gw = await startGateway({
+      tokenFile,
+      channels: { tenantMaxChannels: 1, tenantMaxHistoryBytes: 2000 },
+    });
+    const publish = (channel: string, token: string, data: unknown) =>
+      gw.fetch(`/v1/channels/${channel}`, {
+        method: "POST",
+        body: JSON.stringify(data),
+        headers: bearer(token),
+      });
+    const subs: SseReader[] = [];
+    try {
+      // A's one channel, with a subscriber: its share is used.
+      const res = await gw.fetch(`/v1/channels/${A}.own`, {
+        headers: bearer(TENANT_A),
+      });
+      assert.equal(res.status, 200);
+      subs.push(new SseReader(res.body!));
+      const kept = await publish(`${A}.own`, TENANT_A, { mine: 1 });
+      assert.equal(kept.status, 200);
+      await kept.body?.cancel();
+      // A's own new channel: refused, as before.
+      const refused = await publish(`${A}.more`, TENANT_A, { x: 1 });
+      assert.equal(refused.status, 429);
+      await refused.body?.cancel();
+      // The operator's new channel of A's: made (before: 429), for A's page.
+      const big = "x".repeat(500);
+      for (let i = 0; i < 10; i++) {
+        const op = await publish(`${A}.notice`, OPERATOR, { i, big });
+        assert.equal(op.status, 200, `the operator's publish ${i}`);
+        await op.body?.cancel();
+      }
+      // A ?publish= of the operator's: its call runs and publishes.
+      const executed = await gw.fetch(
+        `/v1/models/echo/execute?publish=${A}.result`,
+        { method: "POST", body: '{"x":1}', headers: bearer(OPERATOR) },
+      );
+      assert.equal(executed.status, 200);
+      await executed.body?.cancel();
+      const list = await gw.fetch("/v1/channels?history=50", {
+        headers: bearer(OPERATOR),
+      });
+      const history = new Map<string, unknown[]>(
+        (await list.json()).channels.map((
+          ch: { name: string; history: { data: unknown }[] },
+        ) => [ch.name, ch.history.map((m) => m.data)]),
+      );
+      // The operator's ~5 KB on A's channels pushed none of A's own out of
+      // its 2000 (before: A's message went first).
+      assert.deepEqual(history.get(`${A}.own`), [{ mine: 1 }]);
+      assert.equal(history.get(`${A}.notice`)?.length, 10);
+      assert.equal(history.get(`${A}.result`)?.length, 1);
+    } finally {
+      for (const sub of subs) await sub.cancel();
+    }
   });
 });

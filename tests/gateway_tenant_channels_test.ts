@@ -324,3 +324,104 @@ Deno.test("serve refuses a subscription past a tenant's share of the hub (its 10
     for (const sub of subs) await sub.cancel();
   }
 });
+
+/** Publishes to the channel its input names (a tenant's input steers it). */
+const NAMED_PUBLISHER: Record<string, string> = {
+  "named_pub.py": `from pyproxy import host, HostError
+
+
+class NamedPub:
+    def execute(self, msg):
+        try:
+            return host.publish(msg["channel"], msg["data"])
+        except HostError as exc:
+            return {"refused": exc.remote_type, "message": exc.remote_message}
+`,
+  "named_batch.py": `from pyproxy import host, HostError
+
+
+class NamedBatch:
+    batch_size = 4
+    batch_delay_ms = 200
+
+    def execute_batch(self, msgs):
+        out = []
+        for msg in msgs:
+            try:
+                out.append(host.publish(msg["channel"], msg["data"]))
+            except HostError as exc:
+                out.append({"refused": exc.remote_type, "message": exc.remote_message})
+        return out
+`,
+};
+
+Deno.test("serve confines a model's host.publish in a tenant's call to that tenant's channels (another tenant's, or one of no one's: ChannelAccessError), batches to their callers', and leaves the operator's calls every channel", async () => {
+  await using dir = await tempDir("pyproxy-tenant-channels-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await writeTokens(
+    tokenFile,
+    `${OPERATOR}\n${TENANT_A} tenant\n${TENANT_B} tenant\n`,
+  );
+  await withLogs(async () => {
+    await using gw = await startGateway({ tokenFile }, NAMED_PUBLISHER);
+    const run = async (
+      model: string,
+      token: string,
+      channel: string,
+      data: unknown,
+    ) => {
+      const res = await gw.fetch(`/v1/models/${model}/execute`, {
+        method: "POST",
+        body: JSON.stringify({ channel, data }),
+        headers: bearer(token),
+      });
+      assert.equal(res.status, 200, `${model} ${channel}`);
+      return await res.json();
+    };
+    // A's call steered to B's channel, or to a shared one: refused.
+    for (const channel of [`${B}.events`, "news"]) {
+      const refused = await run("named_pub", TENANT_A, channel, { forged: 1 });
+      assert.equal(refused.refused, "ChannelAccessError", channel);
+      assert.match(
+        refused.message,
+        /^Cannot publish to channel "[^"]+": the call is a tenant's/,
+      );
+      assert.ok(refused.message.includes(A), refused.message);
+      // The channel it asked for, then its own id and the rule.
+      const rule = refused.message.slice(
+        `Cannot publish to channel "${channel}"`.length,
+      );
+      assert.ok(!rule.includes(B), "nothing of B");
+    }
+    // Its own: published.
+    assert.equal(
+      (await run("named_pub", TENANT_A, `${A}.events`, { own: 1 })).channel,
+      `${A}.events`,
+    );
+    // The operator's call: any channel, B's too.
+    for (const channel of [`${B}.events`, "news"]) {
+      const op = await run("named_pub", OPERATOR, channel, { op: 1 });
+      assert.equal(op.channel, channel);
+    }
+    // A batch of A's call and B's: each reaches its own, neither the other's
+    // (a batch may publish to its callers' channels; no one's is refused).
+    const [a, b] = await Promise.all([
+      run("named_batch", TENANT_A, `${A}.batch`, { a: 1 }),
+      run("named_batch", TENANT_B, "news", { b: 1 }),
+    ]);
+    assert.equal(a.channel, `${A}.batch`);
+    assert.equal(b.refused, "ChannelAccessError");
+    // What the channels hold: nothing A forged.
+    const list = await gw.fetch("/v1/channels?history=50", {
+      headers: bearer(OPERATOR),
+    });
+    const history = new Map<string, unknown[]>(
+      (await list.json()).channels.map((
+        ch: { name: string; history: { data: unknown }[] },
+      ) => [ch.name, ch.history.map((m) => m.data)]),
+    );
+    assert.deepEqual(history.get(`${B}.events`), [{ op: 1 }]);
+    assert.deepEqual(history.get("news"), [{ op: 1 }]);
+    assert.deepEqual(history.get(`${A}.events`), [{ own: 1 }]);
+  });
+});

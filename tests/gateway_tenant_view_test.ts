@@ -8,6 +8,8 @@
 import assert from "node:assert/strict";
 import { ModelUnavailableError, OverloadedError } from "../src/errors.ts";
 import { createGateway } from "../src/gateway/app.ts";
+import { tokenId } from "../src/gateway/security.ts";
+import type { Plugin } from "../src/plugin.ts";
 import { tenantError, tenantModelView } from "../src/gateway/_tenant_view.ts";
 import type { GatewayPool } from "../src/gateway/gateway_pool.ts";
 import { tempDir } from "./_harness.ts";
@@ -478,4 +480,81 @@ Deno.test("serve shows a tenant's token a placed model's 503 for want of a ready
     (await operator.json()).error.message,
     /no worker of model 'one' is ready \(it is placed on w\d failed\)$/,
   );
+});
+
+Deno.test("serve shows a token only the models a plugin's canCall lets it call (GET /v1/models, /openapi.json; the descriptions of another, /v1 and /v2: 404 as a model that is not there); the operator's every model", async () => {
+  await using dir = await tempDir("pyproxy-tenant-view-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT} tenant\n`, {
+    mode: 0o600,
+  });
+  const tenantId = tokenId(TENANT);
+  const allow: Record<string, string[]> = { [tenantId]: ["echo"] };
+  const access: Plugin = {
+    name: "access",
+    // The operator's token: every model; a tenant's: its list.
+    canCall: (model, caller) =>
+      caller === undefined || allow[caller] === undefined ||
+      allow[caller].includes(model),
+  };
+  await using gw = await startGateway(
+    {
+      tokenFile,
+      models: [
+        { name: "echo", file: "echo.py" },
+        { name: "doubler", file: "doubler.py" },
+      ],
+    },
+    {},
+    { plugins: [access] },
+  );
+  const names = async (token: string) => {
+    const res = await gw.fetch("/v1/models", { headers: bearer(token) });
+    assert.equal(res.status, 200);
+    return ((await res.json()).models as { name: string }[])
+      .map((m) => m.name).sort();
+  };
+  assert.deepEqual(await names(TENANT), ["echo"]);
+  assert.deepEqual(await names(OPERATOR), ["doubler", "echo"]);
+  const one = async (token: string, name: string) => {
+    const res = await gw.fetch(`/v1/models/${name}`, {
+      headers: bearer(token),
+    });
+    return { status: res.status, body: await res.json() };
+  };
+  const hidden = await one(TENANT, "doubler");
+  assert.equal(hidden.status, 404);
+  assert.equal(hidden.body.error.type, "ModelNotFoundError");
+  assert.equal(hidden.body.error.message, "Cannot find model 'doubler'");
+  assert.equal((await one(TENANT, "echo")).status, 200);
+  assert.equal((await one(OPERATOR, "doubler")).status, 200);
+  // Its other descriptions: 404 alike (the /v2 ones in their own shape).
+  for (
+    const path of [
+      "/v1/models/doubler/metadata",
+      "/v1/models/doubler/versions/1",
+      "/v2/models/doubler",
+      "/v2/models/doubler/ready",
+      "/v2/models/doubler/config",
+      "/v2/models/doubler/versions/1",
+    ]
+  ) {
+    const res = await gw.fetch(path, { headers: bearer(TENANT) });
+    assert.equal(res.status, 404, path);
+    await res.body?.cancel();
+    const op = await gw.fetch(path, { headers: bearer(OPERATOR) });
+    assert.notEqual(op.status, 404, `the operator's ${path}`);
+    await op.body?.cancel();
+  }
+  // /openapi.json: the paths of the models it may call only.
+  const paths = async (token: string) => {
+    const res = await gw.fetch("/openapi.json", { headers: bearer(token) });
+    return Object.keys((await res.json()).paths);
+  };
+  const tenantPaths = await paths(TENANT);
+  assert.ok(tenantPaths.some((p) => p.includes("/echo")), "echo's paths");
+  assert.ok(!tenantPaths.some((p) => p.includes("doubler")), "no doubler");
+  assert.ok((await paths(OPERATOR)).some((p) => p.includes("doubler")));
+  // Again (a document kept for another token is not answered).
+  assert.ok(!(await paths(TENANT)).some((p) => p.includes("doubler")));
 });

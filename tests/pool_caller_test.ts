@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Pool } from "../src/pool.ts";
+import type { Plugin } from "../src/plugin.ts";
 import { tokenId } from "../src/gateway/security.ts";
 import { modelsDir, PidTracker, poolOptions } from "./_pool_harness.ts";
 import { startGateway } from "./_gateway_harness.ts";
@@ -106,4 +107,63 @@ Deno.test("serve: a model reads the id of the token that let its call in (host.c
   });
   const text = await stream.text();
   assert.match(text, new RegExp(`data: "${tokenId(B)}"`), text);
+});
+
+const ASKS_HOST = `
+from pyproxy import host
+
+class AsksHost:
+    def execute(self, msg):
+        return host.call("who.host")
+`;
+
+const ASKS_HOST_BATCHED = `
+from pyproxy import host
+
+class AsksHostBatched:
+    batch_size = 8
+    batch_delay_ms = 20
+
+    def execute_batch(self, msgs):
+        seen = host.call("who.host")
+        return [{"seen": seen, "n": len(msgs)} for _ in msgs]
+`;
+
+Deno.test("Pool: a host handler reads who made the call whose code sent the command (call.callers: its caller as a list of one, a batch's callers), from the call the server names (protocol §7)", async () => {
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  try {
+    const who: Plugin = {
+      name: "who",
+      handlers: { "who.host": (_args, call) => call.callers ?? "unknown" },
+    };
+    await using pool = await Pool.start({
+      ...poolOptions(dir.path, { workers: 1 }),
+      plugins: [who],
+    });
+    pids.watch(pool);
+    await pool.addModel("asks", { source: ASKS_HOST });
+    await pool.addModel("asks_batched", { source: ASKS_HOST_BATCHED });
+    assert.deepEqual(await pool.execute("asks", {}, { caller: "t-1" }), [
+      "t-1",
+    ]);
+    assert.deepEqual(await pool.execute("asks", {}), [null]);
+    const results = await Promise.all(
+      Array.from(
+        { length: 6 },
+        (_, x) =>
+          pool.execute("asks_batched", { x }, { caller: `c${x}` }) as Promise<
+            { seen: string[]; n: number }
+          >,
+      ),
+    );
+    for (const [x, r] of results.entries()) {
+      // Its batch's callers, its own among them.
+      assert.equal(r.seen.length, r.n);
+      assert.ok(r.seen.includes(`c${x}`), JSON.stringify(r));
+    }
+    assert.ok(results.some((r) => r.n > 1), "some calls were batched");
+  } finally {
+    await pids.assertGone();
+  }
 });

@@ -327,6 +327,11 @@ class Connection(asyncio.BufferedProtocol):
         spill = self.spill
         blobs = None
         message = {"id": rid, "cmd": cmd, "args": args}
+        if call is not None:
+            # The call whose code sends it (protocol §7): the host holds who
+            # made that call, and confines what it may do for them (a
+            # tenant's call publishes to that tenant's channels only).
+            message["call"] = call.id
         try:
             data = _encode_pieces(message)
         except (TypeError, ValueError, RecursionError) as exc:

@@ -372,7 +372,10 @@ class HostCallBytesTest(ServerTestCase):
             self.assertEqual([s["at"] for s in segments], [["args", "image"], ["args", "small"]])
             image = segments[0]
             self.assertEqual(content[image["offset"]:image["offset"] + image["length"]], data)
-            self.assertEqual(json.loads(content[:ref["json"]]), {"id": stub["id"], "cmd": "thumb", "args": {"image": None, "small": None}})
+            self.assertEqual(
+                json.loads(content[:ref["json"]]),
+                {"id": stub["id"], "cmd": "thumb", "args": {"image": None, "small": None}, "call": c._next},
+            )
             # Below the threshold: inline, as base64.
             reply = self.run_model(c, {"small": b64(b"s")}, [["small"]])
             self.assertEqual(c.host_requests[-1]["$bytes"], [["args", "small"]])

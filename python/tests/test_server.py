@@ -864,7 +864,8 @@ class HostCallTest(ServerTestCase):
         c.call("addModel", name="c", file="caller.py")
         result = c.call("executeModel", name="c", msg={"op": "call", "name": "add", "args": {"a": 2, "b": 3}})
         self.assertEqual(result, {"answer": 5})
-        self.assertEqual(c.host_requests[0], {"id": 1, "cmd": "add", "args": {"a": 2, "b": 3}})
+        # ``call``: the id of the executeModel whose code sent it (protocol §7).
+        self.assertEqual(c.host_requests[0], {"id": 1, "cmd": "add", "args": {"a": 2, "b": 3}, "call": c._next})
         c.call("executeModel", name="c", msg={"op": "call", "name": "add", "args": {"a": 0, "b": 0}})
         self.assertEqual(c.host_requests[1]["id"], 2)
 

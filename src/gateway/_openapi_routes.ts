@@ -78,11 +78,18 @@ const WORKER: JsonSchema = {
 
 const HEALTH: JsonSchema = {
   type: "object",
-  required: ["status", "ready", "workers"],
+  required: ["status"],
   properties: {
     status: { type: "string", enum: ["ok", "unavailable", "draining"] },
-    ready: { type: "integer" },
-    workers: { type: "integer" },
+    ready: {
+      type: "integer",
+      description:
+        "Workers ready: without tokens, or to an operator's token (not a tenant's) where they are set.",
+    },
+    workers: {
+      type: "integer",
+      description: "Workers in all: as `ready`.",
+    },
   },
 };
 
@@ -96,7 +103,7 @@ function systemPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
         tags: ["system"],
         summary: "Liveness and readiness",
         description:
-          "Needs no token and answers whatever the `Host` or `Origin` (load balancers probe by IP).",
+          "Needs no token and answers whatever the `Host` or `Origin` (load balancers probe by IP). Where tokens are set, the workers' counts (`ready`, `workers`) only to an operator's token.",
         ...(o.token ? { security: [] } : {}),
         responses: {
           "200": jsonResponse("At least one worker is ready.", HEALTH),

@@ -60,3 +60,67 @@ export function channelTenant(
   const id = name.slice(0, 16);
   return tenantIds.has(id) ? id : undefined;
 }
+
+/**
+ * Why a model's `host.publish` to `channel` is refused for the call its
+ * `callers` made (`undefined`: it may, and `bounded` tells whether the
+ * channel's tenant's bounds hold it). Without `tenantOfCaller` (no
+ * tenants) any channel. A call of no tenant's (the operator's, or of no
+ * caller) publishes anywhere, unbounded by a tenant's share. A tenant's
+ * call publishes only to the channels of its tenant, as its token does; a
+ * batch serving several callers, to those of its tenants, and to a
+ * channel of no one's only when an operator's call is among them. A
+ * command of an unknown call (a server of before, code the call left
+ * running): no tenant's channel.
+ *
+ * @example
+ * ```ts
+ * import { modelPublishRefusal } from "./_tenant_channels.ts";
+ * const hub = {
+ *   tenantOf: (name: string) => name.slice(0, 1),
+ *   tenantOfCaller: (caller: string) => caller,
+ * };
+ * console.log(modelPublishRefusal(hub, "a.events", ["a"]).refusal); // undefined
+ * console.log(modelPublishRefusal(hub, "b.events", ["a"]).refusal !== undefined); // true
+ * ```
+ */
+export function modelPublishRefusal(
+  hub: {
+    tenantOf: ((channel: string) => string | undefined) | undefined;
+    tenantOfCaller: ((caller: string) => string | undefined) | undefined;
+  },
+  channel: string,
+  callers: readonly (string | null)[] | undefined,
+): { refusal?: string; bounded: boolean } {
+  const tenantOfCaller = hub.tenantOfCaller;
+  if (tenantOfCaller === undefined) return { bounded: true };
+  const owner = hub.tenantOf?.(channel);
+  if (callers === undefined) {
+    return owner === undefined ? { bounded: true } : {
+      refusal:
+        "a tenant's channel, and the call that sent it is unknown (a server that does not send a host command's call: protocol §7)",
+      bounded: true,
+    };
+  }
+  const tenants = new Set<string>();
+  let operator = false;
+  for (const caller of callers) {
+    const tenant = caller === null ? undefined : tenantOfCaller(caller);
+    if (tenant === undefined) operator = true;
+    else tenants.add(tenant);
+  }
+  if (tenants.size === 0) return { bounded: false };
+  if (owner !== undefined ? tenants.has(owner) : operator) {
+    return { bounded: true };
+  }
+  const ids = [...tenants];
+  return {
+    refusal:
+      `the call is a tenant's (its token marked "tenant"), whose model publishes only to the channels named by its id: ${
+        ids[0]
+      }, or starting with it (${ids[0]}.events)${
+        ids.length > 1 ? ` (this batch: ${ids.slice(1).join(", ")} too)` : ""
+      }`,
+    bounded: true,
+  };
+}

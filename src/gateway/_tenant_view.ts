@@ -15,8 +15,11 @@ import {
   ModelUnavailableError,
   NoWorkerError,
   OverloadedError,
+  PluginError,
+  TimeoutError,
   WorkerCrashedError,
 } from "../errors.ts";
+import { tenantTimeout } from "./_timeout_explained.ts";
 import type { ModelConfig } from "./_inference_model_config.ts";
 import type { ModelView } from "./_model_view.ts";
 
@@ -28,7 +31,11 @@ import type { ModelView } from "./_model_view.ts";
  * (the other tenants' calls, by model: their activity); a model out of
  * service (503) without the workers it crashed and their exits; a placed
  * model's 503 for want of a ready worker without its workers and their
- * states; any other error as it is (a plugin's quota answers its own
+ * states; a timeout without the plugin that held the call and the
+ * operator's settings (`tenantTimeout`); a plugin's failure (a hook that
+ * threw a bug's error, or did not settle within `hookTimeout`) without
+ * the plugin, its hook and what it said; any other error as it is (a
+ * plugin's quota, a `PyProxyError` it throws on purpose, answers its own
  * words).
  *
  * @example
@@ -41,6 +48,8 @@ import type { ModelView } from "./_model_view.ts";
  */
 export function tenantError(err: unknown): unknown {
   if (err instanceof WorkerCrashedError) return tenantCrash(err);
+  if (err instanceof TimeoutError) return tenantTimeout(err);
+  if (err instanceof PluginError) return tenantPluginError(err);
   if (err instanceof NoWorkerError && err.details.workers !== undefined) {
     return tenantNoWorker(err);
   }
@@ -87,6 +96,23 @@ function tenantNoWorker(err: NoWorkerError): NoWorkerError {
         ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
       },
     },
+  );
+}
+
+/**
+ * A plugin's failure as a tenant reads it: the gateway failed it, or took
+ * too long, and the operator's log has the rest (the app logs every 500
+ * with its request id). Its message named the operator's plugin and hook
+ * and held what the hook's error said (a host, a query).
+ */
+function tenantPluginError(err: PluginError): PluginError {
+  const late = / did not settle within (\d+) ms/.exec(err.message);
+  return new PluginError(
+    late === null
+      ? "Cannot complete call: the gateway failed it (an internal error, in the operator's log)"
+      : `Cannot complete call: the gateway did not finish its checks within ${
+        late[1]
+      } ms (an internal error, in the operator's log)`,
   );
 }
 

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { TimeoutError } from "../errors.ts";
+import { type PyProxyErrorOptions, TimeoutError } from "../errors.ts";
 import type { RouteContext } from "./route_context.ts";
 
 /**
@@ -80,6 +80,11 @@ export function explainedTimeout(
   const asking = timeoutParam === undefined ? NaN : Number(timeoutParam);
   // The call's whole timeout, as callTimeout gave it.
   const ms = asking < limit ? asking : limit;
+  // A tenant's token reads no setting of the operator's (nor a plugin's
+  // name): the model's timeout, or its own ?timeout=.
+  const tenantSource = asking < limit
+    ? "the request's ?timeout="
+    : "the model's timeout";
   const source = asking < limit
     ? "the request's ?timeout="
     : own === undefined
@@ -88,23 +93,96 @@ export function explainedTimeout(
     ? `its class's timeout_ms (a "timeout" in its pyproxy.json entry or PUT body overrides it)`
     : `its "timeout" (its pyproxy.json entry or PUT body)`;
   if (itemsSent !== undefined) {
-    return new TimeoutError(
-      `Cannot complete the stream of ${model}: it ran ${ms} ms, the limit of a whole stream, ${source}; cancelled after ${itemsSent} ${
-        itemsSent === 1 ? "item" : "items"
-      }`,
+    const items = `cancelled after ${itemsSent} ${
+      itemsSent === 1 ? "item" : "items"
+    }`;
+    const stream =
+      `Cannot complete the stream of ${model}: it ran ${ms} ms, the limit of a whole stream`;
+    return new ExplainedTimeoutError(
+      `${stream}, ${source}; ${items}`,
+      `${stream}, ${tenantSource}; ${items}`,
       { cause: err, details: err.details },
     );
   }
-  return new TimeoutError(
-    `Cannot run ${model}: no answer within ${ms} ms, ${source}; ${
+  const start = `Cannot run ${model}: no answer within ${ms} ms`;
+  return new ExplainedTimeoutError(
+    `${start}, ${source}; ${
       how === "in the pool queue"
         ? "it waited all that time for a worker (each had limits.maxInFlightPerWorker calls running: more workers, or a faster model)"
         : how === "plugin"
         ? `it waited all that time for the onCall hook of plugin '${err.details.plugin}' and was never sent`
         : "the call was cancelled"
     }`,
+    `${start}, ${tenantSource}; ${
+      how === "in the pool queue"
+        ? "it waited all that time for a worker and never ran (safe to retry)"
+        : how === "plugin"
+        ? "it waited all that time in the gateway and was never sent to the model (safe to retry)"
+        : "the call was cancelled"
+    }`,
     // Its details too: where it waited (the 504's `waited`).
     { cause: err, details: err.details },
+  );
+}
+
+/**
+ * A model call's timeout as {@linkcode explainedTimeout} words it, with its
+ * words for a tenant's token (`tenantMessage`): the same model, time and
+ * outcome (never sent, safe to retry; cancelled), without what is the
+ * operator's: a plugin's name, the settings that chose the time
+ * (`limits.requestTimeout`, a model's `pyproxy.json` entry, its class's
+ * `timeout_ms`) and those a wait in the queue points at. Its name and code
+ * are `TimeoutError`'s. Internal.
+ *
+ * @example
+ * ```ts
+ * import { ExplainedTimeoutError } from "./_timeout_explained.ts";
+ * const err = new ExplainedTimeoutError("... plugin 'quota' ...", "... in the gateway ...");
+ * console.log(err.name, err.tenantMessage); // "TimeoutError" "... in the gateway ..."
+ * ```
+ */
+export class ExplainedTimeoutError extends TimeoutError {
+  /** The message a tenant's token reads. */
+  readonly tenantMessage: string;
+  /** Creates the error. */
+  constructor(
+    message: string,
+    tenantMessage: string,
+    options: PyProxyErrorOptions = {},
+  ) {
+    super(message, options);
+    this.tenantMessage = tenantMessage;
+  }
+}
+
+/**
+ * `err` (a `TimeoutError`) as a tenant's token reads it: an explained
+ * timeout's {@linkcode ExplainedTimeoutError.tenantMessage}; any other
+ * naming a plugin (`details.plugin`: a call its `onCall` held) without the
+ * plugin's name; the details without `plugin`. Before, a tenant read the
+ * name of the operator's plugin that held its call (a quota, an access
+ * check) and the gateway's settings.
+ *
+ * @example
+ * ```ts
+ * import { type PyProxyErrorOptions, TimeoutError } from "../errors.ts";
+ * import { tenantTimeout } from "./_timeout_explained.ts";
+ * const held = new TimeoutError("Cannot complete executeModel of model 'm': timed out after 200 ms waiting for the onCall hook of plugin 'quota' (it was never sent)", { details: { waited: "plugin", plugin: "quota" } });
+ * console.log(tenantTimeout(held).message); // "... waiting in the gateway (it was never sent)"
+ * ```
+ */
+export function tenantTimeout(err: TimeoutError): TimeoutError {
+  const { plugin: _, ...details } = err.details;
+  if (err instanceof ExplainedTimeoutError) {
+    return new TimeoutError(err.tenantMessage, { details });
+  }
+  if (err.details.plugin === undefined) return err;
+  return new TimeoutError(
+    err.message.replace(
+      / for the onCall hook of plugin '[^']*'/,
+      " in the gateway",
+    ),
+    { details },
   );
 }
 
@@ -119,19 +197,30 @@ function firstItemLate(
   name: string,
   limit: number | undefined,
   param: string,
-): TimeoutError {
+): ExplainedTimeoutError {
   const ms = err.details.firstItemTimeout;
   const model = name === asked
     ? `model '${asked}'`
     : `model '${asked}' version '${name.slice(asked.length + 1)}'`;
-  return new TimeoutError(
-    `Cannot stream ${model}: no first item within ${ms} ms, ${
+  const start = `Cannot stream ${model}: no first item within ${ms} ms`;
+  const queued = err.details.waited === "queue";
+  return new ExplainedTimeoutError(
+    `${start}, ${
       ms === limit
         ? "the gateway's limits.streamFirstItemTimeout (serve --stream-first-item-timeout)"
         : `the request's ${param}`
     }; ${
-      err.details.waited === "queue"
+      queued
         ? "it waited all that time for a worker and never ran (each had limits.maxInFlightPerWorker calls running: safe to retry)"
+        : "the call was cancelled"
+    }`,
+    `${start}, ${
+      ms === limit
+        ? "the gateway's first-item timeout"
+        : `the request's ${param}`
+    }; ${
+      queued
+        ? "it waited all that time for a worker and never ran (safe to retry)"
         : "the call was cancelled"
     }`,
     { cause: err, details: err.details },

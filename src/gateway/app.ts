@@ -43,7 +43,12 @@ import {
   readProcessResources,
   readWorkerResources,
 } from "./process_resources.ts";
-import { clientRequestId, modelExecutor, modelRoutes } from "./model_routes.ts";
+import {
+  clientRequestId,
+  modelExecutor,
+  modelNotFound,
+  modelRoutes,
+} from "./model_routes.ts";
 import { modelStreamRoutes } from "./model_stream_routes.ts";
 import { wantsInferenceStream } from "./_inference_stream.ts";
 import { forwardHeaderList } from "./_forward_headers.ts";
@@ -611,6 +616,10 @@ export function createGateway(
   if (tokens !== undefined) {
     ctx.hub.tenantOf = (channel) =>
       tenantIds === undefined ? undefined : channelTenant(tenantIds, channel);
+    // A model's host.publish in a tenant's call: that tenant's channels
+    // only (channels_plugin.ts), as its token's own publishes.
+    ctx.hub.tenantOfCaller = (caller) =>
+      tenantIds?.has(caller) === true ? caller : undefined;
   }
   // Model changes made on the pool directly (a library Pool) show in the
   // descriptions, validation and timeouts: no cost per request. Until
@@ -754,6 +763,19 @@ export function createGateway(
       );
     }
   };
+  // Whether a `/healthz` request reads the workers' counts: where tokens
+  // are set, only with an operator's (a valid token not a tenant's). A
+  // probe without one reads whether the gateway serves, which is all a
+  // load balancer needs: the counts told anyone who reached the port how
+  // the gateway is deployed (its workers) and, as they go down, when a
+  // tenant's calls crash them (tenants30). Read as the request is
+  // answered: the tokens of now (a reload replaces them).
+  const readsHealthCounts = (request: Request): boolean => {
+    if (tokenMatches === undefined) return true;
+    const token = bearerToken(request.headers.get("authorization") ?? "");
+    const id = token === undefined ? undefined : tokenMatches(token);
+    return id !== undefined && tenantIds?.has(id) !== true;
+  };
   // Before the guards: a load balancer probes by IP or by a name nobody
   // listed, and the answer holds nothing a cross-site page could use.
   app.get("/healthz", (c) => {
@@ -761,11 +783,13 @@ export function createGateway(
     const workers = workersOf(pool);
     const ready = workers.filter((w) => w.state === "ready").length;
     const ok = ready > 0 && !unready.aborted;
-    return c.json({
-      status: unready.aborted ? "draining" : ok ? "ok" : "unavailable",
-      ready,
-      workers: workers.length,
-    }, ok ? 200 : 503);
+    const status = unready.aborted ? "draining" : ok ? "ok" : "unavailable";
+    return c.json(
+      readsHealthCounts(c.req.raw)
+        ? { status, ready, workers: workers.length }
+        : { status },
+      ok ? 200 : 503,
+    );
   });
   const hostOptions = {
     port: options.port ?? (() => 8000),
@@ -859,6 +883,26 @@ export function createGateway(
     authMiddleware = auth();
     renewAuth = () => (authMiddleware = auth());
     app.use((c, next) => authMiddleware!(c, next));
+  }
+
+  // A model a plugin's canCall hides from the request's token (a tenant's
+  // kept from another's models): its descriptions (/v1 and /v2 metadata,
+  // ready, config, versions; gRPC's, made as the /v2 requests) answer 404
+  // as for a model that is not there, as its list leaves it out. Calls are
+  // the plugin's own onCall's to refuse.
+  const canCall = pool.canCall;
+  if (canCall !== undefined) {
+    app.use(async (c, next) => {
+      const method = c.req.method;
+      if (method === "GET" || method === "HEAD") {
+        const name = describedModel(c.req.path);
+        if (
+          name !== undefined &&
+          !canCall.call(pool, name, ctx.callers?.get(c.req.raw))
+        ) throw modelNotFound(name);
+      }
+      await next();
+    });
   }
 
   app.get("/v1/status", (c) => {
@@ -1024,7 +1068,14 @@ export function createGateway(
     const serverUrl = anyHost || !host
       ? "/"
       : `${scheme}://${host.toLowerCase()}`;
-    const models = ctx.catalog.list(pool);
+    const all = ctx.catalog.list(pool);
+    // Those the token may call (a plugin's canCall): a document of fewer
+    // is made for its request alone, not kept (it would be another's).
+    const caller = ctx.callers?.get(c.req.raw);
+    const models = canCall === undefined
+      ? all
+      : all.filter((m) => canCall.call(pool, m.name, caller));
+    const own = models.length !== all.length;
     // A version's entry: its label, and whether it is the default (whose
     // inputs the name's own paths document) — a PUT .../default changes
     // no count.
@@ -1036,7 +1087,7 @@ export function createGateway(
           : [m.name, m.version ?? null, m.label, m.default === true]
       ),
     ]);
-    let cached = tenant ? tenantOpenApi : openApi;
+    let cached = own ? undefined : tenant ? tenantOpenApi : openApi;
     if (cached?.key !== key) {
       const doc = openApiDocument({
         version: options.version ?? PYTHON_MANIFEST.version,
@@ -1056,8 +1107,10 @@ export function createGateway(
         models,
       });
       cached = { key, body: new TextEncoder().encode(JSON.stringify(doc)) };
-      if (tenant) tenantOpenApi = cached;
-      else openApi = cached;
+      if (!own) {
+        if (tenant) tenantOpenApi = cached;
+        else openApi = cached;
+      }
     }
     return c.body(cached.body, 200, {
       "content-type": "application/json",
@@ -1557,4 +1610,25 @@ function methodsByPath(
     for (const m of allow) off.delete(m);
     return { allow: [...allow], off: [...off] };
   };
+}
+
+/** `/v1/models/{name}...`, `/v2/models/{name}...`: the model's name. */
+const DESCRIBED_MODEL = /^\/v[12]\/models\/([^/]+)/;
+
+/**
+ * The model a GET of `path` describes (`/v1/models/{name}`, its versions
+ * and metadata; `/v2/models/{name}`, its ready, config and versions), its
+ * name decoded; `undefined` for any other path, and for Triton's
+ * `/v2/models/stats` (every model's: an operator's route).
+ */
+function describedModel(path: string): string | undefined {
+  const match = DESCRIBED_MODEL.exec(path);
+  if (match === null) return undefined;
+  let name: string;
+  try {
+    name = decodeURIComponent(match[1]!);
+  } catch {
+    return undefined;
+  }
+  return path === "/v2/models/stats" ? undefined : name;
 }

@@ -311,8 +311,40 @@ interface TenantUse {
   channels: number;
   subscribers: number;
   historyBytes: number;
-  /** Its channels' history messages, oldest first (as the hub's `#kept`). */
+  /** Its channels' history messages, oldest first (as the hub's `#otherKept`). */
   kept: Map<ChannelMessage, Channel>;
+}
+
+/**
+ * Options for {@linkcode ChannelHub.publish} and
+ * {@linkcode ChannelHub.publishRefusal}.
+ *
+ * @example
+ * ```ts
+ * import { ChannelHub, type PublishOptions } from "@pyproxy/pyproxy";
+ * const hub = new ChannelHub({ tenantMaxChannels: 1 });
+ * hub.tenantOf = (name) => name.startsWith("acme.") ? "acme" : undefined;
+ * hub.subscribe("acme.a");
+ * // The operator's publish: not held to acme's bounds.
+ * const operator: PublishOptions = { tenantBounds: false };
+ * console.log(hub.publishRefusal("acme.b", operator)); // undefined
+ * console.log(hub.publishRefusal("acme.b")?.name); // "ChannelLimitError"
+ * hub.close();
+ * ```
+ */
+export interface PublishOptions {
+  /**
+   * Whether the channel's tenant's bounds hold this publish: `false` for a
+   * publisher that is not that tenant (the gateway's operator): a new
+   * channel it makes is made past `tenantMaxChannels` (none of the
+   * tenant's idle channels forgotten for it), and its message is kept
+   * within the hub's history bounds only, not counted in the tenant's
+   * `tenantMaxHistoryBytes` (it pushes none of the tenant's own history
+   * out). The gateway passes `false` for every publish but a tenant's
+   * token's and a call of a tenant's.
+   * @default {true}
+   */
+  tenantBounds?: boolean;
 }
 
 /**
@@ -340,14 +372,20 @@ export interface ChannelHubOptions {
   bufferSize?: number;
   /**
    * Channels kept at most; the least recently used channel without
-   * subscribers is forgotten beyond that, one without history first.
+   * subscribers is forgotten beyond that, one without history first. With
+   * tenants (`tenantOf`) and every channel subscribed, the holder of the
+   * most channels (a tenant, or the channels of no tenant together) gives
+   * up its least recently used one (its subscribers dropped) to a holder
+   * of at least two fewer: N holders keep `maxChannels / N` each at least.
    * @default {1000}
    */
   maxChannels?: number;
   /**
    * Characters of JSON kept in the histories of all channels together: past
-   * it, the oldest history messages (of any channel) are forgotten. A message
-   * larger than this on its own is delivered but not kept.
+   * it, the oldest history messages of the holder of the most are
+   * forgotten (a tenant's, or those of no tenant's share together; without
+   * tenants, the oldest of any channel). A message larger than this on its
+   * own is delivered but not kept.
    * @default {67108864}
    */
   maxHistoryBytes?: number;
@@ -423,12 +461,18 @@ export class ChannelHub {
   #maxHistoryBytes: number;
   #maxBufferBytes: number;
   /**
-   * The history messages of every channel, oldest first (a Map keeps
-   * insertion order), with their channel: the oldest go first past
-   * maxHistoryBytes.
+   * The history messages counted in no tenant's share (the channels of no
+   * tenant, the operator's messages), oldest first (a Map keeps insertion
+   * order), with their channel; a tenant's are in its `kept`. Past
+   * maxHistoryBytes the holder of the most (a tenant, or these) loses its
+   * oldest first.
    */
-  #kept = new Map<ChannelMessage, Channel>();
+  #otherKept = new Map<ChannelMessage, Channel>();
   #historyBytes = 0;
+  /** Of `#historyBytes`, those counted in the tenants' shares. */
+  #tenantHistoryBytes = 0;
+  /** Channels of the tenants (the others are no one's). */
+  #tenantChannels = 0;
   #closed = false;
   #dropped = 0;
   #onDrop: ((channel: string, reason: string) => void) | undefined;
@@ -464,6 +508,24 @@ export class ChannelHub {
    * ```
    */
   tenantOf: ((channel: string) => string | undefined) | undefined;
+  /**
+   * The tenant a call's caller is (`undefined`: none, an operator's), for
+   * the channels plugin: a model's `host.publish` in a tenant's call
+   * reaches only the channels {@linkcode ChannelHub.tenantOf} gives that
+   * tenant. Unset (no tenants): a model publishes to any channel. A
+   * gateway with tokens sets it.
+   *
+   * @example
+   * ```ts
+   * import { ChannelHub } from "@pyproxy/pyproxy";
+   * const hub = new ChannelHub();
+   * hub.tenantOf = (name) => name.startsWith("acme.") ? "acme" : undefined;
+   * hub.tenantOfCaller = (caller) => caller === "acme" ? "acme" : undefined;
+   * console.log(hub.tenantOfCaller("acme")); // "acme"
+   * hub.close();
+   * ```
+   */
+  tenantOfCaller: ((caller: string) => string | undefined) | undefined;
 
   /** Creates an empty hub. */
   constructor(options: ChannelHubOptions = {}) {
@@ -513,8 +575,10 @@ export class ChannelHub {
   }
 
   /**
-   * Subscribers dropped as too slow since the hub was created, in every
-   * channel (channels forgotten since included; `close()` not counted).
+   * Subscribers dropped as too slow since the hub was created, or with
+   * their channel when a full hub is shared out among tenants
+   * (`maxChannels`), in every channel (channels forgotten since included;
+   * `close()` not counted).
    */
   get droppedCount(): number {
     return this.#dropped;
@@ -540,7 +604,9 @@ export class ChannelHub {
   publish(
     channel: string,
     data: unknown,
+    options: PublishOptions = {},
   ): { message: ChannelMessage; delivered: number } {
+    const bounded = options.tenantBounds !== false;
     // A closed hub (a drain) still publishes, to nobody: its subscribers
     // were dropped. A call in flight in the grace that publishes (a
     // model's host.publish, an execute's ?publish=) had its result lost to
@@ -571,7 +637,10 @@ export class ChannelHub {
         details: { reason: nonFinite },
       });
     }
-    const ch = this.#channel(channel);
+    const ch = this.#channel(channel, bounded);
+    // Counted in its tenant's share: a tenant's own publish (or a model's
+    // for it), not the operator's.
+    const tenant = bounded ? ch.tenant : undefined;
     const message: ChannelMessage = {
       channel,
       seq: ++ch.seq,
@@ -584,25 +653,31 @@ export class ChannelHub {
     // forgot all the tenant's other history, then itself.
     if (
       this.#historySize > 0 && size <= this.#maxHistoryBytes &&
-      (ch.tenant === undefined || size <= this.#tenantMaxHistoryBytes)
+      (tenant === undefined || size <= this.#tenantMaxHistoryBytes)
     ) {
       ch.history.push(message);
       ch.sizes.push(size);
-      this.#kept.set(message, ch);
       this.#historyBytes += size;
-      if (ch.history.length > this.#historySize) this.#forgetOldest(ch);
-      const tenant = ch.tenant;
       if (tenant !== undefined) {
         tenant.kept.set(message, ch);
         tenant.historyBytes += size;
+        this.#tenantHistoryBytes += size;
+      } else this.#otherKept.set(message, ch);
+      if (ch.history.length > this.#historySize) this.#forgetOldest(ch);
+      if (tenant !== undefined) {
         // Its own oldest, not another's (nor an operator's).
         while (tenant.historyBytes > this.#tenantMaxHistoryBytes) {
           this.#forgetOldest(tenant.kept.values().next().value!);
         }
       }
       while (this.#historyBytes > this.#maxHistoryBytes) {
-        // Its channel's oldest too: older ones were forgotten first.
-        this.#forgetOldest(this.#kept.values().next().value!);
+        // The holder of the most history loses its oldest (its channel's
+        // oldest: older ones of that channel went first). Before, the
+        // oldest of any channel went: 8 tenants at their 8 MiB filled the
+        // 64 MiB, and each new message of theirs forgot a small tenant's
+        // or the operator's history. Now each of N holders keeps
+        // maxHistoryBytes / N at least (within its own share).
+        this.#forgetOldest(this.#mostHistory().values().next().value!);
       }
     }
     let delivered = 0;
@@ -622,6 +697,31 @@ export class ChannelHub {
    */
   wireData(message: ChannelMessage): unknown {
     return this.#wire.get(message) ?? message.data;
+  }
+
+  /**
+   * The {@linkcode ChannelLimitError} a publish to `channel` would get now,
+   * or `undefined`: a new channel of a tenant whose channels are at
+   * `tenantMaxChannels`, all with subscribers (with `tenantBounds: false`,
+   * never). The gateway asks it before an execute's `?publish=` runs its
+   * model, so that a publish bound to be refused wastes no call (a bound
+   * reached while the call runs still refuses the publish after it).
+   */
+  publishRefusal(
+    channel: string,
+    options: PublishOptions = {},
+  ): ChannelLimitError | undefined {
+    if (options.tenantBounds === false || this.#channels.has(channel)) {
+      return undefined;
+    }
+    const owner = this.#tenantUse(channel);
+    if (owner === undefined || owner.channels < this.#tenantMaxChannels) {
+      return undefined;
+    }
+    for (const ch of this.#channels.values()) {
+      if (ch.tenant === owner && ch.subscribers.size === 0) return undefined;
+    }
+    return this.#channelsFull(owner, channel);
   }
 
   /** Subscribes to `channel` (created when missing). */
@@ -719,7 +819,7 @@ export class ChannelHub {
     }
   }
 
-  #channel(name: string): Channel {
+  #channel(name: string, bounded = true): Channel {
     if (!CHANNEL_NAME.test(name)) {
       throw new TypeError(
         `Cannot use channel ${
@@ -745,12 +845,14 @@ export class ChannelHub {
         kept: new Map(),
       };
     }
-    if (tenant !== undefined && tenant.channels >= this.#tenantMaxChannels) {
-      this.#evictOwn(tenant, name);
-    }
+    if (
+      bounded && tenant !== undefined &&
+      tenant.channels >= this.#tenantMaxChannels
+    ) this.#evictOwn(tenant, name);
     if (this.#channels.size >= this.#maxChannels) this.#evict(tenant);
     if (tenant !== undefined) {
       tenant.channels++;
+      this.#tenantChannels++;
       this.#tenants.set(tenant.id, tenant);
     }
     ch = {
@@ -772,13 +874,47 @@ export class ChannelHub {
   #forgetOldest(ch: Channel): void {
     const message = ch.history.shift();
     const size = ch.sizes.shift() ?? 0;
-    if (message !== undefined) this.#kept.delete(message);
     this.#historyBytes -= size;
+    if (message === undefined) return;
+    // Only what counted in its share (not an operator's message).
     const tenant = ch.tenant;
-    if (tenant !== undefined && message !== undefined) {
-      tenant.kept.delete(message);
+    if (tenant !== undefined && tenant.kept.delete(message)) {
       tenant.historyBytes -= size;
+      this.#tenantHistoryBytes -= size;
+    } else this.#otherKept.delete(message);
+  }
+
+  /**
+   * The history of the holder of the most (a tenant's `kept`, or the
+   * messages of no tenant's share), oldest first: the one to forget from
+   * past `maxHistoryBytes`.
+   */
+  #mostHistory(): Map<ChannelMessage, Channel> {
+    let most = this.#historyBytes - this.#tenantHistoryBytes;
+    let kept = this.#otherKept;
+    for (const tenant of this.#tenants.values()) {
+      if (tenant.historyBytes > most) {
+        most = tenant.historyBytes;
+        kept = tenant.kept;
+      }
     }
+    return kept;
+  }
+
+  /**
+   * The holder of the most channels (a tenant's use, or `null`: the
+   * channels of no tenant) and their number.
+   */
+  #mostChannels(): { holder: TenantUse | null; channels: number } {
+    let holder: TenantUse | null = null;
+    let channels = this.#channels.size - this.#tenantChannels;
+    for (const tenant of this.#tenants.values()) {
+      if (tenant.channels > channels) {
+        holder = tenant;
+        channels = tenant.channels;
+      }
+    }
+    return { holder, channels };
   }
 
   /** The use of the tenant owning `name` now, if it has channels. */
@@ -792,9 +928,9 @@ export class ChannelHub {
     this.#channels.delete(name);
     while (ch.history.length > 0) this.#forgetOldest(ch);
     const tenant = ch.tenant;
-    if (tenant !== undefined && --tenant.channels === 0) {
-      this.#tenants.delete(tenant.id);
-    }
+    if (tenant === undefined) return;
+    this.#tenantChannels--;
+    if (--tenant.channels === 0) this.#tenants.delete(tenant.id);
   }
 
   /**
@@ -812,7 +948,12 @@ export class ChannelHub {
     if (idle !== undefined) {
       return this.#remove(idle, this.#channels.get(idle)!);
     }
-    throw new ChannelLimitError(
+    throw this.#channelsFull(tenant, name);
+  }
+
+  /** The refusal of `name`, a new channel of `tenant` at its bound. */
+  #channelsFull(tenant: TenantUse, name: string): ChannelLimitError {
+    return new ChannelLimitError(
       `Cannot create channel ${
         JSON.stringify(name)
       }: this tenant has ${tenant.channels} channels, all with subscribers, its bound (channels.tenantMaxChannels ${this.#tenantMaxChannels}); close a subscription or reuse a channel`,
@@ -833,18 +974,43 @@ export class ChannelHub {
    * another tenant's too, where forgetting the empty ones loses nothing.
    */
   #evict(tenant?: TenantUse): void {
+    const { holder, channels: most } = this.#mostChannels();
+    const mine = tenant === undefined
+      ? this.#channels.size - this.#tenantChannels
+      : tenant.channels;
     let idle: string | undefined;
     let own: string | undefined;
+    let largest: string | undefined;
     for (const [name, ch] of this.#channels) {
       if (ch.subscribers.size !== 0) continue;
       if (ch.history.length === 0) return this.#remove(name, ch);
       idle ??= name;
       if (tenant !== undefined && ch.tenant === tenant) own ??= name;
+      if (most > mine && (ch.tenant ?? null) === holder) largest ??= name;
     }
-    // A tenant's new channel forgets its own history before another's.
-    const name = own ?? idle;
+    // A tenant's new channel forgets its own history before another's, then
+    // that of the holder of the most channels (more than its own), else
+    // the least recently used.
+    const name = own ?? largest ?? idle;
     if (name !== undefined) {
       return this.#remove(name, this.#channels.get(name)!);
+    }
+    // Every channel has subscribers: the holder of the most gives up its
+    // least recently used one (its subscribers get a `dropped` notice) to
+    // one that holds at least two fewer, so that N holders (tenants, and
+    // the channels of no tenant) keep maxChannels / N each at least. Before,
+    // 10 tenants at their 100 took the 1000 for good: every other tenant
+    // and the operator were refused any channel.
+    if (most >= mine + 2) {
+      for (const [name, ch] of this.#channels) {
+        if ((ch.tenant ?? null) !== holder) continue;
+        for (const sub of [...ch.subscribers]) {
+          sub.drop(
+            `channel forgotten: the hub's ${this.#maxChannels} channels all have subscribers, and this channel's owner holds the most of them`,
+          );
+        }
+        return this.#remove(name, ch);
+      }
     }
     throw new RangeError(
       `Cannot create channel: ${this.#maxChannels} channels with subscribers exist`,

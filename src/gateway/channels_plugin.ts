@@ -7,6 +7,8 @@
 import type { Plugin } from "../plugin.ts";
 import type { ChannelHub } from "./channels.ts";
 import { stringifyJson } from "../_exact_json.ts";
+import { ChannelAccessError } from "../errors.ts";
+import { modelPublishRefusal } from "./_tenant_channels.ts";
 
 /**
  * Options for {@linkcode channelsPlugin}.
@@ -31,6 +33,10 @@ export interface ChannelsPluginOptions {
 
 /**
  * Registers the `publish` host handler: `{channel, msg}` → `{channel, seq, delivered}`.
+ * With the hub's `tenantOfCaller` set (a gateway with tenants' tokens), a
+ * model's publish in a tenant's call reaches only that tenant's channels
+ * (`ChannelAccessError` otherwise), within its bounds; in an operator's
+ * call, any channel, held to no tenant's bounds.
  *
  * @example
  * ```ts ignore
@@ -48,6 +54,7 @@ export function channelsPlugin(options: ChannelsPluginOptions): Plugin {
     handlers: {
       publish(
         args: unknown,
+        call,
       ): { channel: string; seq: number; epoch: string; delivered: number } {
         if (typeof args !== "object" || args === null) {
           throw new TypeError("Cannot publish: expected {channel, msg}");
@@ -62,7 +69,23 @@ export function channelsPlugin(options: ChannelsPluginOptions): Plugin {
             `Cannot publish: message of ${size} bytes is over the limit of ${maxBytes}`,
           );
         }
-        const { message, delivered } = hub.publish(channel, msg ?? null);
+        // A tenant's call: its own channels only (a model naming the
+        // channel from its input would otherwise write into another
+        // tenant's, which the tenant's token itself may not).
+        const { refusal, bounded } = modelPublishRefusal(
+          hub,
+          channel,
+          call.callers,
+        );
+        if (refusal !== undefined) {
+          throw new ChannelAccessError(
+            `Cannot publish to channel ${JSON.stringify(channel)}: ${refusal}`,
+            { details: { channel } },
+          );
+        }
+        const { message, delivered } = hub.publish(channel, msg ?? null, {
+          tenantBounds: bounded,
+        });
         // The epoch as the HTTP publish answers it: a model that keeps the
         // seq to tell subscribers where to resume needs its numbering too.
         return { channel, seq: message.seq, epoch: message.epoch, delivered };

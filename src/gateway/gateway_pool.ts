@@ -383,6 +383,8 @@ export interface GatewayPool {
   pluginStatus?(): Record<string, Record<string, unknown>>;
   /** The plugins' samples for `GET /metrics`. */
   pluginMetrics?(): PluginMetric[];
+  /** Whether `caller` may call `model` (`Pool.canCall`): what it is shown. */
+  canCall?(model: string, caller: string | undefined): boolean;
   /** What model code records (`pyproxy.metrics`) for `GET /metrics`. */
   modelMetrics?(): ModelMetricsSnapshot;
   /** How long routed calls waited in the pool queue (`GET /metrics`). */

@@ -880,7 +880,7 @@ export class GatewayMetrics {
       family(
         "pyproxy_channel_subscribers_dropped_total",
         "counter",
-        "Channel subscribers dropped as too slow (they lost messages).",
+        "Channel subscribers dropped as too slow, or with their channel when a full hub is shared out among tenants (they lost messages).",
       );
       lines.push(
         `pyproxy_channel_subscribers_dropped_total ${snapshot.droppedSubscribers}`,

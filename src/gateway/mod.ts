@@ -34,6 +34,7 @@ export type {
   ChannelHubOptions,
   ChannelInfo,
   ChannelMessage,
+  PublishOptions,
   SubscribeOptions,
 } from "./channels.ts";
 export { channelsPlugin } from "./channels_plugin.ts";

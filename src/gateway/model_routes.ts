@@ -567,9 +567,17 @@ export function modelExecutor(
           `Cannot publish to channel ${JSON.stringify(publish)}: invalid name`,
         );
       }
-      // A tenant's token: its own channels only, refused before the call.
+      // A tenant's token: its own channels only, refused before the call;
+      // and within its channels' bound: a new channel past it, refused
+      // before the call too (it ran, and its result was lost to the 429).
+      // The operator's publish is not held to a tenant's bounds.
+      const publishing = publish === undefined
+        ? undefined
+        : { tenantBounds: ctx.isTenant(request, caller) };
       if (publish !== undefined) {
         ctx.channelAccess?.(request, publish, "publish to");
+        const refused = hub.publishRefusal(publish, publishing);
+        if (refused !== undefined) throw refused;
       }
       let timeout = callTimeout(ctx, name, timeoutParam);
       const input = await readCallInput(ctx, request, name);
@@ -624,6 +632,7 @@ export function modelExecutor(
             version: name.slice(asked.length + 1),
             result: result ?? null,
           },
+          publishing,
         );
       }
       // A model's `Cache-Control: no-transform` keeps its result as it is.
@@ -843,9 +852,26 @@ export function modelRoutes(ctx: RouteContext): Hono {
     };
   };
 
+  // The models a request's token may call (`Plugin.canCall`), as listed to
+  // it: a tenant sees only those (before tenants30, every model, whatever
+  // an access plugin refused it). `undefined`: every model.
+  const mayCall = (
+    request: Request,
+  ): ((name: string) => boolean) | undefined => {
+    const canCall = pool.canCall;
+    if (canCall === undefined) return undefined;
+    const caller = ctx.callers?.get(request);
+    return (name) => canCall.call(pool, name, caller);
+  };
+
   // jsonResponse: with --debug a model's options are shown, and may hold a BigInt.
   app.get("/v1/models", (c) => {
-    return jsonResponse({ models: catalog.list(pool).map(viewFor(c.req.raw)) });
+    const may = mayCall(c.req.raw);
+    const models = catalog.list(pool);
+    return jsonResponse({
+      models: (may === undefined ? models : models.filter((m) => may(m.name)))
+        .map(viewFor(c.req.raw)),
+    });
   });
 
   app.get("/v1/models/:name", (c) => {

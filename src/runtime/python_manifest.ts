@@ -100,9 +100,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/connection.py",
-      size: 72948,
+      size: 73234,
       sha256:
-        "ca77b26fe9b9498fe23b5968979a8c1574556ed09eef1a7a2845d18d5f9f0fc8",
+        "ffd2956fcb3efb93555c2d3cab8f5223cfb7133b1bd61464a8f7d4c083f321d1",
     },
     {
       path: "pyproxy_server/declared.py",
