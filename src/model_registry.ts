@@ -242,7 +242,15 @@ export interface ModelRegistryOptions {
    * too many (`PoolOptions.placement`); `reason` says which.
    */
   onModelFailed?: (
-    ev: { name: string; worker: string; reason: string },
+    ev: {
+      name: string;
+      worker: string;
+      reason: string;
+      /** A load's failure: its Python exception type, when it had one. */
+      exception?: string;
+      /** A load's failure: its traceback, when the server sent one. */
+      traceback?: string;
+    },
   ) => void;
   /**
    * A worker death within this many ms after a model's load completed on
@@ -1164,9 +1172,16 @@ export class ModelRegistry {
       const seen = this.#steps.get(worker);
       if (seen?.gen === gen) seen.steps = [];
       const sentAt = Date.now();
-      await (placed
-        ? this.#loadPlaced(session, worker, model)
-        : this.#load(session, model));
+      try {
+        await (placed
+          ? this.#loadPlaced(session, worker, model)
+          : this.#load(session, model));
+      } catch (err) {
+        // Its load refused (not a death): out of service, as below.
+        if (!loadRefused(err, session)) throw err;
+        this.#replayLoadFailed(model, worker, err, workers);
+        continue;
+      }
       const alone = this.#loaded(worker, gen, [name], sentAt);
       const hold = this.#holdFor(name);
       const suspect = this.#suspects.get(name);
@@ -1297,9 +1312,13 @@ export class ModelRegistry {
       /^Cannot load model '[^']*': /,
       "",
     );
+    const details = (err as RemoteError).details;
     const exception = err instanceof PythonError
       ? err.type
-      : (err as RemoteError).details?.exception;
+      : details?.exception;
+    const traceback = err instanceof PythonError
+      ? err.traceback
+      : details?.traceback;
     p.failed = `its load failed on restarted worker ${worker.id}: ${message}`;
     p.outOfService = {
       loadFailedOn: worker.id,
@@ -1307,7 +1326,15 @@ export class ModelRegistry {
       ...(typeof exception === "string" ? { exception } : {}),
     };
     this.#suspects.delete(name);
-    this.#onModelFailed({ name, worker: worker.id, reason: p.failed });
+    this.#onModelFailed({
+      name,
+      worker: worker.id,
+      reason: p.failed,
+      ...(typeof exception === "string" ? { exception } : {}),
+      ...(typeof traceback === "string" && traceback !== ""
+        ? { traceback }
+        : {}),
+    });
     // After the replay (it holds the lock): unloaded wherever it is, this
     // worker too (an init that failed after its load left it there).
     const placement = p;

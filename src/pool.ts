@@ -860,11 +860,14 @@ export class Pool implements AsyncDisposable {
         this.#events.emit({ type: "model-relocated", ...ev });
       },
       onModelFailed: (ev) => {
+        // A load's failure carries its `exception` and `traceback` (as a
+        // first load's failure logs them); the event has the reason only.
         opts.logger.error(
           "Model {name} is out of service: {reason}; its calls fail with ModelUnavailableError until it is updated",
           ev,
         );
-        this.#events.emit({ type: "model-failed", ...ev });
+        const { name, worker, reason } = ev;
+        this.#events.emit({ type: "model-failed", name, worker, reason });
       },
       onUnloadFailed: (ev) =>
         opts.logger.warn(
