@@ -91,6 +91,7 @@ import {
   type StreamRequestOptions,
 } from "./model_stream.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "./_dead_host_dirs.ts";
+import { defaultLogDir } from "./_default_log_dir.ts";
 import { closeAllOnSignal, closeOnSignal } from "./_signal_close.ts";
 import {
   quoteLabel,
@@ -434,15 +435,22 @@ export interface PoolOptions {
    * Directory of the workers' log files (`pythonserverslot0.log`, ...: one
    * per slot index, each rotated at 10 MiB with 3 old files kept), made
    * (0700) when missing; an existing one's mode is left alone. Relative to
-   * the current directory. Set it when the models directory is a source
-   * tree, or read-only, or when the logs must outlive a pool without
-   * `modelsDir` (whose temporary directory, logs included, goes with it).
+   * the current directory. Without it, a pool with `modelsDir` logs to a
+   * directory of its own outside it, under the temp directory:
+   * `<temp>/pyproxy-logs-<uid>/<name>-<hash>` (`<name>` the models
+   * directory's name, `<hash>` one of its real path: the same each start;
+   * `pool.logDir` says where). Before, it was `<modelsDir>/logs`, where a
+   * watcher of the models (`deno test --watch=models/`) saw each call's log
+   * lines as a change and restarted for ever: pass
+   * `logDir: "<modelsDir>/logs"` to keep them there. Set it when the logs
+   * must outlive a reboot, or a pool without `modelsDir` (whose temporary
+   * directory, logs included, goes with it).
    * `"-"`: no files; each worker logs to its stderr, whose lines go into
    * the pool's log (`logger`; else the category `["pyproxy",
    * "python-server", "stderr"]`), each at its level, at most 1000 lines a
    * second per worker (the rest counted): for a container, whose platform
    * collects the host's stderr.
-   * @default {`<modelsDir>/logs`}
+   * @default {`<temp>/pyproxy-logs-<uid>/<name>-<hash>` (`pool.logDir`)}
    */
   logDir?: string;
   /** Bind address of the servers (TCP). @default {"127.0.0.1"} */
@@ -761,6 +769,26 @@ export class Pool implements AsyncDisposable {
   #roomWaits = new Set<() => void>();
   /** The pool's eval atoms (running ones, and recently finished ones for replay). */
   readonly atoms: AtomRegistry<Atom> = new AtomRegistry<Atom>();
+
+  /**
+   * Where the workers write their log files (`pythonserverslot<index>.log`):
+   * `logDir` as given, else, for a pool with `modelsDir`, its default
+   * outside the models directory; `"-"`: none (they log to the pool's
+   * logger); `undefined`: a pool without `modelsDir`, whose temporary
+   * models directory holds them (`logs/`, gone with it).
+   *
+   * @example
+   * ```ts ignore
+   * const pool = await Pool.start({ modelsDir: "./models" });
+   * console.log(pool.logDir); // "/tmp/pyproxy-logs-1000/models-3f2a9c1e"
+   * ```
+   */
+  get logDir(): string | undefined {
+    const { logDir, modelsDir } = this.#opts;
+    // None with modelsDir: its `logs/`, the workers' own default.
+    return logDir ??
+      (modelsDir === undefined ? undefined : `${modelsDir}/logs`);
+  }
   /** What the running atoms keep for replay, together (`evalReplayBudget`). */
   readonly replayBudget: ReplayBudget;
   /** Streams with an idle timeout, on one timer. */
@@ -1007,7 +1035,19 @@ export class Pool implements AsyncDisposable {
         );
       }
     }
-    if (opts.logDir !== undefined && opts.logDir !== "-") {
+    // No logDir: outside the models directory (defaultLogDir), where a
+    // watcher of the models saw each call's log lines as a change.
+    if (opts.logDir === undefined && opts.modelsDir !== undefined) {
+      opts.logDir = await defaultLogDir(opts.runtime, opts.modelsDir);
+      await checkLogDir(opts.runtime, opts.logDir);
+    } else if (
+      opts.logDir !== undefined && isModelsLogs(opts.logDir, opts.modelsDir)
+    ) {
+      // `<modelsDir>/logs` (the old default, the gateway's): the workers'
+      // own default, unchecked as it always was (where it cannot be
+      // written, a read-only models directory, they log to stderr).
+      opts.logDir = undefined;
+    } else if (opts.logDir !== undefined && opts.logDir !== "-") {
       await checkLogDir(opts.runtime, opts.logDir);
     }
     const pool = new Pool(opts, plugins);
@@ -3521,6 +3561,16 @@ function withWarning(last: unknown, earlier: unknown): unknown {
   return { ...last, closeWarning: warning };
 }
 
+/** Whether `dir` is `<modelsDir>/logs` (as written: `.` and `/` aside). */
+function isModelsLogs(dir: string, modelsDir: string | undefined): boolean {
+  if (modelsDir === undefined) return false;
+  const plain = (p: string) =>
+    p.replace(/\\/g, "/").split("/").filter((seg, i) =>
+      seg !== "." && !(seg === "" && i > 0)
+    ).join("/");
+  return plain(dir) === `${plain(modelsDir)}/logs`;
+}
+
 /**
  * Makes `dir` (0700 when made) and checks that a file can be made in it:
  * a log directory that is a file or not writable failed no start, and the
@@ -3536,6 +3586,10 @@ async function checkLogDir(runtime: Runtime, dir: string): Promise<void> {
       { recursive: true },
     );
   } catch (err) {
+    // Deno may not look there (an --allow-write that leaves it out), where
+    // the workers, not sandboxed by it, write: their own check then says
+    // (a log file that cannot be opened: their records on stderr).
+    if ((err as Error | null)?.name === "NotCapable") return;
     throw new ConfigError(
       `Cannot start pool: logDir: cannot write log files in '${dir}' (${
         err instanceof Error ? err.message : String(err)

@@ -1,0 +1,60 @@
+/**
+ * Internals: where a library pool's workers write their log files when
+ * `logDir` is not given: outside the models directory.
+ *
+ * @module
+ */
+import { ConfigError } from "./errors.ts";
+import { hash32 } from "./_hash32.ts";
+import { isPrivateDir } from "./_private_dir.ts";
+import type { Runtime } from "./runtime/types.ts";
+
+/**
+ * The default log directory of a pool serving `modelsDir`:
+ * `<temp>/pyproxy-logs-<uid>/<name>-<hash>`, `<name>` the models
+ * directory's own name and `<hash>` one of its real path (the same
+ * directory each start, another for another models directory). Not inside
+ * the models directory (its `logs/` before): a file watcher on the models
+ * (`deno test --watch=models/`, `deno run --watch`) saw each call's log
+ * lines as a change and restarted for ever. The parent directory is made
+ * private (0700) and must be this user's: in a shared temp directory
+ * another user's one of that name would let them read the logs (a
+ * `ConfigError` then, naming `logDir`).
+ *
+ * @example
+ * ```ts ignore
+ * const dir = await defaultLogDir(runtime, "./models");
+ * // "/tmp/pyproxy-logs-1000/models-3f2a9c1e"
+ * ```
+ */
+export async function defaultLogDir(
+  runtime: Runtime,
+  modelsDir: string,
+): Promise<string> {
+  let real = modelsDir;
+  try {
+    real = await runtime.realPath(modelsDir);
+  } catch {
+    // Checked to be a directory already; the path as given names it.
+  }
+  const name = real.split(/[\\/]/).filter((p) => p !== "").at(-1) ?? "models";
+  const safe = name.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 48);
+  const hash = hash32(real, 0).toString(16).padStart(8, "0");
+  const uid = runtime.uid?.();
+  const sep = runtime.tempDir().includes("\\") ? "\\" : "/";
+  const root = `${runtime.tempDir()}${sep}pyproxy-logs${
+    uid === undefined ? "" : `-${uid}`
+  }`;
+  try {
+    await runtime.mkdir(root, 0o700);
+  } catch {
+    // Checked below.
+  }
+  if (!(await isPrivateDir(runtime, root))) {
+    throw new ConfigError(
+      `Cannot start pool: logDir: the default log directory's parent '${root}' is not a private directory of this user (another user's, or its mode lets others in): pass logDir (or "-")`,
+      { details: { field: "logDir", dir: root } },
+    );
+  }
+  return `${root}${sep}${safe}-${hash}`;
+}
