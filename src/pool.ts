@@ -3586,10 +3586,6 @@ async function checkLogDir(runtime: Runtime, dir: string): Promise<void> {
       { recursive: true },
     );
   } catch (err) {
-    // Deno may not look there (an --allow-write that leaves it out), where
-    // the workers, not sandboxed by it, write: their own check then says
-    // (a log file that cannot be opened: their records on stderr).
-    if ((err as Error | null)?.name === "NotCapable") return;
     throw new ConfigError(
       `Cannot start pool: logDir: cannot write log files in '${dir}' (${
         err instanceof Error ? err.message : String(err)
