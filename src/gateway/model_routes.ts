@@ -53,8 +53,8 @@ import { notAStream } from "./_first_item_timeout.ts";
 import { closeAfter } from "./_close_after.ts";
 import { discardUnreadBody, dropUnreadBody } from "./_unread_body.ts";
 import {
-  TENANT_FAILED_REASON,
   tenantError,
+  tenantFailedReason,
   tenantModelView,
 } from "./_tenant_view.ts";
 
@@ -1288,7 +1288,7 @@ function versionReadiness(
   const why = ctx.unready.aborted
     ? "the gateway is shutting down"
     : failed !== undefined
-    ? `out of service: ${tenant ? TENANT_FAILED_REASON : failed}`
+    ? `out of service: ${tenant ? tenantFailedReason(failed) : failed}`
     : (where === undefined ? ready.size > 0 : where.some((id) => ready.has(id)))
     ? undefined
     : "no worker that holds it is ready";
