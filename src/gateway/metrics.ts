@@ -718,7 +718,7 @@ export class GatewayMetrics {
       family(
         "pyproxy_models_out_of_service",
         "gauge",
-        "Models taken out of service (placed ones that crashed the workers they were placed on, or any that killed its worker twice soon after its load): their calls fail with 503 until a PUT (or a restart) loads them again; /v1/status says why.",
+        "Models taken out of service (placed ones that crashed the workers they were placed on, any that killed its worker twice soon after its load, or whose load failed on a restarted worker): their calls fail with 503 until a PUT (or a restart) loads them again; /v1/status says why.",
       );
       lines.push(`pyproxy_models_out_of_service ${snapshot.outOfService}`);
     }
