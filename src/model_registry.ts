@@ -241,6 +241,12 @@ export interface ModelRegistryOptions {
    * Told when a placed model is taken out of service: it crashed one slot
    * too many (`PoolOptions.placement`); `reason` says which.
    */
+  /**
+   * How a load's error reads in the `failedReason` of a model whose load
+   * failed on a restarted worker (the pool makes its models directory's
+   * paths relative to it). @default {the error's message as it is}
+   */
+  loadErrorText?: (message: string) => string;
   onModelFailed?: (
     ev: {
       name: string;
@@ -335,6 +341,7 @@ export class ModelRegistry {
   #settingName: NonNullable<ModelRegistryOptions["settingName"]>;
   #onRelocated: NonNullable<ModelRegistryOptions["onRelocated"]>;
   #onModelFailed: NonNullable<ModelRegistryOptions["onModelFailed"]>;
+  #loadErrorText: NonNullable<ModelRegistryOptions["loadErrorText"]>;
   /**
    * Per slot, the placed models implicated in the death of one of its
    * processes (`generation`): calls of theirs in flight there (timed-out
@@ -396,6 +403,7 @@ export class ModelRegistry {
       ((option) => `placement.${option}`);
     this.#onRelocated = options.onRelocated ?? (() => {});
     this.#onModelFailed = options.onModelFailed ?? (() => {});
+    this.#loadErrorText = options.loadErrorText ?? ((message) => message);
     this.#loadCrashWindow = options.loadCrashWindow ?? 0;
     this.#onLoadCrash = options.onLoadCrash ?? (() => {});
   }
@@ -1308,9 +1316,8 @@ export class ModelRegistry {
       : [...p.workers];
     p.workers.splice(0, p.workers.length);
     p.rr = 0;
-    const message = (err as Error).message.replace(
-      /^Cannot load model '[^']*': /,
-      "",
+    const message = this.#loadErrorText(
+      (err as Error).message.replace(/^Cannot load model '[^']*': /, ""),
     );
     const details = (err as RemoteError).details;
     const exception = err instanceof PythonError

@@ -92,6 +92,7 @@ import {
 } from "./model_stream.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "./_dead_host_dirs.ts";
 import { defaultLogDir } from "./_default_log_dir.ts";
+import { relativeToModelsDir } from "./_models_dir_relative.ts";
 import { closeAllOnSignal, closeOnSignal } from "./_signal_close.ts";
 import {
   quoteLabel,
@@ -717,6 +718,8 @@ export class Pool implements AsyncDisposable {
   #closed: Promise<void> | undefined;
   #tempDirs: string[] = [];
   #offSignals: Array<() => void> = [];
+  /** The models directory as given and its real path (`relativeToModelsDir`). */
+  #modelsDirs: string[] = [];
   /** The last resize queued: the next one runs after it. */
   #resizes: Promise<void> = Promise.resolve();
   /** Resizes running or waiting for their turn (`PluginContext.load().resizing`). */
@@ -848,6 +851,8 @@ export class Pool implements AsyncDisposable {
     this.#modelMetrics = new ModelMetricStore(opts.modelMetrics, opts.logger);
     this.#registry = new ModelRegistry({
       timeout: opts.loadTimeout,
+      // A failedReason names no absolute path in the models directory.
+      loadErrorText: (text) => relativeToModelsDir(text, this.#modelsDirs),
       onResync: (ev) => {
         if (ev.ok) {
           opts.logger.warn(
@@ -1065,6 +1070,13 @@ export class Pool implements AsyncDisposable {
         await removeDeadHostDirs(runtime, "/tmp", ["pyproxy-sock"]);
       }
       let path = this.#opts.modelsDir;
+      if (path !== undefined) {
+        // As given, and as the servers report it (absolute, symlinks resolved).
+        this.#modelsDirs = [
+          path,
+          await runtime.realPath(path).catch(() => path!),
+        ];
+      }
       if (path === undefined) {
         path = await runtime.makeTempDir({
           prefix: await hostDirPrefix("pyproxy-models", runtime),

@@ -97,6 +97,19 @@ for (
       await back;
       const ev = await failed;
       assert.equal(ev.worker, "w1");
+      // The models directory's paths relative to it (the data file's is
+      // 'data.txt'), as a model's `file` is.
+      assert.ok(!ev.reason.includes(dir.path), ev.reason);
+      assert.ok(
+        !ev.reason.includes(await Deno.realPath(dir.path)),
+        ev.reason,
+      );
+      if (exception === "FileNotFoundError") {
+        assert.match(
+          ev.reason,
+          /'data\.txt' \(fragile\.py, line \d+, in __init__\)$/,
+        );
+      }
       assert.match(
         ev.reason,
         new RegExp(`^its load failed on restarted worker w1: ${exception}: `),
