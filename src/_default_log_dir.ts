@@ -41,10 +41,11 @@ export async function defaultLogDir(
   const safe = name.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 48);
   const hash = hash32(real, 0).toString(16).padStart(8, "0");
   const uid = runtime.uid?.();
-  const sep = runtime.tempDir().includes("\\") ? "\\" : "/";
-  const root = `${runtime.tempDir()}${sep}pyproxy-logs${
-    uid === undefined ? "" : `-${uid}`
-  }`;
+  const temp = runtime.tempDir();
+  const sep = temp.includes("\\") ? "\\" : "/";
+  // macOS's TMPDIR ends with a "/".
+  const base = temp.length > 1 ? temp.replace(/[\\/]+$/, "") : temp;
+  const root = `${base}${sep}pyproxy-logs${uid === undefined ? "" : `-${uid}`}`;
   try {
     await runtime.mkdir(root, 0o700);
   } catch {

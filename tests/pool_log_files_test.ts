@@ -124,7 +124,7 @@ Deno.test("Pool without logDir logs outside its models directory (a watcher of t
       dirs[0]!,
       new RegExp(
         `^${
-          Deno.env.get("TMPDIR") ?? "/tmp"
+          (Deno.env.get("TMPDIR") ?? "/tmp").replace(/\/+$/, "")
         }/pyproxy-logs-${Deno.uid()}/${name}-[0-9a-f]{8}$`,
       ),
     );
