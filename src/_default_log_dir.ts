@@ -19,7 +19,8 @@ import type { Runtime } from "./runtime/types.ts";
  * lines as a change and restarted for ever. The parent directory is made
  * private (0700) and must be this user's: in a shared temp directory
  * another user's one of that name would let them read the logs (a
- * `ConfigError` then, naming `logDir`).
+ * `ConfigError` then, naming `logDir`). Each start also removes the log
+ * directories whose models directory is gone (a test's temporary one).
  *
  * @example
  * ```ts ignore
@@ -57,5 +58,54 @@ export async function defaultLogDir(
       { details: { field: "logDir", dir: root } },
     );
   }
-  return `${root}${sep}${safe}-${hash}`;
+  await sweepLogDirs(runtime, root, sep);
+  const dir = `${root}${sep}${safe}-${hash}`;
+  // Which models directory it is for: the next starts' sweep reads it.
+  try {
+    await runtime.mkdir(dir, 0o700);
+    await runtime.writeFile(
+      `${dir}${sep}${MODELS_DIR_FILE}`,
+      new TextEncoder().encode(real),
+    );
+  } catch {
+    // The log directory's own check (Pool.start) says what is wrong.
+  }
+  return dir;
+}
+
+/** The file in a default log directory naming its models directory. */
+export const MODELS_DIR_FILE = ".models-dir";
+
+/**
+ * Removes the default log directories under `root` whose models directory
+ * is gone (its path in their {@linkcode MODELS_DIR_FILE}): a test suite that
+ * makes a models directory per test left one log directory per test behind
+ * it, for ever. Those without the file, or whose models directory is still
+ * there, stay. Never throws.
+ */
+async function sweepLogDirs(
+  runtime: Runtime,
+  root: string,
+  sep: string,
+): Promise<void> {
+  let names: string[];
+  try {
+    names = await runtime.readDir(root);
+  } catch {
+    return;
+  }
+  const decoder = new TextDecoder();
+  for (const name of names) {
+    if (!/-[0-9a-f]{8}$/.test(name)) continue;
+    const dir = `${root}${sep}${name}`;
+    try {
+      const models = decoder.decode(
+        await runtime.readFile(`${dir}${sep}${MODELS_DIR_FILE}`),
+      );
+      if (models === "" || (await runtime.stat(models)) !== null) continue;
+      await runtime.remove(dir, { recursive: true });
+    } catch {
+      // No such file (not ours, or from before it), or gone meanwhile.
+    }
+  }
 }

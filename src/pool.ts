@@ -440,7 +440,8 @@ export interface PoolOptions {
    * directory of its own outside it, under the temp directory:
    * `<temp>/pyproxy-logs-<uid>/<name>-<hash>` (`<name>` the models
    * directory's name, `<hash>` one of its real path: the same each start;
-   * `pool.logDir` says where). Before, it was `<modelsDir>/logs`, where a
+   * `pool.logDir` says where; each start removes those whose models
+   * directory is gone, a test's temporary one). Before, it was `<modelsDir>/logs`, where a
    * watcher of the models (`deno test --watch=models/`) saw each call's log
    * lines as a change and restarted for ever: pass
    * `logDir: "<modelsDir>/logs"` to keep them there. Set it when the logs

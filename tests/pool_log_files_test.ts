@@ -56,6 +56,7 @@ for (const transport of ["unix", "tcp"] as const) {
       }
       // Before: pythonserverw1..w8(.sock).log and their 8 lock files.
       assert.deepEqual((await logNamesIn(logDir)).sort(), [
+        ".models-dir",
         "pythonserverslot0.log",
         "pythonserverslot0.log.lock",
         "pythonserverslot1.log",
@@ -152,6 +153,41 @@ Deno.test("Pool without logDir logs outside its models directory (a watcher of t
     await pids.assertGone();
     for (const d of new Set(dirs)) {
       if (d) await Deno.remove(d, { recursive: true });
+    }
+  }
+});
+
+Deno.test("Pool.start removes the default log directories of models directories that are gone, and keeps the others", async () => {
+  const pids = new PidTracker();
+  const made: string[] = [];
+  try {
+    const logDirOf = async (models: string) => {
+      await using pool = await Pool.start(
+        poolOptions(models, { workers: 1 }),
+      );
+      pids.watch(pool);
+      made.push(pool.logDir!);
+      return pool.logDir!;
+    };
+    // A test's models directory, removed after its pool closed.
+    const gone = await modelsDir();
+    const goneLogs = await logDirOf(gone.path);
+    assert.equal(
+      await Deno.readTextFile(`${goneLogs}/.models-dir`),
+      await Deno.realPath(gone.path),
+    );
+    await gone[Symbol.asyncDispose]();
+    await using kept = await modelsDir();
+    const keptLogs = await logDirOf(kept.path);
+    // The next start (another models directory) sweeps the first one's.
+    await using next = await modelsDir();
+    await logDirOf(next.path);
+    await assert.rejects(Deno.stat(goneLogs), Deno.errors.NotFound);
+    assert.ok((await Deno.stat(keptLogs)).isDirectory);
+  } finally {
+    await pids.assertGone();
+    for (const d of made) {
+      await Deno.remove(d, { recursive: true }).catch(() => {});
     }
   }
 });
