@@ -42,7 +42,7 @@ export interface ModelPlacement {
    */
   failed?: string;
   /** Why, as data, beside `failed`: the error's `details` carry it. */
-  outOfService?: OutOfService | LoadCrashes;
+  outOfService?: OutOfService | LoadCrashes | ReplayLoadFailure;
   /**
    * Not a placed model: an unplaced one taken out of service because it
    * killed its workers soon after its load (`PoolOptions.loadCrashWindow`).
@@ -91,6 +91,21 @@ export interface LoadCrashes {
    * Absent when there were none.
    */
   suspectedCrashes?: LoadCrash[];
+}
+
+/**
+ * Why a model was taken out of service when its load failed on a restarted
+ * worker (its import raised, a file it reads is gone, a package it imports
+ * changed on disk), as data (`ModelUnavailableError.details` beside
+ * `model` and `reason`).
+ */
+export interface ReplayLoadFailure {
+  /** The restarted worker whose replay could not load it. */
+  loadFailedOn: string;
+  /** The load's error message. */
+  loadError: string;
+  /** Its Python exception type (`FileNotFoundError`), when it had one. */
+  exception?: string;
 }
 
 /**

@@ -11,6 +11,8 @@ import {
   CancelledError,
   ConnectionLostError,
   errorFromWire,
+  PythonError,
+  RemoteError,
   TimeoutError,
   WorkerCrashedError,
 } from "./errors.ts";
@@ -239,8 +241,22 @@ export interface ModelRegistryOptions {
    * Told when a placed model is taken out of service: it crashed one slot
    * too many (`PoolOptions.placement`); `reason` says which.
    */
+  /**
+   * How a load's error reads in the `failedReason` of a model whose load
+   * failed on a restarted worker (the pool makes its models directory's
+   * paths relative to it). @default {the error's message as it is}
+   */
+  loadErrorText?: (message: string) => string;
   onModelFailed?: (
-    ev: { name: string; worker: string; reason: string },
+    ev: {
+      name: string;
+      worker: string;
+      reason: string;
+      /** A load's failure: its Python exception type, when it had one. */
+      exception?: string;
+      /** A load's failure: its traceback, when the server sent one. */
+      traceback?: string;
+    },
   ) => void;
   /**
    * A worker death within this many ms after a model's load completed on
@@ -325,6 +341,7 @@ export class ModelRegistry {
   #settingName: NonNullable<ModelRegistryOptions["settingName"]>;
   #onRelocated: NonNullable<ModelRegistryOptions["onRelocated"]>;
   #onModelFailed: NonNullable<ModelRegistryOptions["onModelFailed"]>;
+  #loadErrorText: NonNullable<ModelRegistryOptions["loadErrorText"]>;
   /**
    * Per slot, the placed models implicated in the death of one of its
    * processes (`generation`): calls of theirs in flight there (timed-out
@@ -386,6 +403,7 @@ export class ModelRegistry {
       ((option) => `placement.${option}`);
     this.#onRelocated = options.onRelocated ?? (() => {});
     this.#onModelFailed = options.onModelFailed ?? (() => {});
+    this.#loadErrorText = options.loadErrorText ?? ((message) => message);
     this.#loadCrashWindow = options.loadCrashWindow ?? 0;
     this.#onLoadCrash = options.onLoadCrash ?? (() => {});
   }
@@ -1162,9 +1180,16 @@ export class ModelRegistry {
       const seen = this.#steps.get(worker);
       if (seen?.gen === gen) seen.steps = [];
       const sentAt = Date.now();
-      await (placed
-        ? this.#loadPlaced(session, worker, model)
-        : this.#load(session, model));
+      try {
+        await (placed
+          ? this.#loadPlaced(session, worker, model)
+          : this.#load(session, model));
+      } catch (err) {
+        // Its load refused (not a death): out of service, as below.
+        if (!loadRefused(err, session)) throw err;
+        this.#replayLoadFailed(model, worker, err, workers);
+        continue;
+      }
       const alone = this.#loaded(worker, gen, [name], sentAt);
       const hold = this.#holdFor(name);
       const suspect = this.#suspects.get(name);
@@ -1208,9 +1233,18 @@ export class ModelRegistry {
     const load = async (model: ModelInfo, placed: boolean) => {
       if (first.has(model.name)) return;
       const sentAt = Date.now();
-      await (placed
-        ? this.#loadPlaced(session, worker, model)
-        : this.#load(session, model));
+      try {
+        await (placed
+          ? this.#loadPlaced(session, worker, model)
+          : this.#load(session, model));
+      } catch (err) {
+        // The model's own failure, its server still there: out of service,
+        // the worker up with the others. Else (a death, a timeout) the
+        // restart fails, as before.
+        if (!loadRefused(err, session)) throw err;
+        this.#replayLoadFailed(model, worker, err, workers);
+        return;
+      }
       // Once its load answered: a death during it (its import) fails the
       // restart, as before, and a placed model's counts as its relocation.
       this.#loaded(worker, gen, [model.name], sentAt);
@@ -1228,13 +1262,104 @@ export class ModelRegistry {
           this.#crashedLately(p) &&
           !workers().some((w) => w !== worker && loadable(w))
         ) continue;
-        await this.#loadPlaced(session, worker, model);
+        try {
+          await this.#loadPlaced(session, worker, model);
+        } catch (err) {
+          if (!loadRefused(err, session)) throw err;
+          this.#replayLoadFailed(model, worker, err, workers);
+          continue;
+        }
         const failed = p.workers.findIndex((w) => !up(w));
         if (failed >= 0) p.workers.splice(failed, 1, worker);
         else p.workers.push(worker);
         p.rr = 0;
       }
     }
+  }
+
+  /**
+   * Takes `model` out of service after its load failed on `worker`'s
+   * replay with the model's own error (its import raised, a file it reads
+   * is gone, a package it imports changed on disk: the server answered,
+   * {@linkcode loadRefused}), so that the worker comes up with the other
+   * models. Before, the restart failed: the worker was killed and restarted
+   * into the same failure until its restart policy gave up (the slot
+   * `failed`, every model with it). Its calls now fail with
+   * `ModelUnavailableError` naming the failure (the router reads `failed`;
+   * an unplaced model gets a record with no slot, as a quarantined one),
+   * until `updateModel` (`PUT`) loads it again everywhere; once the replay
+   * is over, the workers that still hold it unload it (its code would run
+   * there, and an update adds it back on every worker).
+   */
+  #replayLoadFailed(
+    model: ModelInfo,
+    worker: Worker,
+    err: unknown,
+    workers: () => Worker[],
+  ): void {
+    const name = model.name;
+    let p = this.#placements.get(name);
+    if (p === undefined) {
+      const label = model.spec.version;
+      p = {
+        name,
+        ...(label === undefined ? {} : { label }),
+        count: 0,
+        workers: [],
+        rr: 0,
+        quarantined: true,
+      };
+      this.#placements.set(name, p);
+    }
+    const holders = p.quarantined === true && p.failed === undefined
+      ? workers()
+      : [...p.workers];
+    p.workers.splice(0, p.workers.length);
+    p.rr = 0;
+    const message = this.#loadErrorText(
+      (err as Error).message.replace(/^Cannot load model '[^']*': /, ""),
+    );
+    const details = (err as RemoteError).details;
+    const exception = err instanceof PythonError
+      ? err.type
+      : details?.exception;
+    const traceback = err instanceof PythonError
+      ? err.traceback
+      : details?.traceback;
+    p.failed = `its load failed on restarted worker ${worker.id}: ${message}`;
+    p.outOfService = {
+      loadFailedOn: worker.id,
+      loadError: message,
+      ...(typeof exception === "string" ? { exception } : {}),
+    };
+    this.#suspects.delete(name);
+    this.#onModelFailed({
+      name,
+      worker: worker.id,
+      reason: p.failed,
+      ...(typeof exception === "string" ? { exception } : {}),
+      ...(typeof traceback === "string" && traceback !== ""
+        ? { traceback }
+        : {}),
+    });
+    // After the replay (it holds the lock): unloaded wherever it is, this
+    // worker too (an init that failed after its load left it there).
+    const placement = p;
+    void this.forModel(name, async () => {
+      if (
+        this.#placements.get(name) !== placement ||
+        placement.failed === undefined
+      ) return;
+      const left = [...new Set([...holders, worker])].filter(loadable).map((
+        w,
+      ) => ({ worker: w, session: w.session!, gen: w.generation }));
+      const outcomes = await Promise.allSettled(
+        left.map((t) =>
+          t.session.request("removeModel", { name }, this.#requestOptions())
+        ),
+      );
+      outcomes.forEach((o, i) => this.#unloaded(name, left[i]!, o));
+    }).catch(() => {});
   }
 
   /**
@@ -2099,6 +2224,18 @@ function describeDeath(d: LoadCrash): string {
   }${
     d.stderr === null ? "" : `, last stderr line: ${JSON.stringify(d.stderr)}`
   }`;
+}
+
+/**
+ * Whether a replay's load of a model failed with the model's own error:
+ * the server answered it (a `PythonError`, a `ModelLoadError`...) and its
+ * connection is still open. Not a death, a timeout or a cancel: those fail
+ * the restart, as a hang or a crash in the model's import must.
+ */
+function loadRefused(err: unknown, session: Session): boolean {
+  if (session.isClosed) return false;
+  if (err instanceof PythonError) return true;
+  return err instanceof RemoteError;
 }
 
 /**

@@ -91,6 +91,8 @@ import {
   type StreamRequestOptions,
 } from "./model_stream.ts";
 import { hostDirPrefix, removeDeadHostDirs } from "./_dead_host_dirs.ts";
+import { defaultLogDir } from "./_default_log_dir.ts";
+import { relativeToModelsDir } from "./_models_dir_relative.ts";
 import { closeAllOnSignal, closeOnSignal } from "./_signal_close.ts";
 import {
   quoteLabel,
@@ -459,15 +461,23 @@ export interface PoolOptions {
    * Directory of the workers' log files (`pythonserverslot0.log`, ...: one
    * per slot index, each rotated at 10 MiB with 3 old files kept), made
    * (0700) when missing; an existing one's mode is left alone. Relative to
-   * the current directory. Set it when the models directory is a source
-   * tree, or read-only, or when the logs must outlive a pool without
-   * `modelsDir` (whose temporary directory, logs included, goes with it).
+   * the current directory. Without it, a pool with `modelsDir` logs to a
+   * directory of its own outside it, under the temp directory:
+   * `<temp>/pyproxy-logs-<uid>/<name>-<hash>` (`<name>` the models
+   * directory's name, `<hash>` one of its real path: the same each start;
+   * `pool.logDir` says where; each start removes those whose models
+   * directory is gone, a test's temporary one). Before, it was `<modelsDir>/logs`, where a
+   * watcher of the models (`deno test --watch=models/`) saw each call's log
+   * lines as a change and restarted for ever: pass
+   * `logDir: "<modelsDir>/logs"` to keep them there. Set it when the logs
+   * must outlive a reboot, or a pool without `modelsDir` (whose temporary
+   * directory, logs included, goes with it).
    * `"-"`: no files; each worker logs to its stderr, whose lines go into
    * the pool's log (`logger`; else the category `["pyproxy",
    * "python-server", "stderr"]`), each at its level, at most 1000 lines a
    * second per worker (the rest counted): for a container, whose platform
    * collects the host's stderr.
-   * @default {`<modelsDir>/logs`}
+   * @default {`<temp>/pyproxy-logs-<uid>/<name>-<hash>` (`pool.logDir`)}
    */
   logDir?: string;
   /** Bind address of the servers (TCP). @default {"127.0.0.1"} */
@@ -734,6 +744,8 @@ export class Pool implements AsyncDisposable {
   #closed: Promise<void> | undefined;
   #tempDirs: string[] = [];
   #offSignals: Array<() => void> = [];
+  /** The models directory as given and its real path (`relativeToModelsDir`). */
+  #modelsDirs: string[] = [];
   /** The last resize queued: the next one runs after it. */
   #resizes: Promise<void> = Promise.resolve();
   /** Resizes running or waiting for their turn (`PluginContext.load().resizing`). */
@@ -786,6 +798,26 @@ export class Pool implements AsyncDisposable {
   #roomWaits = new Set<() => void>();
   /** The pool's eval atoms (running ones, and recently finished ones for replay). */
   readonly atoms: AtomRegistry<Atom> = new AtomRegistry<Atom>();
+
+  /**
+   * Where the workers write their log files (`pythonserverslot<index>.log`):
+   * `logDir` as given, else, for a pool with `modelsDir`, its default
+   * outside the models directory; `"-"`: none (they log to the pool's
+   * logger); `undefined`: a pool without `modelsDir`, whose temporary
+   * models directory holds them (`logs/`, gone with it).
+   *
+   * @example
+   * ```ts ignore
+   * const pool = await Pool.start({ modelsDir: "./models" });
+   * console.log(pool.logDir); // "/tmp/pyproxy-logs-1000/models-3f2a9c1e"
+   * ```
+   */
+  get logDir(): string | undefined {
+    const { logDir, modelsDir } = this.#opts;
+    // None with modelsDir: its `logs/`, the workers' own default.
+    return logDir ??
+      (modelsDir === undefined ? undefined : `${modelsDir}/logs`);
+  }
   /** What the running atoms keep for replay, together (`evalReplayBudget`). */
   readonly replayBudget: ReplayBudget;
   /** Streams with an idle timeout, on one timer. */
@@ -845,6 +877,8 @@ export class Pool implements AsyncDisposable {
     this.#modelMetrics = new ModelMetricStore(opts.modelMetrics, opts.logger);
     this.#registry = new ModelRegistry({
       timeout: opts.loadTimeout,
+      // A failedReason names no absolute path in the models directory.
+      loadErrorText: (text) => relativeToModelsDir(text, this.#modelsDirs),
       onResync: (ev) => {
         if (ev.ok) {
           opts.logger.warn(
@@ -885,11 +919,14 @@ export class Pool implements AsyncDisposable {
         this.#events.emit({ type: "model-relocated", ...ev });
       },
       onModelFailed: (ev) => {
+        // A load's failure carries its `exception` and `traceback` (as a
+        // first load's failure logs them); the event has the reason only.
         opts.logger.error(
           "Model {name} is out of service: {reason}; its calls fail with ModelUnavailableError until it is updated",
           ev,
         );
-        this.#events.emit({ type: "model-failed", ...ev });
+        const { name, worker, reason } = ev;
+        this.#events.emit({ type: "model-failed", name, worker, reason });
       },
       onUnloadFailed: (ev) =>
         opts.logger.warn(
@@ -1029,7 +1066,19 @@ export class Pool implements AsyncDisposable {
         );
       }
     }
-    if (opts.logDir !== undefined && opts.logDir !== "-") {
+    // No logDir: outside the models directory (defaultLogDir), where a
+    // watcher of the models saw each call's log lines as a change.
+    if (opts.logDir === undefined && opts.modelsDir !== undefined) {
+      opts.logDir = await defaultLogDir(opts.runtime, opts.modelsDir);
+      await checkLogDir(opts.runtime, opts.logDir);
+    } else if (
+      opts.logDir !== undefined && isModelsLogs(opts.logDir, opts.modelsDir)
+    ) {
+      // `<modelsDir>/logs` (the old default, the gateway's): the workers'
+      // own default, unchecked as it always was (where it cannot be
+      // written, a read-only models directory, they log to stderr).
+      opts.logDir = undefined;
+    } else if (opts.logDir !== undefined && opts.logDir !== "-") {
       await checkLogDir(opts.runtime, opts.logDir);
     }
     const pool = new Pool(opts, plugins);
@@ -1047,6 +1096,13 @@ export class Pool implements AsyncDisposable {
         await removeDeadHostDirs(runtime, "/tmp", ["pyproxy-sock"]);
       }
       let path = this.#opts.modelsDir;
+      if (path !== undefined) {
+        // As given, and as the servers report it (absolute, symlinks resolved).
+        this.#modelsDirs = [
+          path,
+          await runtime.realPath(path).catch(() => path!),
+        ];
+      }
       if (path === undefined) {
         path = await runtime.makeTempDir({
           prefix: await hostDirPrefix("pyproxy-models", runtime),
@@ -3560,6 +3616,16 @@ function withWarning(last: unknown, earlier: unknown): unknown {
   if (last === null) return earlier;
   if (typeof last !== "object" || "closeWarning" in last) return last;
   return { ...last, closeWarning: warning };
+}
+
+/** Whether `dir` is `<modelsDir>/logs` (as written: `.` and `/` aside). */
+function isModelsLogs(dir: string, modelsDir: string | undefined): boolean {
+  if (modelsDir === undefined) return false;
+  const plain = (p: string) =>
+    p.replace(/\\/g, "/").split("/").filter((seg, i) =>
+      seg !== "." && !(seg === "" && i > 0)
+    ).join("/");
+  return plain(dir) === `${plain(modelsDir)}/logs`;
 }
 
 /**

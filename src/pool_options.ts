@@ -30,7 +30,7 @@ export interface ResolvedPoolOptions {
   python: string;
   /** The servers' `--path`, or undefined for a fresh temp dir. */
   modelsDir: string | undefined;
-  /** Where the servers write their log files, or undefined for `<modelsDir>/logs`. */
+  /** Where the servers write their log files (`Pool.start` sets its default), or undefined for `<modelsDir>/logs` of a temporary models directory. */
   logDir: string | undefined;
   /** Bind address of the servers. */
   host: string;

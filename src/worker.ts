@@ -111,7 +111,7 @@ export interface WorkerInfo {
    * (once that one's process is gone) takes its index, so `index` stays
    * below the largest number of slots the pool had at once (one GPU per
    * worker: the `env` function's second argument). It also names the
-   * slot's log file, `<modelsDir>/logs/pythonserverslot<index>.log`.
+   * slot's log file, `pythonserverslot<index>.log` in the pool's `logDir`.
    */
   readonly index: number;
   /** Pid of the running process, `null` when none. */

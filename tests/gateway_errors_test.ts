@@ -627,6 +627,75 @@ Deno.test("createGateway answers 408 to a request whose body does not arrive wit
   }
 });
 
+Deno.test("createGateway answers 404 to a call of a model there is not before its body, never the slow body's 408, and lets the body go (Connection: close)", async () => {
+  // A request timeout shorter than the wait of the responses below: without
+  // the check before the body, the execute and stream calls got its 408.
+  const timeout = 1000;
+  await using gw = await startGateway({
+    allowManage: true,
+    limits: { requestTimeout: timeout },
+  });
+  const calls = [
+    ["POST", "/v1/models/nope/execute"], // the app's direct path
+    ["POST", "/v1/models/nope/execute?key=k"], // the router's
+    ["POST", "/v1/models/nope/stream"],
+    ["POST", "/v1/models/nope:predict"],
+    ["POST", "/v2/models/nope/infer"],
+  ] as const;
+  const requests = [];
+  try {
+    for (const [method, path] of calls) {
+      // Headers, then 5 of the 100 bytes promised, then nothing; and a
+      // chunked body that stalls after its first chunk.
+      requests.push(
+        await partialRequest(gw, method, path, '{"a":', {
+          contentLength: 100,
+          waitMs: 10_000,
+        }),
+        await partialRequest(gw, method, path, '{"a":', { waitMs: 10_000 }),
+      );
+    }
+    for (const [i, req] of requests.entries()) {
+      const [method, path] = calls[Math.floor(i / 2)]!;
+      const what = `${method} ${path} ${i % 2 ? "chunked" : "Content-Length"}`;
+      const res = await req.response;
+      assert.equal(res.status, 404, what);
+      // :predict's and /v2's errors are their protocols' (a string).
+      const { error } = res.body as { error: string | { message: string } };
+      const message = typeof error === "string" ? error : error.message;
+      assert.match(message, /^Cannot find model .*nope/, what);
+      // The body is not read: the client is told to open a new connection.
+      assert.match(res.headers.get("connection") ?? "", /close/, what);
+    }
+    // The 404 says what a worker's says: the model meant, or those loaded.
+    for (
+      const path of ["/v1/models/echoo/execute", "/v1/models/echoo/stream"]
+    ) {
+      const typo = await gw.fetch(path, post("{}"));
+      assert.equal(typo.status, 404, path);
+      assert.equal(
+        (await typo.json()).error.message,
+        "Cannot find model 'echoo': not loaded (did you mean 'echo'?)",
+        path,
+      );
+    }
+    // A model that is there still waits for its body (its 408): the check
+    // refuses only the names the pool does not have.
+    await using known = await partialRequest(
+      gw,
+      "POST",
+      "/v1/models/echo/execute",
+      '{"a":',
+      { contentLength: 100 },
+    );
+    assert.equal((await known.response).status, 408);
+    const ok = await gw.fetch("/v1/models/echo/execute", post('{"a":1}'));
+    assert.deepEqual(await ok.json(), { a: 1 });
+  } finally {
+    for (const req of requests) await req[Symbol.asyncDispose]();
+  }
+});
+
 Deno.test("createGateway answers 400 IncompleteBody, not a 500, to a body cut short by the client, on every route that reads one", async () => {
   await using gw = await startGateway({ allowEval: true, allowManage: true });
   const routes = [

@@ -270,6 +270,25 @@ Deno.test("tenantError words a model out of service without the workers it crash
     "Cannot call model 'bad' version '2': it is out of service (it crashed the workers it ran on) until the operator loads it again",
   );
   assert.deepEqual(shown.details, { model: "bad", version: "2" });
+  // Out of service for a load that failed on a restart: said so, without
+  // the worker nor the load's error (paths).
+  const load = new ModelUnavailableError(
+    "Cannot route call executeModel: model 'bad' is out of service: its load failed on restarted worker w1: FileNotFoundError: '/srv/models/w.bin' ...",
+    {
+      details: {
+        model: "bad",
+        loadFailedOn: "w1",
+        loadError: "FileNotFoundError: '/srv/models/w.bin'",
+        exception: "FileNotFoundError",
+      },
+    },
+  );
+  const loadShown = tenantError(load) as ModelUnavailableError;
+  assert.equal(
+    loadShown.message,
+    "Cannot call model 'bad': it is out of service (its code no longer loads) until the operator loads it again",
+  );
+  assert.deepEqual(loadShown.details, { model: "bad" });
   // A plugin's quota (no maxQueue): its own words.
   const quota = new OverloadedError("Cannot run call: quota used up", {
     details: { retryAfterMs: 60_000 },
@@ -290,6 +309,14 @@ Deno.test("tenantModelView leaves out a model's workers and the operator's diagn
       threaded: "its inline call held worker w2's loop",
     }),
     { name: "bad", failedReason: "it crashed the workers it ran on" },
+  );
+  assert.deepEqual(
+    tenantModelView({
+      name: "bad",
+      failedReason:
+        "its load failed on restarted worker w1: FileNotFoundError: '/srv/models/w.bin'",
+    }),
+    { name: "bad", failedReason: "its code no longer loads" },
   );
   const plain = { name: "echo" };
   assert.equal(tenantModelView(plain), plain);

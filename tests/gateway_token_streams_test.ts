@@ -451,9 +451,7 @@ Deno.test("A token retired while its gRPC ModelStreamInfer's client reads nothin
   // The gRPC twin of the model stream's test above (streams28): the
   // retirement reaches the model's stream through the REST route's hold,
   // whatever the transport's loop waits for (here, room to write its first
-  // answer). The HTTP/2 stream itself stays open until the client reads or
-  // leaves (its DATA, then its trailers, wait for flow control), as an SSE
-  // stream's connection does; a drain waits for it up to the grace.
+  // answer). The HTTP/2 stream itself ends too (the test below).
   await using dir = await tempDir("pyproxy-token-streams-test-");
   const marker = `${dir.path}/closed`;
   await using gw = await rawGrpcGateway(GRPC_TOKEN, {
@@ -524,6 +522,78 @@ Deno.test("A token retired while its gRPC ModelStreamInfer's client reads nothin
     );
     req.close();
     await closed;
+  } finally {
+    session.destroy();
+  }
+});
+
+Deno.test("A token retired while its gRPC ModelStreamInfer's client reads nothing: the stream is reset (not left open), and the gateway's drain does not wait its grace for it", async () => {
+  // The stream above, its client never reading: its UNAUTHENTICATED
+  // trailers wait behind the answers it did not take, so the gateway resets
+  // it (RETIRED_FLUSH_MS). Before, it stayed open for as long as its client
+  // did, and a shutdown then waited its whole grace (60 s here) for it.
+  await using dir = await tempDir("pyproxy-token-streams-test-");
+  const marker = `${dir.path}/closed`;
+  const config = {
+    token: [GRPC_TOKEN, T2],
+    limits: { streamIdleTimeout: 600_000, shutdownGrace: 60_000 },
+  };
+  await using gw = await rawGrpcGateway(GRPC_TOKEN, {
+    "ticker.py": GRPC_BIG_TICKER,
+  }, config);
+  const headers = { authorization: `Bearer ${T2}` };
+  const status = async () =>
+    await (await gw.fetch("/v1/status", { headers })).json();
+  // A client whose HTTP/2 windows are 0: no answer's byte reaches it.
+  const session = http2.connect(`http://${gw.grpcTarget}`, {
+    settings: { initialWindowSize: 0 },
+  });
+  session.on("error", () => {});
+  try {
+    const req = session.request({
+      ":method": "POST",
+      ":path": "/inference.GRPCInferenceService/ModelStreamInfer",
+      "content-type": "application/grpc",
+      te: "trailers",
+      authorization: `Bearer ${GRPC_TOKEN}`,
+    });
+    req.on("error", () => {});
+    const closed = new Promise<number>((resolve) =>
+      req.once("close", () => resolve(req.rstCode))
+    );
+    const message = tritonProto().lookupType("inference.ModelInferRequest");
+    const bytes = message.encode(message.create({
+      model_name: "ticker",
+      id: "t",
+      inputs: [{
+        name: "marker",
+        datatype: "BYTES",
+        shape: [],
+        contents: { bytes_contents: [new TextEncoder().encode(marker)] },
+      }],
+    })).finish();
+    const frame = new Uint8Array(5 + bytes.byteLength);
+    new DataView(frame.buffer).setUint32(1, bytes.byteLength);
+    frame.set(bytes, 5);
+    req.write(frame);
+    await waitFor(async () => (await status()).workers[0].parked === 1, {
+      message: "the model's stream to be parked",
+    });
+    await gw.reload({
+      grpc: { port: 0 },
+      token: T2,
+      limits: config.limits,
+    });
+    // The client still reads nothing: the server ends the stream itself.
+    const code = await within(closed, "the retired gRPC stream");
+    assert.equal(code, http2.constants.NGHTTP2_CANCEL);
+    await waitFor(() => exists(marker), {
+      message: "the model's generator to be closed",
+    });
+    // Nothing left for the drain to wait for (the session is still open).
+    const t0 = performance.now();
+    await gw.shutdown();
+    console.log(`shutdown took ${Math.round(performance.now() - t0)} ms`);
   } finally {
     session.destroy();
   }

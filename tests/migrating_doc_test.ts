@@ -48,12 +48,12 @@ async function extract(): Promise<string & AsyncDisposable> {
   });
 }
 
-/** The lines of the workers' log files in `models` that the model's close() wrote. */
-async function shutdownLines(models: string): Promise<string[]> {
+/** The lines of the workers' log files in `logs` that the model's close() wrote. */
+async function shutdownLines(logs: string): Promise<string[]> {
   const lines: string[] = [];
-  for await (const e of Deno.readDir(`${models}/logs`)) {
+  for await (const e of Deno.readDir(logs)) {
     if (!e.name.endsWith(".log")) continue;
-    const text = await Deno.readTextFile(`${models}/logs/${e.name}`);
+    const text = await Deno.readTextFile(`${logs}/${e.name}`);
     for (const line of text.split("\n")) {
       const m = /risk: (shutting down after \d+ calls)$/.exec(line);
       if (m) lines.push(m[1]!);
@@ -112,6 +112,8 @@ Deno.test("docs/migrating.md marks the files of its ports, and every Python bloc
 
 Deno.test("docs/migrating.md: the FastAPI port answers in a library pool, and its close() runs on every worker", async () => {
   await using dir = await extract();
+  // The pool's default: outside the models directory.
+  let logs = "";
   {
     await using pool = await Pool.start({
       workers: 2,
@@ -119,6 +121,7 @@ Deno.test("docs/migrating.md: the FastAPI port answers in a library pool, and it
       requestTimeout: 5000,
       handleSignals: false,
     });
+    logs = pool.logDir!;
     await pool.addModel("risk", { file: "risk.py" });
     const got = await pool.execute("risk", {
       income: 30000,
@@ -152,10 +155,14 @@ Deno.test("docs/migrating.md: the FastAPI port answers in a library pool, and it
     );
   }
   // Each worker closed the model as the pool closed: one of them ran the call.
-  assert.deepEqual(await shutdownLines(`${dir}/models`), [
-    "shutting down after 0 calls",
-    "shutting down after 1 calls",
-  ]);
+  try {
+    assert.deepEqual(await shutdownLines(logs), [
+      "shutting down after 0 calls",
+      "shutting down after 1 calls",
+    ]);
+  } finally {
+    await Deno.remove(logs, { recursive: true });
+  }
 });
 
 Deno.test("docs/migrating.md: the FastAPI port behind the gateway answers as the page shows, and its drain runs close()", async () => {
@@ -171,7 +178,7 @@ Deno.test("docs/migrating.md: the FastAPI port behind the gateway answers as the
     await server.shutdown();
   }
   // The drain stopped both workers, each closing the model.
-  assert.deepEqual(await shutdownLines(`${dir}/models`), [
+  assert.deepEqual(await shutdownLines(`${dir}/models/logs`), [
     "shutting down after 0 calls",
     "shutting down after 1 calls",
   ]);

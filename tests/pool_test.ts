@@ -5,6 +5,7 @@ import {
   CancelledError,
   ConfigError,
   ConnectionLostError,
+  ModelUnavailableError,
   NoWorkerError,
   OverloadedError,
   PyProxyError,
@@ -1304,7 +1305,7 @@ Deno.test("Pool logs a traceback a model prints whole under the output rate limi
   assert.match(String(errors[0]![2]?.message), /\nValueError: bad input$/);
 });
 
-Deno.test("Pool logs a model that no longer loads on a worker's restart as an error with its traceback", async () => {
+Deno.test("Pool logs a model that no longer loads on a worker's restart as an error with its traceback, out of service, the worker up", async () => {
   await using dir = await modelsDir();
   const lib = await Deno.makeTempDir({ prefix: "pyproxy-lib-" });
   const { logger, entries } = recordingLogger();
@@ -1324,26 +1325,39 @@ Deno.test("Pool logs a model that no longer loads on a worker's restart as an er
       `${lib}/extlib_logs29.py`,
       "import no_such_module_logs29\n",
     );
-    const replayFailed = (async () => {
+    const failed = (async () => {
       for await (const e of pool.events()) {
-        if (e.type === "worker-exit" && e.reason.startsWith("start failed")) {
-          return;
-        }
+        if (e.type === "model-failed" && e.name === "uses_lib") return e;
       }
     })();
+    const back = readyAgain(pool, "w1");
     await assert.rejects(pool.execute("uses_lib", {}));
-    await replayFailed;
-    const errors = entries.filter(([level, m]) =>
-      level === "error" && m.startsWith("worker {id} cannot load its models")
+    const ev = await failed;
+    // The event says why, without the traceback (the log has it).
+    assert.deepEqual(Object.keys(ev!).sort(), [
+      "name",
+      "reason",
+      "type",
+      "worker",
+    ]);
+    assert.match(
+      ev!.reason,
+      /^its load failed on restarted worker w1: ModuleNotFoundError: /,
     );
-    assert.ok(errors.length >= 1, JSON.stringify(entries));
+    const errors = entries.filter(([level, m]) =>
+      level === "error" && m.startsWith("Model {name} is out of service")
+    );
+    assert.equal(errors.length, 1, JSON.stringify(entries));
     const p = errors[0]![2]!;
-    assert.equal(p.id, "w1");
+    assert.equal(p.worker, "w1");
     assert.equal(p.exception, "ModuleNotFoundError");
     assert.match(
       String(p.traceback),
       /^Traceback \(most recent call last\):\n[\s\S]*extlib_logs29\.py", line 1[\s\S]*No module named 'no_such_module_logs29'/,
     );
+    // The worker came back, the model unavailable on it.
+    await back;
+    await assert.rejects(pool.execute("uses_lib", {}), ModelUnavailableError);
   } finally {
     await Deno.remove(lib, { recursive: true });
   }

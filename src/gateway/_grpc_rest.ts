@@ -55,6 +55,7 @@ export function restCall(
   stream: http2.ServerHttp2Stream,
   headers: http2.IncomingHttpHeaders,
   signal: AbortSignal,
+  onRetired?: (message: string) => void,
 ): RestCall {
   return async (path, init = {}) => {
     const forwarded = new Headers();
@@ -80,6 +81,7 @@ export function restCall(
           ...(init.body === undefined ? {} : { body: init.body as BodyInit }),
         },
       ),
+      onRetired,
     );
     return await gateway.fetch(request, {
       remoteAddr: stream.session?.socket?.remoteAddress ?? "",

@@ -59,7 +59,27 @@ export interface StreamInferOptions {
    * it has none: an idle stream does not hold the drain for its grace).
    */
   stop?: AbortSignal;
+  /**
+   * Aborted, its reason the message to end with, when the token the call
+   * was opened with is retired (a reload, a token file: the REST route's
+   * hold of a yielding model's infer tells it). The stream ends
+   * UNAUTHENTICATED, reset if its client does not take that end within
+   * {@linkcode RETIRED_FLUSH_MS}.
+   */
+  retired?: AbortSignal;
 }
+
+/**
+ * How long a stream ended for its retired token (UNAUTHENTICATED) waits
+ * for its client to take its last answers and trailers before it is reset
+ * (`RST_STREAM` `CANCEL`, gRPC's CANCELLED): a client that reads nothing
+ * held it open for as long as it stayed, and the gateway's drain for its
+ * whole grace. As long as an ended health watch waits for its reader.
+ */
+export const RETIRED_FLUSH_MS = 1000;
+
+/** HTTP/2's `CANCEL` error code (RST_STREAM): gRPC's CANCELLED. */
+const CANCEL = 0x8;
 
 /**
  * The retry hint of a stream a drain ended: the REST routes' `Retry-After`
@@ -159,7 +179,7 @@ export function streamInfer(
   options: StreamInferOptions,
 ): Promise<void> {
   const window = options.window ?? 16;
-  const { abort, stop } = options;
+  const { abort, stop, retired } = options;
   // The answers the connection's client has not read, all its streams'.
   const unread = unreadOf(stream);
   let waiting: (() => void) | undefined;
@@ -199,6 +219,8 @@ export function streamInfer(
       done = true;
       waiting?.();
       stop?.removeEventListener("abort", onStop);
+      retired?.removeEventListener("abort", onRetired);
+      clearTimeout(retiredTimer);
       stream.off("data", onData);
       stream.off("end", onEnd);
       stream.on("data", () => {});
@@ -224,6 +246,41 @@ export function streamInfer(
         // Reset by the client.
       }
       resolve();
+    };
+    /**
+     * The call's token retired: the stream ends UNAUTHENTICATED saying why,
+     * and is reset if its client has not taken that end within
+     * {@linkcode RETIRED_FLUSH_MS} (it reads nothing: its answers, and the
+     * trailers behind them, wait for HTTP/2 flow control). Before, such a
+     * stream's loop waited for room to write an answer the client never
+     * took: it saw no retirement, and stayed open for as long as its
+     * client did (a drain waited its whole grace for it).
+     */
+    const retire = (message: string) => {
+      if (done) return;
+      finish({ status: GrpcStatus.UNAUTHENTICATED, message });
+      if (stream.destroyed || stream.closed) return;
+      const timer = setTimeout(() => {
+        try {
+          if (!stream.destroyed && !stream.closed) stream.close(CANCEL);
+        } catch {
+          // Gone meanwhile.
+        }
+      }, RETIRED_FLUSH_MS);
+      stream.once("close", () => clearTimeout(timer));
+    };
+    /**
+     * Told of the retirement by the REST route's hold. A client that reads
+     * gets the infer's own end (its error response, then UNAUTHENTICATED)
+     * through the REST body, as before; one that does not (the loop waits
+     * for room), or whose stream has not ended within
+     * {@linkcode RETIRED_FLUSH_MS}, is ended here.
+     */
+    let retiredTimer: ReturnType<typeof setTimeout> | undefined;
+    const onRetired = () => {
+      const message = String(retired?.reason);
+      if (writeBlocked || unread?.full) return retire(message);
+      retiredTimer = setTimeout(() => retire(message), RETIRED_FLUSH_MS);
     };
     const flow = () => {
       if (done) return;
@@ -286,10 +343,7 @@ export function streamInfer(
         const res = await inferRest(infer, rest, INFERENCE_STREAM_TYPE);
         if (res.status === 401) {
           // The call's credentials, not this infer's: the stream ends.
-          return finish({
-            status: GrpcStatus.UNAUTHENTICATED,
-            message: await errorMessage(res),
-          });
+          return retire(await errorMessage(res));
         }
         if (!res.ok) {
           const error = await restError(res);
@@ -389,12 +443,7 @@ export function streamInfer(
           // this infer's failure: the stream ends, as at a 401 before the
           // first item. It stayed open, its infers refused one by one, for
           // as long as the client kept it (chaos51).
-          if (item.status === 401) {
-            return finish({
-              status: GrpcStatus.UNAUTHENTICATED,
-              message: item.message,
-            });
-          }
+          if (item.status === 401) return retire(item.message);
           return;
         }
         if (infer.emptyFinal) send(item, false);
@@ -454,9 +503,13 @@ export function streamInfer(
     stream.on("end", onEnd);
     stream.on("error", () => {});
     stop?.addEventListener("abort", onStop, { once: true });
+    if (retired?.aborted) onRetired();
+    else retired?.addEventListener("abort", onRetired, { once: true });
     stream.once("close", () => {
       waiting?.();
       stop?.removeEventListener("abort", onStop);
+      retired?.removeEventListener("abort", onRetired);
+      clearTimeout(retiredTimer);
       abort.abort();
       done = true;
       resolve();

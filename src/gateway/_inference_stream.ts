@@ -21,13 +21,35 @@
 /** The media type of the streamed form. */
 export const INFERENCE_STREAM_TYPE = "application/x-pyproxy-inference-stream";
 
-/** The requests the gRPC transport made (the streamed form is theirs only). */
-const transportRequests = new WeakSet<Request>();
+/**
+ * The requests the gRPC transport made (the streamed form is theirs only),
+ * each with what it is told of its call's retired token, if anything.
+ */
+const transportRequests = new WeakMap<
+  Request,
+  ((message: string) => void) | undefined
+>();
 
-/** Marks `request` as the gRPC transport's own. */
-export function markTransportRequest(request: Request): Request {
-  transportRequests.add(request);
+/**
+ * Marks `request` as the gRPC transport's own. `onRetired`: told (with the
+ * message to end with) when the token its call was opened with is retired
+ * while its streamed form runs ({@linkcode transportRetired}), so that the
+ * transport ends its stream also while its client reads nothing.
+ */
+export function markTransportRequest(
+  request: Request,
+  onRetired?: (message: string) => void,
+): Request {
+  transportRequests.set(request, onRetired);
   return request;
+}
+
+/**
+ * Tells the transport that made `request` (nothing for another request)
+ * that its call's token was retired: `message` says why.
+ */
+export function transportRetired(request: Request, message: string): void {
+  transportRequests.get(request)?.(message);
 }
 
 /** Whether `request` is the gRPC transport's (a unary call's included). */

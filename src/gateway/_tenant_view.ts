@@ -57,10 +57,14 @@ export function tenantError(err: unknown): unknown {
     const { model, version } = err.details;
     if (typeof model !== "string") return err;
     const versioned = typeof version === "string";
+    // Out of service for a load that failed on a restart, not a crash.
+    const why = err.details.loadFailedOn === undefined
+      ? TENANT_FAILED_REASON
+      : TENANT_LOAD_FAILED_REASON;
     return new ModelUnavailableError(
       `Cannot call model '${model}'${
         versioned ? ` version '${version}'` : ""
-      }: it is out of service (it crashed the workers it ran on) until the operator loads it again`,
+      }: it is out of service (${why}) until the operator loads it again`,
       { details: versioned ? { model, version } : { model } },
     );
   }
@@ -171,9 +175,36 @@ export function tenantModelView(view: ModelView): ModelView {
   } = view;
   return failedReason === undefined ? rest : {
     ...rest,
-    failedReason: TENANT_FAILED_REASON,
+    failedReason: tenantFailedReason(failedReason),
   };
 }
+
+/**
+ * A model's `failedReason` as a tenant reads it: why, in a few words, no
+ * worker, exit, path nor setting ({@linkcode TENANT_FAILED_REASON}, or
+ * {@linkcode TENANT_LOAD_FAILED_REASON} for a load that failed on a
+ * restart).
+ *
+ * @example
+ * ```ts
+ * import { tenantFailedReason } from "./_tenant_view.ts";
+ * console.log(tenantFailedReason("its load failed on restarted worker w1: OSError: ...")); // "its code no longer loads"
+ * ```
+ */
+export function tenantFailedReason(failedReason: string): string {
+  return failedReason.startsWith(LOAD_FAILED)
+    ? TENANT_LOAD_FAILED_REASON
+    : TENANT_FAILED_REASON;
+}
+
+/** How the reason of a load that failed on a restart starts (model_registry.ts). */
+const LOAD_FAILED = "its load failed on restarted worker ";
+
+/**
+ * Why a model whose load failed on a restarted worker is out of service,
+ * as a tenant reads it (not the load's error: paths, the worker).
+ */
+export const TENANT_LOAD_FAILED_REASON = "its code no longer loads";
 
 /**
  * Why a model is out of service, as a tenant reads it (its description's

@@ -118,6 +118,30 @@ export const UNAUTHENTICATED_BODY_MS = 100;
  * ```
  */
 export function dropUnauthenticatedBody(request: Request, res: Response): void {
+  dropUnreadBody(request, res);
+}
+
+/**
+ * The unread body of a request answered at once by `res` (a refusal made
+ * before the body was read that no body could change: a client not let in,
+ * a model there is not): read and dropped behind the answer for at most
+ * {@linkcode UNAUTHENTICATED_BODY_MS} (and 64 KiB), and `res` says
+ * `Connection: close` (see {@linkcode dropUnauthenticatedBody}). Nothing
+ * for a request without a body, an empty one, or one already read.
+ *
+ * @example
+ * ```ts
+ * import { dropUnreadBody } from "./_unread_body.ts";
+ * const request = new Request("http://localhost/v1/models/nope/execute", {
+ *   method: "POST",
+ *   body: '{"a": 1}',
+ * });
+ * const res = Response.json({ error: {} }, { status: 404 });
+ * dropUnreadBody(request, res);
+ * console.log(res.headers.get("connection")); // "close"
+ * ```
+ */
+export function dropUnreadBody(request: Request, res: Response): void {
   const body = request.body;
   if (body === null || request.bodyUsed || body.locked) return;
   if (request.headers.get("content-length") === "0") return;

@@ -68,7 +68,11 @@ import type { RouteContext } from "./route_context.ts";
 import { closeAfter } from "./_close_after.ts";
 import { runtimeVersion } from "./_runtime_version.ts";
 import { routeTemplate } from "./_route_template.ts";
-import { discardUnreadBody, dropUnauthenticatedBody } from "./_unread_body.ts";
+import {
+  discardUnreadBody,
+  dropUnauthenticatedBody,
+  dropUnreadBody,
+} from "./_unread_body.ts";
 import {
   bearerAuth,
   bearerToken,
@@ -679,7 +683,10 @@ export function createGateway(
       // HTTP/2 clients such as curl read the answer (_unread_body.ts). A
       // client not let in (no valid token, a Host or Origin not allowed)
       // gets its answer at once, its body not waited for.
+      // A 404 (a model or a route there is not) is answered at once too:
+      // no body changes it, and a slow one made it a 408.
       if (notLetIn.has(c.req.raw)) dropUnauthenticatedBody(c.req.raw, c.res);
+      else if (c.res.status === 404) dropUnreadBody(c.req.raw, c.res);
       else if (c.res.status >= 400) await discardUnreadBody(c.req.raw);
       const completed = (c.env as ServeRequestInfo | undefined)?.completed;
       // A WebSocket's 101: its connection lives on, ended by the drain.

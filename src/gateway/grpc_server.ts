@@ -705,12 +705,22 @@ async function handle(
       if (deadline !== undefined) void deadline.then((a) => watch.end(a));
       return await watch.done;
     }
-    const rest = restCall(options, stream, headers, abort.signal);
+    // A stream's token retired (told by the REST route of a yielding
+    // model's infer): the stream ends, its client reading or not.
+    const retired = route.kind === "stream" ? new AbortController() : undefined;
+    const rest = restCall(
+      options,
+      stream,
+      headers,
+      abort.signal,
+      retired === undefined ? undefined : (message) => retired.abort(message),
+    );
     if (route.kind === "stream") {
       return await streamInfer(stream, rest, {
         limit: options.bodyLimit,
         abort,
         stop,
+        retired: retired!.signal,
         ...(deadline === undefined ? {} : { deadline }),
         ...(options.streamWindow === undefined
           ? {}

@@ -28,6 +28,7 @@ import { modelEntries, workersOf } from "./_pool_reads.ts";
 import {
   inferenceStreamResponse,
   isTransportRequest,
+  transportRetired,
   wantsInferenceStream,
 } from "./_inference_stream.ts";
 import { TOKEN_RETIRED } from "./_token_holders.ts";
@@ -507,7 +508,14 @@ export function inferenceProtocolRoutes(
         }
         // Ended, its model's call cancelled, when a reload or a token file
         // retires the token it was opened with.
-        const hold = ctx.tokenHolders?.holdRequest(request);
+        // The gRPC transport that asked is told too: its stream ends even
+        // while its client reads nothing (this body then waits unread).
+        // After this stream's own end (the hold's signal, next): the call
+        // counts as the 401 it is, not as cancelled by the transport's end.
+        const hold = ctx.tokenHolders?.holdRequest(
+          request,
+          () => queueMicrotask(() => transportRetired(request, TOKEN_RETIRED)),
+        );
         // Counted once it is over (in flight until then), as /v1's streams:
         // 200 after its last item, 499 cancelled, or its error's status.
         try {

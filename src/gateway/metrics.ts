@@ -522,7 +522,7 @@ export class GatewayMetrics {
    * (`/v1/models/{name}/execute`, never the path as sent, so the series stay
    * as few as the routes; `"_unmatched"` for a path of no route).
    */
-  countHttp(status: number, route = ""): void {
+  countHttp(status: number, route: string): void {
     let statuses = this.#http.get(route);
     if (statuses === undefined) this.#http.set(route, statuses = new Map());
     statuses.set(status, (statuses.get(status) ?? 0) + 1);
@@ -852,7 +852,7 @@ export class GatewayMetrics {
       family(
         "pyproxy_models_out_of_service",
         "gauge",
-        "Models taken out of service (placed ones that crashed the workers they were placed on, or any that killed its worker twice soon after its load): their calls fail with 503 until a PUT (or a restart) loads them again; /v1/status says why.",
+        "Models taken out of service (placed ones that crashed the workers they were placed on, any that killed its worker twice soon after its load, or whose load failed on a restarted worker): their calls fail with 503 until a PUT (or a restart) loads them again; /v1/status says why.",
       );
       lines.push(`pyproxy_models_out_of_service ${snapshot.outOfService}`);
     }

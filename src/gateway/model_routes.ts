@@ -23,6 +23,7 @@ import {
   REQUEST_ID_HEADER,
 } from "./error_response.ts";
 import { isRequestId } from "../_request_id.ts";
+import { closestName } from "../_closest_name.ts";
 import { validBody } from "./_valid_body.ts";
 import type { GatewayModelSpec } from "./gateway_pool.ts";
 import type { GatewayModelInfo } from "./model_catalog.ts";
@@ -41,7 +42,7 @@ import {
   readJsonBody,
 } from "./read_json_body.ts";
 import { type ModelView, modelView } from "./_model_view.ts";
-import { modelEntries, statusOf, workersOf } from "./_pool_reads.ts";
+import { hasModel, modelEntries, statusOf, workersOf } from "./_pool_reads.ts";
 import type { WatchedCall } from "./disconnect_watch.ts";
 import type { RouteContext } from "./route_context.ts";
 import { jsonResponse } from "./json_response.ts";
@@ -50,11 +51,11 @@ import { MAX_MODEL_TIMEOUT, MODEL_TIMEOUT_SHAPE } from "../_model_timeout.ts";
 import { explainedTimeout } from "./_timeout_explained.ts";
 import { notAStream } from "./_first_item_timeout.ts";
 import { closeAfter } from "./_close_after.ts";
-import { discardUnreadBody } from "./_unread_body.ts";
+import { discardUnreadBody, dropUnreadBody } from "./_unread_body.ts";
 import { EXECUTE_ROUTE } from "./_route_template.ts";
 import {
-  TENANT_FAILED_REASON,
   tenantError,
+  tenantFailedReason,
   tenantModelView,
 } from "./_tenant_view.ts";
 
@@ -522,13 +523,15 @@ export function modelExecutor(
     const clientId = clientRequestId(request);
     // No model has a longer name: answered before the metrics see it.
     if (name.length > MAX_NAME) {
-      if (direct) await discardUnreadBody(request);
-      return tooLongName(
+      const res = await tooLongName(
         name,
         direct,
         metrics,
         clientId ?? crypto.randomUUID(),
       );
+      // Its 404 at once, the body not waited for (as any unknown model's).
+      dropUnreadBody(request, res);
+      return res;
     }
     // A model with versions: the version asked for, else its default (the
     // name the pool and the catalog know it by, `name@version`).
@@ -548,6 +551,19 @@ export function modelExecutor(
       if (alias !== undefined) {
         return unknownVersion(alias, direct, metrics, clientId);
       }
+    }
+    // A model the pool does not have: 404 now, its body not waited for.
+    const missing = unknownModel(ctx, asked, name);
+    if (missing !== undefined) {
+      metrics.start("_unknown")(404);
+      const res = errorResponse(
+        missing,
+        false,
+        clientId ?? crypto.randomUUID(),
+      );
+      dropUnreadBody(request, res);
+      if (direct) metrics.countHttp(404, EXECUTE_ROUTE);
+      return res;
     }
     const done = metrics.start(name);
     // A 404 of the model's own (its HTTPError) counts as its call.
@@ -826,6 +842,62 @@ export function modelNotFound(name: string): Error {
     "ModelNotFoundError",
     `Cannot find model ${name.length <= 64 ? `'${name}'` : quoteShort(name)}`,
   );
+}
+
+/**
+ * The 404 (`ModelNotFoundError`) of a call of `asked` (`name`: the name the
+ * pool knows it by, `name@label` for a version) when the pool has no such
+ * model and no change of that name (a `PUT`, a repository load or unload)
+ * is under way; else `undefined` (the call reads its body and runs).
+ * Checked before the body is read: a call of a model there is not gets its
+ * 404 at once, never the 408 of a slow body it waited for. A pool without
+ * `modelStatus` (not the library's `Pool`) cannot tell cheaply: its call is
+ * answered by the pool, after the body, as before.
+ *
+ * @example
+ * ```ts ignore
+ * const missing = unknownModel(ctx, "scorer", "scorer");
+ * if (missing !== undefined) return errorResponse(missing, false, id);
+ * ```
+ */
+export function unknownModel(
+  ctx: Pick<RouteContext, "pool" | "modelChanges">,
+  asked: string,
+  name: string,
+): Error | undefined {
+  if (ctx.pool.modelStatus === undefined) return undefined;
+  if (hasModel(ctx.pool, name)) return undefined;
+  if (ctx.modelChanges.running(asked) !== undefined) return undefined;
+  const loaded = [...new Set(ctx.pool.status().models.map((m) => m.name))];
+  return httpError(
+    404,
+    "ModelNotFoundError",
+    `Cannot find model ${
+      asked.length <= 64 ? `'${asked}'` : quoteShort(asked)
+    }: ${notLoaded(asked, loaded)}`,
+  );
+}
+
+/** Names listed in a "not loaded" message at most. */
+const LIST_NAMES = 10;
+/** A typo is looked for among this many models at most. */
+const MATCH_NAMES = 200;
+
+/**
+ * Why `name` is not found, as a worker says it (its `_not_loaded`): the
+ * name meant, else the models loaded (at most {@linkcode LIST_NAMES}).
+ */
+function notLoaded(name: string, loaded: string[]): string {
+  if (loaded.length === 0) return "not loaded (no model is loaded yet)";
+  if (loaded.length <= MATCH_NAMES) {
+    const near = closestName(name, loaded);
+    if (near !== undefined) return `not loaded (did you mean '${near}'?)`;
+  }
+  const shown = loaded.sort().slice(0, LIST_NAMES);
+  const more = loaded.length - shown.length;
+  return `not loaded (loaded: ${shown.join(", ")}${
+    more > 0 ? ` and ${more} more` : ""
+  })`;
 }
 
 /**
@@ -1243,7 +1315,7 @@ function versionReadiness(
   const why = ctx.unready.aborted
     ? "the gateway is shutting down"
     : failed !== undefined
-    ? `out of service: ${tenant ? TENANT_FAILED_REASON : failed}`
+    ? `out of service: ${tenant ? tenantFailedReason(failed) : failed}`
     : (where === undefined ? ready.size > 0 : where.some((id) => ready.has(id)))
     ? undefined
     : "no worker that holds it is ready";

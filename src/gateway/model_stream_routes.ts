@@ -26,6 +26,7 @@ import {
   modelsDirHider,
   modelSuccessHeaders,
   readCallInput,
+  unknownModel,
 } from "./model_routes.ts";
 import {
   errorEvent,
@@ -160,6 +161,13 @@ export function modelStreamRoutes(ctx: RouteContext): Hono {
       }
     }
     failure.model = name;
+    // A model the pool does not have: 404 now, its body not waited for
+    // (the app's middleware drops it).
+    const missing = unknownModel(ctx, asked, name);
+    if (missing !== undefined) {
+      ctx.metrics.start("_unknown")(404);
+      return errorResponse(missing, false, failure.requestId());
+    }
     const executeStream = pool.executeStream;
     if (executeStream === undefined) {
       return errorResponse(

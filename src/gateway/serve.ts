@@ -603,7 +603,9 @@ export async function serve(
     integers: "bigint",
     ...defined({
       python: config.python,
-      logDir: config.logDir,
+      // The gateway's workers log in the models directory, as always
+      // (docs/gateway.md): a library pool's default is elsewhere.
+      logDir: config.logDir ?? `${config.modelsDir}/logs`,
       // The config's env, `{worker}` and `{index}` filled in per slot (a
       // restarted worker keeps its slot's).
       env: envOption,

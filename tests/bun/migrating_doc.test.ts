@@ -52,13 +52,35 @@ async function extract(): Promise<{ dir: string; scripts: string[] }> {
   return { dir, scripts };
 }
 
-/** The lines the risk model's close() wrote to the workers' log files. */
-async function closeLines(dir: string): Promise<string[]> {
+/** The lines the risk model's close() wrote to the log files in `logs`. */
+async function closeLinesIn(logs: string): Promise<string[]> {
   const lines: string[] = [];
-  for (const name of await readdir(join(dir, "models/logs"))) {
+  for (const name of await readdir(logs)) {
     if (!name.endsWith(".log")) continue;
-    const text = await readFile(join(dir, "models/logs", name), "utf8");
+    const text = await readFile(join(logs, name), "utf8");
     lines.push(...text.match(/shutting down after \d+ calls/g) ?? []);
+  }
+  return lines.sort();
+}
+
+/** The same in the gateway's log directory, `models/logs`. */
+function closeLines(dir: string): Promise<string[]> {
+  return closeLinesIn(join(dir, "models/logs"));
+}
+
+/**
+ * The same in a library pool's default log directory, under the scripts'
+ * temp directory (`<dir>/tmp`, their TMPDIR):
+ * `pyproxy-logs-<uid>/models-<hash>/`.
+ */
+async function libraryCloseLines(dir: string): Promise<string[]> {
+  const lines: string[] = [];
+  const tmp = join(dir, "tmp");
+  for (const root of await readdir(tmp)) {
+    if (!root.startsWith("pyproxy-logs")) continue;
+    for (const sub of await readdir(join(tmp, root))) {
+      lines.push(...await closeLinesIn(join(tmp, root, sub)));
+    }
   }
   return lines.sort();
 }
@@ -101,11 +123,16 @@ test(
           "base64",
         ),
       );
-      // One at a time: the pools share the workers' log files.
+      // One at a time: the pools share the workers' log files (in their
+      // temp directory: a library pool's default log directory).
+      await mkdir(join(dir, "tmp"));
       const outputs = [];
       for (const script of scripts) {
         outputs.push(
-          await run(dir, [script], { RISK_WEIGHTS: "weights.json" }),
+          await run(dir, [script], {
+            RISK_WEIGHTS: "weights.json",
+            TMPDIR: join(dir, "tmp"),
+          }),
         );
       }
       const [fastapi, torchserve, stamp, shell, notebook] = outputs;
@@ -124,7 +151,7 @@ test(
       expect(fastapi!.out).toContain(
         "INF pyproxy·python·risk model loaded from weights.json",
       );
-      expect(await closeLines(dir)).toEqual([
+      expect(await libraryCloseLines(dir)).toEqual([
         "shutting down after 0 calls",
         "shutting down after 1 calls",
       ]);

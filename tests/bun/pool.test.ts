@@ -763,7 +763,7 @@ test("a chained traceback a model prints in execute is one error record of the c
   );
 });
 
-test("a model that no longer loads on a worker's restart is an error record with its traceback", async () => {
+test("a model that no longer loads on a worker's restart is an error record with its traceback, out of service", async () => {
   const lib = await mkdtemp(join(tmpdir(), "pyproxy-bun-lib-"));
   const entries: Array<[string, string, Record<string, unknown> | undefined]> =
     [];
@@ -793,17 +793,18 @@ test("a model that no longer loads on a worker's restart is an error record with
       join(lib, "extlib_logs29.py"),
       "import no_such_module_logs29\n",
     );
-    const replayFailed = (async () => {
+    const failed = (async () => {
       for await (const e of pool.events()) {
-        if (e.type === "worker-exit" && e.reason.startsWith("start failed")) {
-          return;
-        }
+        if (e.type === "model-failed" && e.name === "uses_lib") return e;
       }
     })();
     await pool.execute("uses_lib", {}).catch(() => {});
-    await replayFailed;
+    const ev = await failed;
+    expect(ev?.reason).toMatch(
+      /^its load failed on restarted worker w1: ModuleNotFoundError: /,
+    );
     const error = entries.find(([level, m]) =>
-      level === "error" && m.startsWith("worker {id} cannot load its models")
+      level === "error" && m.startsWith("Model {name} is out of service")
     );
     expect(error?.[2]?.exception).toBe("ModuleNotFoundError");
     expect(String(error?.[2]?.traceback)).toMatch(
