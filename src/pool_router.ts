@@ -183,6 +183,9 @@ export class PoolRouter {
                 queue: queued,
                 maxQueue: this.#opts.maxQueue,
                 maxInFlightPerWorker: this.#opts.maxInFlightPerWorker,
+                // The model (a version's `name@label`) for the gateway's
+                // 429, which names it and serve's settings.
+                ...modelDetail(call),
               },
             },
           ),
@@ -581,4 +584,10 @@ function modelOf(call: PoolCall): string | undefined {
   ) return undefined;
   const name = call.args?.name;
   return typeof name === "string" ? name : undefined;
+}
+
+/** `{ model }` of a model's call (see {@linkcode modelOf}), else `{}`. */
+function modelDetail(call: PoolCall): { model?: string } {
+  const model = modelOf(call);
+  return model === undefined ? {} : { model };
 }

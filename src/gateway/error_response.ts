@@ -182,7 +182,11 @@ export function describeError(
   }
   if (err instanceof OverloadedError) {
     headers["retry-after"] = retryAfter(err, "1");
-    return { status: 429, headers, body: body(err.name, err.message) };
+    return {
+      status: 429,
+      headers,
+      body: body(err.name, overloadedMessage(err)),
+    };
   }
   if (err instanceof ModelUnavailableError) {
     // A placed model out of service (it crashed the workers it went to):
@@ -395,6 +399,40 @@ function withoutSpillPaths(message: string): string {
     /(^|[\s'"(])\/[^\s'":]*\/([^\s'":/]+)/g,
     (_, lead: string, name: string) => `${lead}${name}`,
   );
+}
+
+/**
+ * The pool's queue-full 429 in the gateway's terms: the library's message
+ * names the pool's options (`maxQueue`, `maxInFlightPerWorker`) and its
+ * internal command (`executeModel`), which an operator paged at night
+ * cannot find in `serve --help`; this one names the model and serve's
+ * flags with their `pyproxy.json` keys. Worded from the error's `details`
+ * (the pool router's); any other `OverloadedError` (a plugin's quota, a
+ * server's own refusal, a tenant's channel bound) keeps its message.
+ */
+function overloadedMessage(err: OverloadedError): string {
+  const { queue, maxQueue, maxInFlightPerWorker, model } = err.details;
+  if (
+    typeof queue !== "number" || typeof maxQueue !== "number" ||
+    typeof maxInFlightPerWorker !== "number"
+  ) return err.message;
+  const what = typeof model !== "string"
+    ? "accept call"
+    : model.includes("@")
+    ? `run model '${model.slice(0, model.indexOf("@"))}' version '${
+      model.slice(model.indexOf("@") + 1)
+    }'`
+    : `run model '${model}'`;
+  // A batching model's note: its queue counts batches, not calls.
+  const batch = / \(a batch of \d+ calls?: [^)]*\)/.exec(err.message)?.[0] ??
+    "";
+  return `Cannot ${what}${batch}: the gateway is overloaded: ${queue} ${
+    queue === 1 ? "call" : "calls"
+  } wait for a worker (limits.maxQueue ${maxQueue}, serve --max-queue) ` +
+    `and the workers it may go to run ${maxInFlightPerWorker} each ` +
+    `(limits.maxInFlightPerWorker, serve --max-in-flight): retry later; ` +
+    `if the load is normal, add workers (serve --workers, --autoscale, ` +
+    `PUT /v1/workers) or raise --max-queue`;
 }
 
 /**
