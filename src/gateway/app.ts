@@ -6,6 +6,7 @@
  */
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { ConfigError } from "../errors.ts";
+import { StartSkips } from "./_start_skips.ts";
 import { loggedPath, RefusalLog } from "./_refusal_log.ts";
 import { type Context, Hono, type MiddlewareHandler, type Next } from "hono";
 import { RegExpRouter } from "hono/router/reg-exp-router";
@@ -549,6 +550,11 @@ export function createGateway(
     modelsDir: options.modelsDir,
     repositoryModels: groupByName(options.repositoryModels ?? []),
     skippedModels: options.skippedModels ?? [],
+    startSkips: new StartSkips(
+      options.skippedModels ?? [],
+      options.modelsDir,
+      options.debug === true,
+    ),
     modelChanges: new ModelChanges(),
     forwardHeaders,
     refusedHeaderWarnings: new Map(),
@@ -924,6 +930,13 @@ export function createGateway(
             ? readyWorkers.size > 0
             : m.slots.some((id) => readyWorkers.has(id))),
       );
+    }
+    // A model the start skipped (its file failed to import) is not ready:
+    // without its series, an alert on `pyproxy_models_ready == 0` missed it.
+    for (const name of ctx.startSkips.names()) {
+      if (!status.models.some((m) => m.name === name)) {
+        modelReady.set(name, false);
+      }
     }
     // Read at the scrape, never on a request's path: the gateway's process,
     // and each worker's from /proc (a worker that died meanwhile is left out).

@@ -18,6 +18,7 @@ import {
 } from "./_response_compression.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import {
+  describeError,
   errorResponse,
   httpError,
   REQUEST_ID_HEADER,
@@ -650,8 +651,13 @@ export function modelExecutor(
       if (requestId !== undefined) {
         res.headers.set(REQUEST_ID_HEADER, requestId);
       }
-    } catch (err) {
-      answered = err instanceof ModelHTTPError;
+    } catch (thrown) {
+      // A model the start skipped: the 404 says why, counted as its call.
+      const skipped = name === asked
+        ? skippedAtStart(ctx, request, name, thrown)
+        : undefined;
+      const err = skipped ?? thrown;
+      answered = skipped !== undefined || err instanceof ModelHTTPError;
       // The client went away (the call was cancelled for it): nobody reads
       // this response, 499 keeps it apart from real errors in the metrics.
       // A model's exception often names its own files (`open()` of a data
@@ -809,6 +815,28 @@ function requestLine(
   }
 }
 
+/**
+ * The 404 of model `name` when the start skipped it (its file failed to
+ * import) and no load brought it since: its message says why and what
+ * brings it back ({@linkcode StartSkips}). `undefined` otherwise, for a
+ * tenant's token (the operator's files are no part of its answers), and
+ * when `err` is given and is not a 404 of a model not found.
+ */
+export function skippedAtStart(
+  ctx: Pick<RouteContext, "startSkips" | "isTenant">,
+  request: Request,
+  name: string,
+  err?: unknown,
+): Error | undefined {
+  const message = ctx.startSkips.message(name);
+  if (message === undefined || ctx.isTenant(request)) return undefined;
+  if (err !== undefined) {
+    const { status, body } = describeError(err, false);
+    if (status !== 404 || body.type !== "ModelNotFoundError") return undefined;
+  }
+  return httpError(404, "ModelNotFoundError", message);
+}
+
 /** The 404 of a model the gateway does not have. */
 export function modelNotFound(name: string): Error {
   return httpError(
@@ -861,7 +889,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
             String(catalog.nextVersion(name)),
         );
       }
-      throw notFound(name);
+      throw skippedAtStart(ctx, c.req.raw, name) ?? notFound(name);
     }
     // That model's entries, not every model's (a probe per model).
     const now = statusOf(pool, name);
@@ -1033,6 +1061,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
       spec,
       ctx.debug(c.req.raw),
     );
+    ctx.startSkips.loaded(name);
     ctx.logger.info("Model {name} {action} from {file}", {
       name: version === undefined ? name : `${name} version ${version}`,
       action: existed ? "updated" : "added",
