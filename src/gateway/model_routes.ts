@@ -1055,15 +1055,33 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (body.timeout !== undefined) spec.timeout = body.timeout;
     if (body.workers !== undefined) spec.workers = body.workers;
     if (version !== undefined) spec.version = version;
-    const { existed, model } = await loadModel(
-      ctx,
-      name,
-      spec,
-      ctx.debug(c.req.raw),
-    );
+    const shownName = version === undefined
+      ? name
+      : `${name} version ${version}`;
+    let loaded: Awaited<ReturnType<typeof loadModel>>;
+    try {
+      loaded = await loadModel(ctx, name, spec, ctx.debug(c.req.raw));
+    } catch (err) {
+      // A deploy whose PUT failed (a syntax error, a missing file, a load
+      // timeout) was answered to its client only: the operator's log had
+      // the successes, never this (the on-call walkthrough).
+      const { status, body } = describeError(err, false);
+      ctx.logger.warn(
+        "Model {name} not loaded from {file} ({status} {type}): {message}; the version in force, if any, serves on",
+        {
+          name: shownName,
+          file: spec.file,
+          status,
+          type: body.type,
+          message: body.message,
+        },
+      );
+      throw err;
+    }
+    const { existed, model } = loaded;
     ctx.startSkips.loaded(name);
     ctx.logger.info("Model {name} {action} from {file}", {
-      name: version === undefined ? name : `${name} version ${version}`,
+      name: shownName,
       action: existed ? "updated" : "added",
       file: spec.file,
     });

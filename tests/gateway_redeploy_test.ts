@@ -1,15 +1,20 @@
 /**
- * A model of the models directory that fails to import at start (a redeploy
- * with a syntax error) is skipped, and the gateway says so where an on-call
+ * A redeploy with a broken model file, as an on-call engineer meets it.
+ *
+ * At start: a model of the models directory that fails to import is
+ * skipped, and the gateway says so where an on-call
  * engineer looks after the start's log line: its calls' 404 says why and
  * how to bring it back (it said "not loaded", as for a made-up name, counted
  * under `_unknown`), and `/metrics` has its `pyproxy_models_ready` at 0 (it
  * had no series, so an alert on `== 0` never fired), until a `PUT` loads it.
+ * While it runs: a `PUT` of the broken file is answered 422 and the old
+ * version serves on, as before, and the gateway's log now says so too (it
+ * logged the successes only).
  * Through a real gateway and its Python worker.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startGateway } from "./_gateway_harness.ts";
+import { startGateway, withLogs } from "./_gateway_harness.ts";
 
 const BROKEN =
   "class Ranker:\n    def execute(self, msg)\n        return msg\n";
@@ -83,4 +88,45 @@ Deno.test("a model skipped at start: its 404 says why, /metrics has it not ready
     await metric(gw, 'pyproxy_models_ready{model="ranker"}'),
     undefined,
   );
+});
+
+Deno.test("a PUT whose file fails to load is logged as a warning naming the model, the file and the error", async () => {
+  await withLogs(async (records) => {
+    await using gw = await startGateway(
+      { workers: 1, allowManage: true },
+      { "ranker.py": FIXED },
+    );
+    await Deno.writeTextFile(join(gw.dir, "ranker.py"), BROKEN);
+    const put = await gw.fetch("/v1/models/ranker", {
+      method: "PUT",
+      body: JSON.stringify({ file: "ranker.py" }),
+    });
+    assert.equal(put.status, 422);
+    const { error } = await put.json();
+    const warnings = records.filter((r) =>
+      r.level === "warning" && r.category.join(".") === "pyproxy.gateway"
+    );
+    const line = warnings.find((r) =>
+      String(r.rawMessage).startsWith("Model {name} not loaded")
+    );
+    assert.ok(
+      line,
+      `no warning among ${JSON.stringify(warnings.map((r) => r.rawMessage))}`,
+    );
+    assert.deepEqual(line.properties, {
+      name: "ranker",
+      file: "ranker.py",
+      status: 422,
+      type: "ModelLoadError",
+      message: error.message,
+    });
+    assert.match(
+      error.message,
+      /SyntaxError: expected ':' \(ranker\.py, line 2\)/,
+    );
+    // The version in force serves on.
+    const ok = await call(gw);
+    assert.equal(ok.status, 200);
+    await ok.body?.cancel();
+  });
 });
