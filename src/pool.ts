@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { OverloadLog } from "./_overload_log.ts";
 import { callTimedOut } from "./_call_timeout.ts";
 import type { QueueWaitStats } from "./queue_waits.ts";
 import {
@@ -956,12 +957,15 @@ export class Pool implements AsyncDisposable {
         return this.#resize(count, rest, by, reason ?? null);
       },
     });
+    // Calls refused for a full queue: a warning, one a minute at most.
+    const overloads = new OverloadLog(opts.logger);
     this.#router = new PoolRouter({
       workers: this.#supervisor.workers,
       maxInFlightPerWorker: opts.maxInFlightPerWorker,
       maxQueue: opts.maxQueue,
       send: (call, worker) => this.#send(call, worker),
       coming: (worker) => this.#supervisor.settling(worker),
+      onOverloaded: (err) => overloads.refused(err),
     });
   }
 
