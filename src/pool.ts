@@ -3072,6 +3072,12 @@ export class Pool implements AsyncDisposable {
     // it): still holding its slot, but no longer waited for by a stop.
     let over = false;
     let abandoned = false;
+    // What it counts as in the worker's `abandoned` once given up on: its
+    // model (a version's `name@label`), else its command.
+    const name = call.args?.name;
+    const what = call.cmd !== "eval" && typeof name === "string"
+      ? name
+      : callName(call);
     if (
       remaining !== undefined || signal !== undefined ||
       onEvent !== undefined || onSlot !== undefined ||
@@ -3094,11 +3100,11 @@ export class Pool implements AsyncDisposable {
       const done = lease === undefined
         ? () => {
           over = true;
-          this.#released(worker, abandoned);
+          this.#released(worker, abandoned, what);
         }
         : () => {
           over = true;
-          lease.end(abandoned);
+          lease.end(abandoned, what);
         };
       const placement = call.placement;
       options = {
@@ -3149,7 +3155,7 @@ export class Pool implements AsyncDisposable {
         if (releaseOnSettle) this.#released(worker);
         else if (!over) {
           abandoned = true;
-          worker.abandon();
+          worker.abandon(what);
         }
         this.#onCallError(call, worker, gen, error, remaining);
         if (this.#router.queued > 0) this.#router.pump(false);
@@ -3161,8 +3167,8 @@ export class Pool implements AsyncDisposable {
    * A call of `worker` is done on the server: room for a queued call
    * (`abandoned`: one counted by `worker.abandon()`).
    */
-  #released(worker: Worker, abandoned = false): void {
-    worker.release(false, abandoned);
+  #released(worker: Worker, abandoned = false, what?: string): void {
+    worker.release(false, abandoned, what);
     this.#pumpQueue();
   }
 

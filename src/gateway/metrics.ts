@@ -37,6 +37,8 @@ export interface MetricsSnapshot {
       restarts: number;
       parked?: number;
       exits?: Readonly<Record<string, number>>;
+      /** Calls given up on that the worker still runs, by model (`WorkerInfo.abandoned`). */
+      abandoned?: Readonly<Record<string, number>>;
     }
   >;
   /**
@@ -701,6 +703,24 @@ export class GatewayMetrics {
       lines.push(
         `pyproxy_parked_streams{worker="${label(w.id)}"} ${w.parked ?? 0}`,
       );
+    }
+    // Only the workers and models that have any: a series per model and
+    // worker would be mostly zeros. A model blocked outside Python (which
+    // no cancel reaches) shows here as its calls time out, before it wedges
+    // its worker.
+    family(
+      "pyproxy_abandoned_calls",
+      "gauge",
+      "Calls given up on (timed out, cancelled, client gone) that a worker still runs, by worker and model: a model blocked outside Python (a sleep, a lock, I/O without a timeout) shows here before it wedges the worker (docs/reliability.md, Runbook).",
+    );
+    for (const w of snapshot.workers) {
+      for (const [model, n] of Object.entries(w.abandoned ?? {})) {
+        lines.push(
+          `pyproxy_abandoned_calls{worker="${label(w.id)}",${
+            modelLabels(model)
+          }} ${n}`,
+        );
+      }
     }
     family("pyproxy_workers", "gauge", "Workers by state.");
     // Every state, 0 included: an alert on `pyproxy_workers{state="ready"} < 1`
