@@ -107,6 +107,14 @@ class RouteError extends HTTPException {
   }
 }
 
+/** What a model's `MemoryError` (507) adds to its message. */
+const MEMORY_HINT =
+  ": the model's worker could not allocate the memory it asked for (a " +
+  "limit of the workers: a ulimit of serve --python's wrapper, the " +
+  "container's; or one allocation beyond any); /metrics has each worker's " +
+  "pyproxy_worker_resident_memory_bytes, and a PUT of the model loads it " +
+  "again, freeing what its instance held (docs/reliability.md, Runbook)";
+
 const REMOTE_STATUS: Record<string, ContentfulStatusCode> = {
   ModelNotFoundError: 404,
   InvalidRequestError: 400,
@@ -169,15 +177,22 @@ export function describeError(
     };
   }
   if (err instanceof PythonError) {
+    const memory = err.type === "MemoryError";
     return {
       // Out of memory is the server's lack, not the request's fault: a 5xx
       // (TorchServe's 507), which alerts on 5xx and retrying clients see.
-      status: err.type === "MemoryError" ? 507 : 422,
+      status: memory ? 507 : 422,
       headers,
-      body: body("PythonError", err.message, {
-        exception: err.type,
-        ...(debug && err.traceback ? { traceback: err.traceback } : {}),
-      }),
+      // A bare "MemoryError" (its usual message: none) told an on-call
+      // engineer neither where nor what to do.
+      body: body(
+        "PythonError",
+        memory ? `${err.message}${MEMORY_HINT}` : err.message,
+        {
+          exception: err.type,
+          ...(debug && err.traceback ? { traceback: err.traceback } : {}),
+        },
+      ),
     };
   }
   if (err instanceof OverloadedError) {
