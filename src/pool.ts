@@ -3546,7 +3546,8 @@ async function checkLogDir(runtime: Runtime, dir: string): Promise<void> {
     throw new ConfigError(
       `Cannot start pool: logDir: cannot write log files in '${dir}' (${
         err instanceof Error ? err.message : String(err)
-      })`,
+      }): give a directory the workers can write in, or "-" for no files ` +
+        `(their records go into the pool's log: serve --log-dir -)`,
       { cause: err, details: { field: "logDir", dir } },
     );
   }
