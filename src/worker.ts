@@ -83,6 +83,13 @@ export interface WorkerExit {
    */
   inFlight?: InFlight;
   /**
+   * The calls given up on (timed out, cancelled, a client gone) that it
+   * still ran when its connection closed, by model, as `inFlight`; absent
+   * when none. The call that hung a worker is often here, having timed out
+   * first, and its victims in `inFlight`.
+   */
+  givenUp?: InFlight;
+  /**
    * The model whose call held the server's event loop when the pool killed
    * it for answering nothing (the hang probe after a call's timeout, or the
    * heartbeat): an inline call that sent `busy` events and had no reply, a
@@ -989,6 +996,8 @@ export class Worker implements WorkerInfo {
     // Counted as the session closed (now, at the latest).
     const inFlight = session?.inFlightAtClose;
     if (inFlight !== undefined) exit.inFlight = inFlight;
+    const givenUp = session?.givenUpAtClose;
+    if (givenUp !== undefined) exit.givenUp = givenUp;
     if (this.#hungOn !== undefined && !this.#intentional) {
       exit.heldLoop = this.#hungOn;
     }
