@@ -324,6 +324,13 @@ export interface GatewayOptions {
    * spans that wait (`serve` waits for them, up to 2 s).
    */
   tracing?: TracingOptions;
+  /**
+   * Whether the token files polled (`tokenFile`, `manageTokenFile`) could
+   * not be used at their last read, the tokens in force kept: `/metrics`'
+   * `pyproxy_token_files_refused` (absent when it answers `undefined`: no
+   * files polled). `serve` sets it.
+   */
+  tokenFilesRefused?: () => boolean | undefined;
 }
 
 /**
@@ -958,6 +965,7 @@ export function createGateway(
         ? {}
         : { evalReplayBytes: status.evalReplayBytes }),
       ...(status.queue === undefined ? {} : { queued: status.queue }),
+      ...tokenFilesState(options.tokenFilesRefused?.()),
       outOfService: status.models.filter((m) => m.failedReason !== undefined)
         .length,
       modelReady,
@@ -1542,4 +1550,11 @@ function methodsByPath(
     for (const m of allow) off.delete(m);
     return { allow: [...allow], off: [...off] };
   };
+}
+
+/** `{ tokenFilesRefused }` for the metrics when token files are polled. */
+function tokenFilesState(
+  refused: boolean | undefined,
+): { tokenFilesRefused?: boolean } {
+  return refused === undefined ? {} : { tokenFilesRefused: refused };
 }

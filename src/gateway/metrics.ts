@@ -52,6 +52,12 @@ export interface MetricsSnapshot {
   droppedSubscribers?: number;
   /** Trace spans dropped since the start (tracing on only: docs/gateway.md "Tracing"). */
   droppedSpans?: number;
+  /**
+   * Whether the polled token files could not be used at their last read
+   * (the tokens in force kept): `pyproxy_token_files_refused`; absent when
+   * no token file is polled.
+   */
+  tokenFilesRefused?: boolean;
   /** Eval output the running evals keep for replay (UTF-16 code units). */
   evalReplayBytes?: number;
   /** Calls waiting in the pool queue now. */
@@ -779,6 +785,16 @@ export class GatewayMetrics {
         "Trace spans dropped: the export queue was full (tracing.maxQueue), or the collector refused or missed their batch.",
       );
       lines.push(`pyproxy_trace_spans_dropped_total ${snapshot.droppedSpans}`);
+    }
+    if (snapshot.tokenFilesRefused !== undefined) {
+      family(
+        "pyproxy_token_files_refused",
+        "gauge",
+        "1 while the token files (--token-file, --manage-token-file) could not be used at their last read (unreadable, or not a valid token list): the gateway keeps the tokens in force, and a restart would fail on the files; 0 otherwise.",
+      );
+      lines.push(
+        `pyproxy_token_files_refused ${snapshot.tokenFilesRefused ? 1 : 0}`,
+      );
     }
     if (snapshot.queued !== undefined) {
       family(

@@ -803,7 +803,10 @@ export async function serve(
       }
     }
     let port = config.port;
+    // The token files' poll starts below, after the app: read through this.
+    let tokenFilesRefused = (): boolean | undefined => undefined;
     const app = createGateway(pool, {
+      tokenFilesRefused: () => tokenFilesRefused(),
       port: () => port,
       allowedHosts: [
         ...config.allowedHosts,
@@ -972,6 +975,7 @@ export async function serve(
     const draining = new Set<Promise<void>>();
     /** The token files' poll, with its interval (none: not polled). */
     let tokenWatch: { watch: TokenFileWatch; interval: number } | undefined;
+    tokenFilesRefused = () => tokenWatch?.watch.refused;
     /** The TLS files' poll, with its interval (none: not polled). */
     let tlsWatch: { watch: TlsFileWatch; interval: number } | undefined;
     /** Ends the shutdown delay in progress (none: does nothing). */
