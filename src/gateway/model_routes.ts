@@ -48,7 +48,7 @@ import type { RouteContext } from "./route_context.ts";
 import { jsonResponse } from "./json_response.ts";
 import { answerBody, jsonAnswer } from "./_answer_body.ts";
 import { MAX_MODEL_TIMEOUT, MODEL_TIMEOUT_SHAPE } from "../_model_timeout.ts";
-import { explainedTimeout } from "./_timeout_explained.ts";
+import { explainedTimeout, withAbandonedHint } from "./_timeout_explained.ts";
 import { notAStream } from "./_first_item_timeout.ts";
 import { closeAfter } from "./_close_after.ts";
 import { discardUnreadBody } from "./_unread_body.ts";
@@ -669,9 +669,19 @@ export function modelExecutor(
         // Every error response has a request id, to find its log lines by.
         requestId ??= crypto.randomUUID();
         modelErrorHeaders(ctx, name, err, requestId, request);
+        const explained = explainedTimeout(
+          ctx,
+          err,
+          asked,
+          name,
+          timeoutParam,
+        );
         res = errorResponse(
           await hideDir(
-            explainedTimeout(ctx, err, asked, name, timeoutParam),
+            // Not a tenant's: the count holds the other tenants' calls.
+            ctx.isTenant(request)
+              ? explained
+              : withAbandonedHint(ctx, explained, name),
             request,
             caller,
           ),
