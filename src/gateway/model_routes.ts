@@ -1072,20 +1072,23 @@ export function modelRoutes(ctx: RouteContext): Hono {
     try {
       loaded = await loadModel(ctx, name, spec, ctx.debug(c.req.raw));
     } catch (err) {
-      // A deploy whose PUT failed (a syntax error, a missing file, a load
-      // timeout) was answered to its client only: the operator's log had
-      // the successes, never this (the on-call walkthrough).
+      // A deploy whose PUT failed (a syntax error, a missing file) was
+      // answered to its client only: the operator's log had the successes,
+      // never this (the on-call walkthrough). A 5xx (a load timeout) is
+      // logged by the app's onError already (routeError).
       const { status, body } = describeError(err, false);
-      ctx.logger.warn(
-        "Model {name} not loaded from {file} ({status} {type}): {message}; the version in force, if any, serves on",
-        {
-          name: shownName,
-          file: spec.file,
-          status,
-          type: body.type,
-          message: body.message,
-        },
-      );
+      if (status < 500) {
+        ctx.logger.warn(
+          "Model {name} not loaded from {file} ({status} {type}): {message}; the version in force, if any, serves on",
+          {
+            name: shownName,
+            file: spec.file,
+            status,
+            type: body.type,
+            message: body.message,
+          },
+        );
+      }
       throw err;
     }
     const { existed, model } = loaded;
