@@ -37,7 +37,8 @@ const metric = async (
 Deno.test("a model skipped at start: its 404 says why, /metrics has it not ready, until a PUT loads it", async () => {
   await using gw = await startGateway(
     { workers: 1, allowManage: true },
-    { "ranker.py": BROKEN },
+    // A helper module beside the models is skipped too, but is no model.
+    { "ranker.py": BROKEN, "helper.py": "FACTOR = 2\n" },
   );
   const res = await call(gw);
   assert.equal(res.status, 404);
@@ -58,6 +59,17 @@ Deno.test("a model skipped at start: its 404 says why, /metrics has it not ready
     await metric(gw, 'pyproxy_requests_total{model="ranker",status="404"}'),
     "1",
   );
+  // The helper module is not a model that is not ready.
+  assert.equal(
+    await metric(gw, 'pyproxy_models_ready{model="helper"}'),
+    undefined,
+  );
+  const helper = await gw.fetch("/v1/models/helper/execute", {
+    method: "POST",
+    body: "{}",
+  });
+  assert.equal(helper.status, 404);
+  assert.doesNotMatch((await helper.json()).error.message, /at start/);
   // A made-up name is as before.
   const other = await gw.fetch("/v1/models/nope/execute", {
     method: "POST",

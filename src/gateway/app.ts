@@ -277,6 +277,14 @@ export interface GatewayOptions {
    * reason until it loads. @default {[]}
    */
   skippedModels?: ReadonlyArray<{ name: string; error: string }>;
+  /**
+   * Those of them that are models whose load failed (their import or
+   * constructor raised, or timed out), not files that are no model (a
+   * helper module, a name that is no model name): until a load of the name
+   * succeeds, their calls' 404 says why and `/metrics` has their
+   * `pyproxy_models_ready` at 0 (`StartSkips`). @default {[]}
+   */
+  failedModels?: ReadonlyArray<{ name: string; error: string }>;
   /** Channels (shared with the channels plugin of the pool). @default {a new hub} */
   hub?: ChannelHub;
   /** Metrics. @default {new metrics} */
@@ -558,7 +566,7 @@ export function createGateway(
     repositoryModels: groupByName(options.repositoryModels ?? []),
     skippedModels: options.skippedModels ?? [],
     startSkips: new StartSkips(
-      options.skippedModels ?? [],
+      options.failedModels ?? [],
       options.modelsDir,
       options.debug === true,
     ),

@@ -108,8 +108,9 @@ export interface RouteContext {
   /** The models the start skipped, with why (the repository index's reasons). */
   skippedModels: ReadonlyArray<{ name: string; error: string }>;
   /**
-   * Those of them not loaded since (a `PUT` or a repository load of the
-   * name takes it out): their calls' 404 says why, and `/metrics` has their
+   * Those of them that are models whose load failed (not helper modules)
+   * and not loaded since (a `PUT` or a repository load of the name takes
+   * it out): their calls' 404 says why, and `/metrics` has their
    * `pyproxy_models_ready` at 0.
    */
   startSkips: StartSkips;

@@ -714,6 +714,9 @@ export async function serve(
   starting.pool = pool;
   if (interrupted !== undefined) await pool.close();
   const skippedModels: Array<{ name: string; error: string }> = [];
+  // Those that are models whose load failed (not helper modules, nor
+  // misnamed files): the routes and /metrics say so (StartSkips).
+  const failedModels: Array<{ name: string; error: string }> = [];
   let server: HttpServer | undefined;
   let grpcServer: GrpcServer | undefined;
   let listenerLog: ListenerLog | undefined;
@@ -782,6 +785,11 @@ export async function serve(
         // and the workers (a log collector had the message's last line).
         const details = (err as { details?: Record<string, unknown> })
           .details;
+        if (
+          typeof details?.traceback === "string" || err instanceof TimeoutError
+        ) {
+          failedModels.push({ name: m.name, error: message });
+        }
         if (typeof details?.traceback === "string") {
           logger.error("Skipped model {name}: {message}", {
             name: m.name,
@@ -833,6 +841,7 @@ export async function serve(
       debug: config.debug,
       modelsDir: config.modelsDir,
       skippedModels,
+      failedModels,
       // A configured model unloaded (or never loaded) is loaded again with
       // its spec by the model repository extension.
       ...(config.models === "auto" ? {} : {
