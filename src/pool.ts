@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { MemoryErrorLog } from "./_memory_error_log.ts";
 import { OverloadLog } from "./_overload_log.ts";
 import { callTimedOut } from "./_call_timeout.ts";
 import type { QueueWaitStats } from "./queue_waits.ts";
@@ -37,6 +38,7 @@ import {
   NoWorkerError,
   OverloadedError,
   PluginError,
+  PythonError,
   ShuttingDownError,
   TimeoutError,
   WorkerCrashedError,
@@ -703,6 +705,8 @@ export class Pool implements AsyncDisposable {
   #modelMetrics: ModelMetricStore;
   #supervisor: Supervisor;
   #router: PoolRouter;
+  /** The models' MemoryErrors: a warning, one a minute at most. */
+  #memoryErrors: MemoryErrorLog;
   #startedAt = Date.now();
   /** `Pool.start` has finished starting the first workers. */
   #started = false;
@@ -959,6 +963,7 @@ export class Pool implements AsyncDisposable {
     });
     // Calls refused for a full queue: a warning, one a minute at most.
     const overloads = new OverloadLog(opts.logger);
+    this.#memoryErrors = new MemoryErrorLog(opts.logger);
     this.#router = new PoolRouter({
       workers: this.#supervisor.workers,
       maxInFlightPerWorker: opts.maxInFlightPerWorker,
@@ -3222,6 +3227,16 @@ export class Pool implements AsyncDisposable {
     // #send): a hang the pool kills, not a slow call the cancel ended.
     if (call.placement !== undefined && error instanceof ConnectionLostError) {
       this.#registry.implicate(worker, gen, call.placement.name);
+    }
+    // A worker out of memory: said in the log (its calls' errors say it to
+    // their callers only).
+    if (error instanceof PythonError && error.type === "MemoryError") {
+      const name = call.args?.name;
+      this.#memoryErrors.raised(
+        typeof name === "string" ? name : callName(call),
+        worker.id,
+        worker.pid,
+      );
     }
     if (error instanceof TimeoutError) {
       // Given up on while it held the loop itself (an inline call, where
