@@ -63,13 +63,13 @@ export class SlotLease {
 
   /**
    * The call is over on the server: releases what it holds, once (with
-   * `abandoned`, a call counted by the worker's `abandon()`).
+   * `abandoned`, a call counted by the worker's `abandon(what)`).
    */
-  end(abandoned = false): void {
+  end(abandoned = false, what?: string): void {
     const state = this.#state;
     if (state === "ended") return;
     this.#state = "ended";
-    this.#worker.release(state === "parked", abandoned);
+    this.#worker.release(state === "parked", abandoned, what);
     this.#freed();
   }
 }

@@ -5,6 +5,8 @@
  *
  * @module
  */
+import { MemoryErrorLog } from "./_memory_error_log.ts";
+import { OverloadLog } from "./_overload_log.ts";
 import { callTimedOut } from "./_call_timeout.ts";
 import type { QueueWaitStats } from "./queue_waits.ts";
 import {
@@ -36,6 +38,7 @@ import {
   NoWorkerError,
   OverloadedError,
   PluginError,
+  PythonError,
   ShuttingDownError,
   TimeoutError,
   WorkerCrashedError,
@@ -737,6 +740,8 @@ export class Pool implements AsyncDisposable {
   #modelMetrics: ModelMetricStore;
   #supervisor: Supervisor;
   #router: PoolRouter;
+  /** The models' MemoryErrors: a warning, one a minute at most. */
+  #memoryErrors: MemoryErrorLog;
   #startedAt = Date.now();
   /** `Pool.start` has finished starting the first workers. */
   #started = false;
@@ -1018,12 +1023,16 @@ export class Pool implements AsyncDisposable {
         return this.#resize(count, rest, by, reason ?? null);
       },
     });
+    // Calls refused for a full queue: a warning, one a minute at most.
+    const overloads = new OverloadLog(opts.logger);
+    this.#memoryErrors = new MemoryErrorLog(opts.logger);
     this.#router = new PoolRouter({
       workers: this.#supervisor.workers,
       maxInFlightPerWorker: opts.maxInFlightPerWorker,
       maxQueue: opts.maxQueue,
       send: (call, worker) => this.#send(call, worker),
       coming: (worker) => this.#supervisor.settling(worker),
+      onOverloaded: (err) => overloads.refused(err),
     });
   }
 
@@ -3168,6 +3177,12 @@ export class Pool implements AsyncDisposable {
     // it): still holding its slot, but no longer waited for by a stop.
     let over = false;
     let abandoned = false;
+    // What it counts as in the worker's `abandoned` once given up on: its
+    // model (a version's `name@label`), else its command.
+    const name = call.args?.name;
+    const what = call.cmd !== "eval" && typeof name === "string"
+      ? name
+      : callName(call);
     if (
       remaining !== undefined || signal !== undefined ||
       onEvent !== undefined || onSlot !== undefined ||
@@ -3190,11 +3205,11 @@ export class Pool implements AsyncDisposable {
       const done = lease === undefined
         ? () => {
           over = true;
-          this.#released(worker, abandoned);
+          this.#released(worker, abandoned, what);
         }
         : () => {
           over = true;
-          lease.end(abandoned);
+          lease.end(abandoned, what);
         };
       const placement = call.placement;
       options = {
@@ -3245,7 +3260,7 @@ export class Pool implements AsyncDisposable {
         if (releaseOnSettle) this.#released(worker);
         else if (!over) {
           abandoned = true;
-          worker.abandon();
+          worker.abandon(what);
         }
         this.#onCallError(call, worker, gen, error, remaining);
         if (this.#router.queued > 0) this.#router.pump(false);
@@ -3257,8 +3272,8 @@ export class Pool implements AsyncDisposable {
    * A call of `worker` is done on the server: room for a queued call
    * (`abandoned`: one counted by `worker.abandon()`).
    */
-  #released(worker: Worker, abandoned = false): void {
-    worker.release(false, abandoned);
+  #released(worker: Worker, abandoned = false, what?: string): void {
+    worker.release(false, abandoned, what);
     this.#pumpQueue();
   }
 
@@ -3312,6 +3327,16 @@ export class Pool implements AsyncDisposable {
     // #send): a hang the pool kills, not a slow call the cancel ended.
     if (call.placement !== undefined && error instanceof ConnectionLostError) {
       this.#registry.implicate(worker, gen, call.placement.name);
+    }
+    // A worker out of memory: said in the log (its calls' errors say it to
+    // their callers only).
+    if (error instanceof PythonError && error.type === "MemoryError") {
+      const name = call.args?.name;
+      this.#memoryErrors.raised(
+        typeof name === "string" ? name : callName(call),
+        worker.id,
+        worker.pid,
+      );
     }
     if (error instanceof TimeoutError) {
       // Given up on while it held the loop itself (an inline call, where
@@ -3646,7 +3671,8 @@ async function checkLogDir(runtime: Runtime, dir: string): Promise<void> {
     throw new ConfigError(
       `Cannot start pool: logDir: cannot write log files in '${dir}' (${
         err instanceof Error ? err.message : String(err)
-      })`,
+      }): give a directory the workers can write in, or "-" for no files ` +
+        `(their records go into the pool's log: serve --log-dir -)`,
       { cause: err, details: { field: "logDir", dir } },
     );
   }

@@ -116,6 +116,8 @@ export interface PoolRouterOptions {
   send: (call: PoolCall, worker: Worker) => void;
   /** Whether a worker that is not ready may still come back (so calls should wait). */
   coming: (worker: Worker) => boolean;
+  /** A call refused because the queue is full (the pool logs it, bounded). */
+  onOverloaded?: (err: OverloadedError) => void;
 }
 
 /**
@@ -173,20 +175,23 @@ export class PoolRouter {
             (call.args?.msgs as unknown[] | undefined)?.length ?? 0
           } calls: a batch counts as one call here)`
           : "";
-        return call.reject(
-          new OverloadedError(
-            `Cannot accept call ${callName(call)}${batch}: ${queued} ${
-              queued === 1 ? "call" : "calls"
-            } queued (maxQueue ${this.#opts.maxQueue}) and the workers it may go to have ${this.#opts.maxInFlightPerWorker} in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers`,
-            {
-              details: {
-                queue: queued,
-                maxQueue: this.#opts.maxQueue,
-                maxInFlightPerWorker: this.#opts.maxInFlightPerWorker,
-              },
+        const err = new OverloadedError(
+          `Cannot accept call ${callName(call)}${batch}: ${queued} ${
+            queued === 1 ? "call" : "calls"
+          } queued (maxQueue ${this.#opts.maxQueue}) and the workers it may go to have ${this.#opts.maxInFlightPerWorker} in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers`,
+          {
+            details: {
+              queue: queued,
+              maxQueue: this.#opts.maxQueue,
+              maxInFlightPerWorker: this.#opts.maxInFlightPerWorker,
+              // The model (a version's `name@label`) for the gateway's
+              // 429, which names it and serve's settings.
+              ...modelDetail(call),
             },
-          ),
+          },
         );
+        this.#opts.onOverloaded?.(err);
+        return call.reject(err);
       }
       return this.#enqueue(call, retry);
     }
@@ -581,4 +586,10 @@ function modelOf(call: PoolCall): string | undefined {
   ) return undefined;
   const name = call.args?.name;
   return typeof name === "string" ? name : undefined;
+}
+
+/** `{ model }` of a model's call (see {@linkcode modelOf}), else `{}`. */
+function modelDetail(call: PoolCall): { model?: string } {
+  const model = modelOf(call);
+  return model === undefined ? {} : { model };
 }

@@ -271,8 +271,16 @@ export class Session implements AsyncDisposable {
   #pending = new PendingTable<Pending>();
   /** Ids whose late replies are expected and dropped quietly (timed out, aborted, fire-and-forget). */
   #ignored = new Set<number>();
-  // Requests given up on here (timeout, abort) whose onDone waits for the server's late reply.
-  #late = new Map<number, () => void>();
+  // Requests given up on here (timeout, abort) whose onDone waits for the
+  // server's late reply, with what they asked (`givenUpAtClose`).
+  #late = new Map<
+    number,
+    {
+      done: () => void;
+      cmd: string;
+      args: Record<string, unknown> | undefined;
+    }
+  >();
   #nextId = 1;
   #maxPending: number;
   #integers: "number" | "bigint";
@@ -290,6 +298,8 @@ export class Session implements AsyncDisposable {
   #closeReason = "the session was closed";
   /** What was in flight when it closed (`inFlightAtClose`). */
   #inFlightAtClose: InFlight | undefined;
+  /** What was given up on and still running when it closed (`givenUpAtClose`). */
+  #givenUpAtClose: InFlight | undefined;
   // The request (0: none) and model of the last `busy` event, until that
   // request's reply: a call holding the server's event loop (`loopHeldBy`).
   #heldBy = 0;
@@ -1423,15 +1433,15 @@ export class Session implements AsyncDisposable {
   #lateAllDone(): void {
     const late = [...this.#late.values()];
     this.#late.clear();
-    for (const done of late) done();
+    for (const { done } of late) done();
   }
 
   /** The server answered (or will never answer) a request given up on here. */
   #lateDone(id: number): void {
-    const done = this.#late.get(id);
-    if (done === undefined) return;
+    const late = this.#late.get(id);
+    if (late === undefined) return;
     this.#late.delete(id);
-    done();
+    late.done();
   }
 
   #expire(id: number, why: "timeout" | "abort" | Error): void {
@@ -1454,7 +1464,9 @@ export class Session implements AsyncDisposable {
     ) markHeldLoop(error, this.#heldByModel);
     // The server may still be working on it: done when it answers.
     const done = pending.takeDone();
-    if (done !== undefined) this.#late.set(id, done);
+    if (done !== undefined) {
+      this.#late.set(id, { done, cmd: pending.cmd, args: pending.args });
+    }
     this.#settle(id, undefined, error);
     this.#ignored.add(id);
     // A peer that never answers must not grow the set forever.
@@ -1501,6 +1513,25 @@ export class Session implements AsyncDisposable {
   }
 
   /**
+   * The requests given up on here (timed out, aborted) that the server had
+   * not answered yet when the session closed, counted as
+   * {@linkcode Session.inFlightAtClose} counts the others; `undefined`
+   * while open, and when there were none. Their callers had their answer
+   * already, but the server still ran them: a call that hung its worker is
+   * often among them (an inline call holding the server's loop, a thread
+   * stuck in C), its victims among `inFlightAtClose`.
+   *
+   * @example
+   * ```ts ignore
+   * await session.closed;
+   * console.log(session.givenUpAtClose?.byName); // { spin: 1 }
+   * ```
+   */
+  get givenUpAtClose(): InFlight | undefined {
+    return this.#givenUpAtClose;
+  }
+
+  /**
    * The model whose call holds the server's event loop (an inline call, §6
    * of the protocol, that has run long enough for `busy` events), from its
    * first `busy` event until its reply arrives, even after this side gave
@@ -1535,6 +1566,7 @@ export class Session implements AsyncDisposable {
     }
     const pending = this.#pending.drain();
     this.#inFlightAtClose = countInFlight(pending);
+    this.#givenUpAtClose = countInFlight([...this.#late.values()]);
     this.#deadlines.clear();
     for (const p of pending) {
       p.dispose();

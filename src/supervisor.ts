@@ -550,18 +550,29 @@ export class Supervisor {
           : describeInFlight(exit.inFlight);
         // And the request ids of those calls, as the ids their clients got.
         const requestIds = exit.inFlight?.requestIds?.join(", ");
+        // The calls it still ran that their callers had given up on: the
+        // one that hung it is often there (it timed out first), its
+        // victims above (an inline model's spin blamed "echo (1 call)").
+        const givenUp = exit.givenUp === undefined
+          ? undefined
+          : describeInFlight(exit.givenUp);
         this.#opts.options.logger[intentional ? "debug" : "warn"](
           `worker {id}${
             exit.pid === null ? "" : " (pid {pid})"
           } exited: {reason}${
             running === undefined ? "" : " while running: {running}"
-          }${requestIds === undefined ? "" : " (request ids {requestIds})"}`,
+          }${requestIds === undefined ? "" : " (request ids {requestIds})"}${
+            givenUp === undefined
+              ? ""
+              : "; still running, given up on (timed out or cancelled): {givenUp}"
+          }`,
           {
             id: worker.id,
             pid: exit.pid,
             reason: exit.reason,
             running,
             ...(requestIds === undefined ? {} : { requestIds }),
+            ...(givenUp === undefined ? {} : { givenUp }),
           },
         );
         events.emit({

@@ -83,6 +83,13 @@ export interface WorkerExit {
    */
   inFlight?: InFlight;
   /**
+   * The calls given up on (timed out, cancelled, a client gone) that it
+   * still ran when its connection closed, by model, as `inFlight`; absent
+   * when none. The call that hung a worker is often here, having timed out
+   * first, and its victims in `inFlight`.
+   */
+  givenUp?: InFlight;
+  /**
    * The model whose call held the server's event loop when the pool killed
    * it for answering nothing (the hang probe after a call's timeout, or the
    * heartbeat): an inline call that sent `busy` events and had no reply, a
@@ -133,6 +140,15 @@ export interface WorkerInfo {
   readonly parked: number;
   /** Calls waiting in the pool queue that can only go to this worker (pinned or keyed). */
   readonly queued: number;
+  /**
+   * Calls given up on (timed out, aborted, a gateway client gone) that the
+   * server still runs, by model (another command by its name: `eval`...),
+   * counted in `inFlight` too: a model blocked outside Python (a sleep, a
+   * lock, I/O without a timeout), which no cancel reaches, shows here as
+   * its calls time out, before it wedges the worker
+   * (docs/reliability.md, "Runbook"). `{}` when there are none.
+   */
+  readonly abandoned: Readonly<Record<string, number>>;
   /** Milliseconds since the current process became ready (0 when not running). */
   readonly uptime: number;
   /** How the previous process ended, or `null`. */
@@ -294,6 +310,8 @@ export class Worker implements WorkerInfo {
   #parked = 0;
   /** Calls in flight whose callers have their answer already (abandon()). */
   #abandoned = 0;
+  /** Those of them by model (or command), as `info().abandoned` shows them. */
+  #abandonedBy = new Map<string, number>();
   #idleWaiters: Array<() => void> = [];
   /** Calls in the pool queue bound to this worker (kept by the pool). */
   queued = 0;
@@ -320,6 +338,10 @@ export class Worker implements WorkerInfo {
   /** Calls in flight on the current process that hold a slot. */
   get inFlight(): number {
     return this.#inFlight;
+  }
+  /** Calls given up on that the server still runs, by model (`WorkerInfo.abandoned`). */
+  get abandoned(): Readonly<Record<string, number>> {
+    return Object.fromEntries(this.#abandonedBy);
   }
   /** Streams in flight on the current process, parked (no slot held). */
   get parked(): number {
@@ -390,6 +412,7 @@ export class Worker implements WorkerInfo {
       inFlight: this.inFlight,
       parked: this.parked,
       queued: this.queued,
+      abandoned: this.abandoned,
       uptime: this.uptime,
       lastExit: this.lastExit,
       exits: this.exits,
@@ -407,12 +430,19 @@ export class Worker implements WorkerInfo {
   /**
    * Counts a call that settled: one that held a slot, or with `parked` a
    * parked one ({@linkcode Worker.park}); with `abandoned`, one counted by
-   * {@linkcode Worker.abandon} before.
+   * {@linkcode Worker.abandon} before (`what`: the name it was given).
    */
-  release(parked = false, abandoned = false): void {
+  release(parked = false, abandoned = false, what?: string): void {
     if (parked) this.#parked--;
     else this.#inFlight--;
-    if (abandoned) this.#abandoned--;
+    if (abandoned) {
+      this.#abandoned--;
+      const n = what === undefined ? undefined : this.#abandonedBy.get(what);
+      if (n !== undefined) {
+        if (n > 1) this.#abandonedBy.set(what!, n - 1);
+        else this.#abandonedBy.delete(what!);
+      }
+    }
     this.#wakeIfDrained();
   }
 
@@ -423,10 +453,14 @@ export class Worker implements WorkerInfo {
    * pile onto a worker still busy with it), but `stop()`'s drain does not
    * wait for it, as nobody waits for its result (a close after a call
    * timed out in a model's `time.sleep(10)` took the whole
-   * `shutdownGrace`). Released with `release(parked, true)`.
+   * `shutdownGrace`). Released with `release(parked, true, what)`;
+   * `what` (its model, or its command) counts it in `info().abandoned`.
    */
-  abandon(): void {
+  abandon(what?: string): void {
     this.#abandoned++;
+    if (what !== undefined) {
+      this.#abandonedBy.set(what, (this.#abandonedBy.get(what) ?? 0) + 1);
+    }
     this.#wakeIfDrained();
   }
 
@@ -974,6 +1008,8 @@ export class Worker implements WorkerInfo {
     // Counted as the session closed (now, at the latest).
     const inFlight = session?.inFlightAtClose;
     if (inFlight !== undefined) exit.inFlight = inFlight;
+    const givenUp = session?.givenUpAtClose;
+    if (givenUp !== undefined) exit.givenUp = givenUp;
     if (this.#hungOn !== undefined && !this.#intentional) {
       exit.heldLoop = this.#hungOn;
     }

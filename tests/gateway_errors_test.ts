@@ -98,6 +98,16 @@ async function creategatewayAnswersModelMemoryerrorWith(
   const { error } = await res.json();
   assert.equal(error.type, "PythonError");
   assert.equal(error.exception, "MemoryError");
+  // What it means and what to do, not "MemoryError" alone.
+  assert.equal(
+    error.message,
+    "MemoryError: the model's worker could not allocate the memory it asked " +
+      "for (a limit of the workers: a ulimit of serve --python's wrapper, the " +
+      "container's; or one allocation beyond any); /metrics has each " +
+      "worker's pyproxy_worker_resident_memory_bytes, and a PUT of the model " +
+      "loads it again, freeing what its instance held (docs/reliability.md, " +
+      "Runbook)",
+  );
   // The worker serves on.
   const ok = await gw.fetch("/v1/models/hungry/execute", post("{}"));
   assert.equal(ok.status, 200);

@@ -91,7 +91,7 @@ Deno.test("serve shows a tenant's token a 429 without the queue's depth and limi
       );
       assert.match(
         await refused(OPERATOR, query),
-        /0 calls queued \(maxQueue 0\) .* 1 in flight each \(maxInFlightPerWorker\)/,
+        /0 calls wait for a worker \(limits\.maxQueue 0, serve --max-queue\) .* run 1 each \(limits\.maxInFlightPerWorker, serve --max-in-flight\)/,
       );
     }
   } finally {

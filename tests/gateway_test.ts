@@ -746,7 +746,18 @@ Deno.test("createGateway answers 429 with Retry-After when the pool queue is ful
   const res = await gw.fetch("/v1/models/slow/execute", json({ seconds: 0 }));
   assert.equal(res.status, 429);
   assert.equal(res.headers.get("retry-after"), "1");
-  assert.equal((await res.json()).error.type, "OverloadedError");
+  const { error } = await res.json();
+  assert.equal(error.type, "OverloadedError");
+  // In the operator's terms: the model, and serve's settings to change (the
+  // pool's said "Cannot accept call executeModel: ... (maxQueue 0) ...").
+  assert.equal(
+    error.message,
+    "Cannot run model 'slow': the gateway is overloaded: 0 calls wait for a " +
+      "worker (limits.maxQueue 0, serve --max-queue) and the workers it may " +
+      "go to run 1 each (limits.maxInFlightPerWorker, serve --max-in-flight): " +
+      "retry later; if the load is normal, add workers (serve --workers, " +
+      "--autoscale, PUT /v1/workers) or raise --max-queue",
+  );
   assert.equal(await statusOf(first), 200);
 });
 

@@ -228,6 +228,11 @@ Deno.test("Pool.start refuses a logDir it cannot write log files in (a file, a p
         err instanceof ConfigError &&
         err.message.startsWith(
           `Cannot start pool: logDir: cannot write log files in '${logDir}'`,
+        ) &&
+        // What to do about it, for an operator whose disk filled or whose
+        // mount went read-only (the on-call walkthrough).
+        err.message.endsWith(
+          `: give a directory the workers can write in, or "-" for no files (their records go into the pool's log: serve --log-dir -)`,
         ) && (err.details as { field?: unknown }).field === "logDir",
     );
   }

@@ -269,6 +269,57 @@ Deno.test("Pool rejects at once with OverloadedError when the queue is full", as
   }
 });
 
+Deno.test("Pool logs its queue-full refusals as a warning naming the model and the setting, one line for a burst", async () => {
+  // A burst answered thousands of 429s and the gateway's log said nothing
+  // (the on-call walkthrough).
+  await using dir = await modelsDir();
+  const pids = new PidTracker();
+  const warnings: Array<[string, Record<string, unknown> | undefined]> = [];
+  const none = () => {};
+  const logger: Logger = {
+    trace: none,
+    debug: none,
+    info: none,
+    warn: (message, properties) => void warnings.push([message, properties]),
+    error: none,
+    fatal: none,
+    isEnabledFor: () => true,
+  };
+  try {
+    await using pool = await Pool.start(
+      opts(dir.path, {
+        workers: 1,
+        maxInFlightPerWorker: 1,
+        maxQueue: 1,
+        logger,
+      }),
+    );
+    pids.watch(pool);
+    await pool.addModel("slow", { file: "slow.py" });
+    const accepted = [0, 1].map((i) => pool.execute("slow", { ms: 300, i }));
+    // Settled whatever the assertions do (a failure closes the pool under them).
+    await using _settled = {
+      [Symbol.asyncDispose]: () => Promise.allSettled(accepted).then(() => {}),
+    };
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(pool.execute("slow", { ms: 0 }), OverloadedError);
+    }
+    const lines = warnings.filter(([m]) => m.startsWith("Overloaded"));
+    // One line for three refusals within the minute.
+    assert.equal(lines.length, 1, JSON.stringify(warnings));
+    assert.match(lines[0]![0], /serve --max-queue/);
+    assert.deepEqual(lines[0]![1], {
+      refused: 1,
+      model: "slow",
+      maxQueue: 1,
+      maxInFlightPerWorker: 1,
+    });
+    await Promise.all(accepted);
+  } finally {
+    await pids.assertGone();
+  }
+});
+
 Deno.test("Pool's queue-full error counts one queued call in the singular", async () => {
   await using dir = await modelsDir();
   const pids = new PidTracker();

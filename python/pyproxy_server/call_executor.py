@@ -68,6 +68,9 @@ class CallExecutor:
         self.stuck = set()
         # Idents of the stuck threads beyond max_stuck (not replaced).
         self._unreplaced = set()
+        # What each stuck thread runs (``mark_stuck``'s ``what``), replaced
+        # or not: the wedged reason names the calls that hold the threads.
+        self._stuck_what = {}
         self._name = name
         # Work no idle thread took yet (deque append/popleft are atomic).
         self._backlog = collections.deque()
@@ -133,14 +136,16 @@ class CallExecutor:
             if self._shutdown or ident not in self._members or ident in self.stuck or ident in self._unreplaced:
                 return None
             stuck = len(self.stuck) + len(self._unreplaced) + 1
+            self._stuck_what[ident] = what
             if len(self.stuck) >= self.max_stuck:
                 # Not replaced, so not in ``stuck``: it still counts as one of
                 # the ``size`` threads, and no thread beyond
                 # ``size + max_stuck`` is ever started.
                 self._unreplaced.add(ident)
                 reason = (
-                    "%d call threads are stuck in cancelled calls (blocked outside Python bytecode); "
-                    "at most %d are replaced (--max-stuck-threads)" % (stuck, self.max_stuck)
+                    "%d call threads are stuck in cancelled calls (blocked outside Python bytecode: "
+                    "a lock, a sleep or I/O without a timeout of its own)%s; at most %d are replaced "
+                    "(--max-stuck-threads)" % (stuck, self._stuck_calls(), self.max_stuck)
                 )
             else:
                 reason = None
@@ -166,8 +171,24 @@ class CallExecutor:
             if ident not in self.stuck:
                 return
             self.stuck.discard(ident)
+            self._stuck_what.pop(ident, None)
             if self._count - len(self.stuck) - self._exits > self.size:
                 self._exits += 1
+
+    # Kinds of stuck calls the wedged reason names at most.
+    NAMED_STUCK = 5
+
+    def _stuck_calls(self):
+        """``: executeModel of model 'a' (12), ...``: the stuck threads'
+        calls by label, most first (at most ``NAMED_STUCK``), or ``""``
+        when none has a label. Under ``_lock``."""
+        counts = collections.Counter(what for what in self._stuck_what.values() if what is not None)
+        if not counts:
+            return ""
+        top = counts.most_common(self.NAMED_STUCK)
+        shown = ", ".join("%s (%d)" % pair for pair in top)
+        rest = sum(counts.values()) - sum(n for _, n in top)
+        return ": %s%s" % (shown, ", and %d more" % rest if rest else "")
 
     def shutdown(self, wait=False):
         """Stop taking work; idle threads exit (busy ones once the work queued
@@ -267,3 +288,4 @@ class CallExecutor:
                 self._threads.discard(threading.current_thread())
                 self.stuck.discard(ident)
                 self._unreplaced.discard(ident)
+                self._stuck_what.pop(ident, None)

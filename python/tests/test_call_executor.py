@@ -118,6 +118,41 @@ class CallExecutorTest(unittest.TestCase, QuietLogs):
         self.assertIsNone(self.executor.mark_stuck(second.ident))
         self.assertIsNone(self.executor.mark_stuck(threading.get_ident()))
 
+    def test_the_wedged_reason_names_the_calls_that_hold_the_stuck_threads(self):
+        # An operator paged for a wedged worker read "17 call threads are
+        # stuck" and had to find the model in the worker's log file.
+        first = self.block()
+        self.assertIsNone(self.executor.mark_stuck(first.ident, "executeModel of model 'locked'"))
+        second = self.block()
+        reason = self.executor.mark_stuck(second.ident, "executeModel of model 'locked'")
+        self.assertEqual(
+            reason,
+            "2 call threads are stuck in cancelled calls (blocked outside Python bytecode: a lock, a sleep or "
+            "I/O without a timeout of its own): executeModel of model 'locked' (2); at most 1 are replaced "
+            "(--max-stuck-threads)",
+        )
+
+    def test_the_wedged_reason_names_the_most_frequent_calls_first_and_counts_the_rest(self):
+        # The tenth stuck thread, one beyond max_stuck, wedges the executor.
+        executor = CallExecutor(1, max_stuck=9)
+        blockers = []
+        try:
+            labels = ["a"] * 3 + ["h"] * 2 + ["b", "c", "d", "e", "f"]
+            reason = None
+            for label in labels:
+                blocker = Blocker()
+                blockers.append(blocker)
+                executor.submit(blocker, None)
+                self.assertTrue(blocker.started.wait(WAIT))
+                reason = executor.mark_stuck(blocker.ident, "executeModel of model %r" % label)
+            self.assertIn(
+                ": executeModel of model 'a' (3), executeModel of model 'h' (2), executeModel of model 'b' (1), "
+                "executeModel of model 'c' (1), executeModel of model 'd' (1), and 2 more; at most 9", reason)
+        finally:
+            for blocker in blockers:
+                blocker.release.set()
+            executor.shutdown()
+
     def test_a_thread_stuck_beyond_max_stuck_is_not_replaced_later_either(self):
         first = self.block()
         self.assertIsNone(self.executor.mark_stuck(first.ident))

@@ -463,6 +463,7 @@ export function inferenceRepositoryRoutes(ctx: RouteContext): Hono {
         });
       }
       failures.delete(name);
+      ctx.startSkips.loaded(name);
     } catch (err) {
       const { status, body } = describeError(err, ctx.debug(c.req.raw));
       // Kept for the index: a management route (the management token's

@@ -58,6 +58,12 @@ const WORKER: JsonSchema = {
     inFlight: { type: "integer" },
     parked: { type: "integer" },
     queued: { type: "integer" },
+    abandoned: {
+      type: "object",
+      additionalProperties: { type: "integer" },
+      description:
+        "Calls given up on (timed out, cancelled, client gone) that the worker still runs, by model: a model blocked outside Python (a sleep, a lock, I/O without a timeout) shows here before it wedges the worker.",
+    },
     uptime: { type: "number" },
     lastExit: { type: "object" },
     exits: {

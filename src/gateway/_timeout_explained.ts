@@ -226,3 +226,43 @@ function firstItemLate(
     { cause: err, details: err.details },
   );
 }
+
+/**
+ * `err` (a model call's 504, as {@linkcode explainedTimeout} words it) with
+ * what the workers say of the model's earlier calls given up on, when some
+ * still run there (`WorkerInfo.abandoned`): then the model is likely blocked
+ * outside Python, where no cancel reaches (a sleep, a lock, I/O without a
+ * timeout), and a longer timeout, which the message suggests, would not
+ * help (the on-call walkthrough: a model sleeping in a `threading.Lock`
+ * answered "give it a timeout" while its calls piled up on the workers).
+ * Only on the error path; the caller leaves tenants' answers out (the other
+ * tenants' calls).
+ *
+ * @example
+ * ```ts ignore
+ * err = withAbandonedHint(ctx, explainedTimeout(ctx, err, asked, name, q), name);
+ * ```
+ */
+export function withAbandonedHint(
+  ctx: Pick<RouteContext, "pool">,
+  err: unknown,
+  name: string,
+): unknown {
+  if (!(err instanceof TimeoutError) || err.details.waited !== "worker") {
+    return err;
+  }
+  let running = 0;
+  for (const w of ctx.pool.status().workers) {
+    running += w.abandoned?.[name] ?? 0;
+  }
+  // This call is one of them (its worker counted it as it timed out).
+  const earlier = running - 1;
+  if (earlier < 1) return err;
+  const them = earlier === 1
+    ? "1 earlier call of it that timed out or was cancelled still runs"
+    : `${earlier} earlier calls of it that timed out or were cancelled still run`;
+  return new TimeoutError(
+    `${err.message}; ${them} on its workers (/v1/status: workers[].abandoned): it may be blocked outside Python (a lock, a sleep, I/O without a timeout), which no cancel reaches, rather than slow (docs/reliability.md, Runbook)`,
+    { cause: err.cause ?? err, details: err.details },
+  );
+}

@@ -547,6 +547,15 @@ export class TokenFileWatch {
     );
   }
 
+  /**
+   * Whether the files' last read could not be used (unreadable, invalid, or
+   * refused by the apply): the tokens in force are older than the files,
+   * and a restart would fail on them. `pyproxy_token_files_refused`.
+   */
+  get refused(): boolean {
+    return this.#failed !== undefined || this.#applyFailed !== undefined;
+  }
+
   /** Stops reading (at shutdown). */
   stop(): void {
     this.#poll.stop();

@@ -6,6 +6,7 @@
  */
 import { DEFAULT_MAX_JSON_DEPTH } from "../_json_depth.ts";
 import { ConfigError } from "../errors.ts";
+import { StartSkips } from "./_start_skips.ts";
 import { loggedPath, RefusalLog } from "./_refusal_log.ts";
 import { type Context, Hono, type MiddlewareHandler, type Next } from "hono";
 import { RegExpRouter } from "hono/router/reg-exp-router";
@@ -287,6 +288,14 @@ export interface GatewayOptions {
    * reason until it loads. @default {[]}
    */
   skippedModels?: ReadonlyArray<{ name: string; error: string }>;
+  /**
+   * Those of them that are models whose load failed (their import or
+   * constructor raised, or timed out), not files that are no model (a
+   * helper module, a name that is no model name): until a load of the name
+   * succeeds, their calls' 404 says why and `/metrics` has their
+   * `pyproxy_models_ready` at 0 (`StartSkips`). @default {[]}
+   */
+  failedModels?: ReadonlyArray<{ name: string; error: string }>;
   /** Channels (shared with the channels plugin of the pool). @default {a new hub} */
   hub?: ChannelHub;
   /** Metrics. @default {new metrics} */
@@ -334,6 +343,13 @@ export interface GatewayOptions {
    * spans that wait (`serve` waits for them, up to 2 s).
    */
   tracing?: TracingOptions;
+  /**
+   * Whether the token files polled (`tokenFile`, `manageTokenFile`) could
+   * not be used at their last read, the tokens in force kept: `/metrics`'
+   * `pyproxy_token_files_refused` (absent when it answers `undefined`: no
+   * files polled). `serve` sets it.
+   */
+  tokenFilesRefused?: () => boolean | undefined;
 }
 
 /**
@@ -560,6 +576,11 @@ export function createGateway(
     modelsDir: options.modelsDir,
     repositoryModels: groupByName(options.repositoryModels ?? []),
     skippedModels: options.skippedModels ?? [],
+    startSkips: new StartSkips(
+      options.failedModels ?? [],
+      options.modelsDir,
+      options.debug === true,
+    ),
     modelChanges: new ModelChanges(),
     forwardHeaders,
     refusedHeaderWarnings: new Map(),
@@ -978,6 +999,13 @@ export function createGateway(
             : m.slots.some((id) => readyWorkers.has(id))),
       );
     }
+    // A model the start skipped (its file failed to import) is not ready:
+    // without its series, an alert on `pyproxy_models_ready == 0` missed it.
+    for (const name of ctx.startSkips.names()) {
+      if (!status.models.some((m) => m.name === name)) {
+        modelReady.set(name, false);
+      }
+    }
     // Read at the scrape, never on a request's path: the gateway's process,
     // and each worker's from /proc (a worker that died meanwhile is left out).
     const [gatewayProcess, workerResources] = await Promise.all([
@@ -1019,6 +1047,7 @@ export function createGateway(
         ? {}
         : { evalReplayBytes: status.evalReplayBytes }),
       ...(status.queue === undefined ? {} : { queued: status.queue }),
+      ...tokenFilesState(options.tokenFilesRefused?.()),
       outOfService: status.models.filter((m) => m.failedReason !== undefined)
         .length,
       modelReady,
@@ -1638,4 +1667,11 @@ function describedModel(path: string): string | undefined {
     return undefined;
   }
   return path === "/v2/models/stats" ? undefined : name;
+}
+
+/** `{ tokenFilesRefused }` for the metrics when token files are polled. */
+function tokenFilesState(
+  refused: boolean | undefined,
+): { tokenFilesRefused?: boolean } {
+  return refused === undefined ? {} : { tokenFilesRefused: refused };
 }

@@ -107,6 +107,14 @@ class RouteError extends HTTPException {
   }
 }
 
+/** What a model's `MemoryError` (507) adds to its message. */
+const MEMORY_HINT =
+  ": the model's worker could not allocate the memory it asked for (a " +
+  "limit of the workers: a ulimit of serve --python's wrapper, the " +
+  "container's; or one allocation beyond any); /metrics has each worker's " +
+  "pyproxy_worker_resident_memory_bytes, and a PUT of the model loads it " +
+  "again, freeing what its instance held (docs/reliability.md, Runbook)";
+
 const REMOTE_STATUS: Record<string, ContentfulStatusCode> = {
   ModelNotFoundError: 404,
   InvalidRequestError: 400,
@@ -169,20 +177,31 @@ export function describeError(
     };
   }
   if (err instanceof PythonError) {
+    const memory = err.type === "MemoryError";
     return {
       // Out of memory is the server's lack, not the request's fault: a 5xx
       // (TorchServe's 507), which alerts on 5xx and retrying clients see.
-      status: err.type === "MemoryError" ? 507 : 422,
+      status: memory ? 507 : 422,
       headers,
-      body: body("PythonError", err.message, {
-        exception: err.type,
-        ...(debug && err.traceback ? { traceback: err.traceback } : {}),
-      }),
+      // A bare "MemoryError" (its usual message: none) told an on-call
+      // engineer neither where nor what to do.
+      body: body(
+        "PythonError",
+        memory ? `${err.message}${MEMORY_HINT}` : err.message,
+        {
+          exception: err.type,
+          ...(debug && err.traceback ? { traceback: err.traceback } : {}),
+        },
+      ),
     };
   }
   if (err instanceof OverloadedError) {
     headers["retry-after"] = retryAfter(err, "1");
-    return { status: 429, headers, body: body(err.name, err.message) };
+    return {
+      status: 429,
+      headers,
+      body: body(err.name, overloadedMessage(err)),
+    };
   }
   if (err instanceof ModelUnavailableError) {
     // A placed model out of service (it crashed the workers it went to):
@@ -395,6 +414,40 @@ function withoutSpillPaths(message: string): string {
     /(^|[\s'"(])\/[^\s'":]*\/([^\s'":/]+)/g,
     (_, lead: string, name: string) => `${lead}${name}`,
   );
+}
+
+/**
+ * The pool's queue-full 429 in the gateway's terms: the library's message
+ * names the pool's options (`maxQueue`, `maxInFlightPerWorker`) and its
+ * internal command (`executeModel`), which an operator paged at night
+ * cannot find in `serve --help`; this one names the model and serve's
+ * flags with their `pyproxy.json` keys. Worded from the error's `details`
+ * (the pool router's); any other `OverloadedError` (a plugin's quota, a
+ * server's own refusal, a tenant's channel bound) keeps its message.
+ */
+function overloadedMessage(err: OverloadedError): string {
+  const { queue, maxQueue, maxInFlightPerWorker, model } = err.details;
+  if (
+    typeof queue !== "number" || typeof maxQueue !== "number" ||
+    typeof maxInFlightPerWorker !== "number"
+  ) return err.message;
+  const what = typeof model !== "string"
+    ? "accept call"
+    : model.includes("@")
+    ? `run model '${model.slice(0, model.indexOf("@"))}' version '${
+      model.slice(model.indexOf("@") + 1)
+    }'`
+    : `run model '${model}'`;
+  // A batching model's note: its queue counts batches, not calls.
+  const batch = / \(a batch of \d+ calls?: [^)]*\)/.exec(err.message)?.[0] ??
+    "";
+  return `Cannot ${what}${batch}: the gateway is overloaded: ${queue} ${
+    queue === 1 ? "call" : "calls"
+  } wait for a worker (limits.maxQueue ${maxQueue}, serve --max-queue) ` +
+    `and the workers it may go to run ${maxInFlightPerWorker} each ` +
+    `(limits.maxInFlightPerWorker, serve --max-in-flight): retry later; ` +
+    `if the load is normal, add workers (serve --workers, --autoscale, ` +
+    `PUT /v1/workers) or raise --max-queue`;
 }
 
 /**

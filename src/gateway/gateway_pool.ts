@@ -80,6 +80,11 @@ export interface GatewayWorkerStatus {
   readonly parked?: number;
   /** Calls queued for it. */
   readonly queued?: number;
+  /**
+   * Calls given up on that it still runs, by model (`WorkerInfo.abandoned`):
+   * `/metrics`' `pyproxy_abandoned_calls`, and a model's 504 says so.
+   */
+  readonly abandoned?: Readonly<Record<string, number>>;
   /** Milliseconds since it became ready. */
   readonly uptime?: number;
   /** Its Python version (`WorkerInfo.python`; `pyproxy_build_info`). */

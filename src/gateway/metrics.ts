@@ -37,6 +37,8 @@ export interface MetricsSnapshot {
       restarts: number;
       parked?: number;
       exits?: Readonly<Record<string, number>>;
+      /** Calls given up on that the worker still runs, by model (`WorkerInfo.abandoned`). */
+      abandoned?: Readonly<Record<string, number>>;
     }
   >;
   /**
@@ -50,6 +52,12 @@ export interface MetricsSnapshot {
   droppedSubscribers?: number;
   /** Trace spans dropped since the start (tracing on only: docs/gateway.md "Tracing"). */
   droppedSpans?: number;
+  /**
+   * Whether the polled token files could not be used at their last read
+   * (the tokens in force kept): `pyproxy_token_files_refused`; absent when
+   * no token file is polled.
+   */
+  tokenFilesRefused?: boolean;
   /** Eval output the running evals keep for replay (UTF-16 code units). */
   evalReplayBytes?: number;
   /** Calls waiting in the pool queue now. */
@@ -836,6 +844,24 @@ export class GatewayMetrics {
         `pyproxy_parked_streams{worker="${label(w.id)}"} ${w.parked ?? 0}`,
       );
     }
+    // Only the workers and models that have any: a series per model and
+    // worker would be mostly zeros. A model blocked outside Python (which
+    // no cancel reaches) shows here as its calls time out, before it wedges
+    // its worker.
+    family(
+      "pyproxy_abandoned_calls",
+      "gauge",
+      "Calls given up on (timed out, cancelled, client gone) that a worker still runs, by worker and model: a model blocked outside Python (a sleep, a lock, I/O without a timeout) shows here before it wedges the worker (docs/reliability.md, Runbook).",
+    );
+    for (const w of snapshot.workers) {
+      for (const [model, n] of Object.entries(w.abandoned ?? {})) {
+        lines.push(
+          `pyproxy_abandoned_calls{worker="${label(w.id)}",${
+            modelLabels(model)
+          }} ${n}`,
+        );
+      }
+    }
     family("pyproxy_workers", "gauge", "Workers by state.");
     // Every state, 0 included: an alert on `pyproxy_workers{state="ready"} < 1`
     // must see the series when no worker is ready.
@@ -893,6 +919,16 @@ export class GatewayMetrics {
         "Trace spans dropped: the export queue was full (tracing.maxQueue), or the collector refused or missed their batch.",
       );
       lines.push(`pyproxy_trace_spans_dropped_total ${snapshot.droppedSpans}`);
+    }
+    if (snapshot.tokenFilesRefused !== undefined) {
+      family(
+        "pyproxy_token_files_refused",
+        "gauge",
+        "1 while the token files (--token-file, --manage-token-file) could not be used at their last read (unreadable, or not a valid token list): the gateway keeps the tokens in force, and a restart would fail on the files; 0 otherwise.",
+      );
+      lines.push(
+        `pyproxy_token_files_refused ${snapshot.tokenFilesRefused ? 1 : 0}`,
+      );
     }
     if (snapshot.queued !== undefined) {
       family(

@@ -18,6 +18,7 @@ import {
 } from "./_response_compression.ts";
 import type { ResponseMeta } from "../session_types.ts";
 import {
+  describeError,
   errorResponse,
   httpError,
   REQUEST_ID_HEADER,
@@ -48,7 +49,7 @@ import type { RouteContext } from "./route_context.ts";
 import { jsonResponse } from "./json_response.ts";
 import { answerBody, jsonAnswer } from "./_answer_body.ts";
 import { MAX_MODEL_TIMEOUT, MODEL_TIMEOUT_SHAPE } from "../_model_timeout.ts";
-import { explainedTimeout } from "./_timeout_explained.ts";
+import { explainedTimeout, withAbandonedHint } from "./_timeout_explained.ts";
 import { notAStream } from "./_first_item_timeout.ts";
 import { closeAfter } from "./_close_after.ts";
 import { discardUnreadBody, dropUnreadBody } from "./_unread_body.ts";
@@ -555,9 +556,14 @@ export function modelExecutor(
     // A model the pool does not have: 404 now, its body not waited for.
     const missing = unknownModel(ctx, asked, name);
     if (missing !== undefined) {
-      metrics.start("_unknown")(404);
+      // A model the start skipped: the 404 says why, counted as its call.
+      const skipped = name === asked
+        ? skippedAtStart(ctx, request, name)
+        : undefined;
+      if (skipped === undefined) metrics.start("_unknown")(404);
+      else metrics.start(name)(404, true);
       const res = errorResponse(
-        missing,
+        skipped ?? missing,
         false,
         clientId ?? crypto.randomUUID(),
       );
@@ -676,8 +682,13 @@ export function modelExecutor(
       if (requestId !== undefined) {
         res.headers.set(REQUEST_ID_HEADER, requestId);
       }
-    } catch (err) {
-      answered = err instanceof ModelHTTPError;
+    } catch (thrown) {
+      // A model the start skipped: the 404 says why, counted as its call.
+      const skipped = name === asked
+        ? skippedAtStart(ctx, request, name, thrown)
+        : undefined;
+      const err = skipped ?? thrown;
+      answered = skipped !== undefined || err instanceof ModelHTTPError;
       // The client went away (the call was cancelled for it): nobody reads
       // this response, 499 keeps it apart from real errors in the metrics.
       // A model's exception often names its own files (`open()` of a data
@@ -689,9 +700,19 @@ export function modelExecutor(
         // Every error response has a request id, to find its log lines by.
         requestId ??= crypto.randomUUID();
         modelErrorHeaders(ctx, name, err, requestId, request);
+        const explained = explainedTimeout(
+          ctx,
+          err,
+          asked,
+          name,
+          timeoutParam,
+        );
         res = errorResponse(
           await hideDir(
-            explainedTimeout(ctx, err, asked, name, timeoutParam),
+            // Not a tenant's: the count holds the other tenants' calls.
+            ctx.isTenant(request)
+              ? explained
+              : withAbandonedHint(ctx, explained, name),
             request,
             caller,
           ),
@@ -835,6 +856,28 @@ function requestLine(
   }
 }
 
+/**
+ * The 404 of model `name` when the start skipped it (its file failed to
+ * import) and no load brought it since: its message says why and what
+ * brings it back ({@linkcode StartSkips}). `undefined` otherwise, for a
+ * tenant's token (the operator's files are no part of its answers), and
+ * when `err` is given and is not a 404 of a model not found.
+ */
+export function skippedAtStart(
+  ctx: Pick<RouteContext, "startSkips" | "isTenant">,
+  request: Request,
+  name: string,
+  err?: unknown,
+): Error | undefined {
+  const message = ctx.startSkips.message(name);
+  if (message === undefined || ctx.isTenant(request)) return undefined;
+  if (err !== undefined) {
+    const { status, body } = describeError(err, false);
+    if (status !== 404 || body.type !== "ModelNotFoundError") return undefined;
+  }
+  return httpError(404, "ModelNotFoundError", message);
+}
+
 /** The 404 of a model the gateway does not have. */
 export function modelNotFound(name: string): Error {
   return httpError(
@@ -960,7 +1003,7 @@ export function modelRoutes(ctx: RouteContext): Hono {
             String(catalog.nextVersion(name)),
         );
       }
-      throw notFound(name);
+      throw skippedAtStart(ctx, c.req.raw, name) ?? notFound(name);
     }
     // That model's entries, not every model's (a probe per model).
     const now = statusOf(pool, name);
@@ -1126,14 +1169,36 @@ export function modelRoutes(ctx: RouteContext): Hono {
     if (body.timeout !== undefined) spec.timeout = body.timeout;
     if (body.workers !== undefined) spec.workers = body.workers;
     if (version !== undefined) spec.version = version;
-    const { existed, model } = await loadModel(
-      ctx,
-      name,
-      spec,
-      ctx.debug(c.req.raw),
-    );
+    const shownName = version === undefined
+      ? name
+      : `${name} version ${version}`;
+    let loaded: Awaited<ReturnType<typeof loadModel>>;
+    try {
+      loaded = await loadModel(ctx, name, spec, ctx.debug(c.req.raw));
+    } catch (err) {
+      // A deploy whose PUT failed (a syntax error, a missing file) was
+      // answered to its client only: the operator's log had the successes,
+      // never this (the on-call walkthrough). A 5xx (a load timeout) is
+      // logged by the app's onError already (routeError).
+      const { status, body } = describeError(err, false);
+      if (status < 500) {
+        ctx.logger.warn(
+          "Model {name} not loaded from {file} ({status} {type}): {message}; the version in force, if any, serves on",
+          {
+            name: shownName,
+            file: spec.file,
+            status,
+            type: body.type,
+            message: body.message,
+          },
+        );
+      }
+      throw err;
+    }
+    const { existed, model } = loaded;
+    ctx.startSkips.loaded(name);
     ctx.logger.info("Model {name} {action} from {file}", {
-      name: version === undefined ? name : `${name} version ${version}`,
+      name: shownName,
       action: existed ? "updated" : "added",
       file: spec.file,
     });

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import type { StartSkips } from "./_start_skips.ts";
 import type { GatewayTracing } from "./_gateway_tracing.ts";
 import type { Logger } from "../logger.ts";
 import type { Runtime } from "../runtime/types.ts";
@@ -106,6 +107,13 @@ export interface RouteContext {
   repositoryModels: ReadonlyMap<string, readonly GatewayModelSpec[]>;
   /** The models the start skipped, with why (the repository index's reasons). */
   skippedModels: ReadonlyArray<{ name: string; error: string }>;
+  /**
+   * Those of them that are models whose load failed (not helper modules)
+   * and not loaded since (a `PUT` or a repository load of the name takes
+   * it out): their calls' 404 says why, and `/metrics` has their
+   * `pyproxy_models_ready` at 0.
+   */
+  startSkips: StartSkips;
   /**
    * Loads and removals of models in progress, one per name at a time
    * (`PUT`/`DELETE /v1/models/{name}` and the repository extension's load

@@ -716,6 +716,9 @@ export async function serve(
   starting.pool = pool;
   if (interrupted !== undefined) await pool.close();
   const skippedModels: Array<{ name: string; error: string }> = [];
+  // Those that are models whose load failed (not helper modules, nor
+  // misnamed files): the routes and /metrics say so (StartSkips).
+  const failedModels: Array<{ name: string; error: string }> = [];
   let server: HttpServer | undefined;
   let grpcServer: GrpcServer | undefined;
   let listenerLog: ListenerLog | undefined;
@@ -784,6 +787,11 @@ export async function serve(
         // and the workers (a log collector had the message's last line).
         const details = (err as { details?: Record<string, unknown> })
           .details;
+        if (
+          typeof details?.traceback === "string" || err instanceof TimeoutError
+        ) {
+          failedModels.push({ name: m.name, error: message });
+        }
         if (typeof details?.traceback === "string") {
           logger.error("Skipped model {name}: {message}", {
             name: m.name,
@@ -805,7 +813,10 @@ export async function serve(
       }
     }
     let port = config.port;
+    // The token files' poll starts below, after the app: read through this.
+    let tokenFilesRefused = (): boolean | undefined => undefined;
     const app = createGateway(pool, {
+      tokenFilesRefused: () => tokenFilesRefused(),
       port: () => port,
       allowedHosts: [
         ...config.allowedHosts,
@@ -832,6 +843,7 @@ export async function serve(
       debug: config.debug,
       modelsDir: config.modelsDir,
       skippedModels,
+      failedModels,
       // A configured model unloaded (or never loaded) is loaded again with
       // its spec by the model repository extension.
       ...(config.models === "auto" ? {} : {
@@ -974,6 +986,7 @@ export async function serve(
     const draining = new Set<Promise<void>>();
     /** The token files' poll, with its interval (none: not polled). */
     let tokenWatch: { watch: TokenFileWatch; interval: number } | undefined;
+    tokenFilesRefused = () => tokenWatch?.watch.refused;
     /** The TLS files' poll, with its interval (none: not polled). */
     let tlsWatch: { watch: TlsFileWatch; interval: number } | undefined;
     /** Ends the shutdown delay in progress (none: does nothing). */

@@ -82,9 +82,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/call_executor.py",
-      size: 11111,
+      size: 12228,
       sha256:
-        "e276dbd7d5e023b52732fe36c8f2a7fe154f179519a4cec365976fd7ef4c1502",
+        "1f9ff507d3daf3b4e1166ac88f3967794b29d9d8fd43f1b0270a4b62fec0766f",
     },
     {
       path: "pyproxy_server/capture.py",
