@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 16751,
+      size: 16901,
       sha256:
-        "50857dd9ab7ce59f5e034b0eda20ba7ca48cd1333f3de4434bbef9339d922bf1",
+        "4b78b26a912f201a4f1d5774d1856b16e38ef09bb4804033407e2701cab4c159",
     },
     {
       path: "pyproxy_server/eval.py",
@@ -184,9 +184,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 8009,
+      size: 8088,
       sha256:
-        "e583753c9d996813388dee13059efe1d329a9ebae29e949c52d83a72a52e83ae",
+        "b141dc179e010fc6cd7d4ce080808474860b18cd8cb039e7f2477021826b1951",
     },
     {
       path: "pyproxy_server/long_int.py",
@@ -208,9 +208,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 63784,
+      size: 63869,
       sha256:
-        "d2be6063f8437a0ef568f84d18f8b12be5d0357ccfb88a175128e9e87caef5f8",
+        "7d7da2020e0917db0622751b84442635910476816b4e5619aa2faee0ebfe1030",
     },
     {
       path: "pyproxy_server/own_file.py",
