@@ -220,9 +220,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/own_group.py",
-      size: 6609,
+      size: 7085,
       sha256:
-        "59f097e9dffa37729b3af559c8a6f0462d9be19ced57dd57206218edf58a7607",
+        "af111b7eec162f0ff90550d1a196eb63a2694263ad8462b24833616513ca9aa5",
     },
     {
       path: "pyproxy_server/server.py",
