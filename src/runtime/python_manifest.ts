@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 41494,
+      size: 42276,
       sha256:
-        "f543607c42c4087dd31c3113839898e58b18194883036b6ceb751005f86a81be",
+        "672a3c6822fbba0a011f98c4ce62868a80edf17cc872d9aff894a0c26ae15b28",
     },
     {
       path: "pyproxy_server/array_like.py",
