@@ -2,6 +2,7 @@
 frozen (``gc.freeze``), so neither the start nor each later full collection
 traverses those ~20 000 objects; what models make is collected as before."""
 
+import sysconfig
 import unittest
 
 from ._client import ServerProcess
@@ -28,7 +29,10 @@ class StartGcTest(unittest.TestCase):
             c = server.connect()
             enabled, frozen, collected = c.call("eval", code=CHECK, timeout=10)["value"]
             self.assertTrue(enabled)
-            self.assertGreater(frozen, 1000)
+            # A free-threaded build (3.13t, not tested, docs/runtimes.md) may
+            # count its frozen objects otherwise.
+            if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+                self.assertGreater(frozen, 1000)
             self.assertGreater(collected, 0)  # the model's (eval's) cycle
         finally:
             server.kill()
