@@ -226,9 +226,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 28570,
+      size: 29589,
       sha256:
-        "b55f2872aeaa2be9b84b1cea7498872eccc09f7ea0dd54c750f72c1c91e721fe",
+        "5cd522b9dedecc87e629baa7af2213dad4af4de4371c7991d692c3ab32ac6d19",
     },
     {
       path: "pyproxy_server/shallow_json.py",
