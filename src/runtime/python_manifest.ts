@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 10312,
+      size: 10322,
       sha256:
-        "ae1735372614d7ff91329cd21be3f9ad9d21e4729fbf5d7888b70f0b5d204a07",
+        "8555c9602392047da6cc010667b19afb353d0c4faed1d2606ef16a388fba408b",
     },
     {
       path: "pyproxy_server/connection.py",
@@ -226,9 +226,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/server.py",
-      size: 29589,
+      size: 29859,
       sha256:
-        "5cd522b9dedecc87e629baa7af2213dad4af4de4371c7991d692c3ab32ac6d19",
+        "18f2b61ddc163575c516d4ff743fa81f8b16068491c15ed6ef82bf7dbfb00d4b",
     },
     {
       path: "pyproxy_server/shallow_json.py",
