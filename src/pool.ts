@@ -1097,13 +1097,21 @@ export class Pool implements AsyncDisposable {
 
   async #start(): Promise<void> {
     const { runtime } = this.#opts;
-    try {
-      // What hosts killed before their close() left here (SIGKILL, a crash).
-      await removeDeadHostDirs(runtime, runtime.tempDir(), TEMP_DIR_KINDS);
-      if (runtime.tempDir() !== "/tmp") {
+    // What hosts killed before their close() left here (SIGKILL, a crash),
+    // swept while the workers start: it reads the temp directory and a
+    // /proc file per such directory, and the spawns waited for it (it never
+    // touches a directory of a host that runs, this one's included). The
+    // start still ends with it.
+    const sweep = (async () => {
+      await Promise.all([
+        removeDeadHostDirs(runtime, runtime.tempDir(), TEMP_DIR_KINDS),
         // Where sockets go when the temp directory's paths are too long.
-        await removeDeadHostDirs(runtime, "/tmp", ["pyproxy-sock"]);
-      }
+        runtime.tempDir() === "/tmp"
+          ? undefined
+          : removeDeadHostDirs(runtime, "/tmp", ["pyproxy-sock"]),
+      ]);
+    })().then(() => undefined, (err: unknown) => ({ err }));
+    try {
       let path = this.#opts.modelsDir;
       if (path !== undefined) {
         // As given, and as the servers report it (absolute, symlinks resolved).
@@ -1135,8 +1143,11 @@ export class Pool implements AsyncDisposable {
       }
       // Each worker process makes (and removes) its own socket directory.
       await this.#supervisor.start(path, this.#opts.transport);
+      const swept = await sweep;
+      if (swept !== undefined) throw swept.err;
       this.#started = true;
     } catch (err) {
+      await sweep;
       await this.close();
       throw err;
     }

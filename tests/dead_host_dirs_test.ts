@@ -120,3 +120,51 @@ Deno.test("Pool.start removes socket and models directories that killed hosts le
     for (const dir of dead) await Deno.remove(dir).catch(() => {});
   }
 });
+
+Deno.test("Pool.start spawns its workers while it sweeps dead hosts' directories, and resolves once both are done", async () => {
+  const runtime = defaultRuntime();
+  const order: string[] = [];
+  let spawned!: () => void;
+  const firstSpawn = new Promise<void>((resolve) => (spawned = resolve));
+  let fallback: ReturnType<typeof setTimeout> | undefined;
+  // The sweep's listing of the temp directory waits for the first spawn:
+  // a start that swept first would wait for the fallback (then its order
+  // tells), one that overlaps them goes on at once.
+  const gated = {
+    ...runtime,
+    readDir: async (path: string) => {
+      if (path === runtime.tempDir()) {
+        await Promise.race([
+          firstSpawn,
+          new Promise<void>((
+            resolve,
+          ) => (fallback = setTimeout(resolve, 10_000))),
+        ]);
+        clearTimeout(fallback);
+        order.push("listed");
+      }
+      return await runtime.readDir(path);
+    },
+    spawn: (options: Parameters<typeof runtime.spawn>[0]) => {
+      order.push("spawned");
+      spawned();
+      return runtime.spawn(options);
+    },
+  };
+  const dead = `${tmpdir()}/pyproxy-sock-999999999-overlap${Deno.pid}`;
+  try {
+    await Deno.mkdir(dead);
+    await using pool = await Pool.start({
+      workers: 1,
+      handleSignals: false,
+      runtime: gated,
+    });
+    assert.equal(pool.status().workers[0]?.state, "ready");
+    assert.deepEqual(order.slice(0, 2), ["spawned", "listed"]);
+    // Swept before the start resolved.
+    assert.equal(await exists(dead), false);
+  } finally {
+    clearTimeout(fallback);
+    await Deno.remove(dead).catch(() => {});
+  }
+});

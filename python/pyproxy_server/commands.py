@@ -35,7 +35,7 @@ def install(server):
         # long before it kills the process (additive: only when some has one).
         # Then what model code started gets its SIGTERM's grace (own_group).
         close_ms = models.close_bound_ms() + group_grace_ms()
-        server.stop(0)
+        server.stop(0, close_ms)
         return {"stopping": True, "closeMs": close_ms} if close_ms else {"stopping": True}
 
     def configure(call):

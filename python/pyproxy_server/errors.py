@@ -13,7 +13,6 @@ Example::
 """
 
 import ast as _ast_module
-import http as _http
 import json as _json
 import re as _re
 import traceback as _traceback
@@ -235,6 +234,10 @@ class HTTPError(Exception):
     def __init__(self, status, message=None, detail=None, headers=None):
         _check_status(status)
         if message is None:
+            # Imported here: only a model that raises an HTTPError needs it,
+            # not every server's start (~1 ms of CPU each).
+            import http as _http
+
             try:
                 message = _http.HTTPStatus(status).phrase
             except ValueError:

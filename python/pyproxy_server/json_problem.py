@@ -7,7 +7,6 @@ names the first offending place, e.g. ``result.rows[3].when is a
 datetime.datetime (use .isoformat())``.
 """
 
-import datetime
 import enum
 import math
 
@@ -47,6 +46,9 @@ def _hint(value):
         return "use dataclasses.asdict(...)"
     if isinstance(value, enum.Enum):
         return "use .value"
+    # Imported here, after an encode failed: not at every server's start.
+    import datetime
+
     if isinstance(value, (datetime.date, datetime.time)):  # pandas.Timestamp, ...
         return "use .isoformat()"
     # The conversions of other libraries' values: torch tensors, pandas

@@ -73,7 +73,6 @@ Example::
 """
 
 import asyncio
-import difflib
 import importlib.util
 import inspect
 import itertools
@@ -1286,6 +1285,9 @@ def _not_loaded(name, loaded):
     if not loaded:
         return "not loaded (no model is loaded yet)"
     if len(loaded) <= _MATCH_NAMES and len(name) <= 128:
+        # Imported here, for a name not found: not at every server's start.
+        import difflib
+
         close = difflib.get_close_matches(name, loaded, n=1)
         if close:
             return "not loaded (did you mean %r?)" % (close[0],)

@@ -85,6 +85,10 @@ class Server:
     EXTENSIONS = ("pyproxy_server.eval",)
     # Seconds given to queued writes (e.g. the stopServer reply) before exit.
     EXIT_GRACE = 0.5
+    # Seconds between a stopping server's looks at what its exit waits for
+    # (its connections closing, its models' close()); the last connection's
+    # end looks at once.
+    STOP_POLL = 0.01
     # Call threads that may read spilled requests at the same time.
     SPILL_READERS = 2
     # Connections not authenticated yet (each for Connection.AUTH_TIMEOUT at
@@ -192,6 +196,9 @@ class Server:
         self._connection_ids = itertools.count(1)
         # The thread closing the models of a stopping server (``_begin_stop``).
         self._closing = None
+        # A stopping server's deadlines and its next look (``_wait_closed``).
+        self._stop_deadlines = None
+        self._stop_poll = None
         self.models.drain = self.drain_model_calls
         commands.install(self)
 
@@ -323,20 +330,22 @@ class Server:
             self._listeners.append(listener)
             self.unix = unix
 
-    def stop(self, code=0):
+    def stop(self, code=0, close_ms=None):
         """Close everything and make the process exit with ``code``; thread-safe.
 
         Runs on the next loop iteration, so a reply queued before (the
-        ``stopServer`` reply) is written first.
+        ``stopServer`` reply) is written first. ``close_ms``: how long the
+        exit may take, when the caller has just worked it out (``stopServer``:
+        one look at ``/proc`` less, ~1.4 ms of each stop); else worked out here.
         """
         loop = self.loop
         if loop is None:
             os._exit(code)
         if threading.get_ident() == self.loop_ident:
-            loop.call_soon(self._begin_stop, code)
+            loop.call_soon(self._begin_stop, code, close_ms)
         else:
             try:
-                loop.call_soon_threadsafe(self._begin_stop, code)
+                loop.call_soon_threadsafe(self._begin_stop, code, close_ms)
             except RuntimeError:
                 os._exit(code)
 
@@ -358,7 +367,7 @@ class Server:
             time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
             calls = [call for call in calls if call.state != DONE]
 
-    def _begin_stop(self, code):
+    def _begin_stop(self, code, close_ms=None):
         if self.stopping:
             return
         self.stopping = True
@@ -375,7 +384,8 @@ class Server:
         # having asked for the stop (a SIGTERM from elsewhere) waits that
         # much longer before it kills the process. Only when there is such a
         # wait (additive, as stopServer's closeMs).
-        close_ms = self.models.close_bound_ms() + group_grace_ms()
+        if close_ms is None:
+            close_ms = self.models.close_bound_ms() + group_grace_ms()
         if close_ms:
             event = {"event": "stopping", "closeMs": close_ms}
             for conn in list(self.connections.values()):
@@ -397,15 +407,25 @@ class Server:
         if bound:
             self._closing = threading.Thread(target=run_closes, args=(entries,), name="pyproxy-closes", daemon=True)
             self._closing.start()
-        self._wait_closed(time.monotonic() + self.EXIT_GRACE, closes_end + self.EXIT_GRACE)
+        self._stop_deadlines = (time.monotonic() + self.EXIT_GRACE, closes_end + self.EXIT_GRACE)
+        self._wait_closed()
 
-    def _wait_closed(self, deadline, closes_deadline=0.0):
+    def _wait_closed(self):
+        """Stops the loop once the connections have closed (or ``EXIT_GRACE``
+        passed) and the models' ``close()`` ended (or its bound passed); else
+        looks again in ``STOP_POLL`` s, or as the last connection closes
+        (``connection_closed``): the connections close a loop turn or two
+        after ``_begin_stop``, and each stop waited a whole poll for it."""
+        if self._stop_poll is not None:
+            self._stop_poll.cancel()
+            self._stop_poll = None
+        deadline, closes_deadline = self._stop_deadlines
         now = time.monotonic()
         closing = self._closing
         if (self.connections and now < deadline) or (
                 closing is not None and closing.is_alive() and now < closes_deadline) or (
                 now < closes_deadline and self.models.retiring_until()):
-            self.loop.call_later(0.01, self._wait_closed, deadline, closes_deadline)
+            self._stop_poll = self.loop.call_later(self.STOP_POLL, self._wait_closed)
             return
         if self.unix is not None:
             try:
@@ -429,6 +449,8 @@ class Server:
         self.connections.pop(conn.id, None)
         self.unauthenticated.discard(conn)
         log.log(logging.INFO if conn.authenticated else logging.DEBUG, "connection %s closed", conn.id)
+        if not self.connections and self._stop_poll is not None:
+            self._wait_closed()  # a stop waits for no poll
 
     def awaiting_auth(self, conn):
         """Counts ``conn`` among the connections not authenticated yet (until

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import unittest
+from unittest import mock
 
 from ._client import PYTHON_DIR, ServerProcess
 from pyproxy_server.own_group import group_members
@@ -169,6 +170,18 @@ class OwnGroupTest(unittest.TestCase):
             while group_members(child.pid, os.getpid()) and time.monotonic() < deadline:
                 time.sleep(0.01)
             self.assertEqual(group_members(child.pid, os.getpid()), [])  # a zombie until waited for
+        finally:
+            child.kill()
+            child.wait()
+
+    def test_group_members_reads_proc_without_file_objects(self):
+        # Each stop scans /proc twice (stopServer's closeMs, the exit): with
+        # ``open()`` a scan took twice as long (a file object, its buffer and
+        # an fstat per process). The scan's result is the same.
+        child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+        try:
+            with mock.patch("builtins.open", side_effect=AssertionError("open() in the /proc scan")):
+                self.assertEqual(group_members(child.pid, os.getpid()), [child.pid])
         finally:
             child.kill()
             child.wait()

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 42396,
+      size: 43178,
       sha256:
-        "20fa3e9343f60229945823ccc8ffc3021881264882fd1a5f06c27c6bffa69cea",
+        "20083a2eec7a96a338b9b6361e6a20860c5bf743c933c51c03e5eaf1aed7becc",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -94,9 +94,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/commands.py",
-      size: 10312,
+      size: 10322,
       sha256:
-        "ae1735372614d7ff91329cd21be3f9ad9d21e4729fbf5d7888b70f0b5d204a07",
+        "8555c9602392047da6cc010667b19afb353d0c4faed1d2606ef16a388fba408b",
     },
     {
       path: "pyproxy_server/connection.py",
@@ -118,9 +118,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/errors.py",
-      size: 16751,
+      size: 16901,
       sha256:
-        "50857dd9ab7ce59f5e034b0eda20ba7ca48cd1333f3de4434bbef9339d922bf1",
+        "4b78b26a912f201a4f1d5774d1856b16e38ef09bb4804033407e2701cab4c159",
     },
     {
       path: "pyproxy_server/eval.py",
@@ -184,9 +184,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/json_problem.py",
-      size: 8009,
+      size: 8088,
       sha256:
-        "e583753c9d996813388dee13059efe1d329a9ebae29e949c52d83a72a52e83ae",
+        "b141dc179e010fc6cd7d4ce080808474860b18cd8cb039e7f2477021826b1951",
     },
     {
       path: "pyproxy_server/long_int.py",
@@ -208,9 +208,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/models.py",
-      size: 63784,
+      size: 63869,
       sha256:
-        "d2be6063f8437a0ef568f84d18f8b12be5d0357ccfb88a175128e9e87caef5f8",
+        "7d7da2020e0917db0622751b84442635910476816b4e5619aa2faee0ebfe1030",
     },
     {
       path: "pyproxy_server/own_file.py",
@@ -220,15 +220,15 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/own_group.py",
-      size: 6609,
+      size: 7085,
       sha256:
-        "59f097e9dffa37729b3af559c8a6f0462d9be19ced57dd57206218edf58a7607",
+        "af111b7eec162f0ff90550d1a196eb63a2694263ad8462b24833616513ca9aa5",
     },
     {
       path: "pyproxy_server/server.py",
-      size: 28570,
+      size: 29859,
       sha256:
-        "b55f2872aeaa2be9b84b1cea7498872eccc09f7ea0dd54c750f72c1c91e721fe",
+        "18f2b61ddc163575c516d4ff743fa81f8b16068491c15ed6ef82bf7dbfb00d4b",
     },
     {
       path: "pyproxy_server/shallow_json.py",
