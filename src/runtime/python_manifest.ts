@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 41677,
+      size: 42327,
       sha256:
-        "03638726db6b5a61de326488e8483a86cf0b0ee209b286d85913831fa4a24469",
+        "f34ea553fa80c30d515c699676a7ea432003a7faaaaf8a264244d4ade6dd7197",
     },
     {
       path: "pyproxy_server/forked_child.py",
