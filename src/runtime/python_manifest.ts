@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 42396,
+      size: 42798,
       sha256:
-        "20fa3e9343f60229945823ccc8ffc3021881264882fd1a5f06c27c6bffa69cea",
+        "b258ccccecde40764d20946d3d44aaf991fa822e08171aca4bf6846cecbd51e8",
     },
     {
       path: "pyproxy_server/array_like.py",
