@@ -262,7 +262,7 @@ class OutputSink:
     # line), so that a call holds at most this many times
     # ``MAX_TRACEBACK_CHARS`` and as many timers (1000 threads held 1000,
     # each polled every 50 ms for up to 5 s; chaos54).
-    MAX_HELD_TRACEBACKS = 16
+    MAX_HELD_TRACEBACKS = capture.OutputRouter.MAX_HELD_TRACEBACKS
 
     def __init__(self, conn, call, defer=False):
         self._conn = conn

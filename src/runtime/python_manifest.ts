@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 18886,
+      size: 19526,
       sha256:
-        "f5449bb17836f079c11a5a8bdd465ec48f85355753f1d8ec73e341082d4c39ee",
+        "af4c08421ca7c09d01ba7a2486dbab167202ae073ddb8cdbebd64e1b8133627e",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 42327,
+      size: 42365,
       sha256:
-        "f34ea553fa80c30d515c699676a7ea432003a7faaaaf8a264244d4ade6dd7197",
+        "ef95e0bc3c6fee38e391c68f042eecf1f32fd5ae106f45e7e0f8a0ec3bef1dfc",
     },
     {
       path: "pyproxy_server/forked_child.py",
