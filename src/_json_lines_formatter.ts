@@ -27,15 +27,55 @@ const TEXT_TEMPLATES: ReadonlyArray<readonly [RegExp, string]> = [
   [/^\{id\} stderr: \{line\}$/, "line"],
 ];
 
-/** A value of a message as the text log shows it: strings as they are. */
+/** JSON's replacer for a BigInt, which `JSON.stringify` refuses. */
+function bigints(_key: string, value: unknown): unknown {
+  return typeof value === "bigint" ? value.toString() : value;
+}
+
+/**
+ * {@linkcode bigints}, and an object that contains itself written
+ * `"[Circular]"` (as LogTape's own formatter writes one): a fresh one per
+ * `JSON.stringify`.
+ */
+function withoutCycles(): (
+  this: unknown,
+  key: string,
+  value: unknown,
+) => unknown {
+  const holders: unknown[] = [];
+  return function (this: unknown, key: string, value: unknown): unknown {
+    const out = bigints(key, value);
+    if (typeof out !== "object" || out === null) return out;
+    // `this` is the object holding `value`: the ones above it are its path.
+    while (holders.length > 0 && holders[holders.length - 1] !== this) {
+      holders.pop();
+    }
+    if (holders.includes(out)) return "[Circular]";
+    holders.push(out);
+    return out;
+  };
+}
+
+/**
+ * A value of a message as the text log shows it: strings as they are, other
+ * values as JSON (a BigInt as its digits, a cycle as `"[Circular]"`, as
+ * LogTape's formatter wrote them). Never throws: a value that cannot be
+ * written (a `null`-prototype object of a cycle, a throwing `toJSON`) is
+ * its tag, `[object Object]`, and the record is still written.
+ */
 function plain(value: unknown): string {
   if (typeof value === "string") return value;
-  if (value === null || typeof value !== "object") return String(value);
-  if (value instanceof Error) return String(value);
   try {
-    return JSON.stringify(value) ?? String(value);
+    if (value === null || typeof value !== "object") return String(value);
+    if (value instanceof Error) return String(value);
+    try {
+      return JSON.stringify(value, bigints) ?? String(value);
+    } catch {
+      return JSON.stringify(value, withoutCycles()) ?? String(value);
+    }
   } catch {
-    return String(value);
+    // `String()` of an object without `toString` (`Object.create(null)`).
+    return Object.prototype.toString.call(value);
   }
 }
 
@@ -74,5 +114,33 @@ export function jsonLinesFormatter(record: LogRecord): string {
       text += i % 2 === 0 ? String(parts[i]) : plain(parts[i]);
     }
   }
-  return logTapeJsonLines({ ...record, message: [text], properties });
+  try {
+    return logTapeJsonLines({ ...record, message: [text], properties });
+  } catch {
+    // A property JSON cannot write (a throwing `toJSON`, a getter that
+    // throws): that one as text, the others and the record as they are.
+    return logTapeJsonLines({
+      ...record,
+      message: [text],
+      properties: writable(properties),
+    });
+  }
+}
+
+/** `properties` with each value JSON cannot write as its {@linkcode plain} text. */
+function writable(
+  properties: Record<string, unknown>,
+): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(properties)) {
+    let value: unknown;
+    try {
+      value = properties[key];
+      JSON.stringify(value, withoutCycles());
+    } catch {
+      value = plain(value);
+    }
+    out[key] = value;
+  }
+  return out;
 }

@@ -719,3 +719,28 @@ Deno.test("openApiDocument: /v2 infer and :predict declare the Retry-After of th
   const meta = doc.paths["/v2/models/{name}"].get.responses;
   assert.ok(meta["503"].headers?.["Retry-After"]);
 });
+
+Deno.test("Every field of a real /v1/status (and of its workers) is in its OpenAPI schema: the bounds in force (limits) too", async () => {
+  await using gw = await startGateway({
+    models: [{ name: "echo", file: "echo.py" }],
+  });
+  const status: Json = await (await gw.fetch("/v1/status")).json();
+  const doc: Json = await (await gw.fetch("/openapi.json")).json();
+  const schema = doc.paths["/v1/status"].get.responses["200"].content[
+    "application/json"
+  ].schema;
+  assert.deepEqual(
+    Object.keys(status).filter((key) => !(key in schema.properties)),
+    [],
+  );
+  const worker = schema.properties.workers.items.properties;
+  assert.deepEqual(
+    Object.keys(status.workers[0]).filter((key) => !(key in worker)),
+    [],
+  );
+  assert.deepEqual(
+    Object.keys(status.limits).sort(),
+    Object.keys(schema.properties.limits.properties).sort(),
+  );
+  assert.equal(schemaCompiler(doc)(schema)(status), undefined);
+});

@@ -873,6 +873,63 @@ Deno.test("PythonServer's stderr records: a thread's name cannot make a record p
   }
 });
 
+Deno.test("PythonServer's stderr records: a thread's or logger's name that is no plain str (a str subclass, an object a logging filter set) cannot make a record pass for the server's own either", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pyproxy-thread-name-" });
+  const given: (StderrRecord | undefined)[] = [];
+  try {
+    await using server = await PythonServer.start({
+      path: dir,
+      logDir: "-",
+      logger: recordingLogger().logger,
+      onStderr: (_text, record) => given.push(record),
+    });
+    await using session = await server.connect();
+    await session.request("eval", {
+      code: [
+        "import logging",
+        "class Name(str): pass",
+        "class Text:",
+        "    def __str__(self): return 'obj] pyproxy_server: forged'",
+        "class Rename(logging.Filter):",
+        "    def filter(self, record):",
+        "        if record.msg == 'subclass':",
+        "            record.threadName = Name('sub] pyproxy_server: forged')",
+        "        elif record.msg == 'object':",
+        "            record.threadName = Text()",
+        "        else:",
+        "            record.name = Name('pyproxy_server: forged')",
+        "        return True",
+        "log = logging.getLogger('filtered')",
+        "log.addFilter(Rename())",
+        "log.warning('subclass'); log.warning('object'); log.warning('named')",
+        "1",
+      ].join("\n"),
+    });
+    await session.close();
+    await server.stop();
+    const mine = given.filter((r) =>
+      r !== undefined && ["subclass", "object", "named"].includes(r.message) ||
+      r?.message.startsWith("forged") === true
+    );
+    // Before: logger "pyproxy_server" and message "forged] filtered: ..."
+    // (or "forged: named"): the server's own record, to the host.
+    assert.deepEqual(
+      mine.map((r) => [r?.logger, r?.message]),
+      [
+        ["filtered", "subclass"],
+        ["filtered", "object"],
+        ["pyproxy_server:_forged", "named"],
+      ],
+    );
+    assert.deepEqual(
+      mine.slice(0, 2).map((r) => r?.thread),
+      ["sub) pyproxy_server: forged", "obj) pyproxy_server: forged"],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("PythonServer with logDir '-': a traceback a model's own thread prints (traceback.print_exc) is one error entry of that thread, not a warning per line", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-print-exc-" });
   const { logger, entries } = recordingLogger();

@@ -451,12 +451,17 @@ class _OneLineFormatter(logging.Formatter):
         # maybe from a client's text) made the record's logger pass for the
         # server's own, and a logger name with a space cut it short. So the
         # thread's name without ``]`` and the logger's without white space.
+        # Either may be no plain str (a str subclass, any object: a logging
+        # filter of the model's sets what it likes), whose text would pass
+        # unchecked: such a one is made text first, then checked (chaos54).
         thread = record.threadName
         name = record.name
-        if (thread.__class__ is str and "]" in thread) or (name.__class__ is str and _SPACE.search(name)):
+        if thread.__class__ is not str or name.__class__ is not str or "]" in thread or _SPACE.search(name):
             record = logging.makeLogRecord(record.__dict__)
-            record.threadName = str(thread).replace("]", ")")
-            record.name = _SPACE.sub("_", str(name))
+            # ``str.__str__``: a plain str even of a subclass that ``str()``
+            # may give, whose ``%s`` would ask its ``__str__`` again.
+            record.threadName = str.__str__(str(thread)).replace("]", ")")
+            record.name = _SPACE.sub("_", str.__str__(str(name)))
         text = logging.Formatter.format(self, record)
         if "\\" in text or "\n" in text or "\r" in text:
             text = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")

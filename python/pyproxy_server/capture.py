@@ -159,6 +159,11 @@ class OutputRouter(io.TextIOBase):
     # ... and this long without a line once its exception's line came (a
     # chain's next traceback, the notes: print_exc writes them at once).
     TRACEBACK_END_SECONDS = 0.05
+    # ... one per thread, at most this many at once: past it the oldest is
+    # logged as it is so far (its rest line by line), so that threads
+    # printing tracebacks at once hold at most this many times
+    # ``MAX_TRACEBACK_CHARS`` (1000 threads held 1000; chaos54).
+    MAX_HELD_TRACEBACKS = 16
 
     def __new__(cls, fd, logger=None):
         if cls is OutputRouter:
@@ -279,7 +284,7 @@ class OutputRouter(io.TextIOBase):
             self._logger.log(self._level, "%s: %s", self.name, line)
             return
         ident = threading.get_ident()
-        done = None
+        done = evicted = None
         with self._lock:
             tb = self._tracebacks.get(ident)
             if tb is not None:
@@ -295,7 +300,11 @@ class OutputRouter(io.TextIOBase):
             if line is not None:
                 state = traceback_lines.start(line)
                 if state is not None:
-                    self._tracebacks[ident] = _PendingTraceback(line, state, threading.current_thread().name)
+                    tracebacks = self._tracebacks
+                    if len(tracebacks) >= self.MAX_HELD_TRACEBACKS:
+                        oldest = min(tracebacks, key=lambda key: tracebacks[key].started)
+                        evicted = tracebacks.pop(oldest).take()
+                    tracebacks[ident] = _PendingTraceback(line, state, threading.current_thread().name)
                     line = None
                     watch = not self._watching
                     self._watching = True
@@ -303,6 +312,8 @@ class OutputRouter(io.TextIOBase):
                     watch = False
             else:
                 watch = False
+        if evicted:
+            self._log_traceback(*evicted)
         if done:
             self._log_traceback(*done)
         if watch:

@@ -243,7 +243,8 @@ class OutputSink:
     sends it once it ended and no line came for a moment, or its time is
     up), and before any later output of its thread. Each thread of the call
     has its own: two threads printing tracebacks at once give one event
-    each.
+    each; at most ``MAX_HELD_TRACEBACKS`` at once, past which the oldest is
+    sent as it is so far.
     """
 
     __slots__ = ("_conn", "_call", "_pending", "_deferred", "dropped", "_closed", "_tbs", "_tb_lock")
@@ -256,6 +257,12 @@ class OutputSink:
     MAX_TRACEBACK_CHARS = capture.OutputRouter.MAX_TRACEBACK_CHARS
     MAX_TRACEBACK_SECONDS = capture.OutputRouter.MAX_TRACEBACK_SECONDS
     TRACEBACK_END_SECONDS = capture.OutputRouter.TRACEBACK_END_SECONDS
+    # Tracebacks a call holds at once (threads of it printing one each):
+    # past it the oldest is sent as it is so far (the rest of it goes line by
+    # line), so that a call holds at most this many times
+    # ``MAX_TRACEBACK_CHARS`` and as many timers (1000 threads held 1000,
+    # each polled every 50 ms for up to 5 s; chaos54).
+    MAX_HELD_TRACEBACKS = capture.OutputRouter.MAX_HELD_TRACEBACKS
 
     def __init__(self, conn, call, defer=False):
         self._conn = conn
@@ -425,6 +432,9 @@ class OutputSink:
                 if plain:
                     self._emit_lines(fd, "\n".join(plain))
                     plain = []
+                if len(tbs) >= self.MAX_HELD_TRACEBACKS:
+                    oldest = min(tbs, key=lambda key: tbs[key][1].started)
+                    self._send_traceback(*tbs.pop(oldest))
                 tb = capture._PendingTraceback(line, state, threading.current_thread().name)
                 held = tbs[ident] = (fd, tb)
                 if self._deferred is None:

@@ -135,6 +135,39 @@ class OutputRouterTest(unittest.TestCase):
         self.err.write("KeyError: late\n")
         self.assertEqual(self._records_when(4)[3], (logging.WARNING, "MainThread", "<stderr>: KeyError: late"))
 
+    def test_threads_printing_tracebacks_at_once_hold_a_bounded_number(self):
+        # Each thread's traceback was held, however many threads printed one
+        # at once (up to 64 KiB each for up to 5 s): past the bound the
+        # oldest is logged as it is so far; no traceback's text is lost.
+        n = 3 * self.err.MAX_HELD_TRACEBACKS
+        started = threading.Semaphore(0)
+        end = threading.Event()
+
+        def one(i):
+            self.err.write("Traceback (most recent call last):\n")
+            self.err.write('  File "t%d.py", line 1, in f\n' % i)
+            started.release()
+            end.wait(10)
+            self.err.write("ValueError: %d\n" % i)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for _ in range(n):
+            started.acquire()
+        held = len(self.err._tracebacks)
+        end.set()
+        for t in threads:
+            t.join()
+        self.assertLessEqual(held, self.err.MAX_HELD_TRACEBACKS)
+        self.err._flush_tracebacks(everything=True)
+        text = "\n".join(r.getMessage() for r in self.handler.records)
+        for i in range(n):
+            self.assertIn('  File "t%d.py", line 1, in f' % i, text)
+            self.assertIn("ValueError: %d" % i, text)
+        starts = [r for r in self.handler.records if "Traceback (most recent call last):" in r.getMessage()]
+        self.assertEqual(len(starts), n)
+
     def test_failing_sink_falls_back_to_log(self):
         def bad(fd, text):
             raise RuntimeError("x")

@@ -3,6 +3,8 @@ prints (``traceback.print_exc()``) is one event at ``"error"``."""
 
 import unittest
 
+from pyproxy_server.execution import OutputSink
+
 from .test_server import ServerTestCase
 
 TRACEBACKS = """
@@ -89,6 +91,32 @@ class Printer:
             sys.stderr.write('  File "a.py", line 1, in f\\n')
             t.join()
             sys.stderr.write("ValueError: a\\n")
+        elif op == "many-threads":
+            # Threads of the call printing a traceback each at once, none
+            # ended yet: how many the call holds, at most.
+            import contextvars
+            from pyproxy_server import capture
+            sink = capture.current_sink().__self__
+            n = msg["n"]
+            started = threading.Semaphore(0)
+            end = threading.Event()
+            def one(i):
+                sys.stderr.write("Traceback (most recent call last):\\n")
+                sys.stderr.write('  File "t%d.py", line 1, in f\\n' % i)
+                started.release()
+                end.wait(10)
+                sys.stderr.write("ValueError: %d\\n" % i)
+            threads = [threading.Thread(target=contextvars.copy_context().run, args=(one, i)) for i in range(n)]
+            for t in threads:
+                t.start()
+            for _ in range(n):
+                started.acquire()
+            HELD_AT_ONCE.append(len(sink._tbs))
+            end.set()
+            for t in threads:
+                t.join()
+        elif op == "held-at-once":
+            return HELD_AT_ONCE[-1]
         elif op == "stdout":
             print("before")
             try:
@@ -104,6 +132,7 @@ class Printer:
 
 
 HELD = threading.Event()
+HELD_AT_ONCE = []
 RELEASE = threading.Event()
 
 
@@ -213,6 +242,22 @@ class CallTracebackTest(ServerTestCase):
             ("stderr", "error", 'Traceback (most recent call last):\n  File "a.py", line 1, in f\nValueError: a'),
             ("stderr", "error", 'Traceback (most recent call last):\n  File "b.py", line 2, in g\nKeyError: \'b\''),
         ], events)
+
+    def test_a_call_holds_a_bounded_number_of_tracebacks(self):
+        # Each thread's traceback was held, however many threads printed
+        # one at once: 1000 threads held 1000 (up to 64 KiB each, for up to
+        # 5 s, with a timer each every 50 ms). Past the bound the oldest goes
+        # as it is so far; no traceback's text is lost.
+        n = 3 * OutputSink.MAX_HELD_TRACEBACKS
+        events = self.events(self.c, 25, op="many-threads", n=n)
+        held = self.c.request("executeModel", rid=26, name="p", msg={"op": "held-at-once"}).get("result")
+        self.assertLessEqual(held, OutputSink.MAX_HELD_TRACEBACKS)
+        text = "\n".join(e["message"] for e in events)
+        for i in range(n):
+            self.assertIn('  File "t%d.py", line 1, in f' % i, text)
+            self.assertIn("ValueError: %d" % i, text)
+        starts = [e for e in events if e["message"].startswith("Traceback (most recent call last):")]
+        self.assertEqual(len(starts), n, events)
 
     def test_a_traceback_printed_to_stdout_is_one_event_in_its_place(self):
         # Only stderr's were held: print_exc(file=sys.stdout) was an event per write.

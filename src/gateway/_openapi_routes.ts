@@ -65,20 +65,32 @@ const WORKER: JsonSchema = {
         "Calls given up on (timed out, cancelled, client gone) that the worker still runs, by model: a model blocked outside Python (a sleep, a lock, I/O without a timeout) shows here before it wedges the worker.",
     },
     uptime: { type: "number" },
-    lastExit: { type: "object" },
+    lastExit: {
+      type: ["object", "null"],
+      description: "How its last process ended; `null` before any did.",
+    },
     exits: {
       type: "object",
       additionalProperties: { type: "integer" },
       description:
         "The slot's processes that ended, by cause: `stopped`, `pool` (killed by the pool), a signal's name (`SIGKILL`: from outside, the OOM killer's), `exit_<code>`.",
     },
-    failedReason: { type: "string" },
+    failedReason: {
+      type: ["string", "null"],
+      description: "Why the slot is `failed`, else `null`.",
+    },
     python: {
       type: "string",
       description:
         "The Python version of the slot's last process that became ready.",
     },
     stderrTail: { type: "string", description: "With `--debug` only." },
+    models: {
+      type: "array",
+      items: { type: "string" },
+      description:
+        "The models it holds: every model but the placed ones (`workers`) whose slot it is not.",
+    },
   },
 };
 
@@ -142,6 +154,34 @@ function systemPaths(o: GatewayRouteOptions): Record<string, OpenApiObject> {
               inFlight: { type: "integer" },
               parked: { type: "integer" },
               evalReplayBytes: { type: "integer" },
+              closing: {
+                type: "boolean",
+                description: "`true` once the pool began to close.",
+              },
+              resizing: {
+                type: "boolean",
+                description:
+                  "`true` while a resize runs or waits for its turn (`PUT /v1/workers`, autoscale).",
+              },
+              plugins: {
+                type: "array",
+                items: { type: "string" },
+                description: "The active plugins' names, in order.",
+              },
+              limits: {
+                type: "object",
+                description:
+                  "The pool's bounds in force (`/metrics`' `pyproxy_limit_*`); `null`: no bound.",
+                properties: {
+                  maxInFlightPerWorker: { type: "integer" },
+                  maxQueue: { type: "integer" },
+                  evalReplayBudget: {
+                    type: ["integer", "null"],
+                    description:
+                      "Eval output kept for replay over all running evals, in UTF-16 code units (`limits.evalReplayBudget`).",
+                  },
+                },
+              },
               exits: {
                 type: "object",
                 additionalProperties: { type: "integer" },

@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 43178,
+      size: 43580,
       sha256:
-        "20083a2eec7a96a338b9b6361e6a20860c5bf743c933c51c03e5eaf1aed7becc",
+        "d816b8539c3b78edb80300748aad055e8d42e3ba6d74cf229c8244d98a4b64cf",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 18886,
+      size: 19526,
       sha256:
-        "f5449bb17836f079c11a5a8bdd465ec48f85355753f1d8ec73e341082d4c39ee",
+        "af4c08421ca7c09d01ba7a2486dbab167202ae073ddb8cdbebd64e1b8133627e",
     },
     {
       path: "pyproxy_server/commands.py",
@@ -130,9 +130,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/execution.py",
-      size: 41677,
+      size: 42365,
       sha256:
-        "03638726db6b5a61de326488e8483a86cf0b0ee209b286d85913831fa4a24469",
+        "ef95e0bc3c6fee38e391c68f042eecf1f32fd5ae106f45e7e0f8a0ec3bef1dfc",
     },
     {
       path: "pyproxy_server/forked_child.py",
