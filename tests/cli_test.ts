@@ -1627,7 +1627,10 @@ Deno.test({
 }, async () => {
   // script(1) gives serve a terminal for its stdout, as a person's shell.
   const models = new URL("../examples/models", import.meta.url).pathname;
-  const command = [
+  // The shell script(1) runs says its pid, which exec makes serve's.
+  await using dir = await tempDir();
+  const pidFile = `${dir.path}/serve.pid`;
+  const command = `echo $$ > '${pidFile}' && exec ` + [
     Deno.execPath(),
     "run",
     "-A",
@@ -1649,16 +1652,15 @@ Deno.test({
   }).spawn();
   const stderr = new Response(child.stderr).text();
   let banner = "";
+  const reader = child.stdout.pipeThrough(new TextDecoderStream())
+    .getReader();
   try {
-    const reader = child.stdout.pipeThrough(new TextDecoderStream())
-      .getReader();
     // A terminal ends lines with \r\n, and "." stops at \r.
     while (!/token: [^\n]*\n/.test(banner)) {
       const { value, done } = await reader.read();
       if (done) break;
       banner += value;
     }
-    reader.releaseLock();
     const token = banner.match(/Bearer ([A-Za-z0-9_-]{32})"/)?.[1];
     assert.ok(token !== undefined, banner);
     assert.match(banner, new RegExp(`dashboard: .*/\\?token=${token}`));
@@ -1667,6 +1669,12 @@ Deno.test({
       /token: +generated for --allow-eval, .*\(set PYPROXY_TOKEN/,
     );
     assert.doesNotMatch(banner, /not printed/);
+    // serve itself stops on SIGTERM, and script(1) ends with it. (A
+    // SIGTERM to script(1) sends its child SIGTERM, then, 2 s later, SIGKILL:
+    // serve was killed as it drained, or cost the test 2 s.)
+    const pid = Number((await Deno.readTextFile(pidFile)).trim());
+    Deno.kill(pid, "SIGTERM");
+    assert.equal((await child.status).code, 0);
   } finally {
     // SIGTERM: script ends serve, its child, then itself (a SIGKILL left
     // serve running without its terminal).
@@ -1677,6 +1685,8 @@ Deno.test({
     }
     await child.status;
     await child.stdin.close().catch(() => {});
+    // What serve wrote to its terminal after the banner, unread.
+    await reader.cancel().catch(() => {});
     await stderr;
   }
 });
