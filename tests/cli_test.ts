@@ -1387,61 +1387,43 @@ Deno.test("main serve warns of tokens other users can read: --token and --manage
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-cli-test-" });
   try {
     const models = new URL("../examples/models", import.meta.url).pathname;
-    const config = `${dir}/pyproxy.json`;
-    await Deno.writeTextFile(
-      config,
-      JSON.stringify({ token: "cli-file-token-0123456789", modelsDir: models }),
-    );
-    await Deno.chmod(config, 0o644);
+    // One file a mode (the four starts run at once, each a serve of its
+    // own: one after the other they took ~2 s).
+    const configOf = async (name: string, mode: number) => {
+      const config = `${dir}/${name}/pyproxy.json`;
+      await Deno.mkdir(`${dir}/${name}`);
+      await Deno.writeTextFile(
+        config,
+        JSON.stringify({
+          token: "cli-file-token-0123456789",
+          modelsDir: models,
+        }),
+      );
+      await Deno.chmod(config, mode);
+      return config;
+    };
     const flags = [
       "--token",
       "cli-flag-token-0123456789",
       "--manage-token",
       "cli-flag-manage-0123456789",
     ];
-    const warnings = async (args: string[], env = {}) => {
+    const warnings = async (
+      args: string[],
+      env = {},
+      cwd: string = ROOT,
+    ) => {
       await using serve = await startServe(
-        [...args, "--port", "0", "--workers", "1", "--models", models],
+        [...args, "--port", "0", "--workers", "1"],
         env,
+        undefined,
+        undefined,
+        cwd,
       );
       serve.child.kill("SIGTERM");
       assert.equal((await serve.child.status).code, 0);
       return await serve.stderr;
     };
-    let stderr = await warnings(["--config", config, ...flags]);
-    assert.match(
-      stderr,
-      /--token puts the token in this process's command line, which every user of this machine can read \(ps, \/proc\/\d+\/cmdline\): set PYPROXY_TOKEN or --token-file instead/,
-    );
-    assert.match(
-      stderr,
-      /--manage-token puts the token in this process's command line/,
-    );
-    assert.match(
-      stderr,
-      /pyproxy\.json holds "token" and other users may read it \(mode 644\): chmod 600 it/,
-    );
-    assert.ok(
-      !stderr.includes("cli-flag-token"),
-      "the token itself is not logged",
-    );
-    // The same tokens from the environment and a private file: nothing said.
-    await Deno.chmod(config, 0o600);
-    stderr = await warnings(["--config", config], {
-      PYPROXY_TOKEN: "cli-env-token-0123456789",
-    });
-    assert.doesNotMatch(stderr, /command line, which every user|may read it/);
-    assert.doesNotMatch(stderr, /a reload \(SIGHUP\) refuses it/);
-    // Named by --config, a file every user can write is used, and said to
-    // be refused by a reload (security27), which applies its tokens.
-    await Deno.chmod(config, 0o666);
-    stderr = await warnings(["--config", config], {
-      PYPROXY_TOKEN: "cli-env-token-0123456789",
-    });
-    assert.match(
-      stderr,
-      /Config file "?\S+\/pyproxy\.json"?: "?every user can write to it \(mode 0666\)"?; used, but a reload \(SIGHUP\) refuses it/,
-    );
     // Found in the working directory: its file and directory pass the
     // start's check, but a directory above every user can write (no sticky
     // bit) is what a reload refuses: said at start too.
@@ -1451,21 +1433,50 @@ Deno.test("main serve warns of tokens other users can read: --token and --manage
       JSON.stringify({ modelsDir: models }),
     );
     await Deno.chmod(`${dir}/above`, 0o777);
-    {
-      await using serve = await startServe(
-        ["--port", "0", "--workers", "1"],
-        {},
-        undefined,
-        undefined,
-        `${dir}/above/project`,
-      );
-      serve.child.kill("SIGTERM");
-      assert.equal((await serve.child.status).code, 0);
-      assert.match(
-        await serve.stderr,
-        /Config file "?\S+\/above\/project\/pyproxy\.json"?: "?every user can write to \S+\/above, a directory above it \(mode 0777\)"?; used, but a reload/,
-      );
-    }
+    const env = { PYPROXY_TOKEN: "cli-env-token-0123456789" };
+    const [readable, own, writable, above] = await Promise.all([
+      // Tokens in the command line, and in a file other users may read.
+      configOf("readable", 0o644).then((config) =>
+        warnings(["--config", config, "--models", models, ...flags])
+      ),
+      // The same tokens from the environment and a private file: nothing
+      // said.
+      configOf("own", 0o600).then((config) =>
+        warnings(["--config", config, "--models", models], env)
+      ),
+      // Named by --config, a file every user can write is used, and said to
+      // be refused by a reload (security27), which applies its tokens.
+      configOf("writable", 0o666).then((config) =>
+        warnings(["--config", config, "--models", models], env)
+      ),
+      warnings([], {}, `${dir}/above/project`),
+    ]);
+    assert.match(
+      readable,
+      /--token puts the token in this process's command line, which every user of this machine can read \(ps, \/proc\/\d+\/cmdline\): set PYPROXY_TOKEN or --token-file instead/,
+    );
+    assert.match(
+      readable,
+      /--manage-token puts the token in this process's command line/,
+    );
+    assert.match(
+      readable,
+      /pyproxy\.json holds "token" and other users may read it \(mode 644\): chmod 600 it/,
+    );
+    assert.ok(
+      !readable.includes("cli-flag-token"),
+      "the token itself is not logged",
+    );
+    assert.doesNotMatch(own, /command line, which every user|may read it/);
+    assert.doesNotMatch(own, /a reload \(SIGHUP\) refuses it/);
+    assert.match(
+      writable,
+      /Config file "?\S+\/pyproxy\.json"?: "?every user can write to it \(mode 0666\)"?; used, but a reload \(SIGHUP\) refuses it/,
+    );
+    assert.match(
+      above,
+      /Config file "?\S+\/above\/project\/pyproxy\.json"?: "?every user can write to \S+\/above, a directory above it \(mode 0777\)"?; used, but a reload/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -1637,7 +1648,10 @@ Deno.test({
 }, async () => {
   // script(1) gives serve a terminal for its stdout, as a person's shell.
   const models = new URL("../examples/models", import.meta.url).pathname;
-  const command = [
+  // The shell script(1) runs says its pid, which exec makes serve's.
+  await using dir = await tempDir();
+  const pidFile = `${dir.path}/serve.pid`;
+  const command = `echo $$ > '${pidFile}' && exec ` + [
     Deno.execPath(),
     "run",
     "-A",
@@ -1659,16 +1673,15 @@ Deno.test({
   }).spawn();
   const stderr = new Response(child.stderr).text();
   let banner = "";
+  const reader = child.stdout.pipeThrough(new TextDecoderStream())
+    .getReader();
   try {
-    const reader = child.stdout.pipeThrough(new TextDecoderStream())
-      .getReader();
     // A terminal ends lines with \r\n, and "." stops at \r.
     while (!/token: [^\n]*\n/.test(banner)) {
       const { value, done } = await reader.read();
       if (done) break;
       banner += value;
     }
-    reader.releaseLock();
     const token = banner.match(/Bearer ([A-Za-z0-9_-]{32})"/)?.[1];
     assert.ok(token !== undefined, banner);
     assert.match(banner, new RegExp(`dashboard: .*/\\?token=${token}`));
@@ -1677,6 +1690,12 @@ Deno.test({
       /token: +generated for --allow-eval, .*\(set PYPROXY_TOKEN/,
     );
     assert.doesNotMatch(banner, /not printed/);
+    // serve itself stops on SIGTERM, and script(1) ends with it. (A
+    // SIGTERM to script(1) sends its child SIGTERM, then, 2 s later, SIGKILL:
+    // serve was killed as it drained, or cost the test 2 s.)
+    const pid = Number((await Deno.readTextFile(pidFile)).trim());
+    Deno.kill(pid, "SIGTERM");
+    assert.equal((await child.status).code, 0);
   } finally {
     // SIGTERM: script ends serve, its child, then itself (a SIGKILL left
     // serve running without its terminal).
@@ -1687,6 +1706,8 @@ Deno.test({
     }
     await child.status;
     await child.stdin.close().catch(() => {});
+    // What serve wrote to its terminal after the banner, unread.
+    await reader.cancel().catch(() => {});
     await stderr;
   }
 });

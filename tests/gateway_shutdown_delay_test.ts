@@ -8,7 +8,6 @@ import {
   spawnServe,
   startGateway,
   statusOf,
-  TEST_MODELS,
   until,
 } from "./_gateway_harness.ts";
 import { grpc } from "./_grpc_client.ts";
@@ -18,11 +17,42 @@ const ECHO = `class Echo:
         return msg
 `;
 
+/**
+ * Answers once the file `msg["go"]` exists (30 s at most): a call in flight
+ * for as long as the test needs one, which it then ends at once (a fixed
+ * sleep long enough for a loaded machine idled the test 1-2 s each time).
+ */
+const GATE = `import os
+import time
+
+
+class Gate:
+    def execute(self, msg):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(msg["go"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return {"released": os.path.exists(msg["go"])}
+`;
+
 async function modelsDir(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-delay-" });
   await Deno.writeTextFile(`${dir}/echo.py`, ECHO);
-  await Deno.writeTextFile(`${dir}/slow.py`, TEST_MODELS["slow.py"]!);
+  await Deno.writeTextFile(`${dir}/gate.py`, GATE);
   return dir;
+}
+
+/**
+ * A call of the gate model in flight (settled even when the test fails
+ * before it awaits it), and its release: the file it waits for.
+ */
+function gateCall(base: string, dir: string) {
+  const go = `${dir}/go`;
+  const answer = get(`${base}/v1/models/gate/execute`, {
+    method: "POST",
+    body: JSON.stringify({ go }),
+  });
+  answer.catch(() => {});
+  return { answer, release: () => Deno.writeTextFile(go, "") };
 }
 
 /** `[status, body]` of a request (the body as JSON). */
@@ -153,15 +183,10 @@ Deno.test("serve --shutdown-delay: after SIGTERM every readiness says not ready 
     assert.equal(inferStatus, 200);
     // A call that outlives the delay's end is drained as usual (the grace
     // counted from the drain's start).
-    const slow = get(`${base}/v1/models/slow/execute`, {
-      method: "POST",
-      body: JSON.stringify({ seconds: 1 }),
-    });
-    // Settled even when the test fails before it awaits it.
-    slow.catch(() => {});
+    const slow = gateCall(base, dir);
     await until(
       async () => (await get(`${base}/metrics?format=json`))[1].inFlight === 1,
-      "the slow call in flight",
+      "the gate call in flight",
     );
 
     child.kill("SIGTERM");
@@ -174,7 +199,8 @@ Deno.test("serve --shutdown-delay: after SIGTERM every readiness says not ready 
       (late.error as { type: string }).type,
       "ShuttingDownError",
     );
-    assert.deepEqual(await slow, [200, { slept: 1 }]);
+    await slow.release();
+    assert.deepEqual(await slow.answer, [200, { released: true }]);
     const { code } = await child.status;
     const log = await stderr;
     assert.equal(code, 0, log);
@@ -203,15 +229,10 @@ Deno.test("serve --shutdown-delay: the drain starts by itself once the delay is 
   const base = `http://127.0.0.1:${port}`;
   try {
     // A call in flight holds the drain open: its 503s can be seen.
-    const slow = get(`${base}/v1/models/slow/execute`, {
-      method: "POST",
-      body: JSON.stringify({ seconds: 3 }),
-    });
-    // Settled even when the test fails before it awaits it.
-    slow.catch(() => {});
+    const slow = gateCall(base, dir);
     await until(
       async () => (await get(`${base}/metrics?format=json`))[1].inFlight === 1,
-      "the slow call in flight",
+      "the gate call in flight",
     );
     const signalled = performance.now();
     child.kill("SIGTERM");
@@ -234,7 +255,8 @@ Deno.test("serve --shutdown-delay: the drain starts by itself once the delay is 
       assert.ok(at >= delay, `503 after ${Math.round(at)} ms`);
       break;
     }
-    assert.deepEqual(await slow, [200, { slept: 3 }]);
+    await slow.release();
+    assert.deepEqual(await slow.answer, [200, { released: true }]);
     const { code } = await child.status;
     assert.equal(code, 0, await stderr);
   } finally {
@@ -248,15 +270,10 @@ Deno.test("serve without --shutdown-delay drains at SIGTERM at once, as before",
   const { child, port, stderr } = serve;
   const base = `http://127.0.0.1:${port}`;
   try {
-    const slow = get(`${base}/v1/models/slow/execute`, {
-      method: "POST",
-      body: JSON.stringify({ seconds: 2 }),
-    });
-    // Settled even when the test fails before it awaits it.
-    slow.catch(() => {});
+    const slow = gateCall(base, dir);
     await until(
       async () => (await get(`${base}/metrics?format=json`))[1].inFlight === 1,
-      "the slow call in flight",
+      "the gate call in flight",
     );
     child.kill("SIGTERM");
     await until(
@@ -267,7 +284,8 @@ Deno.test("serve without --shutdown-delay drains at SIGTERM at once, as before",
     const [status, body] = await echo(base, 1);
     assert.equal(status, 503);
     assert.equal((body.error as { type: string }).type, "ShuttingDownError");
-    assert.deepEqual(await slow, [200, { slept: 2 }]);
+    await slow.release();
+    assert.deepEqual(await slow.answer, [200, { released: true }]);
     assert.equal((await child.status).code, 0);
     const log = await stderr;
     assert.match(log, /Received "SIGTERM"\n/);

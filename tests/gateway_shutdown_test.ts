@@ -4,7 +4,6 @@ import {
   spawnServe,
   SseReader,
   startGateway,
-  TEST_MODELS,
   until,
 } from "./_gateway_harness.ts";
 
@@ -19,7 +18,10 @@ async function alive(pid: number): Promise<boolean> {
 
 Deno.test("serve drains in-flight requests on SIGTERM, stops the workers and exits 0", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-shutdown-" });
-  await Deno.writeTextFile(`${dir}/slow.py`, TEST_MODELS["slow.py"]!);
+  // GATE (below): in flight until the test has seen the drain start (a
+  // fixed 1 s sleep idled it).
+  await Deno.writeTextFile(`${dir}/gate.py`, GATE);
+  const release = `${dir}/release`;
   const { child, port, stderr, lines } = await spawnServe(dir);
   try {
     const base = `http://127.0.0.1:${port}`;
@@ -30,12 +32,14 @@ Deno.test("serve drains in-flight requests on SIGTERM, stops the workers and exi
     const requests = Array.from(
       { length: 6 },
       () =>
-        fetch(`${base}/v1/models/slow/execute`, {
+        fetch(`${base}/v1/models/gate/execute`, {
           method: "POST",
-          body: JSON.stringify({ seconds: 1 }),
+          body: JSON.stringify({ started: `${dir}/started`, release }),
         })
           .then(async (r) => [r.status, await r.json()] as const),
     );
+    // Settled even when the test fails before it awaits them.
+    for (const request of requests) request.catch(() => {});
     const deadline = Date.now() + 10_000;
     while (
       (await (await fetch(`${base}/metrics?format=json`)).json()).inFlight !== 6
@@ -47,8 +51,19 @@ Deno.test("serve drains in-flight requests on SIGTERM, stops the workers and exi
       await new Promise((r) => setTimeout(r, 20));
     }
     child.kill("SIGTERM");
+    // Draining (new calls refused) with the 6 still in flight: then let
+    // them end.
+    await until(
+      async () => {
+        const res = await fetch(`${base}/healthz`);
+        await res.body?.cancel();
+        return res.status === 503;
+      },
+      "/healthz to say draining",
+    );
+    await Deno.writeTextFile(release, "");
     const results = await Promise.all(requests);
-    assert.deepEqual(results, Array(6).fill([200, { slept: 1 }]));
+    assert.deepEqual(results, Array(6).fill([200, { done: true }]));
     const { code } = await child.status;
     if (code !== 0) assert.fail(`exit code ${code}: ${await stderr}`);
     for (const pid of pids) {

@@ -9,8 +9,10 @@
  * the session's listener), and a sweep every `graceMs` subscribes to the
  * `request.signal` of the calls that were already there at the sweep before
  * (so have run for `graceMs` or more; no clock read per call). A client gone
- * by then is seen at once (the signal is born aborted); one that leaves later
- * aborts the call when it leaves. Calls shorter than `graceMs` (up to twice
+ * by then is seen at once (the signal is born aborted), but over HTTP/2 on
+ * Deno 2.9.6 a stream reset before the subscription is never seen (that
+ * signal never aborts: docs/gateway.md); one that leaves later aborts the
+ * call when it leaves. Calls shorter than `graceMs` (up to twice
  * that, depending on when they start) run to the end, and their answer is
  * dropped with the connection.
  *

@@ -23,6 +23,7 @@ import { setTlsListenerNoDelay } from "./_deno_tls_no_delay.ts";
 import { PendingDeliveries } from "./_pending_deliveries.ts";
 import { Relisten } from "./_deno_relisten.ts";
 import { freeBytes } from "./_free_bytes.ts";
+import { setUpDenoSignals } from "./_deno_signal_setup.ts";
 
 /** Where a request from `Deno.serve` keeps its {@linkcode DenoServeInfo}. */
 const SERVED: unique symbol = Symbol("pyproxy.served");
@@ -222,6 +223,9 @@ function refuseWithoutAllAccess(path: string): void {
  * ```
  */
 export function denoRuntime(): Runtime {
+  // Before a full fd table can make Deno's own late set-up panic (its
+  // inspector's SIGUSR1 listener, half a second in): _deno_signal_setup.ts.
+  setUpDenoSignals();
   const bodies = new DenoBodyText();
   return {
     name: "deno",
