@@ -181,6 +181,27 @@ export interface ModelCommandHooks {
 }
 
 /** Options of {@linkcode ModelRegistry}. */
+/**
+ * Options of {@linkcode ModelRegistry.replay}.
+ *
+ * @example
+ * ```ts
+ * import type { ReplayOptions } from "./model_registry.ts";
+ * const options: ReplayOptions = { restart: true };
+ * console.log(options.restart); // true
+ * ```
+ */
+export interface ReplayOptions {
+  /**
+   * The worker is a restart of a slot that ran before (not a new one of a
+   * resize or an autoscale): a model whose load its server refuses (its
+   * own error) is taken out of service and the worker comes up with the
+   * others. On a new worker such a refusal fails its start instead, the
+   * model still served where it is loaded. @default {false}
+   */
+  restart?: boolean;
+}
+
 export interface ModelRegistryOptions {
   /** Timeout of each model command on each worker, in ms (none when absent). */
   timeout?: number;
@@ -1148,8 +1169,13 @@ export class ModelRegistry {
     session: Session,
     worker: Worker,
     workers: () => Worker[],
+    options: ReplayOptions = {},
   ): Promise<void> {
     const gen = worker.generation;
+    // A model whose load the server refuses goes out of service on a
+    // restart only: a new worker's (a resize, an autoscale) start fails
+    // instead, the model still served by the workers that hold it.
+    const outOfService = options.restart === true;
     // A model suspected of killing a worker soon after its load: loaded
     // first, alone, and the worker held (no calls) until it outlived twice
     // the delay of that death (the whole window from its second death or
@@ -1186,7 +1212,7 @@ export class ModelRegistry {
           : this.#load(session, model));
       } catch (err) {
         // Its load refused (not a death): out of service, as below.
-        if (!loadRefused(err, session)) throw err;
+        if (!outOfService || !loadRefused(err, session)) throw err;
         this.#replayLoadFailed(model, worker, err, workers);
         continue;
       }
@@ -1241,7 +1267,7 @@ export class ModelRegistry {
         // The model's own failure, its server still there: out of service,
         // the worker up with the others. Else (a death, a timeout) the
         // restart fails, as before.
-        if (!loadRefused(err, session)) throw err;
+        if (!outOfService || !loadRefused(err, session)) throw err;
         this.#replayLoadFailed(model, worker, err, workers);
         return;
       }
@@ -1265,7 +1291,7 @@ export class ModelRegistry {
         try {
           await this.#loadPlaced(session, worker, model);
         } catch (err) {
-          if (!loadRefused(err, session)) throw err;
+          if (!outOfService || !loadRefused(err, session)) throw err;
           this.#replayLoadFailed(model, worker, err, workers);
           continue;
         }

@@ -486,7 +486,9 @@ export class Supervisor {
         await plugins.run("onSessionOpen", { worker, session }, ctx);
         await registry.exclusive(async () => {
           try {
-            await registry.replay(session, worker, () => this.workers);
+            await registry.replay(session, worker, () => this.workers, {
+              restart,
+            });
           } catch (err) {
             // A model that loaded before and no longer does (a package it
             // imports changed on disk): its traceback, as a first load's
