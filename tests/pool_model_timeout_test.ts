@@ -281,7 +281,7 @@ Deno.test("Pool: a model call's TimeoutError names the model, its whole timeout 
   // Ran on its worker past its timeout (the session's own error said
   // "executeModel: timed out after 99 ms", the time left after the queue).
   const ran = await timedOut(
-    pool.execute("slow", { ms: 2000 }, { timeout: 200 }),
+    pool.execute("slow", { ms: 700 }, { timeout: 200 }),
   );
   assert.equal(
     ran.message,
