@@ -7,6 +7,7 @@ import { StderrLog } from "../src/_stderr_log.ts";
 import { PythonServer, type StderrRecord } from "../src/python_server.ts";
 import { type LogEntry, recordingLogger } from "./_harness.ts";
 import { StartError } from "../src/errors.ts";
+import { concurrentSteps, type Scenario } from "./_concurrent_steps.ts";
 
 const lines = (entries: LogEntry[]) =>
   entries.map(([level, , p]) =>
@@ -313,200 +314,220 @@ Deno.test("StderrLog logs a server record longer than a line may be, read in pie
   ]);
 });
 
-Deno.test("PythonServer logs its server's stderr: the whole log when the log file cannot be opened", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-log-" });
-  const { logger, entries } = recordingLogger();
-  try {
-    // `logs` is a file: the server cannot make its log directory.
-    await Deno.writeTextFile(`${dir}/logs`, "");
-    await using server = await PythonServer.start({ path: dir, logger });
-    await using session = await server.connect();
-    await session.request("eval", {
-      code:
-        "import logging\nlogging.getLogger('pyproxy_server').warning('from the server')\n" +
-        "import os\nos.write(2, b'from C\\n')\n1",
-    });
-    await session.close();
-    await server.stop();
-    const stderr = entries.filter(([, m]) => m === "{id} stderr: {line}");
-    const text = lines(stderr).join("\n");
-    assert.match(
-      text,
-      /^warn pyproxy_server: cannot open log file \(.*\); logging to stderr$/m,
-    );
-    assert.match(
-      text,
-      /^warn \S+ \S+ WARNING \[.*\] pyproxy_server: from the server$/m,
-    );
-    assert.match(text, /^warn from C$/m);
-    assert.ok(stderr.every(([, , p]) => p?.id === server.id));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+/**
+ * The scenarios of this file on real servers or pools, each on one of its
+ * own: they wait on their server's output (a traceback written a line at a
+ * time) more than on the CPU, so the file runs them a few at a time (one
+ * test, a step each). The StderrLog unit tests stay tests of their own.
+ */
+const scenarios: Scenario[] = [];
 
-Deno.test("Pool with a logger of its own: workers' stderr and host command failures reach it", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-pool-" });
-  const { logger, entries } = recordingLogger();
-  try {
-    const { Pool } = await import("../src/pool.ts");
-    await using pool = await Pool.start({
-      workers: 1,
-      modelsDir: dir,
-      handleSignals: false,
-      logger,
-      plugins: [{
-        name: "buggy",
-        handlers: {
-          "buggy.run": () => {
-            throw new TypeError("a bug in host code");
+scenarios.push([
+  "PythonServer logs its server's stderr: the whole log when the log file cannot be opened",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-log-" });
+    const { logger, entries } = recordingLogger();
+    try {
+      // `logs` is a file: the server cannot make its log directory.
+      await Deno.writeTextFile(`${dir}/logs`, "");
+      await using server = await PythonServer.start({ path: dir, logger });
+      await using session = await server.connect();
+      await session.request("eval", {
+        code:
+          "import logging\nlogging.getLogger('pyproxy_server').warning('from the server')\n" +
+          "import os\nos.write(2, b'from C\\n')\n1",
+      });
+      await session.close();
+      await server.stop();
+      const stderr = entries.filter(([, m]) => m === "{id} stderr: {line}");
+      const text = lines(stderr).join("\n");
+      assert.match(
+        text,
+        /^warn pyproxy_server: cannot open log file \(.*\); logging to stderr$/m,
+      );
+      assert.match(
+        text,
+        /^warn \S+ \S+ WARNING \[.*\] pyproxy_server: from the server$/m,
+      );
+      assert.match(text, /^warn from C$/m);
+      assert.ok(stderr.every(([, , p]) => p?.id === server.id));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+]);
+
+scenarios.push([
+  "Pool with a logger of its own: workers' stderr and host command failures reach it",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-pool-" });
+    const { logger, entries } = recordingLogger();
+    try {
+      const { Pool } = await import("../src/pool.ts");
+      await using pool = await Pool.start({
+        workers: 1,
+        modelsDir: dir,
+        handleSignals: false,
+        logger,
+        plugins: [{
+          name: "buggy",
+          handlers: {
+            "buggy.run": () => {
+              throw new TypeError("a bug in host code");
+            },
           },
-        },
-      }],
-    });
-    // Straight to the process's stderr, past the output capture.
-    await pool.eval("import os\nos.write(2, b'to fd 2\\n')").result;
-    await pool.addModel("caller", {
-      source:
-        "from pyproxy import host\nclass M:\n    def execute(self, msg):\n        return host.call('buggy.run', {})\n",
-    });
-    await pool.execute("caller", {}).catch(() => {});
-    const seen = () => lines(entries).join("\n");
-    for (let i = 0; i < 100 && !/to fd 2/.test(seen()); i++) {
-      await new Promise((r) => setTimeout(r, 20));
+        }],
+      });
+      // Straight to the process's stderr, past the output capture.
+      await pool.eval("import os\nos.write(2, b'to fd 2\\n')").result;
+      await pool.addModel("caller", {
+        source:
+          "from pyproxy import host\nclass M:\n    def execute(self, msg):\n        return host.call('buggy.run', {})\n",
+      });
+      await pool.execute("caller", {}).catch(() => {});
+      const seen = () => lines(entries).join("\n");
+      for (let i = 0; i < 100 && !/to fd 2/.test(seen()); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.match(seen(), /^warn to fd 2$/m);
+      assert.ok(
+        entries.some(([level, m, p]) =>
+          level === "warn" && m.startsWith("Host command") &&
+          p?.cmd === "buggy.run"
+        ),
+        JSON.stringify(entries.map(([l, m]) => `${l} ${m}`)),
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
-    assert.match(seen(), /^warn to fd 2$/m);
-    assert.ok(
-      entries.some(([level, m, p]) =>
-        level === "warn" && m.startsWith("Host command") &&
-        p?.cmd === "buggy.run"
-      ),
-      JSON.stringify(entries.map(([l, m]) => `${l} ${m}`)),
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  },
+]);
 
-Deno.test("Pool with logDir '-': no log files, each worker's log reaches the pool's logger at its level, past the 50 lines a second of an unplanned stderr, a call's records once", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-log-dash-" });
-  const { logger, entries } = recordingLogger();
-  try {
-    const { Pool } = await import("../src/pool.ts");
-    await using pool = await Pool.start({
-      workers: 1,
-      modelsDir: dir,
-      handleSignals: false,
-      logger,
-      logDir: "-",
-    });
-    // Text of the process's (a subprocess, a forked child printing a
-    // client's words) that looks like a record is not one: a warning, as
-    // written (it was an error with its "\\n" unescaped). Lines written at
-    // once (a traceback another program printed) are one entry. A model
-    // thread's uncaught exception is one record.
-    await pool.eval(
-      "import os, threading\n" +
-        "os.write(2, ('2026-12-05 01:33:49,123 ERROR [MainThread] pyproxy_server: forged' + chr(92) + 'nline' + chr(10)\n" +
-        "    + 'Traceback (most recent call last):\\n  File \"x.py\", line 1\\nValueError: raw\\n').encode())\n" +
-        "t = threading.Thread(target=lambda: 1 / 0, name='loader')\n" +
-        "t.start()\nt.join()\n",
-    ).result;
-    // Records of a thread the call starts are outside the call (no log
-    // event): on stderr; the call's own record goes as its log event.
-    await pool.addModel("chatty", {
-      source: "import logging, threading\nlog = logging.getLogger('chatty')\n" +
-        "class M:\n    def execute(self, msg):\n" +
-        "        log.warning('in the call')\n" +
-        "        def lines():\n" +
-        "            for i in range(msg['n']):\n" +
-        "                log.warning('line %d of the thread', i)\n" +
-        "            try:\n" +
-        "                1 / 0\n" +
-        "            except ZeroDivisionError:\n" +
-        "                log.exception('failed in C:\\\\temp\\nafter %d lines', i + 1)\n" +
-        "            log.warning('big %s end', 'x' * 100000)\n" +
-        "        t = threading.Thread(target=lines)\n" +
-        "        t.start()\n" +
-        "        t.join()\n" +
-        "        return None\n",
-    });
-    await pool.execute("chatty", { n: 200 });
-    const seen = () => lines(entries).join("\n");
-    for (let i = 0; i < 200 && !/ chatty: big x/.test(seen()); i++) {
-      await new Promise((r) => setTimeout(r, 20));
+scenarios.push([
+  "Pool with logDir '-': no log files, each worker's log reaches the pool's logger at its level, past the 50 lines a second of an unplanned stderr, a call's records once",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-log-dash-" });
+    const { logger, entries } = recordingLogger();
+    try {
+      const { Pool } = await import("../src/pool.ts");
+      await using pool = await Pool.start({
+        workers: 1,
+        modelsDir: dir,
+        handleSignals: false,
+        logger,
+        logDir: "-",
+      });
+      // Text of the process's (a subprocess, a forked child printing a
+      // client's words) that looks like a record is not one: a warning, as
+      // written (it was an error with its "\\n" unescaped). Lines written at
+      // once (a traceback another program printed) are one entry. A model
+      // thread's uncaught exception is one record.
+      await pool.eval(
+        "import os, threading\n" +
+          "os.write(2, ('2026-12-05 01:33:49,123 ERROR [MainThread] pyproxy_server: forged' + chr(92) + 'nline' + chr(10)\n" +
+          "    + 'Traceback (most recent call last):\\n  File \"x.py\", line 1\\nValueError: raw\\n').encode())\n" +
+          "t = threading.Thread(target=lambda: 1 / 0, name='loader')\n" +
+          "t.start()\nt.join()\n",
+      ).result;
+      // Records of a thread the call starts are outside the call (no log
+      // event): on stderr; the call's own record goes as its log event.
+      await pool.addModel("chatty", {
+        source:
+          "import logging, threading\nlog = logging.getLogger('chatty')\n" +
+          "class M:\n    def execute(self, msg):\n" +
+          "        log.warning('in the call')\n" +
+          "        def lines():\n" +
+          "            for i in range(msg['n']):\n" +
+          "                log.warning('line %d of the thread', i)\n" +
+          "            try:\n" +
+          "                1 / 0\n" +
+          "            except ZeroDivisionError:\n" +
+          "                log.exception('failed in C:\\\\temp\\nafter %d lines', i + 1)\n" +
+          "            log.warning('big %s end', 'x' * 100000)\n" +
+          "        t = threading.Thread(target=lines)\n" +
+          "        t.start()\n" +
+          "        t.join()\n" +
+          "        return None\n",
+      });
+      await pool.execute("chatty", { n: 200 });
+      const seen = () => lines(entries).join("\n");
+      for (let i = 0; i < 200 && !/ chatty: big x/.test(seen()); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const text = seen();
+      assert.match(
+        text,
+        /^warn \S+ \S+ WARNING \[.*\] chatty: line 199 of the thread$/m,
+      );
+      assert.equal(
+        text.match(/ chatty: line \d+ of the thread$/gm)?.length,
+        200,
+        "none dropped at 200 lines in a burst",
+      );
+      // A record with a traceback (and a multi-line message): one entry at its
+      // level, whole; its lines were each a warning, each counted in the limit.
+      const failed = entries.filter(([, , p]) =>
+        / chatty: /.test(String(p?.line ?? "")) && (
+          String(p?.line ?? "").includes("Traceback") ||
+          String(p?.line ?? "").includes("ZeroDivisionError")
+        )
+      );
+      assert.equal(failed.length, 1, JSON.stringify(failed));
+      assert.equal(failed[0]![0], "error");
+      assert.match(
+        String(failed[0]![2]?.line),
+        /ERROR \[.*\] chatty: failed in C:\\temp\nafter 200 lines\nTraceback \(most recent call last\):\n {2}File .*\n(.*\n)*ZeroDivisionError: division by zero$/,
+      );
+      // A record longer than a line may be (64 KiB), read in pieces: one
+      // entry at its level, cut; its rest was a warning of its own.
+      const big = entries.filter(([, , p]) =>
+        /xxx/.test(String(p?.line ?? ""))
+      );
+      assert.equal(big.length, 1, "one entry");
+      assert.equal(big[0]![0], "warn");
+      assert.match(
+        String(big[0]![2]?.line),
+        /^\S+ \S+ WARNING \[.*\] chatty: big x+… \(100\d\d\d characters\)$/,
+      );
+      // The call's record: once, as the call's log event (with its model),
+      // not again as a stderr line.
+      const inCall = entries.filter(([, , p]) =>
+        String(p?.message ?? p?.line ?? "").includes("in the call")
+      );
+      assert.equal(inCall.length, 1, JSON.stringify(inCall));
+      assert.equal(inCall[0]![2]?.stream, "logging");
+      assert.equal(inCall[0]![2]?.model, "chatty");
+      // One write (lines that come within 50 ms): one entry, an error for
+      // the traceback it ends with (the forged record stays text).
+      const raw = entries.filter(([, , p]) =>
+        String(p?.line ?? "").includes("ValueError: raw")
+      );
+      assert.deepEqual(lines(raw), [
+        "error 2026-12-05 01:33:49,123 ERROR [MainThread] pyproxy_server: forged\\nline\n" +
+        'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: raw',
+      ]);
+      const uncaught = entries.filter(([, , p]) =>
+        String(p?.line ?? "").includes("Exception in thread loader")
+      );
+      assert.equal(uncaught.length, 1, JSON.stringify(uncaught));
+      assert.equal(uncaught[0]![0], "error");
+      assert.match(
+        String(uncaught[0]![2]?.line),
+        /ERROR \[loader\] pyproxy_server\.uncaught: Exception in thread loader\nTraceback \(most recent call last\):\n(.*\n)*ZeroDivisionError: division by zero$/,
+      );
+      // The server's own records too, at their level (its start line).
+      assert.match(text, /^info \S+ \S+ INFO \[.*\] pyproxy_server\S*: /m);
+      assert.doesNotMatch(text, /cannot open log file/);
+      assert.deepEqual(
+        [...Deno.readDirSync(dir)].map((e) => e.name),
+        [],
+        "no logs directory",
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
-    const text = seen();
-    assert.match(
-      text,
-      /^warn \S+ \S+ WARNING \[.*\] chatty: line 199 of the thread$/m,
-    );
-    assert.equal(
-      text.match(/ chatty: line \d+ of the thread$/gm)?.length,
-      200,
-      "none dropped at 200 lines in a burst",
-    );
-    // A record with a traceback (and a multi-line message): one entry at its
-    // level, whole; its lines were each a warning, each counted in the limit.
-    const failed = entries.filter(([, , p]) =>
-      / chatty: /.test(String(p?.line ?? "")) && (
-        String(p?.line ?? "").includes("Traceback") ||
-        String(p?.line ?? "").includes("ZeroDivisionError")
-      )
-    );
-    assert.equal(failed.length, 1, JSON.stringify(failed));
-    assert.equal(failed[0]![0], "error");
-    assert.match(
-      String(failed[0]![2]?.line),
-      /ERROR \[.*\] chatty: failed in C:\\temp\nafter 200 lines\nTraceback \(most recent call last\):\n {2}File .*\n(.*\n)*ZeroDivisionError: division by zero$/,
-    );
-    // A record longer than a line may be (64 KiB), read in pieces: one
-    // entry at its level, cut; its rest was a warning of its own.
-    const big = entries.filter(([, , p]) => /xxx/.test(String(p?.line ?? "")));
-    assert.equal(big.length, 1, "one entry");
-    assert.equal(big[0]![0], "warn");
-    assert.match(
-      String(big[0]![2]?.line),
-      /^\S+ \S+ WARNING \[.*\] chatty: big x+… \(100\d\d\d characters\)$/,
-    );
-    // The call's record: once, as the call's log event (with its model),
-    // not again as a stderr line.
-    const inCall = entries.filter(([, , p]) =>
-      String(p?.message ?? p?.line ?? "").includes("in the call")
-    );
-    assert.equal(inCall.length, 1, JSON.stringify(inCall));
-    assert.equal(inCall[0]![2]?.stream, "logging");
-    assert.equal(inCall[0]![2]?.model, "chatty");
-    // One write (lines that come within 50 ms): one entry, an error for
-    // the traceback it ends with (the forged record stays text).
-    const raw = entries.filter(([, , p]) =>
-      String(p?.line ?? "").includes("ValueError: raw")
-    );
-    assert.deepEqual(lines(raw), [
-      "error 2026-12-05 01:33:49,123 ERROR [MainThread] pyproxy_server: forged\\nline\n" +
-      'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: raw',
-    ]);
-    const uncaught = entries.filter(([, , p]) =>
-      String(p?.line ?? "").includes("Exception in thread loader")
-    );
-    assert.equal(uncaught.length, 1, JSON.stringify(uncaught));
-    assert.equal(uncaught[0]![0], "error");
-    assert.match(
-      String(uncaught[0]![2]?.line),
-      /ERROR \[loader\] pyproxy_server\.uncaught: Exception in thread loader\nTraceback \(most recent call last\):\n(.*\n)*ZeroDivisionError: division by zero$/,
-    );
-    // The server's own records too, at their level (its start line).
-    assert.match(text, /^info \S+ \S+ INFO \[.*\] pyproxy_server\S*: /m);
-    assert.doesNotMatch(text, /cannot open log file/);
-    assert.deepEqual(
-      [...Deno.readDirSync(dir)].map((e) => e.name),
-      [],
-      "no logs directory",
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  },
+]);
 
 Deno.test("StderrLog does not cut a long unfinished line through the start of a record's mark read apart from its rest (chaos48)", () => {
   // Cut at maxLineChars, the mark's start went with the text's last cut:
@@ -673,61 +694,64 @@ Deno.test("StderrLog logs a traceback whose end does not come once its time is u
   }
 });
 
-Deno.test("PythonServer logs a traceback its worker writes a line at a time, 80 ms apart, and a faulthandler dump, as one entry each", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-tb-" });
-  const { logger, entries } = recordingLogger();
-  try {
-    await using server = await PythonServer.start({ path: dir, logger });
-    await using session = await server.connect();
-    await session.request("eval", {
-      code: [
-        "import faulthandler, os, time, traceback",
-        "def fail():",
-        "    raise ValueError('boom')",
-        "try:",
-        "    try:",
-        "        fail()",
-        "    except ValueError as e:",
-        "        raise RuntimeError('wrapped') from e",
-        "except RuntimeError:",
-        "    text = traceback.format_exc()",
-        "for line in text.splitlines(True):",
-        "    os.write(2, line.encode())",
-        "    time.sleep(0.08)",
-        "time.sleep(0.5)",
-        "faulthandler.dump_traceback(file=2, all_threads=False)",
-        "time.sleep(0.5)",
-        "os.write(2, b'after them\\n')",
-        "1",
-      ].join("\n"),
-    });
-    await session.close();
-    await server.stop();
-    const stderr = entries.filter(([, m]) => m === "{id} stderr: {line}");
-    const tracebacks = stderr.filter(([, , p]) =>
-      /ValueError|RuntimeError/.test(String(p?.line))
-    );
-    assert.equal(tracebacks.length, 1, lines(stderr).join("\n---\n"));
-    assert.equal(tracebacks[0]![0], "error");
-    assert.match(
-      String(tracebacks[0]![2]?.line),
-      /^Traceback \(most recent call last\):\n[^]*ValueError: boom\n\nThe above exception was the direct cause of the following exception:\n\nTraceback \(most recent call last\):\n[^]*RuntimeError: wrapped$/,
-    );
-    assert.equal(tracebacks[0]![2]?.id, server.id);
-    const dumps = stderr.filter(([, , p]) => /^Stack/.test(String(p?.line)));
-    assert.equal(dumps.length, 1, lines(stderr).join("\n---\n"));
-    assert.match(
-      String(dumps[0]![2]?.line),
-      /^Stack \(most recent call first\):\n {2}File /,
-    );
-    assert.ok(
-      stderr.some(([l, , p]) => l === "warn" && p?.line === "after them"),
-      lines(stderr).join("\n---\n"),
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+scenarios.push([
+  "PythonServer logs a traceback its worker writes a line at a time, 80 ms apart, and a faulthandler dump, as one entry each",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-tb-" });
+    const { logger, entries } = recordingLogger();
+    try {
+      await using server = await PythonServer.start({ path: dir, logger });
+      await using session = await server.connect();
+      await session.request("eval", {
+        code: [
+          "import faulthandler, os, time, traceback",
+          "def fail():",
+          "    raise ValueError('boom')",
+          "try:",
+          "    try:",
+          "        fail()",
+          "    except ValueError as e:",
+          "        raise RuntimeError('wrapped') from e",
+          "except RuntimeError:",
+          "    text = traceback.format_exc()",
+          "for line in text.splitlines(True):",
+          "    os.write(2, line.encode())",
+          "    time.sleep(0.08)",
+          "time.sleep(0.5)",
+          "faulthandler.dump_traceback(file=2, all_threads=False)",
+          "time.sleep(0.5)",
+          "os.write(2, b'after them\\n')",
+          "1",
+        ].join("\n"),
+      });
+      await session.close();
+      await server.stop();
+      const stderr = entries.filter(([, m]) => m === "{id} stderr: {line}");
+      const tracebacks = stderr.filter(([, , p]) =>
+        /ValueError|RuntimeError/.test(String(p?.line))
+      );
+      assert.equal(tracebacks.length, 1, lines(stderr).join("\n---\n"));
+      assert.equal(tracebacks[0]![0], "error");
+      assert.match(
+        String(tracebacks[0]![2]?.line),
+        /^Traceback \(most recent call last\):\n[^]*ValueError: boom\n\nThe above exception was the direct cause of the following exception:\n\nTraceback \(most recent call last\):\n[^]*RuntimeError: wrapped$/,
+      );
+      assert.equal(tracebacks[0]![2]?.id, server.id);
+      const dumps = stderr.filter(([, , p]) => /^Stack/.test(String(p?.line)));
+      assert.equal(dumps.length, 1, lines(stderr).join("\n---\n"));
+      assert.match(
+        String(dumps[0]![2]?.line),
+        /^Stack \(most recent call first\):\n {2}File /,
+      );
+      assert.ok(
+        stderr.some(([l, , p]) => l === "warn" && p?.line === "after them"),
+        lines(stderr).join("\n---\n"),
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+]);
 
 Deno.test("StderrLog gives onText all the text a line at a time, records without the mark, unescaped, with their fields", () => {
   const { logger } = recordingLogger();
@@ -781,98 +805,104 @@ Deno.test("StderrLog gives onText all the text a line at a time, records without
   assert.deepEqual(lines(entries), ["warn a\nb"]);
 });
 
-Deno.test("PythonServer's onStderr gets the server's records without their mark, whole, with their level and logger", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-on-stderr-" });
-  const given: [string, StderrRecord | undefined][] = [];
-  try {
-    await using server = await PythonServer.start({
-      path: dir,
-      logDir: "-",
-      logger: recordingLogger().logger,
-      onStderr: (text, record) => given.push([text, record]),
-    });
-    await using session = await server.connect();
-    await session.request("eval", {
-      code: [
-        "import logging, os, threading",
-        "def work():",
-        "    try:",
-        "        {}['k']",
-        "    except KeyError:",
-        "        logging.getLogger('loader').exception('failed')",
-        "t = threading.Thread(target=work, name='bg')",
-        "t.start(); t.join()",
-        "os.write(2, b'from C\\n')",
-        "1",
-      ].join("\n"),
-    });
-    await session.close();
-    await server.stop();
-    const failed = given.filter(([, r]) => r?.logger === "loader");
-    assert.equal(failed.length, 1, JSON.stringify(given));
-    const [text, record] = failed[0]!;
-    assert.match(
-      text,
-      /^\d{4}-\d\d-\d\d \S+ ERROR \[bg\] loader: failed\nTraceback \(most recent call last\):\n[^]*KeyError: 'k'\n$/,
-    );
-    assert.deepEqual({ ...record, message: undefined }, {
-      level: "error",
-      logger: "loader",
-      thread: "bg",
-      message: undefined,
-    });
-    assert.match(record!.message, /^failed\nTraceback [^]*KeyError: 'k'$/);
-    // Every record starts with its time: no mark before it.
-    for (const [text, r] of given) {
-      if (r !== undefined) assert.match(text, /^\d{4}-\d\d-\d\d /, text);
+scenarios.push([
+  "PythonServer's onStderr gets the server's records without their mark, whole, with their level and logger",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-on-stderr-" });
+    const given: [string, StderrRecord | undefined][] = [];
+    try {
+      await using server = await PythonServer.start({
+        path: dir,
+        logDir: "-",
+        logger: recordingLogger().logger,
+        onStderr: (text, record) => given.push([text, record]),
+      });
+      await using session = await server.connect();
+      await session.request("eval", {
+        code: [
+          "import logging, os, threading",
+          "def work():",
+          "    try:",
+          "        {}['k']",
+          "    except KeyError:",
+          "        logging.getLogger('loader').exception('failed')",
+          "t = threading.Thread(target=work, name='bg')",
+          "t.start(); t.join()",
+          "os.write(2, b'from C\\n')",
+          "1",
+        ].join("\n"),
+      });
+      await session.close();
+      await server.stop();
+      const failed = given.filter(([, r]) => r?.logger === "loader");
+      assert.equal(failed.length, 1, JSON.stringify(given));
+      const [text, record] = failed[0]!;
+      assert.match(
+        text,
+        /^\d{4}-\d\d-\d\d \S+ ERROR \[bg\] loader: failed\nTraceback \(most recent call last\):\n[^]*KeyError: 'k'\n$/,
+      );
+      assert.deepEqual({ ...record, message: undefined }, {
+        level: "error",
+        logger: "loader",
+        thread: "bg",
+        message: undefined,
+      });
+      assert.match(record!.message, /^failed\nTraceback [^]*KeyError: 'k'$/);
+      // Every record starts with its time: no mark before it.
+      for (const [text, r] of given) {
+        if (r !== undefined) assert.match(text, /^\d{4}-\d\d-\d\d /, text);
+      }
+      assert.ok(
+        given.some(([t, r]) => t === "from C\n" && r === undefined),
+        JSON.stringify(given),
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
-    assert.ok(
-      given.some(([t, r]) => t === "from C\n" && r === undefined),
-      JSON.stringify(given),
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  },
+]);
 
-Deno.test("PythonServer with logDir '-': a traceback a model's own thread prints (traceback.print_exc) is one error entry of that thread, not a warning per line", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-print-exc-" });
-  const { logger, entries } = recordingLogger();
-  try {
-    await using server = await PythonServer.start({
-      path: dir,
-      logDir: "-",
-      logger,
-    });
-    await using session = await server.connect();
-    await session.request("eval", {
-      code: [
-        "import threading, traceback",
-        "def work():",
-        "    try:",
-        "        {}['k']",
-        "    except KeyError:",
-        "        traceback.print_exc()",
-        "t = threading.Thread(target=work, name='bg')",
-        "t.start(); t.join()",
-        "1",
-      ].join("\n"),
-    });
-    await session.close();
-    await server.stop();
-    const printed = entries.filter(([, m, p]) =>
-      m === "{id} stderr: {line}" && String(p?.line).includes("<stderr>")
-    );
-    assert.equal(printed.length, 1, lines(printed).join("\n---\n"));
-    assert.equal(printed[0]![0], "error");
-    assert.match(
-      String(printed[0]![2]?.line),
-      /^\S+ \S+ ERROR \[bg\] pyproxy_server\.output: <stderr>: Traceback \(most recent call last\):\n {2}File [^]*KeyError: 'k'$/,
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+scenarios.push([
+  "PythonServer with logDir '-': a traceback a model's own thread prints (traceback.print_exc) is one error entry of that thread, not a warning per line",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-print-exc-" });
+    const { logger, entries } = recordingLogger();
+    try {
+      await using server = await PythonServer.start({
+        path: dir,
+        logDir: "-",
+        logger,
+      });
+      await using session = await server.connect();
+      await session.request("eval", {
+        code: [
+          "import threading, traceback",
+          "def work():",
+          "    try:",
+          "        {}['k']",
+          "    except KeyError:",
+          "        traceback.print_exc()",
+          "t = threading.Thread(target=work, name='bg')",
+          "t.start(); t.join()",
+          "1",
+        ].join("\n"),
+      });
+      await session.close();
+      await server.stop();
+      const printed = entries.filter(([, m, p]) =>
+        m === "{id} stderr: {line}" && String(p?.line).includes("<stderr>")
+      );
+      assert.equal(printed.length, 1, lines(printed).join("\n---\n"));
+      assert.equal(printed[0]![0], "error");
+      assert.match(
+        String(printed[0]![2]?.line),
+        /^\S+ \S+ ERROR \[bg\] pyproxy_server\.output: <stderr>: Traceback \(most recent call last\):\n {2}File [^]*KeyError: 'k'$/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+]);
 
 /** Python 3.13, whose tracebacks are coloured under FORCE_COLOR and PYTHON_COLORS. */
 const PYTHON_313 = "/root/.pyenv/versions/3.13.0/bin/python3";
@@ -940,3 +970,6 @@ Deno.test({
     }
   },
 });
+
+Deno.test("stderr of real servers, each scenario on a server or pool of its own (4 at a time)", (t) =>
+  concurrentSteps(t, scenarios, 4));
