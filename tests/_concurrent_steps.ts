@@ -8,7 +8,7 @@
  */
 
 /** One scenario: its step's name and body. */
-export type Scenario = readonly [name: string, fn: () => Promise<void>];
+export type Scenario = readonly [name: string, fn: () => void | Promise<void>];
 
 /**
  * Runs `scenarios` as steps of `t`, at most `limit` at a time (all by
