@@ -254,7 +254,11 @@ scenarios.push([
       const failed = nextEvent(pool, "model-failed");
       await pool.addModel("bomb", {
         file: "bomb.py",
-        options: { counter: `${dir.path}/counter`, delays: [0.1] },
+        // Its held replay lasts 1 s (its second delay), long enough for
+        // the poll below to see: killed 0.1 s after that load, as at first,
+        // a host stalled that long under load (3 test files at once on 2
+        // cores) never saw it held, and waited 20 s for it.
+        options: { counter: `${dir.path}/counter`, delays: [0.1, 1] },
       });
       await died;
       // Its first strike (nothing else loaded or running): suspected.
