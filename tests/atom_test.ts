@@ -9,6 +9,7 @@ import { getAtom, type OutputChunk } from "../src/atom.ts";
 import { Pool } from "../src/pool.ts";
 import { nextEvent } from "./_pool_harness.ts";
 import type { Plugin } from "../src/plugin.ts";
+import { concurrentSteps, type Scenario } from "./_concurrent_steps.ts";
 
 /** The error `promise` rejects with (fails when it resolves). */
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
@@ -171,22 +172,33 @@ async function atomRejectsWithPythonerrorAnd(pool: Pool): Promise<void> {
   assert.equal(atom.state, "failed");
 }
 
-Deno.test("Atom output of concurrent atoms on one worker stays separate", async () => {
-  await using pool = await startPool(1);
-  const code =
-    "import time\nfor i in range(20):\n    print(tag * 3)\n    time.sleep(0.005)\ntag";
-  const a = pool.eval(code, { locals: { tag: "A" } });
-  const b = pool.eval(code, { locals: { tag: "B" } });
-  const [outA, outB, ra, rb] = await Promise.all([
-    collect(a.output),
-    collect(b.output),
-    a.result,
-    b.result,
-  ]);
-  assert.deepEqual([ra, rb], ["A", "B"]);
-  assert.equal(text(outA), "AAA\n".repeat(20));
-  assert.equal(text(outB), "BBB\n".repeat(20));
-});
+/**
+ * The scenarios of this file with no steps of their own, but the one that
+ * measures the host's memory (a child process of its own), each on a pool
+ * of its own: they wait on their code's sleeps and graces, so the file runs
+ * them at once (one test, a step each).
+ */
+const scenarios: Scenario[] = [];
+
+scenarios.push([
+  "Atom output of concurrent atoms on one worker stays separate",
+  async () => {
+    await using pool = await startPool(1);
+    const code =
+      "import time\nfor i in range(20):\n    print(tag * 3)\n    time.sleep(0.005)\ntag";
+    const a = pool.eval(code, { locals: { tag: "A" } });
+    const b = pool.eval(code, { locals: { tag: "B" } });
+    const [outA, outB, ra, rb] = await Promise.all([
+      collect(a.output),
+      collect(b.output),
+      a.result,
+      b.result,
+    ]);
+    assert.deepEqual([ra, rb], ["A", "B"]);
+    assert.equal(text(outA), "AAA\n".repeat(20));
+    assert.equal(text(outB), "BBB\n".repeat(20));
+  },
+]);
 
 /** A step of "Atom on one pool (each step its own atoms)": Atom uses a fresh namespace without a session */
 async function atomUsesFreshNamespaceWithout(pool: Pool): Promise<void> {
@@ -238,27 +250,30 @@ async function atomCancelsBusyLoopBy(pool: Pool): Promise<void> {
   assert.equal(pool.status().workers[0]?.pid, pid);
 }
 
-Deno.test("Atom kills the worker when a sleeping call ignores the interrupt", async () => {
-  await using pool = await startPool();
-  const before = pool.status().workers[0];
-  const exited = nextEvent(
-    pool,
-    "worker-exit",
-    (ev) => ev.worker === before?.id,
-  );
-  const atom = pool.eval("import time\nprint('sleeping')\ntime.sleep(100)", {
-    timeout: 500,
-    cancelGrace: 200,
-  });
-  const output = collect(atom.output);
-  await assert.rejects(atom.result, TimeoutError);
-  const ev = await exited;
-  assert.equal(ev.type === "worker-exit" && ev.pid, before?.pid);
-  assert.equal(text(await output), "sleeping\n");
-  // The pool replaced the worker.
-  assert.equal(await pool.eval("'back'").result, "back");
-  assert.notEqual(pool.status().workers[0]?.pid, before?.pid);
-});
+scenarios.push([
+  "Atom kills the worker when a sleeping call ignores the interrupt",
+  async () => {
+    await using pool = await startPool();
+    const before = pool.status().workers[0];
+    const exited = nextEvent(
+      pool,
+      "worker-exit",
+      (ev) => ev.worker === before?.id,
+    );
+    const atom = pool.eval("import time\nprint('sleeping')\ntime.sleep(100)", {
+      timeout: 500,
+      cancelGrace: 200,
+    });
+    const output = collect(atom.output);
+    await assert.rejects(atom.result, TimeoutError);
+    const ev = await exited;
+    assert.equal(ev.type === "worker-exit" && ev.pid, before?.pid);
+    assert.equal(text(await output), "sleeping\n");
+    // The pool replaced the worker.
+    assert.equal(await pool.eval("'back'").result, "back");
+    assert.notEqual(pool.status().workers[0]?.pid, before?.pid);
+  },
+]);
 
 /** A step of "Atom on one pool (each step its own atoms)": Atom keeps finished output for replay from a sequence number */
 async function atomKeepsFinishedOutputFor(pool: Pool): Promise<void> {
@@ -347,19 +362,22 @@ async function atomOutputFloodDoesNot(pool: Pool): Promise<void> {
   assert.equal(bytes, 32 * 1024 * 1024);
 }
 
-Deno.test("pool.atoms counts the results of finished atoms toward its byte bound", async () => {
-  await using pool = await startPool();
-  // 4 MB results: the registry's 64 MB hold about 16 of them, not 40.
-  for (let i = 0; i < 40; i++) {
-    const value = await pool.eval("'r' * (4 * 1024 * 1024)").result;
-    assert.equal((value as string).length, 4 * 1024 * 1024);
-  }
-  assert.ok(pool.atoms.size <= 16, `${pool.atoms.size} atoms kept`);
-  // Small results are still kept for replay.
-  const atom = pool.eval("print('hi'); 1");
-  assert.equal(await atom.result, 1);
-  assert.equal(pool.atoms.get(atom.id), atom);
-});
+scenarios.push([
+  "pool.atoms counts the results of finished atoms toward its byte bound",
+  async () => {
+    await using pool = await startPool();
+    // 4 MB results: the registry's 64 MB hold about 16 of them, not 40.
+    for (let i = 0; i < 40; i++) {
+      const value = await pool.eval("'r' * (4 * 1024 * 1024)").result;
+      assert.equal((value as string).length, 4 * 1024 * 1024);
+    }
+    assert.ok(pool.atoms.size <= 16, `${pool.atoms.size} atoms kept`);
+    // Small results are still kept for replay.
+    const atom = pool.eval("print('hi'); 1");
+    assert.equal(await atom.result, 1);
+    assert.equal(pool.atoms.get(atom.id), atom);
+  },
+]);
 
 /** A step of "Atom on one pool (each step its own atoms)": Atom output nobody reads stays within the replay cap */
 async function atomOutputNobodyReadsStays(pool: Pool): Promise<void> {
@@ -375,32 +393,35 @@ async function atomOutputNobodyReadsStays(pool: Pool): Promise<void> {
   await reader.cancel();
 }
 
-Deno.test("Pool executeModel turns model prints into log events, not eval output", async () => {
-  const seen: Record<string, unknown>[] = [];
-  // Log events name their request in `request` (not `id`), so they reach the
-  // session, not the call's onEvent: watch every incoming message.
-  const watcher: Plugin = {
-    name: "log-watcher",
-    onReply(msg) {
-      if (msg.event === "log" || msg.event === "output") seen.push(msg);
-    },
-  };
-  await using pool = await Pool.start({
-    workers: 1,
-    handleSignals: false,
-    plugins: [watcher],
-  });
-  await pool.addModel("talker", {
-    source:
-      "class Talker:\n    def __init__(self, options):\n        pass\n    def execute(self, msg):\n        print('model says', msg['x'])\n        return {'ok': True}\n",
-  });
-  assert.deepEqual(await pool.execute("talker", { x: 7 }), { ok: true });
-  assert.deepEqual(seen.map((e) => [e.event, e.stream, e.message]), [[
-    "log",
-    "stdout",
-    "model says 7",
-  ]]);
-});
+scenarios.push([
+  "Pool executeModel turns model prints into log events, not eval output",
+  async () => {
+    const seen: Record<string, unknown>[] = [];
+    // Log events name their request in `request` (not `id`), so they reach the
+    // session, not the call's onEvent: watch every incoming message.
+    const watcher: Plugin = {
+      name: "log-watcher",
+      onReply(msg) {
+        if (msg.event === "log" || msg.event === "output") seen.push(msg);
+      },
+    };
+    await using pool = await Pool.start({
+      workers: 1,
+      handleSignals: false,
+      plugins: [watcher],
+    });
+    await pool.addModel("talker", {
+      source:
+        "class Talker:\n    def __init__(self, options):\n        pass\n    def execute(self, msg):\n        print('model says', msg['x'])\n        return {'ok': True}\n",
+    });
+    assert.deepEqual(await pool.execute("talker", { x: 7 }), { ok: true });
+    assert.deepEqual(seen.map((e) => [e.event, e.stream, e.message]), [[
+      "log",
+      "stdout",
+      "model says 7",
+    ]]);
+  },
+]);
 
 /** A step of "Atom on one pool (each step its own atoms)": Atom options are validated at once: a bad timeout is a ConfigError, 0 times out unsent, Infinity never */
 async function atomOptionsAreValidatedAt(pool: Pool): Promise<void> {
@@ -429,24 +450,30 @@ async function atomOptionsAreValidatedAt(pool: Pool): Promise<void> {
   assert.equal(await pool.eval("6 * 8", { timeout: 2 ** 40 }).result, 48);
 }
 
-Deno.test("a cancelled eval that stopped in time keeps its worker when a busy host reads its reply after the grace", async () => {
-  await using pool = await startPool();
-  const before = pool.status().workers[0]!;
-  const atom = pool.eval(
-    "import time\nprint('running', flush=True)\nwhile True:\n    time.sleep(0.001)",
-    { cancelGrace: 100 },
-  );
-  const reader = atom.output.getReader();
-  assert.equal((await reader.read()).value?.data, "running\n");
-  atom.cancel();
-  // The host is busy past the grace: when it turns again, the grace's timer
-  // is due and the reply of the code (stopped at once) waits in its socket.
-  const busyUntil = Date.now() + 600;
-  while (Date.now() < busyUntil) { /* busy */ }
-  await assert.rejects(atom.result, CancelledError);
-  await atom.stopped;
-  await reader.cancel();
-  assert.equal(await pool.eval("'same worker'").result, "same worker");
-  const after = pool.status().workers[0]!;
-  assert.deepEqual([after.pid, after.restarts], [before.pid, 0]);
-});
+scenarios.push([
+  "a cancelled eval that stopped in time keeps its worker when a busy host reads its reply after the grace",
+  async () => {
+    await using pool = await startPool();
+    const before = pool.status().workers[0]!;
+    const atom = pool.eval(
+      "import time\nprint('running', flush=True)\nwhile True:\n    time.sleep(0.001)",
+      { cancelGrace: 100 },
+    );
+    const reader = atom.output.getReader();
+    assert.equal((await reader.read()).value?.data, "running\n");
+    atom.cancel();
+    // The host is busy past the grace: when it turns again, the grace's timer
+    // is due and the reply of the code (stopped at once) waits in its socket.
+    const busyUntil = Date.now() + 600;
+    while (Date.now() < busyUntil) { /* busy */ }
+    await assert.rejects(atom.result, CancelledError);
+    await atom.stopped;
+    await reader.cancel();
+    assert.equal(await pool.eval("'same worker'").result, "same worker");
+    const after = pool.status().workers[0]!;
+    assert.deepEqual([after.pid, after.restarts], [before.pid, 0]);
+  },
+]);
+
+Deno.test("Atom, each scenario on a pool of its own (at once)", (t) =>
+  concurrentSteps(t, scenarios));

@@ -17,6 +17,7 @@ import {
 } from "../src/errors.ts";
 import { Pool } from "../src/pool.ts";
 import { until } from "./_gateway_harness.ts";
+import { concurrentSteps, type Scenario } from "./_concurrent_steps.ts";
 
 /** A call the test settles by hand; counts the pending ones and their aborts. */
 class Calls {
@@ -587,108 +588,130 @@ Deno.test("Pool.executeEach: its model removed mid-run (or never added) ends the
   assert.equal(pool.status().inFlight, 0);
 });
 
-Deno.test("Pool.executeEach pinned to a worker: its rows wait while it restarts instead of failing at once with NoWorkerError", async () => {
-  await using pool = await Pool.start({ workers: 2, handleSignals: false });
-  await pool.addModel("score", { source: MODEL, class: "Score" });
-  const rows = function* () {
-    for (let id = 100; id < 400; id++) yield { id, die: id === 150 };
-  };
-  const failed: unknown[] = [];
-  let ok = 0;
-  for await (
-    const r of pool.executeEach("score", rows(), {
-      concurrency: 8,
-      worker: "w1",
-    })
-  ) {
-    if (r.ok) ok++;
-    else failed.push(r.error);
-  }
-  // Before: every row made while w1 restarted failed at once (19 485 of
-  // 20 000 rows in 0.3 s): NoWorkerError "worker w1 is restarting".
-  assert.deepEqual(failed.filter((e) => e instanceof NoWorkerError), []);
-  // The rows in flight when it died, that one among them.
-  assert.ok(failed.length >= 1 && failed.length <= 8, `${failed.length}`);
-  assert.ok(failed.every((e) => e instanceof WorkerCrashedError));
-  assert.equal(ok + failed.length, 300);
-  assert.deepEqual(pool.status().workers.map((w) => w.restarts), [1, 0]);
-});
+/**
+ * The scenarios of this file on a real pool with no steps of their own,
+ * each on a pool of its own: they wait on their model's sleeps, so the file
+ * runs them at once (one test, a step each).
+ */
+const scenarios: Scenario[] = [];
 
-Deno.test("Pool.executeEach beside another caller that filled the queue: its rows wait for room instead of failing at once with OverloadedError", async () => {
-  await using pool = await Pool.start({
-    workers: 1,
-    maxInFlightPerWorker: 2,
-    maxQueue: 4,
-    handleSignals: false,
-  });
-  await pool.addModel("score", { source: MODEL, class: "Score" });
-  for (const ordered of [true, false]) {
-    // 2 running, 4 queued: the queue is full when the run starts.
-    const others = Array.from(
-      { length: 6 },
-      (_, i) => pool.execute("score", { id: 1000 + i, ms: 300 }),
-    );
-    for (const call of others) call.catch(() => {}); // awaited below
-    await until(
-      () => Promise.resolve(pool.status().queue === 4),
-      "the other caller's calls to fill the queue",
-    );
-    let pulled = 0;
+scenarios.push([
+  "Pool.executeEach pinned to a worker: its rows wait while it restarts instead of failing at once with NoWorkerError",
+  async () => {
+    await using pool = await Pool.start({ workers: 2, handleSignals: false });
+    await pool.addModel("score", { source: MODEL, class: "Score" });
     const rows = function* () {
-      for (let id = 100; id < 140; id++) {
-        pulled++;
-        yield { id, ms: 10 };
-      }
+      for (let id = 100; id < 400; id++) yield { id, die: id === 150 };
     };
     const failed: unknown[] = [];
     let ok = 0;
     for await (
-      const r of pool.executeEach("score", rows(), { concurrency: 4, ordered })
+      const r of pool.executeEach("score", rows(), {
+        concurrency: 8,
+        worker: "w1",
+      })
     ) {
       if (r.ok) ok++;
       else failed.push(r.error);
     }
-    // Before: all 40 rows OverloadedError items, read and failed in a blink
-    // (20 000 in 0.14 s).
-    assert.deepEqual(failed, [], `ordered: ${ordered}`);
-    assert.equal(ok, 40);
-    assert.equal(pulled, 40);
-    assert.equal((await Promise.all(others)).length, 6);
-  }
-  assert.equal(pool.status().queue, 0);
-});
+    // Before: every row made while w1 restarted failed at once (19 485 of
+    // 20 000 rows in 0.3 s): NoWorkerError "worker w1 is restarting".
+    assert.deepEqual(failed.filter((e) => e instanceof NoWorkerError), []);
+    // The rows in flight when it died, that one among them.
+    assert.ok(failed.length >= 1 && failed.length <= 8, `${failed.length}`);
+    assert.ok(failed.every((e) => e instanceof WorkerCrashedError));
+    assert.equal(ok + failed.length, 300);
+    assert.deepEqual(pool.status().workers.map((w) => w.restarts), [1, 0]);
+  },
+]);
 
-Deno.test("Pool.executeEach with maxQueue 0 beside another caller holding every slot: its rows go as slots free up", async () => {
-  await using pool = await Pool.start({
-    workers: 1,
-    maxInFlightPerWorker: 2,
-    maxQueue: 0,
-    handleSignals: false,
-  });
-  await pool.addModel("score", { source: MODEL, class: "Score" });
-  const others = Array.from(
-    { length: 2 },
-    (_, i) => pool.execute("score", { id: 1000 + i, ms: 300 }),
-  );
-  for (const call of others) call.catch(() => {}); // awaited below
-  await until(
-    () => Promise.resolve(pool.status().inFlight === 2),
-    "the other caller's calls to hold both slots",
-  );
-  const failed: unknown[] = [];
-  let ok = 0;
-  for await (
-    const r of pool.executeEach(
-      "score",
-      Array.from({ length: 20 }, (_, i) => ({ id: 100 + i, ms: 10 })),
-      // A row that waited past this fails: room must wake it, not time.
-      { timeout: 10_000 },
-    )
-  ) {
-    if (r.ok) ok++;
-    else failed.push(r.error);
-  }
-  assert.deepEqual(failed, []);
-  assert.equal(ok, 20);
-  assert.equal((await Promise.all(others)).length, 2);
-});
+scenarios.push([
+  "Pool.executeEach beside another caller that filled the queue: its rows wait for room instead of failing at once with OverloadedError",
+  async () => {
+    await using pool = await Pool.start({
+      workers: 1,
+      maxInFlightPerWorker: 2,
+      maxQueue: 4,
+      handleSignals: false,
+    });
+    await pool.addModel("score", { source: MODEL, class: "Score" });
+    for (const ordered of [true, false]) {
+      // 2 running, 4 queued: the queue is full when the run starts.
+      const others = Array.from(
+        { length: 6 },
+        (_, i) => pool.execute("score", { id: 1000 + i, ms: 300 }),
+      );
+      for (const call of others) call.catch(() => {}); // awaited below
+      await until(
+        () => Promise.resolve(pool.status().queue === 4),
+        "the other caller's calls to fill the queue",
+      );
+      let pulled = 0;
+      const rows = function* () {
+        for (let id = 100; id < 140; id++) {
+          pulled++;
+          yield { id, ms: 10 };
+        }
+      };
+      const failed: unknown[] = [];
+      let ok = 0;
+      for await (
+        const r of pool.executeEach("score", rows(), {
+          concurrency: 4,
+          ordered,
+        })
+      ) {
+        if (r.ok) ok++;
+        else failed.push(r.error);
+      }
+      // Before: all 40 rows OverloadedError items, read and failed in a blink
+      // (20 000 in 0.14 s).
+      assert.deepEqual(failed, [], `ordered: ${ordered}`);
+      assert.equal(ok, 40);
+      assert.equal(pulled, 40);
+      assert.equal((await Promise.all(others)).length, 6);
+    }
+    assert.equal(pool.status().queue, 0);
+  },
+]);
+
+scenarios.push([
+  "Pool.executeEach with maxQueue 0 beside another caller holding every slot: its rows go as slots free up",
+  async () => {
+    await using pool = await Pool.start({
+      workers: 1,
+      maxInFlightPerWorker: 2,
+      maxQueue: 0,
+      handleSignals: false,
+    });
+    await pool.addModel("score", { source: MODEL, class: "Score" });
+    const others = Array.from(
+      { length: 2 },
+      (_, i) => pool.execute("score", { id: 1000 + i, ms: 300 }),
+    );
+    for (const call of others) call.catch(() => {}); // awaited below
+    await until(
+      () => Promise.resolve(pool.status().inFlight === 2),
+      "the other caller's calls to hold both slots",
+    );
+    const failed: unknown[] = [];
+    let ok = 0;
+    for await (
+      const r of pool.executeEach(
+        "score",
+        Array.from({ length: 20 }, (_, i) => ({ id: 100 + i, ms: 10 })),
+        // A row that waited past this fails: room must wake it, not time.
+        { timeout: 10_000 },
+      )
+    ) {
+      if (r.ok) ok++;
+      else failed.push(r.error);
+    }
+    assert.deepEqual(failed, []);
+    assert.equal(ok, 20);
+    assert.equal((await Promise.all(others)).length, 2);
+  },
+]);
+
+Deno.test("Pool.executeEach on real pools, each scenario on a pool of its own (at once)", (t) =>
+  concurrentSteps(t, scenarios));

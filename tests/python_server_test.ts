@@ -10,6 +10,7 @@ import {
   waitFor,
   writeFiles,
 } from "./_harness.ts";
+import { concurrentSteps, type Scenario } from "./_concurrent_steps.ts";
 
 /**
  * A stand-in `pyproxy_server` package (for start-up edge cases the real
@@ -24,18 +25,28 @@ async function fakePackage(dir: string, main: string): Promise<string> {
   return root;
 }
 
-Deno.test("PythonServer starts, reports its ready line and connects sessions", async () => {
-  await using server = await startServer({ id: "w-test" });
-  assert.equal(server.id, "w-test");
-  assert.ok(server.port > 0);
-  assert.equal(server.ready.pid, server.pid);
-  assert.equal(server.unixPath, undefined);
-  assert.match(server.secret, /^[0-9a-f]{64}$/);
-  assert.ok(pidAlive(server.pid));
-  await using session = await server.connect();
-  assert.equal(await session.ping(), "pong");
-  assert.equal((await session.status()).id, "w-test");
-});
+/**
+ * The scenarios of this file that leave the host's environment alone, each
+ * on a server of its own: they wait on starts, stops and exits more than on
+ * the CPU, so the file runs them a few at a time (one test, a step each).
+ */
+const scenarios: Scenario[] = [];
+
+scenarios.push([
+  "PythonServer starts, reports its ready line and connects sessions",
+  async () => {
+    await using server = await startServer({ id: "w-test" });
+    assert.equal(server.id, "w-test");
+    assert.ok(server.port > 0);
+    assert.equal(server.ready.pid, server.pid);
+    assert.equal(server.unixPath, undefined);
+    assert.match(server.secret, /^[0-9a-f]{64}$/);
+    assert.ok(pidAlive(server.pid));
+    await using session = await server.connect();
+    assert.equal(await session.ping(), "pong");
+    assert.equal((await session.status()).id, "w-test");
+  },
+]);
 
 /** The default runtime, recording the temp directories it makes. */
 function recordingRuntime(made: string[]): Runtime {
@@ -117,29 +128,35 @@ Deno.test({
   },
 });
 
-Deno.test("PythonServer.stop stops the server cleanly", async () => {
+scenarios.push(["PythonServer.stop stops the server cleanly", async () => {
   await using server = await startServer();
   const status = await server.stop({ grace: 5000 });
   assert.deepEqual(status, { code: 0, signal: null });
   assert.equal(pidAlive(server.pid), false);
-});
+}]);
 
-Deno.test("PythonServer exits when the host closes its stdin", async () => {
-  await using server = await startServer();
-  const pid = server.pid;
-  await server.closeStdin();
-  const status = await server.exited;
-  assert.equal(status.code, 0, server.stderrTail());
-  assert.equal(pidAlive(pid), false, "no orphan process is left");
-});
+scenarios.push([
+  "PythonServer exits when the host closes its stdin",
+  async () => {
+    await using server = await startServer();
+    const pid = server.pid;
+    await server.closeStdin();
+    const status = await server.exited;
+    assert.equal(status.code, 0, server.stderrTail());
+    assert.equal(pidAlive(pid), false, "no orphan process is left");
+  },
+]);
 
-Deno.test("PythonServer.kill ends the process with the signal and is safe to repeat", async () => {
-  await using server = await startServer();
-  const status = await server.kill("SIGKILL");
-  assert.deepEqual(status, { code: null, signal: "SIGKILL" });
-  assert.equal(pidAlive(server.pid), false);
-  assert.deepEqual(await server.kill(), status);
-});
+scenarios.push([
+  "PythonServer.kill ends the process with the signal and is safe to repeat",
+  async () => {
+    await using server = await startServer();
+    const status = await server.kill("SIGKILL");
+    assert.deepEqual(status, { code: null, signal: "SIGKILL" });
+    assert.equal(pidAlive(server.pid), false);
+    assert.deepEqual(await server.kill(), status);
+  },
+]);
 
 /** The pipes this process holds open (Linux: their `pipe:[inode]` names). */
 function openPipes(pid: number | "self" = "self"): Set<string> {
@@ -185,7 +202,7 @@ Deno.test({
   },
 });
 
-Deno.test("PythonServer disposal kills the process", async () => {
+scenarios.push(["PythonServer disposal kills the process", async () => {
   let pid = 0;
   {
     await using server = await startServer();
@@ -193,89 +210,103 @@ Deno.test("PythonServer disposal kills the process", async () => {
     assert.ok(pidAlive(pid));
   }
   assert.equal(pidAlive(pid), false);
-});
+}]);
 
-Deno.test("PythonServer.start rejects bad arguments with a StartError carrying the stderr tail", async () => {
-  await using dir = await tempDir();
-  await assert.rejects(
-    PythonServer.start({ path: dir.path, args: ["--no-such-flag"] }),
-    (err: unknown) => {
-      assert.ok(err instanceof StartError);
-      assert.match(err.message, /exited \(code 2\) before it was ready/);
-      assert.match(err.message, /--no-such-flag/);
-      assert.match(String(err.details.stderr), /unrecognized arguments/);
-      return true;
-    },
-  );
-  await assert.rejects(
-    PythonServer.start({ path: `${dir.path}/missing` }),
-    (err: unknown) =>
-      err instanceof StartError && /is not a directory/.test(err.message),
-  );
-});
+scenarios.push([
+  "PythonServer.start rejects bad arguments with a StartError carrying the stderr tail",
+  async () => {
+    await using dir = await tempDir();
+    await assert.rejects(
+      PythonServer.start({ path: dir.path, args: ["--no-such-flag"] }),
+      (err: unknown) => {
+        assert.ok(err instanceof StartError);
+        assert.match(err.message, /exited \(code 2\) before it was ready/);
+        assert.match(err.message, /--no-such-flag/);
+        assert.match(String(err.details.stderr), /unrecognized arguments/);
+        return true;
+      },
+    );
+    await assert.rejects(
+      PythonServer.start({ path: `${dir.path}/missing` }),
+      (err: unknown) =>
+        err instanceof StartError && /is not a directory/.test(err.message),
+    );
+  },
+]);
 
-Deno.test("PythonServer.start rejects a missing interpreter with a StartError", async () => {
-  await using dir = await tempDir();
-  await assert.rejects(
-    PythonServer.start({
+scenarios.push([
+  "PythonServer.start rejects a missing interpreter with a StartError",
+  async () => {
+    await using dir = await tempDir();
+    await assert.rejects(
+      PythonServer.start({
+        path: dir.path,
+        python: `${dir.path}/no-such-python`,
+      }),
+      (err: unknown) =>
+        err instanceof StartError && /cannot spawn/.test(err.message) &&
+        // What to do about it, not only the runtime's "entity not found".
+        /no such program: install Python >= 3\.9, or give its path/.test(
+          err.message,
+        ),
+    );
+  },
+]);
+
+scenarios.push([
+  "PythonServer.start says that a python that is a directory is not the interpreter",
+  async () => {
+    await using dir = await tempDir();
+    await assert.rejects(
+      PythonServer.start({ path: dir.path, python: dir.path }),
+      (err: unknown) =>
+        err instanceof StartError && /cannot spawn/.test(err.message) &&
+        /not an executable: give the Python interpreter itself, such as <venv>\/bin\/python3/
+          .test(err.message),
+    );
+  },
+]);
+
+scenarios.push([
+  "PythonServer.start kills a server that never gets ready and reports its stderr",
+  async () => {
+    await using dir = await tempDir();
+    // A shell script, not a Python stand-in: the stderr line must come before
+    // readyTimeout runs out, and a Python start (more on a busy machine than
+    // the 1000 ms) left no stderr to report. `exec` keeps its pid.
+    const python = `${dir.path}/silent-python`;
+    await Deno.writeTextFile(
+      python,
+      '#!/bin/sh\necho "fake server pid $$ is thinking" >&2\nexec sleep 60\n',
+    );
+    await Deno.chmod(python, 0o755);
+    const err = await PythonServer.start({
       path: dir.path,
-      python: `${dir.path}/no-such-python`,
-    }),
-    (err: unknown) =>
-      err instanceof StartError && /cannot spawn/.test(err.message) &&
-      // What to do about it, not only the runtime's "entity not found".
-      /no such program: install Python >= 3\.9, or give its path/.test(
-        err.message,
-      ),
-  );
-});
+      python,
+      readyTimeout: 1000,
+    }).then(
+      () => assert.fail("start should fail"),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof StartError);
+    // Which part of the start ran out of readyTimeout.
+    assert.ok(err instanceof StartTimeoutError, String(err));
+    assert.equal(err.details.phase, "ready");
+    assert.equal(err.details.timeoutMs, 1000);
+    assert.match(err.message, /no ready line within 1000 ms \(readyTimeout\)/);
+    const pid = Number(/pid (\d+) is thinking/.exec(err.message)?.[1]);
+    assert.ok(pid > 0, err.message);
+    assert.equal(pidAlive(pid), false, "the silent process was killed");
+  },
+]);
 
-Deno.test("PythonServer.start says that a python that is a directory is not the interpreter", async () => {
-  await using dir = await tempDir();
-  await assert.rejects(
-    PythonServer.start({ path: dir.path, python: dir.path }),
-    (err: unknown) =>
-      err instanceof StartError && /cannot spawn/.test(err.message) &&
-      /not an executable: give the Python interpreter itself, such as <venv>\/bin\/python3/
-        .test(err.message),
-  );
-});
-
-Deno.test("PythonServer.start kills a server that never gets ready and reports its stderr", async () => {
-  await using dir = await tempDir();
-  // A shell script, not a Python stand-in: the stderr line must come before
-  // readyTimeout runs out, and a Python start (more on a busy machine than
-  // the 1000 ms) left no stderr to report. `exec` keeps its pid.
-  const python = `${dir.path}/silent-python`;
-  await Deno.writeTextFile(
-    python,
-    '#!/bin/sh\necho "fake server pid $$ is thinking" >&2\nexec sleep 60\n',
-  );
-  await Deno.chmod(python, 0o755);
-  const err = await PythonServer.start({
-    path: dir.path,
-    python,
-    readyTimeout: 1000,
-  }).then(
-    () => assert.fail("start should fail"),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof StartError);
-  // Which part of the start ran out of readyTimeout.
-  assert.ok(err instanceof StartTimeoutError, String(err));
-  assert.equal(err.details.phase, "ready");
-  assert.equal(err.details.timeoutMs, 1000);
-  assert.match(err.message, /no ready line within 1000 ms \(readyTimeout\)/);
-  const pid = Number(/pid (\d+) is thinking/.exec(err.message)?.[1]);
-  assert.ok(pid > 0, err.message);
-  assert.equal(pidAlive(pid), false, "the silent process was killed");
-});
-
-Deno.test("PythonServer.start reads a ready line that arrives in pieces after a flood of stderr", async () => {
-  await using dir = await tempDir();
-  const pythonPath = await fakePackage(
-    dir.path,
-    `import json, os, sys, time
+scenarios.push([
+  "PythonServer.start reads a ready line that arrives in pieces after a flood of stderr",
+  async () => {
+    await using dir = await tempDir();
+    const pythonPath = await fakePackage(
+      dir.path,
+      `import json, os, sys, time
 # 300 KiB of stderr before the ready line: the host must drain it or we block.
 for i in range(3000):
     sys.stderr.write("noise %04d ".ljust(100, "x") + "\\n")
@@ -294,31 +325,34 @@ sys.stderr.write("STDOUT FLOOD DONE\\n")
 sys.stderr.flush()
 sys.stdin.read()
 `,
-  );
-  await using server = await PythonServer.start({
-    path: dir.path,
-    pythonPath,
-    readyTimeout: 15000,
-  });
-  assert.equal(server.id, "fake");
-  assert.equal(server.port, 1);
-  await waitFor(() => server.stderrTail().includes("STDOUT FLOOD DONE"), {
-    message: "stdout is drained",
-  });
-  const tail = server.stderrTail();
-  assert.ok(tail.length <= 64 * 1024, `tail is bounded (${tail.length})`);
-  assert.ok(tail.includes("END OF NOISE"));
-  assert.ok(!tail.includes("noise 0000"), "the oldest stderr was dropped");
-  // Closing stdin ends the fake (it reads until EOF), like the real server.
-  await server.closeStdin();
-  assert.equal((await server.exited).code, 0);
-});
+    );
+    await using server = await PythonServer.start({
+      path: dir.path,
+      pythonPath,
+      readyTimeout: 15000,
+    });
+    assert.equal(server.id, "fake");
+    assert.equal(server.port, 1);
+    await waitFor(() => server.stderrTail().includes("STDOUT FLOOD DONE"), {
+      message: "stdout is drained",
+    });
+    const tail = server.stderrTail();
+    assert.ok(tail.length <= 64 * 1024, `tail is bounded (${tail.length})`);
+    assert.ok(tail.includes("END OF NOISE"));
+    assert.ok(!tail.includes("noise 0000"), "the oldest stderr was dropped");
+    // Closing stdin ends the fake (it reads until EOF), like the real server.
+    await server.closeStdin();
+    assert.equal((await server.exited).code, 0);
+  },
+]);
 
-Deno.test("PythonServer passes the secret on stdin, not in argv or the environment", async () => {
-  await using dir = await tempDir();
-  const pythonPath = await fakePackage(
-    dir.path,
-    `import json, os, sys
+scenarios.push([
+  "PythonServer passes the secret on stdin, not in argv or the environment",
+  async () => {
+    await using dir = await tempDir();
+    const pythonPath = await fakePackage(
+      dir.path,
+      `import json, os, sys
 secret = json.loads(sys.stdin.readline())["secret"]
 leaked = secret in " ".join(sys.argv) or any(secret in v for v in os.environ.values())
 sys.stderr.write("LEAKED\\n" if leaked else "CLEAN %s\\n" % secret[:8])
@@ -326,15 +360,16 @@ sys.stderr.flush()
 print(json.dumps({"port": 2, "pid": os.getpid(), "id": "fake", "unix": None, "version": 1}), flush=True)
 sys.stdin.read()
 `,
-  );
-  await using server = await PythonServer.start({
-    path: dir.path,
-    pythonPath,
-    secret: "abcdef0123456789",
-  });
-  await waitFor(() => /CLEAN|LEAKED/.test(server.stderrTail()));
-  assert.match(server.stderrTail(), /CLEAN abcdef01/);
-});
+    );
+    await using server = await PythonServer.start({
+      path: dir.path,
+      pythonPath,
+      secret: "abcdef0123456789",
+    });
+    await waitFor(() => /CLEAN|LEAKED/.test(server.stderrTail()));
+    assert.match(server.stderrTail(), /CLEAN abcdef01/);
+  },
+]);
 
 Deno.test("PythonServer keeps the gateway's tokens out of the server's environment, /proc included", async () => {
   const token = "gateway-token-0123456789abcdef";
@@ -399,126 +434,143 @@ block = open("/proc/self/environ", "rb").read()
   }
 });
 
-Deno.test("PythonServer connects over its Unix socket by default when it has one", async () => {
-  await using server = await startServer({ unix: true, port: 0 });
-  assert.ok(server.unixPath !== undefined);
-  await using unix = await server.connect();
-  await using tcp = await server.connect({ transport: "tcp" });
-  assert.equal(await unix.ping(), "pong");
-  assert.equal(await tcp.ping(), "pong");
-  assert.equal((await unix.status()).connections, 2);
-});
+scenarios.push([
+  "PythonServer connects over its Unix socket by default when it has one",
+  async () => {
+    await using server = await startServer({ unix: true, port: 0 });
+    assert.ok(server.unixPath !== undefined);
+    await using unix = await server.connect();
+    await using tcp = await server.connect({ transport: "tcp" });
+    assert.equal(await unix.ping(), "pong");
+    assert.equal(await tcp.ping(), "pong");
+    assert.equal((await unix.status()).connections, 2);
+  },
+]);
 
-Deno.test("PythonServer with a Unix socket and no port opens no TCP port at all", async () => {
-  await using server = await startServer({ unix: true });
-  assert.equal(server.port, 0);
-  assert.equal(server.ready.port, null);
-  await using unix = await server.connect();
-  assert.equal(await unix.ping(), "pong");
-  await assert.rejects(
-    server.connect({ transport: "tcp" }),
-    (err: unknown) =>
-      err instanceof TypeError && /Unix socket only/.test(err.message),
-  );
-  // Nothing of this process listens on TCP: /proc/net/tcp lists no LISTEN socket whose inode it owns.
-  const inodes = new Set<string>();
-  for (const fd of Deno.readDirSync(`/proc/${server.pid}/fd`)) {
-    const link = Deno.readLinkSync(`/proc/${server.pid}/fd/${fd.name}`);
-    const m = /^socket:\[(\d+)\]$/.exec(link);
-    if (m) inodes.add(m[1]!);
-  }
-  const listening = Deno.readTextFileSync("/proc/net/tcp").split("\n").slice(1)
-    .map((line) => line.trim().split(/\s+/))
-    .filter((f) => f[3] === "0A" && inodes.has(f[9] ?? ""));
-  assert.equal(listening.length, 0);
-});
-
-Deno.test("PythonServer asks glibc's malloc for huge pages unless GLIBC_TUNABLES already says", async () => {
-  const tunables = async (env?: Record<string, string>): Promise<unknown> => {
-    await using server = await startServer(env === undefined ? {} : { env });
-    await using session = await server.connect();
-    const { value } = await session.request<{ value: unknown }>("eval", {
-      code: "import os\nos.environ.get('GLIBC_TUNABLES')",
-    });
-    return value;
-  };
-  // The host's own GLIBC_TUNABLES (if the test runs with one) comes first.
-  const host = Deno.env.get("GLIBC_TUNABLES");
-  if (host?.includes("glibc.malloc.hugetlb") !== true) {
-    assert.equal(
-      await tunables(),
-      host ? `${host}:glibc.malloc.hugetlb=1` : "glibc.malloc.hugetlb=1",
+scenarios.push([
+  "PythonServer with a Unix socket and no port opens no TCP port at all",
+  async () => {
+    await using server = await startServer({ unix: true });
+    assert.equal(server.port, 0);
+    assert.equal(server.ready.port, null);
+    await using unix = await server.connect();
+    assert.equal(await unix.ping(), "pong");
+    await assert.rejects(
+      server.connect({ transport: "tcp" }),
+      (err: unknown) =>
+        err instanceof TypeError && /Unix socket only/.test(err.message),
     );
-  }
-  assert.equal(
-    await tunables({ GLIBC_TUNABLES: "glibc.malloc.arena_max=2" }),
-    "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1",
-  );
-  // An explicit setting, off included, is kept as given.
-  assert.equal(
-    await tunables({ GLIBC_TUNABLES: "glibc.malloc.hugetlb=0" }),
-    "glibc.malloc.hugetlb=0",
-  );
-});
+    // Nothing of this process listens on TCP: /proc/net/tcp lists no LISTEN socket whose inode it owns.
+    const inodes = new Set<string>();
+    for (const fd of Deno.readDirSync(`/proc/${server.pid}/fd`)) {
+      const link = Deno.readLinkSync(`/proc/${server.pid}/fd/${fd.name}`);
+      const m = /^socket:\[(\d+)\]$/.exec(link);
+      if (m) inodes.add(m[1]!);
+    }
+    const listening = Deno.readTextFileSync("/proc/net/tcp").split("\n").slice(
+      1,
+    )
+      .map((line) => line.trim().split(/\s+/))
+      .filter((f) => f[3] === "0A" && inodes.has(f[9] ?? ""));
+    assert.equal(listening.length, 0);
+  },
+]);
 
-Deno.test("PythonServer: a TCP server with a plain id logs to one file per id across restarts, not one per port", async () => {
-  await using dir = await tempDir();
-  for (let i = 0; i < 2; i++) {
-    await using server = await PythonServer.start({
+scenarios.push([
+  "PythonServer asks glibc's malloc for huge pages unless GLIBC_TUNABLES already says",
+  async () => {
+    const tunables = async (env?: Record<string, string>): Promise<unknown> => {
+      await using server = await startServer(env === undefined ? {} : { env });
+      await using session = await server.connect();
+      const { value } = await session.request<{ value: unknown }>("eval", {
+        code: "import os\nos.environ.get('GLIBC_TUNABLES')",
+      });
+      return value;
+    };
+    // The host's own GLIBC_TUNABLES (if the test runs with one) comes first.
+    const host = Deno.env.get("GLIBC_TUNABLES");
+    if (host?.includes("glibc.malloc.hugetlb") !== true) {
+      assert.equal(
+        await tunables(),
+        host ? `${host}:glibc.malloc.hugetlb=1` : "glibc.malloc.hugetlb=1",
+      );
+    }
+    assert.equal(
+      await tunables({ GLIBC_TUNABLES: "glibc.malloc.arena_max=2" }),
+      "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1",
+    );
+    // An explicit setting, off included, is kept as given.
+    assert.equal(
+      await tunables({ GLIBC_TUNABLES: "glibc.malloc.hugetlb=0" }),
+      "glibc.malloc.hugetlb=0",
+    );
+  },
+]);
+
+scenarios.push([
+  "PythonServer: a TCP server with a plain id logs to one file per id across restarts, not one per port",
+  async () => {
+    await using dir = await tempDir();
+    for (let i = 0; i < 2; i++) {
+      await using server = await PythonServer.start({
+        path: dir.path,
+        id: "w1",
+        port: 0,
+      });
+      await server.stop({ grace: 5000 });
+    }
+    // An id that is no plain file name: named after the port, as before.
+    await using other = await PythonServer.start({
       path: dir.path,
-      id: "w1",
+      id: "a/b",
       port: 0,
     });
-    await server.stop({ grace: 5000 });
-  }
-  // An id that is no plain file name: named after the port, as before.
-  await using other = await PythonServer.start({
-    path: dir.path,
-    id: "a/b",
-    port: 0,
-  });
-  const port = other.port;
-  await other.stop({ grace: 5000 });
-  const names = [];
-  for await (const entry of Deno.readDir(`${dir.path}/logs`)) {
-    names.push(entry.name);
-  }
-  // The id's name is claimed while its server runs (the lock file); a port
-  // is never shared by two running servers.
-  assert.deepEqual(names.sort(), [
-    `pythonserver${port}.log`,
-    "pythonserverw1.log",
-    "pythonserverw1.log.lock",
-  ]);
-});
+    const port = other.port;
+    await other.stop({ grace: 5000 });
+    const names = [];
+    for await (const entry of Deno.readDir(`${dir.path}/logs`)) {
+      names.push(entry.name);
+    }
+    // The id's name is claimed while its server runs (the lock file); a port
+    // is never shared by two running servers.
+    assert.deepEqual(names.sort(), [
+      `pythonserver${port}.log`,
+      "pythonserverw1.log",
+      "pythonserverw1.log.lock",
+    ]);
+  },
+]);
 
-Deno.test("PythonServer logName names the log file of a Unix socket server too (a pool's slot index), and must be a plain file name", async () => {
-  await using dir = await tempDir();
-  for (let i = 0; i < 2; i++) {
-    await using server = await PythonServer.start({
-      path: dir.path,
-      id: `w${i + 1}`,
-      logName: "slot0",
-    });
-    assert.ok(server.unixPath !== undefined, "listens on a Unix socket");
-    await server.stop({ grace: 5000 });
-  }
-  const names = [];
-  for await (const entry of Deno.readDir(`${dir.path}/logs`)) {
-    names.push(entry.name);
-  }
-  // Two servers one after the other, one file (not server.sock's).
-  assert.deepEqual(names.sort(), [
-    "pythonserverslot0.log",
-    "pythonserverslot0.log.lock",
-  ]);
-  await assert.rejects(
-    PythonServer.start({ path: dir.path, logName: "../x" }),
-    (err: unknown) =>
-      err instanceof TypeError &&
-      /logName must be a plain file name/.test(err.message),
-  );
-});
+scenarios.push([
+  "PythonServer logName names the log file of a Unix socket server too (a pool's slot index), and must be a plain file name",
+  async () => {
+    await using dir = await tempDir();
+    for (let i = 0; i < 2; i++) {
+      await using server = await PythonServer.start({
+        path: dir.path,
+        id: `w${i + 1}`,
+        logName: "slot0",
+      });
+      assert.ok(server.unixPath !== undefined, "listens on a Unix socket");
+      await server.stop({ grace: 5000 });
+    }
+    const names = [];
+    for await (const entry of Deno.readDir(`${dir.path}/logs`)) {
+      names.push(entry.name);
+    }
+    // Two servers one after the other, one file (not server.sock's).
+    assert.deepEqual(names.sort(), [
+      "pythonserverslot0.log",
+      "pythonserverslot0.log.lock",
+    ]);
+    await assert.rejects(
+      PythonServer.start({ path: dir.path, logName: "../x" }),
+      (err: unknown) =>
+        err instanceof TypeError &&
+        /logName must be a plain file name/.test(err.message),
+    );
+  },
+]);
 
 Deno.test({
   name:
@@ -616,3 +668,6 @@ Deno.test({
     );
   },
 });
+
+Deno.test("PythonServer, each scenario on a server of its own (3 at a time)", (t) =>
+  concurrentSteps(t, scenarios, 3));
