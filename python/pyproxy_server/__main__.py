@@ -881,6 +881,9 @@ def _serve(argv, start):
         log.exception("event loop failed")
         server.exit_code = 1
     code = server.exit_code if server.exit_code is not None else 0
+    # A traceback a thread printed and the routers still hold: logged now,
+    # before the last record (the exit may come within its hold).
+    capture.flush_held()
     log.info("exited with %d", code)
     logging.shutdown()
     end_orphaned_group(parent, stdin_closed.is_set(), host, host_start)

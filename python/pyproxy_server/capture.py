@@ -481,6 +481,23 @@ def uninstall(old):
     sys.stdout, sys.stderr = old
 
 
+def flush_held():
+    """Logs every traceback the routers of ``sys.stdout``/``sys.stderr``
+    still hold (printed by a thread, not yet due): the server calls it as it
+    exits, before its last record. Its watch thread logs one once no line
+    came for ``TRACEBACK_END_SECONDS``; a server that exits sooner (its
+    stop is over as its last connection closes) lost it. Streams that are
+    not our routers are left alone.
+
+    Example::
+
+        flush_held()  # as the process exits
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, OutputRouter):
+            stream._flush_tracebacks(everything=True)
+
+
 def in_forked_child():
     """An ``os.register_at_fork(after_in_child=...)`` hook: a process that
     model code forks (``multiprocessing``'s ``fork`` start method) writes

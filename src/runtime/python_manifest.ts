@@ -52,9 +52,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/__main__.py",
-      size: 43580,
+      size: 43746,
       sha256:
-        "d816b8539c3b78edb80300748aad055e8d42e3ba6d74cf229c8244d98a4b64cf",
+        "9aec1c66a8a085f09d081f40c1e62792bf3ec02768cb7c7c8c91923b0a466668",
     },
     {
       path: "pyproxy_server/array_like.py",
@@ -88,9 +88,9 @@ export const PYTHON_MANIFEST: PythonManifest = {
     },
     {
       path: "pyproxy_server/capture.py",
-      size: 19526,
+      size: 20164,
       sha256:
-        "af4c08421ca7c09d01ba7a2486dbab167202ae073ddb8cdbebd64e1b8133627e",
+        "a264c343b03e4c8d16042560e1db06fe3ff9682f54d8ca819bfe5c0cf73b8f46",
     },
     {
       path: "pyproxy_server/commands.py",
