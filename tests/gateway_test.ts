@@ -761,6 +761,31 @@ Deno.test("createGateway answers 429 with Retry-After when the pool queue is ful
   assert.equal(await statusOf(first), 200);
 });
 
+Deno.test("createGateway's 429 of a queue holding one call says it waits (singular)", async () => {
+  await using gw = await startGateway({
+    limits: { maxInFlightPerWorker: 1, maxQueue: 1 },
+  });
+  const first = gw.fetch("/v1/models/slow/execute", json({ seconds: 1 }));
+  await until(
+    async () => (await (await gw.fetch("/v1/status")).json()).inFlight === 1,
+    "the first call in flight",
+  );
+  const second = gw.fetch("/v1/models/slow/execute", json({ seconds: 0 }));
+  await until(
+    async () => (await (await gw.fetch("/v1/status")).json()).queue === 1,
+    "the second call queued",
+  );
+  const res = await gw.fetch("/v1/models/slow/execute", json({ seconds: 0 }));
+  assert.equal(res.status, 429);
+  const { error } = await res.json();
+  assert.match(
+    error.message,
+    /: 1 call waits for a worker \(limits\.maxQueue 1, serve --max-queue\) /,
+  );
+  assert.equal(await statusOf(first), 200);
+  assert.equal(await statusOf(second), 200);
+});
+
 Deno.test("createGateway answers 503 with Retry-After when no worker is left", async () => {
   await using gw = await startGateway({ plugins: { reconnect: false } });
   const pid = gw.pool.status().workers[0]!.pid!;

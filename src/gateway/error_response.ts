@@ -442,8 +442,8 @@ function overloadedMessage(err: OverloadedError): string {
   const batch = / \(a batch of \d+ calls?: [^)]*\)/.exec(err.message)?.[0] ??
     "";
   return `Cannot ${what}${batch}: the gateway is overloaded: ${queue} ${
-    queue === 1 ? "call" : "calls"
-  } wait for a worker (limits.maxQueue ${maxQueue}, serve --max-queue) ` +
+    queue === 1 ? "call waits" : "calls wait"
+  } for a worker (limits.maxQueue ${maxQueue}, serve --max-queue) ` +
     `and the workers it may go to run ${maxInFlightPerWorker} each ` +
     `(limits.maxInFlightPerWorker, serve --max-in-flight): retry later; ` +
     `if the load is normal, add workers (serve --workers, --autoscale, ` +
