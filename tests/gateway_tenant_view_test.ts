@@ -585,3 +585,61 @@ Deno.test("serve shows a token only the models a plugin's canCall lets it call (
   // Again (a document kept for another token is not answered).
   assert.ok(!(await paths(TENANT)).some((p) => p.includes("doubler")));
 });
+
+Deno.test("serve's 404 of an unknown model names to a token only the models a plugin's canCall lets it call (its did-you-mean, its list of those loaded)", async () => {
+  await using dir = await tempDir("pyproxy-tenant-view-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT} tenant\n`, {
+    mode: 0o600,
+  });
+  const tenantId = tokenId(TENANT);
+  const allow: Record<string, string[]> = { [tenantId]: ["echo"] };
+  const access: Plugin = {
+    name: "access",
+    canCall: (model, caller) =>
+      caller === undefined || allow[caller] === undefined ||
+      allow[caller].includes(model),
+  };
+  await using gw = await startGateway(
+    {
+      tokenFile,
+      models: [
+        { name: "echo", file: "echo.py" },
+        { name: "secret-doubler", file: "doubler.py" },
+      ],
+    },
+    {},
+    { plugins: [access] },
+  );
+  const miss = async (token: string, path: string) => {
+    const res = await gw.fetch(path, {
+      method: "POST",
+      headers: { ...bearer(token), "content-type": "application/json" },
+      body: "{}",
+    });
+    assert.equal(res.status, 404, path);
+    // /v2: `{ error: message }`; /v1: `{ error: { message } }`.
+    const { error } = await res.json();
+    return (typeof error === "string" ? error : error.message) as string;
+  };
+  for (
+    const path of [
+      "/v1/models/secret-double/execute",
+      "/v1/models/secret-double/stream",
+    ]
+  ) {
+    // A near miss of the hidden model: no hint naming it.
+    const near = await miss(TENANT, path);
+    assert.doesNotMatch(near, /secret-doubler/, `${path}: ${near}`);
+    // The operator's: the hint, as before.
+    assert.match(await miss(OPERATOR, path), /did you mean 'secret-doubler'/);
+  }
+  // No near miss: the list of those loaded holds only the tenant's.
+  const far = await miss(TENANT, "/v1/models/zzzzzzzz/execute");
+  assert.doesNotMatch(far, /secret-doubler/, far);
+  assert.match(far, /echo/);
+  assert.match(
+    await miss(OPERATOR, "/v1/models/zzzzzzzz/execute"),
+    /secret-doubler/,
+  );
+});
