@@ -915,17 +915,26 @@ export function unknownModel(
 ): Error | undefined {
   const pool = ctx.pool;
   if (pool.modelStatus === undefined) return undefined;
-  if (hasModel(pool, name)) return undefined;
-  if (ctx.modelChanges.running(asked) !== undefined) return undefined;
-  let loaded = [...new Set(pool.status().models.map((m) => m.name))];
-  // Only the models the token is shown (a plugin's canCall): a tenant's
-  // near miss of another's model is no hint naming it (before chaos55, a
-  // 404 of 'secret-double' said "did you mean 'secret-doubler'?").
+  // The models the token is shown (a plugin's canCall; undefined: all).
   const canCall = pool.canCall;
-  if (canCall !== undefined) {
-    const who = caller ?? ctx.callers?.get(request);
-    loaded = loaded.filter((m) => canCall.call(pool, m, who));
-  }
+  const who = canCall === undefined
+    ? undefined
+    : caller ?? ctx.callers?.get(request);
+  const shown = canCall === undefined
+    ? undefined
+    : (model: string) => canCall.call(pool, model, who);
+  if (hasModel(pool, name)) {
+    // One it hides: the 404 of a model not there, before its body, as its
+    // descriptions answer (before chaos55, the plugin's onCall refused it
+    // after the body, 403: a tenant told another's models from names
+    // that are not there).
+    if (shown === undefined || shown(asked)) return undefined;
+  } else if (ctx.modelChanges.running(asked) !== undefined) return undefined;
+  let loaded = [...new Set(pool.status().models.map((m) => m.name))];
+  // Its hint names only the models the token is shown: a tenant's near
+  // miss of another's model is no hint naming it (before chaos55, a 404
+  // of 'secret-double' said "did you mean 'secret-doubler'?").
+  if (shown !== undefined) loaded = loaded.filter(shown);
   return httpError(
     404,
     "ModelNotFoundError",
