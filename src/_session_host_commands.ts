@@ -92,14 +92,16 @@ export class HostCommands {
     let awaitable: boolean;
     try {
       // Who made the call that sent it (its `call`), as this side sent it.
-      const callers = Number.isInteger(msg.call)
-        ? this.#callersOf(msg.call as number)
-        : undefined;
+      const named = Number.isInteger(msg.call);
+      const callers = named ? this.#callersOf(msg.call as number) : undefined;
       result = handler(
         msg.args,
-        callers === undefined
-          ? { session, id, signal: controller.signal }
-          : { session, id, signal: controller.signal, callers },
+        callers !== undefined
+          ? { session, id, signal: controller.signal, callers }
+          : named
+          // A call no longer awaited: code it left running (chaos55).
+          ? { session, id, signal: controller.signal, callEnded: true }
+          : { session, id, signal: controller.signal },
       );
       // Any awaitable, not only a Promise: a query builder's thenable sent {}.
       // (A proxy's trap, a getter of `then`, may throw here.)

@@ -83,6 +83,11 @@ export type HostHandler = (
      * batch's `callers`); absent when unknown.
      */
     callers?: readonly (string | null)[];
+    /**
+     * `true` when the command names a model call that has ended (code it
+     * left running): its caller is unknown, maybe a tenant (`HandlerCall`).
+     */
+    callEnded?: true;
   },
 ) => unknown | Promise<unknown>;
 
@@ -1295,14 +1300,21 @@ export class PluginHost {
           handler.call(
             own,
             args,
-            call.callers === undefined
-              ? { worker, session: call.session, signal: call.signal }
-              : {
+            call.callers !== undefined
+              ? {
                 worker,
                 session: call.session,
                 signal: call.signal,
                 callers: call.callers,
-              },
+              }
+              : call.callEnded === true
+              ? {
+                worker,
+                session: call.session,
+                signal: call.signal,
+                callEnded: true,
+              }
+              : { worker, session: call.session, signal: call.signal },
           );
       }
     }

@@ -336,6 +336,13 @@ export interface HandlerCall {
    * longer awaits.
    */
   callers?: readonly (string | null)[];
+  /**
+   * `true` when the command names a call this side no longer awaits (code
+   * the call left running, a thread it started): who made it is not known,
+   * and it may have been a tenant (the gateway's `publish` then refuses
+   * every channel when it has tenants). Absent otherwise.
+   */
+  callEnded?: true;
 }
 
 /**

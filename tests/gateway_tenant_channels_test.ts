@@ -8,7 +8,12 @@
 import assert from "node:assert/strict";
 import { TOKEN_FILE_INTERVAL_FLOOR } from "../src/gateway/_token_file_interval.ts";
 import { tempDir } from "./_harness.ts";
-import { SseReader, startGateway, withLogs } from "./_gateway_harness.ts";
+import {
+  SseReader,
+  startGateway,
+  until,
+  withLogs,
+} from "./_gateway_harness.ts";
 import { within } from "./_token_streams.ts";
 import {
   A,
@@ -423,5 +428,91 @@ Deno.test("serve confines a model's host.publish in a tenant's call to that tena
     assert.deepEqual(history.get(`${B}.events`), [{ op: 1 }]);
     assert.deepEqual(history.get("news"), [{ op: 1 }]);
     assert.deepEqual(history.get(`${A}.events`), [{ own: 1 }]);
+  });
+});
+
+/** Publishes from a thread it leaves running (with the call's context),
+ * once `msg.release` exists: after its call ended. Writes the publish's
+ * result, or its refusal, to `msg.out`. */
+const LATE_PUBLISHER: Record<string, string> = {
+  "late_pub.py": `import contextvars
+import json
+import os
+import threading
+import time
+
+from pyproxy import host
+
+
+def _later(msg):
+    deadline = time.monotonic() + 20
+    while not os.path.exists(msg["release"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        out = host.publish(msg["channel"], msg["data"])
+    except Exception as exc:
+        out = {"refused": type(exc).__name__, "message": str(exc)}
+    with open(msg["out"] + ".tmp", "w") as f:
+        json.dump(out, f)
+    os.rename(msg["out"] + ".tmp", msg["out"])
+
+
+class LatePub:
+    threaded = True
+
+    def execute(self, msg):
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(_later, msg), daemon=True).start()
+        return {"started": True}
+`,
+};
+
+Deno.test("serve with tenants refuses a model's host.publish from code a call left running (its call over, its caller unknown, maybe a tenant's: ChannelAccessError), a channel of no one's too, which a tenant's call itself may not publish to", async () => {
+  await using dir = await tempDir("pyproxy-tenant-channels-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await writeTokens(tokenFile, `${OPERATOR}\n${TENANT_A} tenant\n`);
+  await withLogs(async () => {
+    await using gw = await startGateway({ tokenFile }, LATE_PUBLISHER);
+    const late = async (token: string, channel: string, n: number) => {
+      const release = `${dir.path}/release${n}`;
+      const out = `${dir.path}/out${n}`;
+      const res = await gw.fetch(`/v1/models/late_pub/execute`, {
+        method: "POST",
+        body: JSON.stringify({ channel, data: { n }, release, out }),
+        headers: bearer(token),
+      });
+      assert.equal(res.status, 200);
+      await res.body?.cancel();
+      // The call is over: now its thread publishes.
+      await Deno.writeTextFile(release, "");
+      await until(async () => {
+        try {
+          await Deno.stat(out);
+          return true;
+        } catch {
+          return false;
+        }
+      }, `${out} written`);
+      return JSON.parse(await Deno.readTextFile(out));
+    };
+    const a = await late(TENANT_A, "news", 1);
+    // Outside its call, the Python side names the host's refusal in a
+    // HostError: "Host replied ChannelAccessError: ...".
+    assert.match(a.message, /ChannelAccessError/, JSON.stringify(a));
+    const aOther = await late(TENANT_A, `other.events`, 2);
+    assert.match(aOther.message, /ChannelAccessError/);
+    // Its refusal says why.
+    assert.match(a.message, /the call that sent it has ended/);
+    // The operator's call's left code too: who made an ended call is not
+    // known (within its call, the operator's publishes anywhere: above).
+    const op = await late(OPERATOR, `${A}.events`, 3);
+    assert.match(op.message, /ChannelAccessError/, JSON.stringify(op));
+    const list = await gw.fetch("/v1/channels?history=50", {
+      headers: bearer(OPERATOR),
+    });
+    const names = (await list.json()).channels.map((
+      ch: { name: string },
+    ) => ch.name);
+    assert.ok(!names.includes("news"), String(names));
   });
 });

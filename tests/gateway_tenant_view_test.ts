@@ -6,7 +6,11 @@
  * tokens see what they saw before.
  */
 import assert from "node:assert/strict";
-import { ModelUnavailableError, OverloadedError } from "../src/errors.ts";
+import {
+  ModelHTTPError,
+  ModelUnavailableError,
+  OverloadedError,
+} from "../src/errors.ts";
 import { createGateway } from "../src/gateway/app.ts";
 import { tokenId } from "../src/gateway/security.ts";
 import type { Plugin } from "../src/plugin.ts";
@@ -584,4 +588,137 @@ Deno.test("serve shows a token only the models a plugin's canCall lets it call (
   assert.ok((await paths(OPERATOR)).some((p) => p.includes("doubler")));
   // Again (a document kept for another token is not answered).
   assert.ok(!(await paths(TENANT)).some((p) => p.includes("doubler")));
+});
+
+Deno.test("serve's 404 of an unknown model names to a token only the models a plugin's canCall lets it call (its did-you-mean, its list of those loaded)", async () => {
+  await using dir = await tempDir("pyproxy-tenant-view-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT} tenant\n`, {
+    mode: 0o600,
+  });
+  const tenantId = tokenId(TENANT);
+  const allow: Record<string, string[]> = { [tenantId]: ["echo"] };
+  const access: Plugin = {
+    name: "access",
+    canCall: (model, caller) =>
+      caller === undefined || allow[caller] === undefined ||
+      allow[caller].includes(model),
+  };
+  await using gw = await startGateway(
+    {
+      tokenFile,
+      models: [
+        { name: "echo", file: "echo.py" },
+        { name: "secret-doubler", file: "doubler.py" },
+      ],
+    },
+    {},
+    { plugins: [access] },
+  );
+  const miss = async (token: string, path: string) => {
+    const res = await gw.fetch(path, {
+      method: "POST",
+      headers: { ...bearer(token), "content-type": "application/json" },
+      body: "{}",
+    });
+    assert.equal(res.status, 404, path);
+    // /v2: `{ error: message }`; /v1: `{ error: { message } }`.
+    const { error } = await res.json();
+    return (typeof error === "string" ? error : error.message) as string;
+  };
+  for (
+    const path of [
+      "/v1/models/secret-double/execute",
+      "/v1/models/secret-double/stream",
+    ]
+  ) {
+    // A near miss of the hidden model: no hint naming it.
+    const near = await miss(TENANT, path);
+    assert.doesNotMatch(near, /secret-doubler/, `${path}: ${near}`);
+    // The operator's: the hint, as before.
+    assert.match(await miss(OPERATOR, path), /did you mean 'secret-doubler'/);
+  }
+  // No near miss: the list of those loaded holds only the tenant's.
+  const far = await miss(TENANT, "/v1/models/zzzzzzzz/execute");
+  assert.doesNotMatch(far, /secret-doubler/, far);
+  assert.match(far, /echo/);
+  assert.match(
+    await miss(OPERATOR, "/v1/models/zzzzzzzz/execute"),
+    /secret-doubler/,
+  );
+});
+
+Deno.test("serve answers a token's call of a model a plugin's canCall hides from it as one of a model not there (404 before its body, execute, stream, /v2 infer, :predict), not the plugin's 403 after it", async () => {
+  await using dir = await tempDir("pyproxy-tenant-view-test-");
+  const tokenFile = `${dir.path}/tokens`;
+  await Deno.writeTextFile(tokenFile, `${OPERATOR}\n${TENANT} tenant\n`, {
+    mode: 0o600,
+  });
+  const tenantId = tokenId(TENANT);
+  const may = (model: string, caller: string | undefined) =>
+    caller !== tenantId || model === "echo";
+  const access: Plugin = {
+    name: "access",
+    canCall: may,
+    onCall(call) {
+      if (!may(call.model, call.caller)) {
+        throw new ModelHTTPError(403, `Cannot run model '${call.model}'`);
+      }
+    },
+  };
+  await using gw = await startGateway(
+    {
+      tokenFile,
+      models: [
+        { name: "echo", file: "echo.py" },
+        { name: "doubler", file: "doubler.py" },
+      ],
+    },
+    {},
+    { plugins: [access] },
+  );
+  const answer = async (token: string, path: string) => {
+    const res = await gw.fetch(path, {
+      method: "POST",
+      headers: { ...bearer(token), "content-type": "application/json" },
+      body: path.includes("/v2/")
+        ? JSON.stringify({
+          inputs: [{ name: "x", shape: [1], datatype: "FP64", data: [1] }],
+        })
+        : path.endsWith(":predict")
+        ? JSON.stringify({ instances: [{ x: 1 }] })
+        : JSON.stringify({ x: 1 }),
+    });
+    return { status: res.status, text: await res.text() };
+  };
+  for (
+    const path of [
+      "/v1/models/{}/execute",
+      "/v1/models/{}/stream",
+      "/v2/models/{}/infer",
+      "/v1/models/{}:predict",
+    ]
+  ) {
+    const hidden = await answer(TENANT, path.replace("{}", "doubler"));
+    const absent = await answer(TENANT, path.replace("{}", "nothere"));
+    assert.equal(hidden.status, 404, `${path}: ${hidden.text}`);
+    assert.equal(absent.status, 404, path);
+    // The same words but for the name: nothing tells them apart.
+    assert.equal(
+      hidden.text.replace(/"requestId":"[^"]*"/, ""),
+      absent.text.replaceAll("nothere", "doubler").replace(
+        /"requestId":"[^"]*"/,
+        "",
+      ),
+      path,
+    );
+    // The operator's: the model is there for it (it runs; :predict's
+    // instances are a batch the doubler reads no x from: its own 400).
+    const op = await answer(OPERATOR, path.replace("{}", "doubler"));
+    assert.equal(
+      op.status,
+      path.endsWith(":predict") ? 400 : 200,
+      `the operator's ${path}: ${op.text}`,
+    );
+  }
 });

@@ -35,6 +35,7 @@ import {
 } from "./model_routes.ts";
 import { noTransform } from "./_response_compression.ts";
 import { readJsonBody, withJsonHint } from "./read_json_body.ts";
+import { hidesModel } from "./_hidden_model.ts";
 import type { RouteContext } from "./route_context.ts";
 
 /**
@@ -253,9 +254,13 @@ export function predictCalls(
   const modelOf = (
     name: string,
     version: string | undefined,
+    request?: Request,
   ): { model: GatewayModelInfo; key: string } => {
     const shown = JSON.stringify(name.slice(0, 64));
-    const model = name.length > MAX_NAME
+    // A call (`request`) of one a plugin's canCall hides from its token:
+    // as a model not there (before chaos55, onCall's 403 after the body).
+    const model = name.length > MAX_NAME ||
+        (request !== undefined && hidesModel(ctx, request, name))
       ? undefined
       : catalog.describe(pool, name);
     if (model === undefined) throw notFound(`Cannot find model ${shown}`);
@@ -302,7 +307,7 @@ export function predictCalls(
     const clientId = clientRequestId(request);
     let found: { model: GatewayModelInfo; key: string } | undefined;
     try {
-      found = modelOf(name, version);
+      found = modelOf(name, version, request);
     } catch {
       // Answered below, counted as a call of no model.
     }
@@ -314,7 +319,7 @@ export function predictCalls(
     let watched: WatchedCall | undefined;
     let meta: ResponseMeta | undefined;
     try {
-      let { model } = found ?? modelOf(name, version);
+      let { model } = found ?? modelOf(name, version, request);
       if (model.streams === true) throw streaming(model.name);
       const query = request.url.includes("?")
         ? new URL(request.url).searchParams

@@ -70,8 +70,9 @@ export function channelTenant(
  * call publishes only to the channels of its tenant, as its token does; a
  * batch serving several callers, to those of its tenants, and to a
  * channel of no one's only when an operator's call is among them. A
- * command of an unknown call (a server of before, code the call left
- * running): no tenant's channel.
+ * command of no call (a server of before): no tenant's channel; of a call
+ * that has ended (`callEnded`: code it left running, maybe a tenant's):
+ * no channel at all.
  *
  * @example
  * ```ts
@@ -91,10 +92,21 @@ export function modelPublishRefusal(
   },
   channel: string,
   callers: readonly (string | null)[] | undefined,
+  callEnded = false,
 ): { refusal?: string; bounded: boolean } {
   const tenantOfCaller = hub.tenantOfCaller;
   if (tenantOfCaller === undefined) return { bounded: true };
   const owner = hub.tenantOf?.(channel);
+  if (callers === undefined && callEnded) {
+    // Code a call left running (a thread it started): its caller may have
+    // been a tenant, whose call itself may publish to no channel of no
+    // one's (before chaos55, such a thread of a tenant's call did).
+    return {
+      refusal:
+        "the call that sent it has ended (code it left running, a thread it started), and its caller may have been a tenant: publish within the call",
+      bounded: true,
+    };
+  }
   if (callers === undefined) {
     return owner === undefined ? { bounded: true } : {
       refusal:

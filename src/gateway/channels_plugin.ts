@@ -76,6 +76,7 @@ export function channelsPlugin(options: ChannelsPluginOptions): Plugin {
           hub,
           channel,
           call.callers,
+          call.callEnded === true,
         );
         if (refusal !== undefined) {
           throw new ChannelAccessError(

@@ -63,6 +63,7 @@ import {
   withJsonHint,
 } from "./read_json_body.ts";
 import { errorBodyMessage } from "./_gateway_tracing.ts";
+import { hidesModel } from "./_hidden_model.ts";
 import type { RouteContext } from "./route_context.ts";
 
 /**
@@ -183,9 +184,13 @@ export function inferenceProtocolRoutes(
   const modelOf = (
     name: string,
     version: string | undefined,
+    request?: Request,
   ): GatewayModelInfo => {
     const shown = JSON.stringify(name.slice(0, 64));
-    const model = name.length > MAX_NAME
+    // A call (`request`) of one a plugin's canCall hides from its token:
+    // as a model not there (before chaos55, onCall's 403 after the body).
+    const model = name.length > MAX_NAME ||
+        (request !== undefined && hidesModel(ctx, request, name))
       ? undefined
       : catalog.describe(pool, name);
     if (model === undefined) throw notFound(`Cannot find model ${shown}`);
@@ -409,7 +414,7 @@ export function inferenceProtocolRoutes(
     // A version's calls count as that version's (its metrics' version label).
     let model: GatewayModelInfo | undefined;
     try {
-      model = modelOf(name, version);
+      model = modelOf(name, version, request);
     } catch {
       // Answered below, counted as a call of no model.
     }
@@ -425,7 +430,7 @@ export function inferenceProtocolRoutes(
     let watched: WatchedCall | undefined;
     let meta: ResponseMeta | undefined;
     try {
-      model ??= modelOf(user, version);
+      model ??= modelOf(user, version, request);
       // A stream's bound on a call that is none: refused, not ignored (its
       // client would believe it bounded). A transport stream's request of a
       // model that returns takes it: its one answer is its first item.

@@ -554,7 +554,7 @@ export function modelExecutor(
       }
     }
     // A model the pool does not have: 404 now, its body not waited for.
-    const missing = unknownModel(ctx, asked, name);
+    const missing = unknownModel(ctx, asked, name, request, caller);
     if (missing !== undefined) {
       // A model the start skipped: the 404 says why, counted as its call.
       const skipped = name === asked
@@ -895,23 +895,46 @@ export function modelNotFound(name: string): Error {
  * Checked before the body is read: a call of a model there is not gets its
  * 404 at once, never the 408 of a slow body it waited for. A pool without
  * `modelStatus` (not the library's `Pool`) cannot tell cheaply: its call is
- * answered by the pool, after the body, as before.
+ * answered by the pool, after the body, as before. Its hint (the name
+ * meant, else those loaded) names only the models a plugin's `canCall`
+ * shows the request's token (`caller`, else the one `request` was let in
+ * with).
  *
  * @example
  * ```ts ignore
- * const missing = unknownModel(ctx, "scorer", "scorer");
+ * const missing = unknownModel(ctx, "scorer", "scorer", request);
  * if (missing !== undefined) return errorResponse(missing, false, id);
  * ```
  */
 export function unknownModel(
-  ctx: Pick<RouteContext, "pool" | "modelChanges">,
+  ctx: Pick<RouteContext, "pool" | "modelChanges" | "callers">,
   asked: string,
   name: string,
+  request: Request,
+  caller?: string,
 ): Error | undefined {
-  if (ctx.pool.modelStatus === undefined) return undefined;
-  if (hasModel(ctx.pool, name)) return undefined;
-  if (ctx.modelChanges.running(asked) !== undefined) return undefined;
-  const loaded = [...new Set(ctx.pool.status().models.map((m) => m.name))];
+  const pool = ctx.pool;
+  if (pool.modelStatus === undefined) return undefined;
+  // The models the token is shown (a plugin's canCall; undefined: all).
+  const canCall = pool.canCall;
+  const who = canCall === undefined
+    ? undefined
+    : caller ?? ctx.callers?.get(request);
+  const shown = canCall === undefined
+    ? undefined
+    : (model: string) => canCall.call(pool, model, who);
+  if (hasModel(pool, name)) {
+    // One it hides: the 404 of a model not there, before its body, as its
+    // descriptions answer (before chaos55, the plugin's onCall refused it
+    // after the body, 403: a tenant told another's models from names
+    // that are not there).
+    if (shown === undefined || shown(asked)) return undefined;
+  } else if (ctx.modelChanges.running(asked) !== undefined) return undefined;
+  let loaded = [...new Set(pool.status().models.map((m) => m.name))];
+  // Its hint names only the models the token is shown: a tenant's near
+  // miss of another's model is no hint naming it (before chaos55, a 404
+  // of 'secret-double' said "did you mean 'secret-doubler'?").
+  if (shown !== undefined) loaded = loaded.filter(shown);
   return httpError(
     404,
     "ModelNotFoundError",

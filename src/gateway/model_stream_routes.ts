@@ -163,7 +163,7 @@ export function modelStreamRoutes(ctx: RouteContext): Hono {
     failure.model = name;
     // A model the pool does not have: 404 now, its body not waited for
     // (the app's middleware drops it).
-    const missing = unknownModel(ctx, asked, name);
+    const missing = unknownModel(ctx, asked, name, c.req.raw);
     if (missing !== undefined) {
       ctx.metrics.start("_unknown")(404);
       return errorResponse(missing, false, failure.requestId());
