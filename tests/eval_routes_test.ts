@@ -53,7 +53,13 @@ Deno.test("evalRoutes let go of an eval's stop and retirement listeners when its
   // result) with nothing to wake it when the client left, so each client
   // gone from a quiet eval kept its listeners on the gateway's stop signal
   // (and its replay reader) until the code printed again or ended.
-  await using gw = await startGateway({ token: TOKEN, allowEval: true });
+  // No grace: the shutdown at the end stops the still sleeping code at once
+  // (with the harness's 2 s, the test waited them out for nothing it checks).
+  await using gw = await startGateway({
+    token: TOKEN,
+    allowEval: true,
+    limits: { shutdownGrace: 0 },
+  });
   using listeners = countAbortListeners();
   const res = await gw.fetch("/v1/eval", {
     method: "POST",

@@ -293,7 +293,9 @@ Deno.test("A restarted worker whose model replay hangs is killed after limits.lo
   await using gw = await startGateway({
     workers: 1,
     allowManage: true,
-    limits: { loadTimeout: 1000 },
+    // Long enough for the sticky model's own load (a few ms), short enough
+    // not to wait a second for the hung one's.
+    limits: { loadTimeout: 500 },
   });
   const flag = await writeStickyModel(gw.dir);
   const added = await gw.fetch("/v1/models/sticky", put({ file: "sticky.py" }));
@@ -310,7 +312,7 @@ Deno.test("A restarted worker whose model replay hangs is killed after limits.lo
   const pid = gw.pool.status().workers[0]!.pid!;
   Deno.kill(pid, "SIGKILL");
   const exit = await timedOut;
-  assert.match(exit.reason, /^start failed: .*timed out after 1000 ms/);
+  assert.match(exit.reason, /^start failed: .*timed out after 500 ms/);
   // Once the model loads again, the next restart serves.
   await Deno.remove(flag);
   await readyAgain(gw.pool, "w1");
@@ -319,7 +321,7 @@ Deno.test("A restarted worker whose model replay hangs is killed after limits.lo
 });
 
 async function hangingPut(records: LogRecord[]): Promise<void> {
-  const timeout = 1000;
+  const timeout = 500;
   await using gw = await startGateway({
     workers: 1,
     allowManage: true,
@@ -346,7 +348,7 @@ async function hangingPut(records: LogRecord[]): Promise<void> {
   );
   assert.match(
     String(records[0]!.properties.message),
-    /timed out after 1000 ms/,
+    new RegExp(`timed out after ${timeout} ms`),
   );
   // Nothing was recorded, and the name takes further PUTs and DELETEs (they
   // queued behind the hung one, for ever, before).

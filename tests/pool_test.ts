@@ -20,6 +20,7 @@ import type { Runtime } from "../src/runtime/types.ts";
 import { reconnect } from "../plugins/reconnect.ts";
 import { idOfPid, modelsDir, PidTracker, readyAgain } from "./_pool_harness.ts";
 import { recordingLogger, SCHED_BATCH, schedPolicies } from "./_harness.ts";
+import { concurrentSteps, type Scenario } from "./_concurrent_steps.ts";
 
 /** Pool options shared by these tests: fast restarts, no signal handlers. */
 function opts(dir: string, extra: PoolOptions = {}): PoolOptions {
@@ -34,49 +35,64 @@ function opts(dir: string, extra: PoolOptions = {}): PoolOptions {
   };
 }
 
+/**
+ * The scenarios of this file on pools of their own that mostly wait (a
+ * Python server's start, a model's sleep, a grace): one test, a step each,
+ * a few at a time. The tests that set signal handlers or LogTape's
+ * configuration, that bound the model output a second lets through, or that
+ * share one pool between steps stay tests of their own.
+ */
+const scenarios: Scenario[] = [];
+
 for (const transport of ["unix", "tcp"] as const) {
-  Deno.test(`Pool executes a model on every worker over ${transport}`, async () => {
-    await using dir = await modelsDir();
-    const pids = new PidTracker();
-    try {
-      await using pool = await Pool.start(opts(dir.path, { transport }));
-      pids.watch(pool);
-      const desc = await pool.addModel("doubler", {
-        file: "doubler.py",
-        options: { k: 3 },
-      });
-      assert.equal((desc as { name: string }).name, "doubler");
-      assert.deepEqual(await pool.execute("doubler", { x: 5 }), { y: 15 });
-      await pool.addModel("whoami", { file: "whoami.py" });
-      const seen = new Set<number>();
-      for (let i = 0; i < 4; i++) {
-        seen.add((await pool.execute<{ pid: number }>("whoami", {})).pid);
+  scenarios.push([
+    `Pool executes a model on every worker over ${transport}`,
+    async () => {
+      await using dir = await modelsDir();
+      const pids = new PidTracker();
+      try {
+        await using pool = await Pool.start(opts(dir.path, { transport }));
+        pids.watch(pool);
+        const desc = await pool.addModel("doubler", {
+          file: "doubler.py",
+          options: { k: 3 },
+        });
+        assert.equal((desc as { name: string }).name, "doubler");
+        assert.deepEqual(await pool.execute("doubler", { x: 5 }), { y: 15 });
+        await pool.addModel("whoami", { file: "whoami.py" });
+        const seen = new Set<number>();
+        for (let i = 0; i < 4; i++) {
+          seen.add((await pool.execute<{ pid: number }>("whoami", {})).pid);
+        }
+        assert.equal(seen.size, 2, "round-robin reaches both workers");
+        assert.equal(await pool.request("ping"), "pong");
+        const status = pool.status();
+        assert.deepEqual(status.workers.map((w) => [w.id, w.state]), [[
+          "w1",
+          "ready",
+        ], ["w2", "ready"]]);
+        assert.deepEqual(status.models.map((m) => m.name), [
+          "doubler",
+          "whoami",
+        ]);
+        assert.equal(status.queue, 0);
+        assert.equal(status.inFlight, 0);
+        assert.deepEqual(status.plugins, [
+          "reconnect",
+          "spillover",
+          "sharedCache",
+        ]);
+        for (const w of status.workers) {
+          assert.equal(typeof w.pid, "number");
+          assert.equal(w.restarts, 0);
+          assert.equal(w.lastExit, null);
+          assert.equal(w.failedReason, null);
+        }
+      } finally {
+        await pids.assertGone();
       }
-      assert.equal(seen.size, 2, "round-robin reaches both workers");
-      assert.equal(await pool.request("ping"), "pong");
-      const status = pool.status();
-      assert.deepEqual(status.workers.map((w) => [w.id, w.state]), [[
-        "w1",
-        "ready",
-      ], ["w2", "ready"]]);
-      assert.deepEqual(status.models.map((m) => m.name), ["doubler", "whoami"]);
-      assert.equal(status.queue, 0);
-      assert.equal(status.inFlight, 0);
-      assert.deepEqual(status.plugins, [
-        "reconnect",
-        "spillover",
-        "sharedCache",
-      ]);
-      for (const w of status.workers) {
-        assert.equal(typeof w.pid, "number");
-        assert.equal(w.restarts, 0);
-        assert.equal(w.lastExit, null);
-        assert.equal(w.failedReason, null);
-      }
-    } finally {
-      await pids.assertGone();
-    }
-  });
+    },
+  ]);
 }
 
 Deno.test("Pool.start rejects bad options with a ConfigError naming the field", async () => {
@@ -155,190 +171,208 @@ Deno.test("Pool.start rejects bad options with a ConfigError naming the field", 
   }
 });
 
-Deno.test("Pool keyed routing sends a key to the same worker while it is up", async () => {
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    // A restart delay long enough to observe where the owner's keys go meanwhile.
-    const plugins = [
-      reconnect({
-        backoff: { initial: 400, max: 400, jitter: 0 },
-        heartbeatInterval: 0,
-      }),
-    ];
-    await using pool = await Pool.start(
-      opts(dir.path, { workers: 3, plugins }),
-    );
-    pids.watch(pool);
-    await pool.addModel("whoami", { file: "whoami.py" });
-    const owners = new Map<string, string>();
-    for (let k = 0; k < 30; k++) {
-      const key = `user-${k}`;
-      const ids = new Set<string | undefined>();
+scenarios.push([
+  "Pool keyed routing sends a key to the same worker while it is up",
+  async () => {
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    try {
+      // A restart delay long enough to observe where the owner's keys go meanwhile.
+      const plugins = [
+        reconnect({
+          backoff: { initial: 400, max: 400, jitter: 0 },
+          heartbeatInterval: 0,
+        }),
+      ];
+      await using pool = await Pool.start(
+        opts(dir.path, { workers: 3, plugins }),
+      );
+      pids.watch(pool);
+      await pool.addModel("whoami", { file: "whoami.py" });
+      const owners = new Map<string, string>();
+      for (let k = 0; k < 30; k++) {
+        const key = `user-${k}`;
+        const ids = new Set<string | undefined>();
+        for (let i = 0; i < 3; i++) {
+          ids.add(
+            idOfPid(
+              pool,
+              (await pool.execute<{ pid: number }>("whoami", {}, { key })).pid,
+            ),
+          );
+        }
+        assert.equal(ids.size, 1, `key ${key} went to ${[...ids]}`);
+        owners.set(key, [...ids][0]!);
+      }
+      assert.ok(new Set(owners.values()).size >= 2, "keys spread over workers");
+
+      // While the owner is down, its keys go to one deterministic other worker.
+      const [key, owner] = [...owners.entries()][0]!;
+      const down = new Promise<void>((resolve) => {
+        const off = pool.on((ev) => {
+          if (
+            ev.type === "worker-state" && ev.worker === owner &&
+            ev.to === "stopped"
+          ) {
+            off();
+            resolve();
+          }
+        });
+      });
+      const back = new Promise<void>((resolve) => {
+        const off = pool.on((ev) => {
+          if (
+            ev.type === "worker-state" && ev.worker === owner &&
+            ev.to === "ready"
+          ) {
+            off();
+            resolve();
+          }
+        });
+      });
+      pool.killWorker(owner, "test");
+      await down;
+      const fallback = new Set<string | undefined>();
       for (let i = 0; i < 3; i++) {
-        ids.add(
+        fallback.add(
           idOfPid(
             pool,
             (await pool.execute<{ pid: number }>("whoami", {}, { key })).pid,
           ),
         );
       }
-      assert.equal(ids.size, 1, `key ${key} went to ${[...ids]}`);
-      owners.set(key, [...ids][0]!);
-    }
-    assert.ok(new Set(owners.values()).size >= 2, "keys spread over workers");
-
-    // While the owner is down, its keys go to one deterministic other worker.
-    const [key, owner] = [...owners.entries()][0]!;
-    const down = new Promise<void>((resolve) => {
-      const off = pool.on((ev) => {
-        if (
-          ev.type === "worker-state" && ev.worker === owner &&
-          ev.to === "stopped"
-        ) {
-          off();
-          resolve();
-        }
-      });
-    });
-    const back = new Promise<void>((resolve) => {
-      const off = pool.on((ev) => {
-        if (
-          ev.type === "worker-state" && ev.worker === owner && ev.to === "ready"
-        ) {
-          off();
-          resolve();
-        }
-      });
-    });
-    pool.killWorker(owner, "test");
-    await down;
-    const fallback = new Set<string | undefined>();
-    for (let i = 0; i < 3; i++) {
-      fallback.add(
-        idOfPid(
-          pool,
-          (await pool.execute<{ pid: number }>("whoami", {}, { key })).pid,
-        ),
+      assert.equal(
+        pool.status().workers.find((w) => w.id === owner)!.state,
+        "restarting",
       );
+      assert.equal(fallback.size, 1, "one deterministic fallback worker");
+      assert.ok(!fallback.has(owner));
+      await back;
+      const again = await pool.execute<{ pid: number }>("whoami", {}, { key });
+      assert.equal(
+        idOfPid(pool, again.pid),
+        owner,
+        "the key returns to its owner once it is back",
+      );
+    } finally {
+      await pids.assertGone();
     }
-    assert.equal(
-      pool.status().workers.find((w) => w.id === owner)!.state,
-      "restarting",
-    );
-    assert.equal(fallback.size, 1, "one deterministic fallback worker");
-    assert.ok(!fallback.has(owner));
-    await back;
-    const again = await pool.execute<{ pid: number }>("whoami", {}, { key });
-    assert.equal(
-      idOfPid(pool, again.pid),
-      owner,
-      "the key returns to its owner once it is back",
-    );
-  } finally {
-    await pids.assertGone();
-  }
-});
+  },
+]);
 
-Deno.test("Pool rejects at once with OverloadedError when the queue is full", async () => {
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(
-      opts(dir.path, { workers: 1, maxInFlightPerWorker: 1, maxQueue: 2 }),
-    );
-    pids.watch(pool);
-    await pool.addModel("slow", { file: "slow.py" });
-    const accepted = [0, 1, 2].map((i) =>
-      pool.execute<{ i: number }>("slow", { ms: 300, i })
-    );
-    assert.equal(pool.status().queue, 2);
-    assert.equal(pool.status().workers[0]!.inFlight, 1);
-    await assert.rejects(
-      pool.execute("slow", { ms: 0 }),
-      (err: unknown) =>
-        err instanceof OverloadedError &&
-        // Names the limits to raise, not only that there is one.
-        err.message ===
-          "Cannot accept call executeModel: 2 calls queued (maxQueue 2) and the workers it may go to have 1 in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers",
-    );
-    assert.deepEqual((await Promise.all(accepted)).map((r) => r.i), [0, 1, 2]);
-    assert.equal(pool.status().queue, 0);
-  } finally {
-    await pids.assertGone();
-  }
-});
+scenarios.push([
+  "Pool rejects at once with OverloadedError when the queue is full",
+  async () => {
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    try {
+      await using pool = await Pool.start(
+        opts(dir.path, { workers: 1, maxInFlightPerWorker: 1, maxQueue: 2 }),
+      );
+      pids.watch(pool);
+      await pool.addModel("slow", { file: "slow.py" });
+      const accepted = [0, 1, 2].map((i) =>
+        pool.execute<{ i: number }>("slow", { ms: 300, i })
+      );
+      assert.equal(pool.status().queue, 2);
+      assert.equal(pool.status().workers[0]!.inFlight, 1);
+      await assert.rejects(
+        pool.execute("slow", { ms: 0 }),
+        (err: unknown) =>
+          err instanceof OverloadedError &&
+          // Names the limits to raise, not only that there is one.
+          err.message ===
+            "Cannot accept call executeModel: 2 calls queued (maxQueue 2) and the workers it may go to have 1 in flight each (maxInFlightPerWorker): retry later, or raise maxQueue, maxInFlightPerWorker or workers",
+      );
+      assert.deepEqual((await Promise.all(accepted)).map((r) => r.i), [
+        0,
+        1,
+        2,
+      ]);
+      assert.equal(pool.status().queue, 0);
+    } finally {
+      await pids.assertGone();
+    }
+  },
+]);
 
-Deno.test("Pool logs its queue-full refusals as a warning naming the model and the setting, one line for a burst", async () => {
-  // A burst answered thousands of 429s and the gateway's log said nothing
-  // (the on-call walkthrough).
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  const warnings: Array<[string, Record<string, unknown> | undefined]> = [];
-  const none = () => {};
-  const logger: Logger = {
-    trace: none,
-    debug: none,
-    info: none,
-    warn: (message, properties) => void warnings.push([message, properties]),
-    error: none,
-    fatal: none,
-    isEnabledFor: () => true,
-  };
-  try {
-    await using pool = await Pool.start(
-      opts(dir.path, {
-        workers: 1,
-        maxInFlightPerWorker: 1,
-        maxQueue: 1,
-        logger,
-      }),
-    );
-    pids.watch(pool);
-    await pool.addModel("slow", { file: "slow.py" });
-    const accepted = [0, 1].map((i) => pool.execute("slow", { ms: 300, i }));
-    // Settled whatever the assertions do (a failure closes the pool under them).
-    await using _settled = {
-      [Symbol.asyncDispose]: () => Promise.allSettled(accepted).then(() => {}),
+scenarios.push([
+  "Pool logs its queue-full refusals as a warning naming the model and the setting, one line for a burst",
+  async () => {
+    // A burst answered thousands of 429s and the gateway's log said nothing
+    // (the on-call walkthrough).
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    const warnings: Array<[string, Record<string, unknown> | undefined]> = [];
+    const none = () => {};
+    const logger: Logger = {
+      trace: none,
+      debug: none,
+      info: none,
+      warn: (message, properties) => void warnings.push([message, properties]),
+      error: none,
+      fatal: none,
+      isEnabledFor: () => true,
     };
-    for (let i = 0; i < 3; i++) {
-      await assert.rejects(pool.execute("slow", { ms: 0 }), OverloadedError);
+    try {
+      await using pool = await Pool.start(
+        opts(dir.path, {
+          workers: 1,
+          maxInFlightPerWorker: 1,
+          maxQueue: 1,
+          logger,
+        }),
+      );
+      pids.watch(pool);
+      await pool.addModel("slow", { file: "slow.py" });
+      const accepted = [0, 1].map((i) => pool.execute("slow", { ms: 300, i }));
+      // Settled whatever the assertions do (a failure closes the pool under them).
+      await using _settled = {
+        [Symbol.asyncDispose]: () =>
+          Promise.allSettled(accepted).then(() => {}),
+      };
+      for (let i = 0; i < 3; i++) {
+        await assert.rejects(pool.execute("slow", { ms: 0 }), OverloadedError);
+      }
+      const lines = warnings.filter(([m]) => m.startsWith("Overloaded"));
+      // One line for three refusals within the minute.
+      assert.equal(lines.length, 1, JSON.stringify(warnings));
+      assert.match(lines[0]![0], /serve --max-queue/);
+      assert.deepEqual(lines[0]![1], {
+        refused: 1,
+        model: "slow",
+        maxQueue: 1,
+        maxInFlightPerWorker: 1,
+      });
+      await Promise.all(accepted);
+    } finally {
+      await pids.assertGone();
     }
-    const lines = warnings.filter(([m]) => m.startsWith("Overloaded"));
-    // One line for three refusals within the minute.
-    assert.equal(lines.length, 1, JSON.stringify(warnings));
-    assert.match(lines[0]![0], /serve --max-queue/);
-    assert.deepEqual(lines[0]![1], {
-      refused: 1,
-      model: "slow",
-      maxQueue: 1,
-      maxInFlightPerWorker: 1,
-    });
-    await Promise.all(accepted);
-  } finally {
-    await pids.assertGone();
-  }
-});
+  },
+]);
 
-Deno.test("Pool's queue-full error counts one queued call in the singular", async () => {
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(
-      opts(dir.path, { workers: 1, maxInFlightPerWorker: 1, maxQueue: 1 }),
-    );
-    pids.watch(pool);
-    await pool.addModel("slow", { file: "slow.py" });
-    const accepted = [0, 1].map((i) => pool.execute("slow", { ms: 100, i }));
-    await assert.rejects(
-      pool.execute("slow", { ms: 0 }),
-      /^OverloadedError: Cannot accept call executeModel: 1 call queued \(maxQueue 1\)/,
-    );
-    await Promise.all(accepted);
-  } finally {
-    await pids.assertGone();
-  }
-});
+scenarios.push([
+  "Pool's queue-full error counts one queued call in the singular",
+  async () => {
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    try {
+      await using pool = await Pool.start(
+        opts(dir.path, { workers: 1, maxInFlightPerWorker: 1, maxQueue: 1 }),
+      );
+      pids.watch(pool);
+      await pool.addModel("slow", { file: "slow.py" });
+      const accepted = [0, 1].map((i) => pool.execute("slow", { ms: 100, i }));
+      await assert.rejects(
+        pool.execute("slow", { ms: 0 }),
+        /^OverloadedError: Cannot accept call executeModel: 1 call queued \(maxQueue 1\)/,
+      );
+      await Promise.all(accepted);
+    } finally {
+      await pids.assertGone();
+    }
+  },
+]);
 
 // The tests of a one-worker pool with maxInFlightPerWorker 1 and no logger of their own (and
 // one of any one-worker pool), as steps on one such pool (a Python server start each,
@@ -379,46 +413,49 @@ async function removeModels(pool: Pool): Promise<void> {
   for (const { name } of pool.status().models) await pool.removeModel(name);
 }
 
-Deno.test("Pool.close does not wait for calls given up on (timed out, aborted) that the server still runs, and still waits for a call its caller awaits", async () => {
-  // Their callers have their answer; the drain waited for them anyway, the
-  // whole shutdownGrace (5 s by default) for a call that timed out in a
-  // model's time.sleep (testers28).
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  let guard: ReturnType<typeof setTimeout> | undefined;
-  try {
-    const pool = await Pool.start(
-      opts(dir.path, {
-        workers: 1,
-        maxInFlightPerWorker: 3,
-        shutdownGrace: 120_000,
-      }),
-    );
-    pids.watch(pool);
-    await pool.addModel("slow", { file: "slow.py" });
-    const giveUp = new AbortController();
-    const aborted = pool.execute("slow", { ms: 60_000 }, {
-      signal: giveUp.signal,
-    });
-    const timedOut = pool.execute("slow", { ms: 60_000 }, { timeout: 200 });
-    const awaited = pool.execute("slow", { ms: 1_000, i: 7 });
-    giveUp.abort();
-    await assert.rejects(aborted, CancelledError);
-    await assert.rejects(timedOut, TimeoutError);
-    const closed = pool.close().then(() => "closed");
-    const result = await Promise.race([
-      closed,
-      new Promise((resolve) => {
-        guard = setTimeout(() => resolve("still closing"), 30_000);
-      }),
-    ]);
-    assert.equal(result, "closed");
-    assert.equal(((await awaited) as { i: number }).i, 7);
-  } finally {
-    clearTimeout(guard);
-    await pids.assertGone();
-  }
-});
+scenarios.push([
+  "Pool.close does not wait for calls given up on (timed out, aborted) that the server still runs, and still waits for a call its caller awaits",
+  async () => {
+    // Their callers have their answer; the drain waited for them anyway, the
+    // whole shutdownGrace (5 s by default) for a call that timed out in a
+    // model's time.sleep (testers28).
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    let guard: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const pool = await Pool.start(
+        opts(dir.path, {
+          workers: 1,
+          maxInFlightPerWorker: 3,
+          shutdownGrace: 120_000,
+        }),
+      );
+      pids.watch(pool);
+      await pool.addModel("slow", { file: "slow.py" });
+      const giveUp = new AbortController();
+      const aborted = pool.execute("slow", { ms: 60_000 }, {
+        signal: giveUp.signal,
+      });
+      const timedOut = pool.execute("slow", { ms: 60_000 }, { timeout: 200 });
+      const awaited = pool.execute("slow", { ms: 1_000, i: 7 });
+      giveUp.abort();
+      await assert.rejects(aborted, CancelledError);
+      await assert.rejects(timedOut, TimeoutError);
+      const closed = pool.close().then(() => "closed");
+      const result = await Promise.race([
+        closed,
+        new Promise((resolve) => {
+          guard = setTimeout(() => resolve("still closing"), 30_000);
+        }),
+      ]);
+      assert.equal(result, "closed");
+      assert.equal(((await awaited) as { i: number }).i, 7);
+    } finally {
+      clearTimeout(guard);
+      await pids.assertGone();
+    }
+  },
+]);
 
 /** A step of "Pool calls on one one-worker pool of one call at a time (each step its own models)": Pool times out a queued call and a running call */
 async function poolTimesOutQueuedCall(pool: Pool): Promise<void> {
@@ -520,117 +557,126 @@ class Batches:
   assert.equal(await causeOf(ran), whileRunning);
 }
 
-Deno.test("Pool rejects a model that fails on one worker, names it, and rolls it back", async () => {
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(
-      opts(dir.path, { env: (id) => ({ PYPROXY_TEST_SLOT: id }) }),
-    );
-    pids.watch(pool);
-    await assert.rejects(
-      pool.addModel("picky", { file: "picky.py", options: { refuse: "w2" } }),
-      (err: unknown) => {
-        assert.ok(err instanceof Error);
-        assert.match(
-          err.message,
-          /Cannot add model 'picky' on worker w2: .*refusing to load here/s,
-        );
-        assert.match(err.message, /\(rolled back on the 1 other worker\)$/);
-        return true;
-      },
-    );
-    assert.deepEqual(pool.status().models, []);
-    // Rolled back on w1: the model is gone there too.
-    await assert.rejects(
-      pool.request("executeModel", { name: "picky", msg: {} }, {
-        worker: "w1",
-      }),
-      (err: unknown) =>
-        err instanceof Error && err.name === "ModelNotFoundError",
-    );
-    // Failed everywhere: nothing to roll back, and the message does not claim otherwise.
-    await assert.rejects(
-      pool.addModel("broken", { file: "broken.py" }),
-      (err: unknown) =>
-        err instanceof Error &&
-        /^Cannot add model 'broken' on workers w1, w2: /.test(err.message) &&
-        !/rolled back/.test(err.message),
-    );
-    await pool.addModel("picky", {
-      file: "picky.py",
-      options: { refuse: "nobody" },
-    });
-    assert.deepEqual(await pool.execute("picky", {}), { ok: true });
-    await pool.updateModel("picky", {
-      file: "picky.py",
-      options: { refuse: "none" },
-    });
-    await pool.removeModel("picky");
-    assert.deepEqual(pool.status().models, []);
-    await assert.rejects(pool.removeModel("picky"), /no such model/);
-  } finally {
-    await pids.assertGone();
-  }
-});
-
-Deno.test("Pool.request pinned to a worker goes there, and rejects for an unknown worker", async () => {
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(opts(dir.path));
-    pids.watch(pool);
-    await pool.addModel("whoami", { file: "whoami.py" });
-    for (const id of ["w2", "w1", "w2"]) {
-      const out = await pool.request<{ pid: number }>("executeModel", {
-        name: "whoami",
-        msg: {},
-      }, { worker: id });
-      assert.equal(idOfPid(pool, out.pid), id);
+scenarios.push([
+  "Pool rejects a model that fails on one worker, names it, and rolls it back",
+  async () => {
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    try {
+      await using pool = await Pool.start(
+        opts(dir.path, { env: (id) => ({ PYPROXY_TEST_SLOT: id }) }),
+      );
+      pids.watch(pool);
+      await assert.rejects(
+        pool.addModel("picky", { file: "picky.py", options: { refuse: "w2" } }),
+        (err: unknown) => {
+          assert.ok(err instanceof Error);
+          assert.match(
+            err.message,
+            /Cannot add model 'picky' on worker w2: .*refusing to load here/s,
+          );
+          assert.match(err.message, /\(rolled back on the 1 other worker\)$/);
+          return true;
+        },
+      );
+      assert.deepEqual(pool.status().models, []);
+      // Rolled back on w1: the model is gone there too.
+      await assert.rejects(
+        pool.request("executeModel", { name: "picky", msg: {} }, {
+          worker: "w1",
+        }),
+        (err: unknown) =>
+          err instanceof Error && err.name === "ModelNotFoundError",
+      );
+      // Failed everywhere: nothing to roll back, and the message does not claim otherwise.
+      await assert.rejects(
+        pool.addModel("broken", { file: "broken.py" }),
+        (err: unknown) =>
+          err instanceof Error &&
+          /^Cannot add model 'broken' on workers w1, w2: /.test(err.message) &&
+          !/rolled back/.test(err.message),
+      );
+      await pool.addModel("picky", {
+        file: "picky.py",
+        options: { refuse: "nobody" },
+      });
+      assert.deepEqual(await pool.execute("picky", {}), { ok: true });
+      await pool.updateModel("picky", {
+        file: "picky.py",
+        options: { refuse: "none" },
+      });
+      await pool.removeModel("picky");
+      assert.deepEqual(pool.status().models, []);
+      await assert.rejects(pool.removeModel("picky"), /no such model/);
+    } finally {
+      await pids.assertGone();
     }
-    await assert.rejects(
-      pool.request("ping", undefined, { worker: "w9" }),
-      NoWorkerError,
-    );
-  } finally {
-    await pids.assertGone();
-  }
-});
+  },
+]);
 
-Deno.test("Pool.close lets in-flight calls finish and fails queued and new calls", async () => {
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    const pool = await Pool.start(
-      opts(dir.path, { workers: 1, maxInFlightPerWorker: 2 }),
-    );
-    pids.watch(pool);
-    await pool.addModel("slow", { file: "slow.py" });
-    const inFlight = [
-      pool.execute("slow", { ms: 200, i: 1 }),
-      pool.execute("slow", { ms: 200, i: 2 }),
-    ];
-    const queued = pool.execute("slow", { ms: 0, i: 3 });
-    const closing = pool.close();
-    await assert.rejects(queued, ShuttingDownError);
-    await assert.rejects(pool.execute("slow", { ms: 0 }), ShuttingDownError);
-    await assert.rejects(
-      pool.addModel("x", { file: "slow.py" }),
-      ShuttingDownError,
-    );
-    const results = await Promise.all(inFlight);
-    assert.deepEqual(results.map((r) => (r as { i: number }).i), [1, 2]);
-    await closing;
-    assert.ok(
-      pool.status().workers.every((w) =>
-        w.state === "stopped" && w.pid === null
-      ),
-    );
-    await pool.close(); // idempotent
-  } finally {
-    await pids.assertGone();
-  }
-});
+scenarios.push([
+  "Pool.request pinned to a worker goes there, and rejects for an unknown worker",
+  async () => {
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    try {
+      await using pool = await Pool.start(opts(dir.path));
+      pids.watch(pool);
+      await pool.addModel("whoami", { file: "whoami.py" });
+      for (const id of ["w2", "w1", "w2"]) {
+        const out = await pool.request<{ pid: number }>("executeModel", {
+          name: "whoami",
+          msg: {},
+        }, { worker: id });
+        assert.equal(idOfPid(pool, out.pid), id);
+      }
+      await assert.rejects(
+        pool.request("ping", undefined, { worker: "w9" }),
+        NoWorkerError,
+      );
+    } finally {
+      await pids.assertGone();
+    }
+  },
+]);
+
+scenarios.push([
+  "Pool.close lets in-flight calls finish and fails queued and new calls",
+  async () => {
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    try {
+      const pool = await Pool.start(
+        opts(dir.path, { workers: 1, maxInFlightPerWorker: 2 }),
+      );
+      pids.watch(pool);
+      await pool.addModel("slow", { file: "slow.py" });
+      const inFlight = [
+        pool.execute("slow", { ms: 200, i: 1 }),
+        pool.execute("slow", { ms: 200, i: 2 }),
+      ];
+      const queued = pool.execute("slow", { ms: 0, i: 3 });
+      const closing = pool.close();
+      await assert.rejects(queued, ShuttingDownError);
+      await assert.rejects(pool.execute("slow", { ms: 0 }), ShuttingDownError);
+      await assert.rejects(
+        pool.addModel("x", { file: "slow.py" }),
+        ShuttingDownError,
+      );
+      const results = await Promise.all(inFlight);
+      assert.deepEqual(results.map((r) => (r as { i: number }).i), [1, 2]);
+      await closing;
+      assert.ok(
+        pool.status().workers.every((w) =>
+          w.state === "stopped" && w.pid === null
+        ),
+      );
+      await pool.close(); // idempotent
+    } finally {
+      await pids.assertGone();
+    }
+  },
+]);
 
 /** A step of "Pool calls on one one-worker pool of one call at a time (each step its own models)": Pool counts a worker busy with a call given up on until the server answers its cancel */
 async function poolCountsWorkerBusyWith(
@@ -728,95 +774,104 @@ Deno.test("Pool with handleSignals: a signal closes every such pool of the progr
   }
 });
 
-Deno.test("Pool.close settles calls that outlive shutdownGrace with ShuttingDownError", async () => {
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    const pool = await Pool.start(
-      opts(dir.path, { workers: 1, shutdownGrace: 50 }),
-    );
-    pids.watch(pool);
-    await pool.addModel("slow", { file: "slow.py" });
-    const call = pool.execute("slow", { ms: 30000 });
-    const settled = call.then(() => "resolved", (err) => err);
-    await pool.close();
-    const err = await settled;
-    assert.ok(err instanceof ShuttingDownError, String(err));
-  } finally {
-    await pids.assertGone();
-  }
-});
-
-Deno.test("Pool.close: a call that crashes its worker during the grace rejects with WorkerCrashedError, not ShuttingDownError", async () => {
-  // "pool closed" (a ShuttingDownError, details.started) said the close cut
-  // it off, for a call whose model crashed the worker 20 ms into a 5 s
-  // grace, and the exit's reason "stopped" hid the crash (chaos41).
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    const pool = await Pool.start(
-      opts(dir.path, { workers: 1, shutdownGrace: 5000 }),
-    );
-    pids.watch(pool);
-    const started = `${dir.path}/started`;
-    const go = `${dir.path}/go`;
-    await pool.addModel("crasher", { file: "crash_on_go.py" });
-    const call = pool.execute("crasher", { started, go })
-      .then(() => assert.fail("answered"), (e) => e);
-    while (!await Deno.stat(started).then(() => true, () => false)) {
-      await new Promise((r) => setTimeout(r, 5));
+scenarios.push([
+  "Pool.close settles calls that outlive shutdownGrace with ShuttingDownError",
+  async () => {
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    try {
+      const pool = await Pool.start(
+        opts(dir.path, { workers: 1, shutdownGrace: 50 }),
+      );
+      pids.watch(pool);
+      await pool.addModel("slow", { file: "slow.py" });
+      const call = pool.execute("slow", { ms: 30000 });
+      const settled = call.then(() => "resolved", (err) => err);
+      await pool.close();
+      const err = await settled;
+      assert.ok(err instanceof ShuttingDownError, String(err));
+    } finally {
+      await pids.assertGone();
     }
-    const exits: Array<{ code: number | null; reason: string }> = [];
-    pool.on((ev) => {
-      if (ev.type === "worker-exit") exits.push(ev);
-    });
-    const closed = pool.close();
-    await Deno.writeTextFile(go, "");
-    const err = await call;
-    await closed;
-    assert.ok(err instanceof WorkerCrashedError, String(err));
-    assert.match(err.message, /died: exited with code 3/);
-    assert.deepEqual(
-      exits.map(({ code, reason }) => ({ code, reason })),
-      [{ code: 3, reason: "exited with code 3" }],
-    );
-    // Counted as the crash it was (pyproxy_worker_exits_total), not as
-    // the close's "stopped" (chaos42).
-    assert.deepEqual(pool.status().workers[0]!.exits, { exit_3: 1 });
-  } finally {
-    await pids.assertGone();
-  }
-});
+  },
+]);
 
-Deno.test("Pool.events yields worker-state and model events and ends on close", async () => {
-  await using dir = await modelsDir();
-  const pids = new PidTracker();
-  try {
-    const pool = await Pool.start(opts(dir.path, { workers: 1 }));
-    pids.watch(pool);
-    const seen: string[] = [];
-    const reader = (async () => {
-      for await (const ev of pool.events()) {
-        seen.push(
-          ev.type === "worker-state"
-            ? `${ev.worker}:${ev.from}>${ev.to}`
-            : `${ev.type}`,
-        );
+scenarios.push([
+  "Pool.close: a call that crashes its worker during the grace rejects with WorkerCrashedError, not ShuttingDownError",
+  async () => {
+    // "pool closed" (a ShuttingDownError, details.started) said the close cut
+    // it off, for a call whose model crashed the worker 20 ms into a 5 s
+    // grace, and the exit's reason "stopped" hid the crash (chaos41).
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    try {
+      const pool = await Pool.start(
+        opts(dir.path, { workers: 1, shutdownGrace: 5000 }),
+      );
+      pids.watch(pool);
+      const started = `${dir.path}/started`;
+      const go = `${dir.path}/go`;
+      await pool.addModel("crasher", { file: "crash_on_go.py" });
+      const call = pool.execute("crasher", { started, go })
+        .then(() => assert.fail("answered"), (e) => e);
+      while (!await Deno.stat(started).then(() => true, () => false)) {
+        await new Promise((r) => setTimeout(r, 5));
       }
-    })();
-    await pool.addModel("doubler", { file: "doubler.py" });
-    await pool.close();
-    await reader;
-    assert.deepEqual(seen, [
-      "model",
-      "w1:ready>draining",
-      "w1:draining>stopped",
-      "worker-exit",
-    ]);
-  } finally {
-    await pids.assertGone();
-  }
-});
+      const exits: Array<{ code: number | null; reason: string }> = [];
+      pool.on((ev) => {
+        if (ev.type === "worker-exit") exits.push(ev);
+      });
+      const closed = pool.close();
+      await Deno.writeTextFile(go, "");
+      const err = await call;
+      await closed;
+      assert.ok(err instanceof WorkerCrashedError, String(err));
+      assert.match(err.message, /died: exited with code 3/);
+      assert.deepEqual(
+        exits.map(({ code, reason }) => ({ code, reason })),
+        [{ code: 3, reason: "exited with code 3" }],
+      );
+      // Counted as the crash it was (pyproxy_worker_exits_total), not as
+      // the close's "stopped" (chaos42).
+      assert.deepEqual(pool.status().workers[0]!.exits, { exit_3: 1 });
+    } finally {
+      await pids.assertGone();
+    }
+  },
+]);
+
+scenarios.push([
+  "Pool.events yields worker-state and model events and ends on close",
+  async () => {
+    await using dir = await modelsDir();
+    const pids = new PidTracker();
+    try {
+      const pool = await Pool.start(opts(dir.path, { workers: 1 }));
+      pids.watch(pool);
+      const seen: string[] = [];
+      const reader = (async () => {
+        for await (const ev of pool.events()) {
+          seen.push(
+            ev.type === "worker-state"
+              ? `${ev.worker}:${ev.from}>${ev.to}`
+              : `${ev.type}`,
+          );
+        }
+      })();
+      await pool.addModel("doubler", { file: "doubler.py" });
+      await pool.close();
+      await reader;
+      assert.deepEqual(seen, [
+        "model",
+        "w1:ready>draining",
+        "w1:draining>stopped",
+        "worker-exit",
+      ]);
+    } finally {
+      await pids.assertGone();
+    }
+  },
+]);
 
 Deno.test({
   name:
@@ -884,252 +939,271 @@ Deno.test({
   },
 });
 
-Deno.test("Pool fails an addModel whose import kills every worker with a WorkerCrashedError naming the exit and the last stderr line, and does not replay it", async () => {
-  await using dir = await modelsDir();
-  await Deno.writeTextFile(
-    `${dir.path}/suicidal.py`,
-    "import os\nos.write(2, b'cannot map the weights\\n')\nos._exit(1)\n",
-  );
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(opts(dir.path));
-    pids.watch(pool);
-    await assert.rejects(
-      pool.addModel("suicidal", { file: "suicidal.py" }),
-      (err: unknown) => {
-        assert.ok(err instanceof WorkerCrashedError, String(err));
-        assert.equal(err.code, "WORKER_CRASHED");
-        assert.match(
-          err.message,
-          /^Cannot add model 'suicidal': worker w[12] \(pid \d+\) died while loading it: exited with code 1 \(last stderr line: "cannot map the weights"\); every worker it was sent to died \(w1, w2\); it was not added$/,
-        );
-        assert.equal(err.details.model, "suicidal");
-        assert.deepEqual(err.details.workers, ["w1", "w2"]);
-        assert.equal(err.details.code, 1);
-        assert.equal(err.details.signal, null);
-        assert.equal(err.details.stderr, "cannot map the weights");
-        assert.ok(err.cause instanceof ConnectionLostError);
-        return true;
-      },
+scenarios.push([
+  "Pool fails an addModel whose import kills every worker with a WorkerCrashedError naming the exit and the last stderr line, and does not replay it",
+  async () => {
+    await using dir = await modelsDir();
+    await Deno.writeTextFile(
+      `${dir.path}/suicidal.py`,
+      "import os\nos.write(2, b'cannot map the weights\\n')\nos._exit(1)\n",
     );
-    assert.deepEqual(pool.status().models, []);
-    // The restarted workers do not get it on replay, so they stay up.
-    const restarted = () =>
-      pool.status().workers.every((w) =>
-        w.restarts >= 1 && w.state === "ready"
+    const pids = new PidTracker();
+    try {
+      await using pool = await Pool.start(opts(dir.path));
+      pids.watch(pool);
+      await assert.rejects(
+        pool.addModel("suicidal", { file: "suicidal.py" }),
+        (err: unknown) => {
+          assert.ok(err instanceof WorkerCrashedError, String(err));
+          assert.equal(err.code, "WORKER_CRASHED");
+          assert.match(
+            err.message,
+            /^Cannot add model 'suicidal': worker w[12] \(pid \d+\) died while loading it: exited with code 1 \(last stderr line: "cannot map the weights"\); every worker it was sent to died \(w1, w2\); it was not added$/,
+          );
+          assert.equal(err.details.model, "suicidal");
+          assert.deepEqual(err.details.workers, ["w1", "w2"]);
+          assert.equal(err.details.code, 1);
+          assert.equal(err.details.signal, null);
+          assert.equal(err.details.stderr, "cannot map the weights");
+          assert.ok(err.cause instanceof ConnectionLostError);
+          return true;
+        },
       );
-    if (!restarted()) {
-      await new Promise<void>((resolve) => {
-        const off = pool.on(() => restarted() && (off(), resolve()));
-      });
+      assert.deepEqual(pool.status().models, []);
+      // The restarted workers do not get it on replay, so they stay up.
+      const restarted = () =>
+        pool.status().workers.every((w) =>
+          w.restarts >= 1 && w.state === "ready"
+        );
+      if (!restarted()) {
+        await new Promise<void>((resolve) => {
+          const off = pool.on(() => restarted() && (off(), resolve()));
+        });
+      }
+      assert.equal(
+        await pool.request("ping", undefined, { worker: "w1" }),
+        "pong",
+      );
+      assert.equal(
+        await pool.request("ping", undefined, { worker: "w2" }),
+        "pong",
+      );
+      assert.deepEqual(pool.status().workers.map((w) => w.restarts), [1, 1]);
+    } finally {
+      await pids.assertGone();
     }
-    assert.equal(
-      await pool.request("ping", undefined, { worker: "w1" }),
-      "pong",
-    );
-    assert.equal(
-      await pool.request("ping", undefined, { worker: "w2" }),
-      "pong",
-    );
-    assert.deepEqual(pool.status().workers.map((w) => w.restarts), [1, 1]);
-  } finally {
-    await pids.assertGone();
-  }
-});
+  },
+]);
 
-Deno.test("Pool fails an addModel whose import kills one worker (rolled back on the others): the restarted worker does not replay it into a crash loop", async () => {
-  await using dir = await modelsDir();
-  // Dies on w1 only (a slot without the device it needs, say).
-  await Deno.writeTextFile(
-    `${dir.path}/picky_crash.py`,
-    "import os, signal\n" +
-      "if os.environ.get('PYPROXY_TEST_SLOT') == 'w1':\n" +
-      "    os.kill(os.getpid(), signal.SIGSEGV)\n" +
-      "class M:\n    def execute(self, msg):\n        return msg\n",
-  );
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(
-      opts(dir.path, { env: (id) => ({ PYPROXY_TEST_SLOT: id }) }),
+scenarios.push([
+  "Pool fails an addModel whose import kills one worker (rolled back on the others): the restarted worker does not replay it into a crash loop",
+  async () => {
+    await using dir = await modelsDir();
+    // Dies on w1 only (a slot without the device it needs, say).
+    await Deno.writeTextFile(
+      `${dir.path}/picky_crash.py`,
+      "import os, signal\n" +
+        "if os.environ.get('PYPROXY_TEST_SLOT') == 'w1':\n" +
+        "    os.kill(os.getpid(), signal.SIGSEGV)\n" +
+        "class M:\n    def execute(self, msg):\n        return msg\n",
     );
-    pids.watch(pool);
+    const pids = new PidTracker();
+    try {
+      await using pool = await Pool.start(
+        opts(dir.path, { env: (id) => ({ PYPROXY_TEST_SLOT: id }) }),
+      );
+      pids.watch(pool);
+      await pool.addModel("doubler", { file: "doubler.py" });
+      const back = readyAgain(pool, "w1");
+      await assert.rejects(
+        pool.addModel("picky", { file: "picky_crash.py" }),
+        (err: unknown) => {
+          assert.ok(err instanceof WorkerCrashedError, String(err));
+          assert.match(
+            err.message,
+            /^Cannot add model 'picky': worker w1 \(pid \d+\) died while loading it: killed by SIGSEGV; rolled back on the 1 other worker; it was not added$/,
+          );
+          assert.equal(err.details.signal, "SIGSEGV");
+          return true;
+        },
+      );
+      await back;
+      assert.deepEqual(pool.status().models.map((m) => m.name), ["doubler"]);
+      // Rolled back on w2; w1 came back once, with the other models.
+      await assert.rejects(
+        pool.execute("picky", {}, { worker: "w2" }),
+        (err: unknown) => (err as Error).name === "ModelNotFoundError",
+      );
+      for (const worker of ["w1", "w2"]) {
+        assert.deepEqual(
+          await pool.execute("doubler", { x: 2 }, { worker }),
+          { y: 4 },
+        );
+      }
+      assert.deepEqual(pool.status().workers.map((w) => w.restarts), [1, 0]);
+    } finally {
+      await pids.assertGone();
+    }
+  },
+]);
+
+scenarios.push([
+  "Pool validates per-call options with a ConfigError; timeout 0 times out at once, Infinity never",
+  async () => {
+    await using dir = await modelsDir();
+    // One worker: the checks are the host's, and every call goes to a worker.
+    await using pool = await Pool.start(
+      opts(dir.path, { workers: 1, requestTimeout: 60_000 }),
+    );
     await pool.addModel("doubler", { file: "doubler.py" });
-    const back = readyAgain(pool, "w1");
-    await assert.rejects(
-      pool.addModel("picky", { file: "picky_crash.py" }),
-      (err: unknown) => {
-        assert.ok(err instanceof WorkerCrashedError, String(err));
-        assert.match(
-          err.message,
-          /^Cannot add model 'picky': worker w1 \(pid \d+\) died while loading it: killed by SIGSEGV; rolled back on the 1 other worker; it was not added$/,
-        );
-        assert.equal(err.details.signal, "SIGSEGV");
-        return true;
-      },
-    );
-    await back;
-    assert.deepEqual(pool.status().models.map((m) => m.name), ["doubler"]);
-    // Rolled back on w2; w1 came back once, with the other models.
-    await assert.rejects(
-      pool.execute("picky", {}, { worker: "w2" }),
-      (err: unknown) => (err as Error).name === "ModelNotFoundError",
-    );
-    for (const worker of ["w1", "w2"]) {
-      assert.deepEqual(
-        await pool.execute("doubler", { x: 2 }, { worker }),
-        { y: 4 },
+    const bad: Array<[Record<string, unknown>, RegExp]> = [
+      [{ timeout: NaN }, /timeout: expected a number of ms >= 0, got NaN/],
+      [{ timeout: -5 }, /timeout: expected a number of ms >= 0, got -5/],
+      [{ timeout: "5" }, /timeout: expected a number of ms >= 0, got "5"/],
+      [{ key: 42 }, /key: expected a string, got 42/],
+      [{ worker: "" }, /worker: expected a worker id/],
+      [{ signal: { aborted: false } }, /signal: expected an AbortSignal/],
+      [{ idempotent: "yes" }, /idempotent: expected a boolean/],
+      [{ onSend: "later" }, /onSend: expected a function/],
+    ];
+    for (const [options, message] of bad) {
+      await assert.rejects(
+        pool.execute("doubler", { x: 1 }, options as ExecuteOptions),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError, String(err));
+          assert.equal(err.code, "CONFIG_INVALID");
+          assert.match(err.message, /^Cannot send call executeModel: /);
+          assert.match(err.message, message);
+          return true;
+        },
       );
     }
-    assert.deepEqual(pool.status().workers.map((w) => w.restarts), [1, 0]);
-  } finally {
-    await pids.assertGone();
-  }
-});
-
-Deno.test("Pool validates per-call options with a ConfigError; timeout 0 times out at once, Infinity never", async () => {
-  await using dir = await modelsDir();
-  // One worker: the checks are the host's, and every call goes to a worker.
-  await using pool = await Pool.start(
-    opts(dir.path, { workers: 1, requestTimeout: 60_000 }),
-  );
-  await pool.addModel("doubler", { file: "doubler.py" });
-  const bad: Array<[Record<string, unknown>, RegExp]> = [
-    [{ timeout: NaN }, /timeout: expected a number of ms >= 0, got NaN/],
-    [{ timeout: -5 }, /timeout: expected a number of ms >= 0, got -5/],
-    [{ timeout: "5" }, /timeout: expected a number of ms >= 0, got "5"/],
-    [{ key: 42 }, /key: expected a string, got 42/],
-    [{ worker: "" }, /worker: expected a worker id/],
-    [{ signal: { aborted: false } }, /signal: expected an AbortSignal/],
-    [{ idempotent: "yes" }, /idempotent: expected a boolean/],
-    [{ onSend: "later" }, /onSend: expected a function/],
-  ];
-  for (const [options, message] of bad) {
     await assert.rejects(
-      pool.execute("doubler", { x: 1 }, options as ExecuteOptions),
-      (err: unknown) => {
-        assert.ok(err instanceof ConfigError, String(err));
-        assert.equal(err.code, "CONFIG_INVALID");
-        assert.match(err.message, /^Cannot send call executeModel: /);
-        assert.match(err.message, message);
-        return true;
-      },
+      pool.execute("doubler", { x: 1 }, { timeout: 0 }),
+      (err: unknown) =>
+        err instanceof TimeoutError && /timeout is 0 ms/.test(err.message),
     );
-  }
-  await assert.rejects(
-    pool.execute("doubler", { x: 1 }, { timeout: 0 }),
-    (err: unknown) =>
-      err instanceof TimeoutError && /timeout is 0 ms/.test(err.message),
-  );
-  assert.equal(pool.status().inFlight, 0);
-  // Infinity overrides the pool's requestTimeout: no timeout at all.
-  assert.deepEqual(
-    await pool.execute("doubler", { x: 2 }, { timeout: Infinity }),
-    { y: 4 },
-  );
-});
+    assert.equal(pool.status().inFlight, 0);
+    // Infinity overrides the pool's requestTimeout: no timeout at all.
+    assert.deepEqual(
+      await pool.execute("doubler", { x: 2 }, { timeout: Infinity }),
+      { y: 4 },
+    );
+  },
+]);
 
-Deno.test("Pool keeps a PYTHONPATH given in env, after the server package", async () => {
-  await using dir = await modelsDir();
-  const lib = await Deno.makeTempDir({ prefix: "pyproxy-pythonpath-" });
-  try {
-    await Deno.writeTextFile(`${lib}/mylib.py`, "ANSWER = 42\n");
-    await using pool = await Pool.start(
-      opts(dir.path, { workers: 1, env: { PYTHONPATH: lib } }),
-    );
-    await pool.addModel("uses_lib", {
-      source:
-        "import mylib\nclass M:\n    def __init__(self, options):\n        pass\n    def execute(self, msg):\n        return {'answer': mylib.ANSWER}\n",
-    });
-    assert.deepEqual(await pool.execute("uses_lib", {}), { answer: 42 });
-  } finally {
-    await Deno.remove(lib, { recursive: true });
-  }
-});
+scenarios.push([
+  "Pool keeps a PYTHONPATH given in env, after the server package",
+  async () => {
+    await using dir = await modelsDir();
+    const lib = await Deno.makeTempDir({ prefix: "pyproxy-pythonpath-" });
+    try {
+      await Deno.writeTextFile(`${lib}/mylib.py`, "ANSWER = 42\n");
+      await using pool = await Pool.start(
+        opts(dir.path, { workers: 1, env: { PYTHONPATH: lib } }),
+      );
+      await pool.addModel("uses_lib", {
+        source:
+          "import mylib\nclass M:\n    def __init__(self, options):\n        pass\n    def execute(self, msg):\n        return {'answer': mylib.ANSWER}\n",
+      });
+      assert.deepEqual(await pool.execute("uses_lib", {}), { answer: 42 });
+    } finally {
+      await Deno.remove(lib, { recursive: true });
+    }
+  },
+]);
 
 const TALKER =
   "import sys\nclass Talker:\n    def __init__(self, options):\n        print('loading')\n    def execute(self, msg):\n        print('model says', msg['x'])\n        print('careful', file=sys.stderr)\n        return {'ok': True}\n";
 
-Deno.test("Pool writes what model code prints to its logger's python.<model> child, stdout at info, stderr at warning", async () => {
-  await using dir = await modelsDir();
-  const records: Array<[string, string, string, Record<string, unknown>]> = [];
-  const make = (
-    category: string,
-  ): Logger & { getChild(sub: string[]): Logger } => {
-    const at =
-      (level: string) =>
-      (message: string, properties?: Record<string, unknown>) =>
-        void records.push([category, level, message, properties ?? {}]);
-    return {
-      trace: at("trace"),
-      debug: at("debug"),
-      info: at("info"),
-      warn: at("warn"),
-      error: at("error"),
-      fatal: at("fatal"),
-      getChild: (sub) => make(`${category}.${sub.join(".")}`),
+scenarios.push([
+  "Pool writes what model code prints to its logger's python.<model> child, stdout at info, stderr at warning",
+  async () => {
+    await using dir = await modelsDir();
+    const records: Array<[string, string, string, Record<string, unknown>]> =
+      [];
+    const make = (
+      category: string,
+    ): Logger & { getChild(sub: string[]): Logger } => {
+      const at =
+        (level: string) =>
+        (message: string, properties?: Record<string, unknown>) =>
+          void records.push([category, level, message, properties ?? {}]);
+      return {
+        trace: at("trace"),
+        debug: at("debug"),
+        info: at("info"),
+        warn: at("warn"),
+        error: at("error"),
+        fatal: at("fatal"),
+        getChild: (sub) => make(`${category}.${sub.join(".")}`),
+      };
     };
-  };
-  await using pool = await Pool.start(
-    opts(dir.path, { workers: 1, logger: make("app") }),
-  );
-  await pool.addModel("talker", { source: TALKER });
-  // A log event is sent before the reply of its call.
-  assert.deepEqual(await pool.execute("talker", { x: 7 }), { ok: true });
-  // (app.python-server has the servers' own records.)
-  const python = records.filter(([category]) =>
-    category.startsWith("app.python.")
-  );
-  assert.deepEqual(
-    python.map((
-      [category, level, , p],
-    ) => [category, level, p.message, p.model, p.stream, p.worker]),
-    [
-      ["app.python.talker", "info", "loading", "talker", "stdout", "w1"],
-      ["app.python.talker", "info", "model says 7", "talker", "stdout", "w1"],
-      ["app.python.talker", "warn", "careful", "talker", "stderr", "w1"],
-    ],
-  );
-  assert.equal(python[0]![2], "{message}");
-});
+    await using pool = await Pool.start(
+      opts(dir.path, { workers: 1, logger: make("app") }),
+    );
+    await pool.addModel("talker", { source: TALKER });
+    // A log event is sent before the reply of its call.
+    assert.deepEqual(await pool.execute("talker", { x: 7 }), { ok: true });
+    // (app.python-server has the servers' own records.)
+    const python = records.filter(([category]) =>
+      category.startsWith("app.python.")
+    );
+    assert.deepEqual(
+      python.map((
+        [category, level, , p],
+      ) => [category, level, p.message, p.model, p.stream, p.worker]),
+      [
+        ["app.python.talker", "info", "loading", "talker", "stdout", "w1"],
+        ["app.python.talker", "info", "model says 7", "talker", "stdout", "w1"],
+        ["app.python.talker", "warn", "careful", "talker", "stderr", "w1"],
+      ],
+    );
+    assert.equal(python[0]![2], "{message}");
+  },
+]);
 
-Deno.test("Pool warns on the model's logger when its constructor takes an option as a keyword (it gets the whole dict)", async () => {
-  await using dir = await modelsDir();
-  const warnings: Array<[string, string]> = [];
-  const make = (
-    category: string,
-  ): Logger & { getChild(sub: string[]): Logger } => {
-    const none = () => {};
-    return {
-      trace: none,
-      debug: none,
-      info: none,
-      warn: (message, properties) =>
-        void warnings.push([
-          category,
-          message === "{message}" ? String(properties?.message) : message,
-        ]),
-      error: none,
-      fatal: none,
-      getChild: (sub) => make(`${category}.${sub.join(".")}`),
+scenarios.push([
+  "Pool warns on the model's logger when its constructor takes an option as a keyword (it gets the whole dict)",
+  async () => {
+    await using dir = await modelsDir();
+    const warnings: Array<[string, string]> = [];
+    const make = (
+      category: string,
+    ): Logger & { getChild(sub: string[]): Logger } => {
+      const none = () => {};
+      return {
+        trace: none,
+        debug: none,
+        info: none,
+        warn: (message, properties) =>
+          void warnings.push([
+            category,
+            message === "{message}" ? String(properties?.message) : message,
+          ]),
+        error: none,
+        fatal: none,
+        getChild: (sub) => make(`${category}.${sub.join(".")}`),
+      };
     };
-  };
-  await using pool = await Pool.start(
-    opts(dir.path, { workers: 1, logger: make("app") }),
-  );
-  await pool.addModel("kw", {
-    source:
-      "class M:\n    def __init__(self, threshold=0.5):\n        self.t = threshold\n    def execute(self, msg):\n        return {'t': self.t}\n",
-    options: { threshold: 0.7 },
-  });
-  // What the warning is about: the dict, not 0.7 nor 0.5.
-  assert.deepEqual(await pool.execute("kw", {}), { t: { threshold: 0.7 } });
-  const ours = warnings.filter(([category]) => category === "app.python.kw");
-  assert.equal(ours.length, 1, JSON.stringify(warnings));
-  assert.match(
-    ours[0]![1],
-    /^pyproxy: M\.__init__ gets the whole options dict as its parameter 'threshold' \(default 0\.5\), not the option of that name; take one parameter and read it: def __init__\(self, options\)/,
-  );
-});
+    await using pool = await Pool.start(
+      opts(dir.path, { workers: 1, logger: make("app") }),
+    );
+    await pool.addModel("kw", {
+      source:
+        "class M:\n    def __init__(self, threshold=0.5):\n        self.t = threshold\n    def execute(self, msg):\n        return {'t': self.t}\n",
+      options: { threshold: 0.7 },
+    });
+    // What the warning is about: the dict, not 0.7 nor 0.5.
+    assert.deepEqual(await pool.execute("kw", {}), { t: { threshold: 0.7 } });
+    const ours = warnings.filter(([category]) => category === "app.python.kw");
+    assert.equal(ours.length, 1, JSON.stringify(warnings));
+    assert.match(
+      ours[0]![1],
+      /^pyproxy: M\.__init__ gets the whole options dict as its parameter 'threshold' \(default 0\.5\), not the option of that name; take one parameter and read it: def __init__\(self, options\)/,
+    );
+  },
+]);
 
 Deno.test("Pool's model output limit counts only what the logger's level lets through", async () => {
   await using dir = await modelsDir();
@@ -1162,33 +1236,36 @@ Deno.test("Pool's model output limit counts only what the logger's level lets th
   );
 });
 
-Deno.test("Pool logs a pool event listener that throws; the other listeners still get the event", async () => {
-  await using dir = await modelsDir();
-  const warnings: Array<[string, Record<string, unknown>]> = [];
-  const none = () => {};
-  const logger: Logger = {
-    trace: none,
-    debug: none,
-    info: none,
-    warn: (message, properties) =>
-      void warnings.push([message, properties ?? {}]),
-    error: none,
-    fatal: none,
-  };
-  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
-  const bug = new Error("listener bug");
-  pool.on(() => {
-    throw bug;
-  });
-  const seen: string[] = [];
-  pool.on((ev) => void seen.push(ev.type));
-  await pool.addModel("talker", { source: TALKER });
-  assert.deepEqual(seen, ["model"]);
-  assert.deepEqual(warnings, [[
-    "A pool event listener threw on {type}: {error}",
-    { type: "model", error: bug },
-  ]]);
-});
+scenarios.push([
+  "Pool logs a pool event listener that throws; the other listeners still get the event",
+  async () => {
+    await using dir = await modelsDir();
+    const warnings: Array<[string, Record<string, unknown>]> = [];
+    const none = () => {};
+    const logger: Logger = {
+      trace: none,
+      debug: none,
+      info: none,
+      warn: (message, properties) =>
+        void warnings.push([message, properties ?? {}]),
+      error: none,
+      fatal: none,
+    };
+    await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+    const bug = new Error("listener bug");
+    pool.on(() => {
+      throw bug;
+    });
+    const seen: string[] = [];
+    pool.on((ev) => void seen.push(ev.type));
+    await pool.addModel("talker", { source: TALKER });
+    assert.deepEqual(seen, ["model"]);
+    assert.deepEqual(warnings, [[
+      "A pool event listener threw on {type}: {error}",
+      { type: "model", error: bug },
+    ]]);
+  },
+]);
 
 Deno.test("Pool bounds the model output it logs: a model printing in a loop does not flood the log", async () => {
   await using dir = await modelsDir();
@@ -1273,27 +1350,30 @@ class Scorer:
         return {"ok": True}
 `;
 
-Deno.test("Pool writes model code's Python logging records to the model's logger at their own levels, with the Python logger's name", async () => {
-  await using dir = await modelsDir();
-  const { logger, entries } = recordingLogger();
-  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
-  await pool.addModel("scorer", { source: LOGGING_MODEL });
-  assert.deepEqual(await pool.execute("scorer", { x: 7 }), { ok: true });
-  const records = entries.filter(([, , p]) => p?.stream === "logging");
-  assert.deepEqual(
-    records.map(([level, , p]) => [level, p?.logger, p?.model, p?.worker]),
-    [
-      ["info", "scorer", "scorer", "w1"],
-      ["warn", "scorer", "scorer", "w1"],
-      ["error", "scorer", "scorer", "w1"],
-    ],
-  );
-  assert.equal(records[0]![2]?.message, "scoring 7");
-  assert.match(
-    String(records[2]![2]?.message),
-    /^failed\nTraceback \(most recent call last\):[\s\S]*ZeroDivisionError/,
-  );
-});
+scenarios.push([
+  "Pool writes model code's Python logging records to the model's logger at their own levels, with the Python logger's name",
+  async () => {
+    await using dir = await modelsDir();
+    const { logger, entries } = recordingLogger();
+    await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+    await pool.addModel("scorer", { source: LOGGING_MODEL });
+    assert.deepEqual(await pool.execute("scorer", { x: 7 }), { ok: true });
+    const records = entries.filter(([, , p]) => p?.stream === "logging");
+    assert.deepEqual(
+      records.map(([level, , p]) => [level, p?.logger, p?.model, p?.worker]),
+      [
+        ["info", "scorer", "scorer", "w1"],
+        ["warn", "scorer", "scorer", "w1"],
+        ["error", "scorer", "scorer", "w1"],
+      ],
+    );
+    assert.equal(records[0]![2]?.message, "scoring 7");
+    assert.match(
+      String(records[2]![2]?.message),
+      /^failed\nTraceback \(most recent call last\):[\s\S]*ZeroDivisionError/,
+    );
+  },
+]);
 
 const PRINTS_TRACEBACK = `import traceback
 class Printer:
@@ -1311,30 +1391,33 @@ class Printer:
         return 1
 `;
 
-Deno.test("Pool logs a chained traceback a model prints in execute as one error record of the call, in its place", async () => {
-  await using dir = await modelsDir();
-  const { logger, entries } = recordingLogger();
-  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
-  await pool.addModel("printer", { source: PRINTS_TRACEBACK });
-  assert.equal(
-    await pool.execute("printer", {}, { requestId: "req-7" }),
-    1,
-  );
-  const printed = entries.filter(([, , p]) => p?.model === "printer");
-  // Before: 9 warnings, one per write of print_exc.
-  assert.deepEqual(
-    printed.map(([level, , p]) => [level, p?.stream, p?.requestId]),
-    [
-      ["info", "stdout", "req-7"],
-      ["error", "stderr", "req-7"],
-      ["info", "stdout", "req-7"],
-    ],
-  );
-  assert.match(
-    String(printed[1]![2]?.message),
-    /^Traceback \(most recent call last\):\n[\s\S]*KeyError: 'k'\n\nThe above exception was the direct cause of the following exception:\n\nTraceback \(most recent call last\):\n[\s\S]*ValueError: bad input$/,
-  );
-});
+scenarios.push([
+  "Pool logs a chained traceback a model prints in execute as one error record of the call, in its place",
+  async () => {
+    await using dir = await modelsDir();
+    const { logger, entries } = recordingLogger();
+    await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+    await pool.addModel("printer", { source: PRINTS_TRACEBACK });
+    assert.equal(
+      await pool.execute("printer", {}, { requestId: "req-7" }),
+      1,
+    );
+    const printed = entries.filter(([, , p]) => p?.model === "printer");
+    // Before: 9 warnings, one per write of print_exc.
+    assert.deepEqual(
+      printed.map(([level, , p]) => [level, p?.stream, p?.requestId]),
+      [
+        ["info", "stdout", "req-7"],
+        ["error", "stderr", "req-7"],
+        ["info", "stdout", "req-7"],
+      ],
+    );
+    assert.match(
+      String(printed[1]![2]?.message),
+      /^Traceback \(most recent call last\):\n[\s\S]*KeyError: 'k'\n\nThe above exception was the direct cause of the following exception:\n\nTraceback \(most recent call last\):\n[\s\S]*ValueError: bad input$/,
+    );
+  },
+]);
 
 Deno.test("Pool logs a traceback a model prints whole under the output rate limit while the second has room", async () => {
   await using dir = await modelsDir();
@@ -1356,102 +1439,113 @@ Deno.test("Pool logs a traceback a model prints whole under the output rate limi
   assert.match(String(errors[0]![2]?.message), /\nValueError: bad input$/);
 });
 
-Deno.test("Pool logs a model that no longer loads on a worker's restart as an error with its traceback, out of service, the worker up", async () => {
-  await using dir = await modelsDir();
-  const lib = await Deno.makeTempDir({ prefix: "pyproxy-lib-" });
-  const { logger, entries } = recordingLogger();
-  try {
-    await Deno.writeTextFile(`${lib}/extlib_logs29.py`, "X = 1\n");
-    await using pool = await Pool.start(opts(dir.path, {
+scenarios.push([
+  "Pool logs a model that no longer loads on a worker's restart as an error with its traceback, out of service, the worker up",
+  async () => {
+    await using dir = await modelsDir();
+    const lib = await Deno.makeTempDir({ prefix: "pyproxy-lib-" });
+    const { logger, entries } = recordingLogger();
+    try {
+      await Deno.writeTextFile(`${lib}/extlib_logs29.py`, "X = 1\n");
+      await using pool = await Pool.start(opts(dir.path, {
+        workers: 1,
+        logger,
+        env: { PYTHONPATH: lib },
+      }));
+      await pool.addModel("uses_lib", {
+        source:
+          "import os, extlib_logs29\nclass M:\n    def execute(self, msg):\n        os._exit(3)\n",
+      });
+      // A package it imports changes on disk; the worker dies and replays it.
+      await Deno.writeTextFile(
+        `${lib}/extlib_logs29.py`,
+        "import no_such_module_logs29\n",
+      );
+      const failed = (async () => {
+        for await (const e of pool.events()) {
+          if (e.type === "model-failed" && e.name === "uses_lib") return e;
+        }
+      })();
+      const back = readyAgain(pool, "w1");
+      await assert.rejects(pool.execute("uses_lib", {}));
+      const ev = await failed;
+      // The event says why, without the traceback (the log has it).
+      assert.deepEqual(Object.keys(ev!).sort(), [
+        "name",
+        "reason",
+        "type",
+        "worker",
+      ]);
+      assert.match(
+        ev!.reason,
+        /^its load failed on restarted worker w1: ModuleNotFoundError: /,
+      );
+      const errors = entries.filter(([level, m]) =>
+        level === "error" && m.startsWith("Model {name} is out of service")
+      );
+      assert.equal(errors.length, 1, JSON.stringify(entries));
+      const p = errors[0]![2]!;
+      assert.equal(p.worker, "w1");
+      assert.equal(p.exception, "ModuleNotFoundError");
+      assert.match(
+        String(p.traceback),
+        /^Traceback \(most recent call last\):\n[\s\S]*extlib_logs29\.py", line 1[\s\S]*No module named 'no_such_module_logs29'/,
+      );
+      // The worker came back, the model unavailable on it.
+      await back;
+      await assert.rejects(pool.execute("uses_lib", {}), ModelUnavailableError);
+    } finally {
+      await Deno.remove(lib, { recursive: true });
+    }
+  },
+]);
+
+scenarios.push([
+  "Pool workers do not pass the gateway's PYPROXY_TOKEN on to model or eval code",
+  async () => {
+    const pids = new PidTracker();
+    const pool = await Pool.start({
       workers: 1,
-      logger,
-      env: { PYTHONPATH: lib },
-    }));
-    await pool.addModel("uses_lib", {
-      source:
-        "import os, extlib_logs29\nclass M:\n    def execute(self, msg):\n        os._exit(3)\n",
+      handleSignals: false,
+      env: { PYPROXY_TOKEN: "a-secret-token-value", OTHER_VAR: "kept" },
     });
-    // A package it imports changes on disk; the worker dies and replays it.
-    await Deno.writeTextFile(
-      `${lib}/extlib_logs29.py`,
-      "import no_such_module_logs29\n",
-    );
-    const failed = (async () => {
-      for await (const e of pool.events()) {
-        if (e.type === "model-failed" && e.name === "uses_lib") return e;
-      }
-    })();
-    const back = readyAgain(pool, "w1");
-    await assert.rejects(pool.execute("uses_lib", {}));
-    const ev = await failed;
-    // The event says why, without the traceback (the log has it).
-    assert.deepEqual(Object.keys(ev!).sort(), [
-      "name",
-      "reason",
-      "type",
-      "worker",
-    ]);
-    assert.match(
-      ev!.reason,
-      /^its load failed on restarted worker w1: ModuleNotFoundError: /,
-    );
-    const errors = entries.filter(([level, m]) =>
-      level === "error" && m.startsWith("Model {name} is out of service")
-    );
-    assert.equal(errors.length, 1, JSON.stringify(entries));
-    const p = errors[0]![2]!;
-    assert.equal(p.worker, "w1");
-    assert.equal(p.exception, "ModuleNotFoundError");
-    assert.match(
-      String(p.traceback),
-      /^Traceback \(most recent call last\):\n[\s\S]*extlib_logs29\.py", line 1[\s\S]*No module named 'no_such_module_logs29'/,
-    );
-    // The worker came back, the model unavailable on it.
-    await back;
-    await assert.rejects(pool.execute("uses_lib", {}), ModelUnavailableError);
-  } finally {
-    await Deno.remove(lib, { recursive: true });
-  }
-});
+    pids.watch(pool);
+    try {
+      const atom = pool.eval(
+        "import os\n[os.environ.get('PYPROXY_TOKEN'), os.environ.get('OTHER_VAR')]",
+      );
+      assert.deepEqual(await atom.result, [null, "kept"]);
+    } finally {
+      await pool.close();
+      await pids.assertGone();
+    }
+  },
+]);
 
-Deno.test("Pool workers do not pass the gateway's PYPROXY_TOKEN on to model or eval code", async () => {
-  const pids = new PidTracker();
-  const pool = await Pool.start({
-    workers: 1,
-    handleSignals: false,
-    env: { PYPROXY_TOKEN: "a-secret-token-value", OTHER_VAR: "kept" },
-  });
-  pids.watch(pool);
-  try {
-    const atom = pool.eval(
-      "import os\n[os.environ.get('PYPROXY_TOKEN'), os.environ.get('OTHER_VAR')]",
-    );
-    assert.deepEqual(await atom.result, [null, "kept"]);
-  } finally {
-    await pool.close();
-    await pids.assertGone();
-  }
-});
-
-Deno.test("Pool logs a pool.events() reader that falls behind and starts losing events", async () => {
-  await using dir = await modelsDir();
-  const { logger, entries } = recordingLogger();
-  await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
-  const idle = pool.events(); // never read while the events come
-  await pool.addModel("talker", { source: TALKER });
-  // 1024 events fill the reader's buffer; the 1025th is the first lost.
-  for (let i = 0; i < 1024; i++) {
-    await pool.updateModel("talker", { source: TALKER });
-  }
-  const lost = () =>
-    entries.filter(([level, message]) =>
-      level === "warn" && message.includes("pool.events() reader fell")
-    );
-  assert.deepEqual(lost().map(([, , props]) => props), [{ bufferSize: 1024 }]);
-  await pool.updateModel("talker", { source: TALKER }); // still lagging: once
-  assert.equal(lost().length, 1);
-  await idle.return!();
-});
+scenarios.push([
+  "Pool logs a pool.events() reader that falls behind and starts losing events",
+  async () => {
+    await using dir = await modelsDir();
+    const { logger, entries } = recordingLogger();
+    await using pool = await Pool.start(opts(dir.path, { workers: 1, logger }));
+    const idle = pool.events(); // never read while the events come
+    await pool.addModel("talker", { source: TALKER });
+    // 1024 events fill the reader's buffer; the 1025th is the first lost.
+    for (let i = 0; i < 1024; i++) {
+      await pool.updateModel("talker", { source: TALKER });
+    }
+    const lost = () =>
+      entries.filter(([level, message]) =>
+        level === "warn" && message.includes("pool.events() reader fell")
+      );
+    assert.deepEqual(lost().map(([, , props]) => props), [{
+      bufferSize: 1024,
+    }]);
+    await pool.updateModel("talker", { source: TALKER }); // still lagging: once
+    assert.equal(lost().length, 1);
+    await idle.return!();
+  },
+]);
 
 Deno.test("Pool options: model loads are bounded by default, apart from the calls' requestTimeout", () => {
   // A model import that hangs (a lock, a network drive) held addModel and a
@@ -1482,91 +1576,97 @@ Deno.test("Pool options: streams are cut after 5 minutes without a read by defau
   );
 });
 
-Deno.test("Pool.removeModel during which every worker it was sent to died resolves: the model is gone (no worker replays it), and the answer says the workers died", async () => {
-  await using dir = await modelsDir();
-  // close() ends the process: the remove's answer never comes.
-  await Deno.writeTextFile(
-    `${dir.path}/dies_on_close.py`,
-    "import os\nclass M:\n    def execute(self, msg):\n        return msg\n" +
-      "    def close(self):\n        os._exit(3)\n",
-  );
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(opts(dir.path, { workers: 1 }));
-    pids.watch(pool);
-    await pool.addModel("m", { file: "dies_on_close.py", version: "1" });
-    await pool.addModel("m", { file: "dies_on_close.py", version: "2" });
-    await pool.addModel("other", { file: "doubler.py" });
-    const back = readyAgain(pool, "w1");
-    // Every version goes, not only the first one whose remove lost the worker.
-    const out = await pool.removeModel("m") as Record<string, unknown>;
-    assert.equal(out.removed, true);
-    assert.match(
-      String(out.closeWarning),
-      /^worker w1 died while removing model 'm@[12]' \(exited with code 3\)/,
+scenarios.push([
+  "Pool.removeModel during which every worker it was sent to died resolves: the model is gone (no worker replays it), and the answer says the workers died",
+  async () => {
+    await using dir = await modelsDir();
+    // close() ends the process: the remove's answer never comes.
+    await Deno.writeTextFile(
+      `${dir.path}/dies_on_close.py`,
+      "import os\nclass M:\n    def execute(self, msg):\n        return msg\n" +
+        "    def close(self):\n        os._exit(3)\n",
     );
-    assert.equal(pool.modelVersions("m"), undefined);
-    assert.deepEqual(pool.status().models.map((m) => m.name), ["other"]);
-    await back;
-    assert.deepEqual(await pool.execute("other", { x: 2 }), { y: 4 });
-  } finally {
-    await pids.assertGone();
-  }
-});
-
-Deno.test("Pool: a worker killed by one model's import fails the other loads under way there too, each error naming the models that were loading with it", async () => {
-  await using dir = await modelsDir();
-  const go = `${dir.path}/go`;
-  const wait = (marker: string) =>
-    `import os, time\nopen(${
-      JSON.stringify(`${dir.path}/${marker}`)
-    }, "w").close()\nwhile not os.path.exists(${
-      JSON.stringify(go)
-    }):\n    time.sleep(0.005)\n`;
-  await Deno.writeTextFile(
-    `${dir.path}/crasher.py`,
-    wait("crasher.started") +
-      "os.write(2, b'crasher: out of device memory\\n')\nos._exit(1)\n",
-  );
-  await Deno.writeTextFile(
-    `${dir.path}/innocent.py`,
-    wait("innocent.started") +
-      "time.sleep(0.5)\nclass M:\n    def execute(self, msg):\n        return msg\n",
-  );
-  const pids = new PidTracker();
-  try {
-    await using pool = await Pool.start(opts(dir.path, { workers: 1 }));
-    pids.watch(pool);
-    const crasher = pool.addModel("crasher", { file: "crasher.py" });
-    const innocent = pool.addModel("innocent", { file: "innocent.py" });
-    const outcomes = Promise.allSettled([crasher, innocent]);
-    for (const marker of ["crasher.started", "innocent.started"]) {
-      while (!(await exists(`${dir.path}/${marker}`))) {
-        await new Promise((r) => setTimeout(r, 5));
-      }
+    const pids = new PidTracker();
+    try {
+      await using pool = await Pool.start(opts(dir.path, { workers: 1 }));
+      pids.watch(pool);
+      await pool.addModel("m", { file: "dies_on_close.py", version: "1" });
+      await pool.addModel("m", { file: "dies_on_close.py", version: "2" });
+      await pool.addModel("other", { file: "doubler.py" });
+      const back = readyAgain(pool, "w1");
+      // Every version goes, not only the first one whose remove lost the worker.
+      const out = await pool.removeModel("m") as Record<string, unknown>;
+      assert.equal(out.removed, true);
+      assert.match(
+        String(out.closeWarning),
+        /^worker w1 died while removing model 'm@[12]' \(exited with code 3\)/,
+      );
+      assert.equal(pool.modelVersions("m"), undefined);
+      assert.deepEqual(pool.status().models.map((m) => m.name), ["other"]);
+      await back;
+      assert.deepEqual(await pool.execute("other", { x: 2 }), { y: 4 });
+    } finally {
+      await pids.assertGone();
     }
-    await Deno.writeTextFile(go, "");
-    const [c, i] = await outcomes;
-    assert.equal(c.status, "rejected");
-    assert.equal(i.status, "rejected");
-    const err = (i as PromiseRejectedResult).reason;
-    assert.ok(err instanceof WorkerCrashedError, String(err));
-    // Its stderr line is the other model's: the error says which were
-    // loading there, rather than pinning the death on this one alone.
-    assert.match(
-      err.message,
-      /^Cannot add model 'innocent': worker w1 \(pid \d+\) died while loading it: exited with code 1 \(last stderr line: "crasher: out of device memory"\); model 'crasher' was loading there too; it was not added$/,
+  },
+]);
+
+scenarios.push([
+  "Pool: a worker killed by one model's import fails the other loads under way there too, each error naming the models that were loading with it",
+  async () => {
+    await using dir = await modelsDir();
+    const go = `${dir.path}/go`;
+    const wait = (marker: string) =>
+      `import os, time\nopen(${
+        JSON.stringify(`${dir.path}/${marker}`)
+      }, "w").close()\nwhile not os.path.exists(${
+        JSON.stringify(go)
+      }):\n    time.sleep(0.005)\n`;
+    await Deno.writeTextFile(
+      `${dir.path}/crasher.py`,
+      wait("crasher.started") +
+        "os.write(2, b'crasher: out of device memory\\n')\nos._exit(1)\n",
     );
-    assert.deepEqual(err.details.alsoLoading, ["crasher"]);
-    assert.match(
-      (c as PromiseRejectedResult).reason.message,
-      /; model 'innocent' was loading there too; it was not added$/,
+    await Deno.writeTextFile(
+      `${dir.path}/innocent.py`,
+      wait("innocent.started") +
+        "time.sleep(0.5)\nclass M:\n    def execute(self, msg):\n        return msg\n",
     );
-    assert.deepEqual(pool.status().models, []);
-  } finally {
-    await pids.assertGone();
-  }
-});
+    const pids = new PidTracker();
+    try {
+      await using pool = await Pool.start(opts(dir.path, { workers: 1 }));
+      pids.watch(pool);
+      const crasher = pool.addModel("crasher", { file: "crasher.py" });
+      const innocent = pool.addModel("innocent", { file: "innocent.py" });
+      const outcomes = Promise.allSettled([crasher, innocent]);
+      for (const marker of ["crasher.started", "innocent.started"]) {
+        while (!(await exists(`${dir.path}/${marker}`))) {
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      }
+      await Deno.writeTextFile(go, "");
+      const [c, i] = await outcomes;
+      assert.equal(c.status, "rejected");
+      assert.equal(i.status, "rejected");
+      const err = (i as PromiseRejectedResult).reason;
+      assert.ok(err instanceof WorkerCrashedError, String(err));
+      // Its stderr line is the other model's: the error says which were
+      // loading there, rather than pinning the death on this one alone.
+      assert.match(
+        err.message,
+        /^Cannot add model 'innocent': worker w1 \(pid \d+\) died while loading it: exited with code 1 \(last stderr line: "crasher: out of device memory"\); model 'crasher' was loading there too; it was not added$/,
+      );
+      assert.deepEqual(err.details.alsoLoading, ["crasher"]);
+      assert.match(
+        (c as PromiseRejectedResult).reason.message,
+        /; model 'innocent' was loading there too; it was not added$/,
+      );
+      assert.deepEqual(pool.status().models, []);
+    } finally {
+      await pids.assertGone();
+    }
+  },
+]);
 
 // The two tests of a one-worker pool with maxInFlightPerWorker 1 and a recording logger, as
 // steps on one such pool; the first counts the warnings of the throwing onSend calls before
@@ -1654,3 +1754,6 @@ class Batcher:
   await busy;
   assert.equal(pool.status().workers[0]!.inFlight, 0);
 }
+
+Deno.test("Pool scenarios on pools of their own (each its own pool, 4 at a time)", (t) =>
+  concurrentSteps(t, scenarios, 4));

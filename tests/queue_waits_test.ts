@@ -135,8 +135,9 @@ Deno.test("Pool.queueWaits: calls that time out, are cancelled or fail while que
   );
   await pool.addModel("slow", { file: "slow.py" });
   const before = pool.queueWaits();
-  // One slot, held by a slow call: the next three queue behind it.
-  const slow = pool.execute("slow", { ms: 1000 });
+  // One slot, held by a slow call: the next three queue behind it (0.6 s:
+  // three times the timeout it must outlast; the close waits it out).
+  const slow = pool.execute("slow", { ms: 600 });
   const timedOut = pool.execute("slow", { ms: 0 }, { timeout: 200 });
   const abort = new AbortController();
   const cancelled = pool.execute("slow", { ms: 0 }, { signal: abort.signal });
@@ -177,7 +178,8 @@ Deno.test("GET /metrics: pyproxy_queue_wait_seconds has an outcome label, every 
   await using gw = await startGateway({ limits: { maxInFlightPerWorker: 1 } });
   const hold = gw.fetch("/v1/models/slow/execute", {
     method: "POST",
-    body: JSON.stringify({ seconds: 1.5 }),
+    // Outlasts the next call's 200 ms timeout in the queue (then waited out).
+    body: JSON.stringify({ seconds: 0.8 }),
   });
   const late = await gw.fetch("/v1/models/slow/execute?timeout=200", {
     method: "POST",
@@ -241,7 +243,8 @@ Deno.test("GET /metrics: pyproxy_queue_wait_by_model_seconds counts each model's
   await using gw = await startGateway({ limits: { maxInFlightPerWorker: 1 } });
   const hold = gw.fetch("/v1/models/slow/execute", {
     method: "POST",
-    body: JSON.stringify({ seconds: 1 }),
+    // Outlasts the 200 ms timeout of a call queued behind it.
+    body: JSON.stringify({ seconds: 0.6 }),
   });
   await until(async () => {
     const s = await (await gw.fetch("/v1/status")).json();

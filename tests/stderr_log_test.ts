@@ -7,11 +7,20 @@ import { StderrLog } from "../src/_stderr_log.ts";
 import { PythonServer, type StderrRecord } from "../src/python_server.ts";
 import { type LogEntry, recordingLogger } from "./_harness.ts";
 import { StartError } from "../src/errors.ts";
+import { concurrentSteps, type Scenario } from "./_concurrent_steps.ts";
 
 const lines = (entries: LogEntry[]) =>
   entries.map(([level, , p]) =>
     `${level} ${p?.line ?? `<${p?.count} dropped>`}`
   );
+
+/**
+ * The scenarios of this file on Python servers (or a pool) of their own
+ * that only check what their server's stderr reached: one test, a step
+ * each, a few at a time. Those that wait on the time between lines (a
+ * traceback's, the lines a second) stay tests of their own.
+ */
+const scenarios: Scenario[] = [];
 
 /** The mark of the server's records in these tests (a real one is random). */
 const MARK = "0f1e2d3c";
@@ -313,80 +322,86 @@ Deno.test("StderrLog logs a server record longer than a line may be, read in pie
   ]);
 });
 
-Deno.test("PythonServer logs its server's stderr: the whole log when the log file cannot be opened", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-log-" });
-  const { logger, entries } = recordingLogger();
-  try {
-    // `logs` is a file: the server cannot make its log directory.
-    await Deno.writeTextFile(`${dir}/logs`, "");
-    await using server = await PythonServer.start({ path: dir, logger });
-    await using session = await server.connect();
-    await session.request("eval", {
-      code:
-        "import logging\nlogging.getLogger('pyproxy_server').warning('from the server')\n" +
-        "import os\nos.write(2, b'from C\\n')\n1",
-    });
-    await session.close();
-    await server.stop();
-    const stderr = entries.filter(([, m]) => m === "{id} stderr: {line}");
-    const text = lines(stderr).join("\n");
-    assert.match(
-      text,
-      /^warn pyproxy_server: cannot open log file \(.*\); logging to stderr$/m,
-    );
-    assert.match(
-      text,
-      /^warn \S+ \S+ WARNING \[.*\] pyproxy_server: from the server$/m,
-    );
-    assert.match(text, /^warn from C$/m);
-    assert.ok(stderr.every(([, , p]) => p?.id === server.id));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("Pool with a logger of its own: workers' stderr and host command failures reach it", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-pool-" });
-  const { logger, entries } = recordingLogger();
-  try {
-    const { Pool } = await import("../src/pool.ts");
-    await using pool = await Pool.start({
-      workers: 1,
-      modelsDir: dir,
-      handleSignals: false,
-      logger,
-      plugins: [{
-        name: "buggy",
-        handlers: {
-          "buggy.run": () => {
-            throw new TypeError("a bug in host code");
-          },
-        },
-      }],
-    });
-    // Straight to the process's stderr, past the output capture.
-    await pool.eval("import os\nos.write(2, b'to fd 2\\n')").result;
-    await pool.addModel("caller", {
-      source:
-        "from pyproxy import host\nclass M:\n    def execute(self, msg):\n        return host.call('buggy.run', {})\n",
-    });
-    await pool.execute("caller", {}).catch(() => {});
-    const seen = () => lines(entries).join("\n");
-    for (let i = 0; i < 100 && !/to fd 2/.test(seen()); i++) {
-      await new Promise((r) => setTimeout(r, 20));
+scenarios.push([
+  "PythonServer logs its server's stderr: the whole log when the log file cannot be opened",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-log-" });
+    const { logger, entries } = recordingLogger();
+    try {
+      // `logs` is a file: the server cannot make its log directory.
+      await Deno.writeTextFile(`${dir}/logs`, "");
+      await using server = await PythonServer.start({ path: dir, logger });
+      await using session = await server.connect();
+      await session.request("eval", {
+        code:
+          "import logging\nlogging.getLogger('pyproxy_server').warning('from the server')\n" +
+          "import os\nos.write(2, b'from C\\n')\n1",
+      });
+      await session.close();
+      await server.stop();
+      const stderr = entries.filter(([, m]) => m === "{id} stderr: {line}");
+      const text = lines(stderr).join("\n");
+      assert.match(
+        text,
+        /^warn pyproxy_server: cannot open log file \(.*\); logging to stderr$/m,
+      );
+      assert.match(
+        text,
+        /^warn \S+ \S+ WARNING \[.*\] pyproxy_server: from the server$/m,
+      );
+      assert.match(text, /^warn from C$/m);
+      assert.ok(stderr.every(([, , p]) => p?.id === server.id));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
-    assert.match(seen(), /^warn to fd 2$/m);
-    assert.ok(
-      entries.some(([level, m, p]) =>
-        level === "warn" && m.startsWith("Host command") &&
-        p?.cmd === "buggy.run"
-      ),
-      JSON.stringify(entries.map(([l, m]) => `${l} ${m}`)),
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  },
+]);
+
+scenarios.push([
+  "Pool with a logger of its own: workers' stderr and host command failures reach it",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-stderr-pool-" });
+    const { logger, entries } = recordingLogger();
+    try {
+      const { Pool } = await import("../src/pool.ts");
+      await using pool = await Pool.start({
+        workers: 1,
+        modelsDir: dir,
+        handleSignals: false,
+        logger,
+        plugins: [{
+          name: "buggy",
+          handlers: {
+            "buggy.run": () => {
+              throw new TypeError("a bug in host code");
+            },
+          },
+        }],
+      });
+      // Straight to the process's stderr, past the output capture.
+      await pool.eval("import os\nos.write(2, b'to fd 2\\n')").result;
+      await pool.addModel("caller", {
+        source:
+          "from pyproxy import host\nclass M:\n    def execute(self, msg):\n        return host.call('buggy.run', {})\n",
+      });
+      await pool.execute("caller", {}).catch(() => {});
+      const seen = () => lines(entries).join("\n");
+      for (let i = 0; i < 100 && !/to fd 2/.test(seen()); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.match(seen(), /^warn to fd 2$/m);
+      assert.ok(
+        entries.some(([level, m, p]) =>
+          level === "warn" && m.startsWith("Host command") &&
+          p?.cmd === "buggy.run"
+        ),
+        JSON.stringify(entries.map(([l, m]) => `${l} ${m}`)),
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+]);
 
 Deno.test("Pool with logDir '-': no log files, each worker's log reaches the pool's logger at its level, past the 50 lines a second of an unplanned stderr, a call's records once", async () => {
   const dir = await Deno.makeTempDir({ prefix: "pyproxy-log-dash-" });
@@ -781,193 +796,206 @@ Deno.test("StderrLog gives onText all the text a line at a time, records without
   assert.deepEqual(lines(entries), ["warn a\nb"]);
 });
 
-Deno.test("PythonServer's onStderr gets the server's records without their mark, whole, with their level and logger", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-on-stderr-" });
-  const given: [string, StderrRecord | undefined][] = [];
-  try {
-    await using server = await PythonServer.start({
-      path: dir,
-      logDir: "-",
-      logger: recordingLogger().logger,
-      onStderr: (text, record) => given.push([text, record]),
-    });
-    await using session = await server.connect();
-    await session.request("eval", {
-      code: [
-        "import logging, os, threading",
-        "def work():",
-        "    try:",
-        "        {}['k']",
-        "    except KeyError:",
-        "        logging.getLogger('loader').exception('failed')",
-        "t = threading.Thread(target=work, name='bg')",
-        "t.start(); t.join()",
-        "os.write(2, b'from C\\n')",
-        "1",
-      ].join("\n"),
-    });
-    await session.close();
-    await server.stop();
-    const failed = given.filter(([, r]) => r?.logger === "loader");
-    assert.equal(failed.length, 1, JSON.stringify(given));
-    const [text, record] = failed[0]!;
-    assert.match(
-      text,
-      /^\d{4}-\d\d-\d\d \S+ ERROR \[bg\] loader: failed\nTraceback \(most recent call last\):\n[^]*KeyError: 'k'\n$/,
-    );
-    assert.deepEqual({ ...record, message: undefined }, {
-      level: "error",
-      logger: "loader",
-      thread: "bg",
-      message: undefined,
-    });
-    assert.match(record!.message, /^failed\nTraceback [^]*KeyError: 'k'$/);
-    // Every record starts with its time: no mark before it.
-    for (const [text, r] of given) {
-      if (r !== undefined) assert.match(text, /^\d{4}-\d\d-\d\d /, text);
+scenarios.push([
+  "PythonServer's onStderr gets the server's records without their mark, whole, with their level and logger",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-on-stderr-" });
+    const given: [string, StderrRecord | undefined][] = [];
+    try {
+      await using server = await PythonServer.start({
+        path: dir,
+        logDir: "-",
+        logger: recordingLogger().logger,
+        onStderr: (text, record) => given.push([text, record]),
+      });
+      await using session = await server.connect();
+      await session.request("eval", {
+        code: [
+          "import logging, os, threading",
+          "def work():",
+          "    try:",
+          "        {}['k']",
+          "    except KeyError:",
+          "        logging.getLogger('loader').exception('failed')",
+          "t = threading.Thread(target=work, name='bg')",
+          "t.start(); t.join()",
+          "os.write(2, b'from C\\n')",
+          "1",
+        ].join("\n"),
+      });
+      await session.close();
+      await server.stop();
+      const failed = given.filter(([, r]) => r?.logger === "loader");
+      assert.equal(failed.length, 1, JSON.stringify(given));
+      const [text, record] = failed[0]!;
+      assert.match(
+        text,
+        /^\d{4}-\d\d-\d\d \S+ ERROR \[bg\] loader: failed\nTraceback \(most recent call last\):\n[^]*KeyError: 'k'\n$/,
+      );
+      assert.deepEqual({ ...record, message: undefined }, {
+        level: "error",
+        logger: "loader",
+        thread: "bg",
+        message: undefined,
+      });
+      assert.match(record!.message, /^failed\nTraceback [^]*KeyError: 'k'$/);
+      // Every record starts with its time: no mark before it.
+      for (const [text, r] of given) {
+        if (r !== undefined) assert.match(text, /^\d{4}-\d\d-\d\d /, text);
+      }
+      assert.ok(
+        given.some(([t, r]) => t === "from C\n" && r === undefined),
+        JSON.stringify(given),
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
-    assert.ok(
-      given.some(([t, r]) => t === "from C\n" && r === undefined),
-      JSON.stringify(given),
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  },
+]);
 
-Deno.test("PythonServer's stderr records: a thread's name cannot make a record pass for another logger's (the server's own), nor can a space in a logger's name cut it", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-thread-name-" });
-  const given: (StderrRecord | undefined)[] = [];
-  try {
-    await using server = await PythonServer.start({
-      path: dir,
-      logDir: "-",
-      logger: recordingLogger().logger,
-      onStderr: (_text, record) => given.push(record),
-    });
-    await using session = await server.connect();
-    await session.request("eval", {
-      code: [
-        "import logging, threading",
-        "def work():",
-        "    logging.getLogger('loader').warning('from a thread')",
-        "    logging.getLogger('my model').warning('spaced')",
-        "t = threading.Thread(target=work, name='bg] pyproxy_server: forged')",
-        "t.start(); t.join()",
-        "1",
-      ].join("\n"),
-    });
-    await session.close();
-    await server.stop();
-    const mine = given.filter((r) => r?.thread?.startsWith("bg"));
-    // Before: logger "pyproxy_server", thread "bg", message "forged] loader: ...".
-    assert.deepEqual(
-      mine.map((r) => [r?.logger, r?.thread, r?.message]),
-      [
-        ["loader", "bg) pyproxy_server: forged", "from a thread"],
-        ["my_model", "bg) pyproxy_server: forged", "spaced"],
-      ],
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+scenarios.push([
+  "PythonServer's stderr records: a thread's name cannot make a record pass for another logger's (the server's own), nor can a space in a logger's name cut it",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-thread-name-" });
+    const given: (StderrRecord | undefined)[] = [];
+    try {
+      await using server = await PythonServer.start({
+        path: dir,
+        logDir: "-",
+        logger: recordingLogger().logger,
+        onStderr: (_text, record) => given.push(record),
+      });
+      await using session = await server.connect();
+      await session.request("eval", {
+        code: [
+          "import logging, threading",
+          "def work():",
+          "    logging.getLogger('loader').warning('from a thread')",
+          "    logging.getLogger('my model').warning('spaced')",
+          "t = threading.Thread(target=work, name='bg] pyproxy_server: forged')",
+          "t.start(); t.join()",
+          "1",
+        ].join("\n"),
+      });
+      await session.close();
+      await server.stop();
+      const mine = given.filter((r) => r?.thread?.startsWith("bg"));
+      // Before: logger "pyproxy_server", thread "bg", message "forged] loader: ...".
+      assert.deepEqual(
+        mine.map((r) => [r?.logger, r?.thread, r?.message]),
+        [
+          ["loader", "bg) pyproxy_server: forged", "from a thread"],
+          ["my_model", "bg) pyproxy_server: forged", "spaced"],
+        ],
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+]);
 
-Deno.test("PythonServer's stderr records: a thread's or logger's name that is no plain str (a str subclass, an object a logging filter set) cannot make a record pass for the server's own either", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-thread-name-" });
-  const given: (StderrRecord | undefined)[] = [];
-  try {
-    await using server = await PythonServer.start({
-      path: dir,
-      logDir: "-",
-      logger: recordingLogger().logger,
-      onStderr: (_text, record) => given.push(record),
-    });
-    await using session = await server.connect();
-    await session.request("eval", {
-      code: [
-        "import logging",
-        "class Name(str): pass",
-        "class Text:",
-        "    def __str__(self): return 'obj] pyproxy_server: forged'",
-        "class Rename(logging.Filter):",
-        "    def filter(self, record):",
-        "        if record.msg == 'subclass':",
-        "            record.threadName = Name('sub] pyproxy_server: forged')",
-        "        elif record.msg == 'object':",
-        "            record.threadName = Text()",
-        "        else:",
-        "            record.name = Name('pyproxy_server: forged')",
-        "        return True",
-        "log = logging.getLogger('filtered')",
-        "log.addFilter(Rename())",
-        "log.warning('subclass'); log.warning('object'); log.warning('named')",
-        "1",
-      ].join("\n"),
-    });
-    await session.close();
-    await server.stop();
-    const mine = given.filter((r) =>
-      r !== undefined && ["subclass", "object", "named"].includes(r.message) ||
-      r?.message.startsWith("forged") === true
-    );
-    // Before: logger "pyproxy_server" and message "forged] filtered: ..."
-    // (or "forged: named"): the server's own record, to the host.
-    assert.deepEqual(
-      mine.map((r) => [r?.logger, r?.message]),
-      [
-        ["filtered", "subclass"],
-        ["filtered", "object"],
-        ["pyproxy_server:_forged", "named"],
-      ],
-    );
-    assert.deepEqual(
-      mine.slice(0, 2).map((r) => r?.thread),
-      ["sub) pyproxy_server: forged", "obj) pyproxy_server: forged"],
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+scenarios.push([
+  "PythonServer's stderr records: a thread's or logger's name that is no plain str (a str subclass, an object a logging filter set) cannot make a record pass for the server's own either",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-thread-name-" });
+    const given: (StderrRecord | undefined)[] = [];
+    try {
+      await using server = await PythonServer.start({
+        path: dir,
+        logDir: "-",
+        logger: recordingLogger().logger,
+        onStderr: (_text, record) => given.push(record),
+      });
+      await using session = await server.connect();
+      await session.request("eval", {
+        code: [
+          "import logging",
+          "class Name(str): pass",
+          "class Text:",
+          "    def __str__(self): return 'obj] pyproxy_server: forged'",
+          "class Rename(logging.Filter):",
+          "    def filter(self, record):",
+          "        if record.msg == 'subclass':",
+          "            record.threadName = Name('sub] pyproxy_server: forged')",
+          "        elif record.msg == 'object':",
+          "            record.threadName = Text()",
+          "        else:",
+          "            record.name = Name('pyproxy_server: forged')",
+          "        return True",
+          "log = logging.getLogger('filtered')",
+          "log.addFilter(Rename())",
+          "log.warning('subclass'); log.warning('object'); log.warning('named')",
+          "1",
+        ].join("\n"),
+      });
+      await session.close();
+      await server.stop();
+      const mine = given.filter((r) =>
+        r !== undefined &&
+          ["subclass", "object", "named"].includes(r.message) ||
+        r?.message.startsWith("forged") === true
+      );
+      // Before: logger "pyproxy_server" and message "forged] filtered: ..."
+      // (or "forged: named"): the server's own record, to the host.
+      assert.deepEqual(
+        mine.map((r) => [r?.logger, r?.message]),
+        [
+          ["filtered", "subclass"],
+          ["filtered", "object"],
+          ["pyproxy_server:_forged", "named"],
+        ],
+      );
+      assert.deepEqual(
+        mine.slice(0, 2).map((r) => r?.thread),
+        ["sub) pyproxy_server: forged", "obj) pyproxy_server: forged"],
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+]);
 
-Deno.test("PythonServer with logDir '-': a traceback a model's own thread prints (traceback.print_exc) is one error entry of that thread, not a warning per line", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pyproxy-print-exc-" });
-  const { logger, entries } = recordingLogger();
-  try {
-    await using server = await PythonServer.start({
-      path: dir,
-      logDir: "-",
-      logger,
-    });
-    await using session = await server.connect();
-    await session.request("eval", {
-      code: [
-        "import threading, traceback",
-        "def work():",
-        "    try:",
-        "        {}['k']",
-        "    except KeyError:",
-        "        traceback.print_exc()",
-        "t = threading.Thread(target=work, name='bg')",
-        "t.start(); t.join()",
-        "1",
-      ].join("\n"),
-    });
-    await session.close();
-    await server.stop();
-    const printed = entries.filter(([, m, p]) =>
-      m === "{id} stderr: {line}" && String(p?.line).includes("<stderr>")
-    );
-    assert.equal(printed.length, 1, lines(printed).join("\n---\n"));
-    assert.equal(printed[0]![0], "error");
-    assert.match(
-      String(printed[0]![2]?.line),
-      /^\S+ \S+ ERROR \[bg\] pyproxy_server\.output: <stderr>: Traceback \(most recent call last\):\n {2}File [^]*KeyError: 'k'$/,
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+scenarios.push([
+  "PythonServer with logDir '-': a traceback a model's own thread prints (traceback.print_exc) is one error entry of that thread, not a warning per line",
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pyproxy-print-exc-" });
+    const { logger, entries } = recordingLogger();
+    try {
+      await using server = await PythonServer.start({
+        path: dir,
+        logDir: "-",
+        logger,
+      });
+      await using session = await server.connect();
+      await session.request("eval", {
+        code: [
+          "import threading, traceback",
+          "def work():",
+          "    try:",
+          "        {}['k']",
+          "    except KeyError:",
+          "        traceback.print_exc()",
+          "t = threading.Thread(target=work, name='bg')",
+          "t.start(); t.join()",
+          "1",
+        ].join("\n"),
+      });
+      await session.close();
+      await server.stop();
+      const printed = entries.filter(([, m, p]) =>
+        m === "{id} stderr: {line}" && String(p?.line).includes("<stderr>")
+      );
+      assert.equal(printed.length, 1, lines(printed).join("\n---\n"));
+      assert.equal(printed[0]![0], "error");
+      assert.match(
+        String(printed[0]![2]?.line),
+        /^\S+ \S+ ERROR \[bg\] pyproxy_server\.output: <stderr>: Traceback \(most recent call last\):\n {2}File [^]*KeyError: 'k'$/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+]);
 
 /** Python 3.13, whose tracebacks are coloured under FORCE_COLOR and PYTHON_COLORS. */
 const PYTHON_313 = "/root/.pyenv/versions/3.13.0/bin/python3";
@@ -1035,3 +1063,6 @@ Deno.test({
     }
   },
 });
+
+Deno.test("StderrLog scenarios on servers of their own (each its own server, 3 at a time)", (t) =>
+  concurrentSteps(t, scenarios, 3));
