@@ -680,6 +680,15 @@ export class GatewayMetrics {
       if (listed.size >= this.#maxModels) break;
       listed.add(model);
     }
+    // A listed model's statuses not counted yet, at 0.
+    const zeros = (model: string, counted?: Map<number, number>): void => {
+      for (const status of LISTED_STATUSES) {
+        if (counted?.has(status) === true) continue;
+        lines.push(
+          `pyproxy_requests_total{${modelLabels(model)},status="${status}"} 0`,
+        );
+      }
+    };
     for (const [model, s] of this.#models) {
       for (const [status, n] of s.requests) {
         lines.push(
@@ -688,21 +697,9 @@ export class GatewayMetrics {
           },status="${status}"} ${n}`,
         );
       }
-      if (!listed.delete(model)) continue;
-      for (const status of LISTED_STATUSES) {
-        if (s.requests.has(status)) continue;
-        lines.push(
-          `pyproxy_requests_total{${modelLabels(model)},status="${status}"} 0`,
-        );
-      }
+      if (listed.delete(model)) zeros(model, s.requests);
     }
-    for (const model of listed) {
-      for (const status of LISTED_STATUSES) {
-        lines.push(
-          `pyproxy_requests_total{${modelLabels(model)},status="${status}"} 0`,
-        );
-      }
-    }
+    for (const model of listed) zeros(model);
     family(
       "pyproxy_request_duration_seconds",
       "histogram",
